@@ -1,0 +1,62 @@
+# cardapd — build, run and test. `make run` and `make test` install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTOS := $(wildcard proto/cardap/v1/*.proto)
+APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig pcsc-tools dbus fprintd libfprint-2-2 systemd iproute2
+
+.PHONY: setup system-deps proto run test test-unit test-stack lint bench clean help
+
+help:
+	@echo "make run    - bring up pcscd + vpcd + virtual card + cardapd and show it working"
+	@echo "make test   - install everything and run all tests (unit + real stack)"
+	@echo "make lint   - ruff + mypy"
+	@echo "make bench  - benchmarks (results go to docs/benchmarks.md)"
+	@echo "make proto  - generate Python code and .pyi stubs from proto/"
+
+# Debian packages for the real stack (skipped when already installed).
+.stamp-system: Makefile
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+system-deps: .stamp-system
+
+$(VENV)/.stamp: pyproject.toml | .stamp-system
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+.stamp-proto: $(PROTOS) $(VENV)/.stamp
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -I proto \
+	  --python_out=clients --grpc_python_out=clients \
+	  --mypy_out=clients --mypy_grpc_out=clients $(PROTOS)
+	@touch $@
+proto: .stamp-proto
+
+setup: .stamp-system $(VENV)/.stamp .stamp-proto
+
+run: setup
+	$(PY) -m cardap_sim.stack
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check daemon clients sim tests bench
+	$(VENV)/bin/mypy daemon clients sim
+
+bench: setup
+	$(PY) -m bench.run --out docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) .stamp-* build dist *.egg-info .mypy_cache .ruff_cache

@@ -1,0 +1,194 @@
+"""The daemon's typed error hierarchy.
+
+Every layer raises these; only the API layer turns them into gRPC status codes
+(see `cardapd.api.status`). Each class carries a stable machine-readable `reason`
+(UPPER_SNAKE, never changed once published) and a human message. Nothing in a
+message may contain a PIN, a key or the My Number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class CardapError(Exception):
+    """Base class: a failure the daemon understands and can explain to a client."""
+
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None,
+                 metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.reason
+
+
+class InvalidArgument(CardapError):
+    """The request itself is wrong (a field missing, malformed or too long)."""
+
+    reason = "INVALID_ARGUMENT"
+
+
+class NotFound(CardapError):
+    """A named thing (reader, AP, operator) does not exist."""
+
+    reason = "NOT_FOUND"
+
+
+class NotAuthorized(CardapError):
+    """The caller may not do this (wrong socket role, no session, no right)."""
+
+    reason = "PERMISSION_DENIED"
+
+
+class NotImplementedYet(CardapError):
+    """A method of the designed API whose capability has not been built yet."""
+
+    reason = "NOT_IMPLEMENTED"
+
+    def __init__(self, capability: str, issue: int) -> None:
+        super().__init__(
+            f"{capability} is not implemented yet (tracked in issue #{issue})",
+            metadata={"capability": capability, "issue": str(issue)},
+        )
+
+
+class ReaderError(CardapError):
+    """The reader or the PC/SC service failed or is absent."""
+
+    reason = "READER_UNAVAILABLE"
+
+
+class NoReader(ReaderError):
+    """No reader is connected (or the named one is gone)."""
+
+    reason = "NO_READER"
+
+
+class PcscUnavailable(ReaderError):
+    """pcscd is not running or its context was lost; the daemon is reconnecting."""
+
+    reason = "PCSC_UNAVAILABLE"
+
+
+class CardError(CardapError):
+    """The card answered, but not as the model says it must."""
+
+    reason = "CARD_ERROR"
+
+
+class NoCard(CardError):
+    """The reader is empty."""
+
+    reason = "NO_CARD"
+
+
+class CardRemoved(CardError):
+    """The card left the reader (or was reset) during the operation."""
+
+    reason = "CARD_REMOVED"
+
+
+class CardUnresponsive(CardError):
+    """The card does not answer (mute, powered off, or a transmission error)."""
+
+    reason = "CARD_UNRESPONSIVE"
+
+
+class CardProtocolError(CardError):
+    """The card's answer is malformed: garbage, truncated, or an impossible length."""
+
+    reason = "CARD_PROTOCOL_ERROR"
+
+
+class NotMyNumberCard(CardError):
+    """The card in the reader is not a My Number Card."""
+
+    reason = "NOT_MY_NUMBER_CARD"
+
+
+class ApNotFound(CardError):
+    """The card AP asked for is not on this card."""
+
+    reason = "AP_NOT_FOUND"
+
+
+class CardDataInvalid(CardError):
+    """The AP answered with data that does not follow its layout (never guessed at)."""
+
+    reason = "CARD_DATA_INVALID"
+
+
+class StatusWordError(CardError):
+    """A status word the operation did not expect."""
+
+    reason = "UNEXPECTED_STATUS_WORD"
+
+    def __init__(self, sw: int, context: str) -> None:
+        super().__init__(f"{context}: card answered {sw:04X}", metadata={"sw": f"{sw:04X}"})
+        self.sw = sw
+
+
+class PinError(CardError):
+    """A PIN check failed or was refused; carries the tries left when known."""
+
+    reason = "PIN_ERROR"
+
+    def __init__(self, message: str, tries_left: int | None, *,
+                 reason: str | None = None) -> None:
+        meta = {} if tries_left is None else {"tries_left": str(tries_left)}
+        super().__init__(message, reason=reason, metadata=meta)
+        self.tries_left = tries_left
+
+
+class InvalidPinError(PinError):
+    """The PIN was wrong; `tries_left` tries remain."""
+
+    reason = "PIN_WRONG"
+
+
+class PinBlocked(PinError):
+    """The PIN is blocked; the holder must have it reset at the municipality."""
+
+    reason = "PIN_BLOCKED"
+
+
+class PinGuardRefused(PinError):
+    """The PIN guard refused to send VERIFY: too few tries left to risk one."""
+
+    reason = "PIN_TRIES_TOO_FEW"
+
+
+class ServiceUnavailable(CardapError):
+    """A dependency (loading service, fprintd, the store) cannot be reached now."""
+
+    reason = "SERVICE_UNAVAILABLE"
+
+
+class Cancelled(CardapError):
+    """The caller cancelled the operation (or disconnected)."""
+
+    reason = "CANCELLED"
+
+
+class Busy(CardapError):
+    """The reader is in use by another operation that cannot be shared."""
+
+    reason = "READER_BUSY"
+
+
+class StoreError(CardapError):
+    """The audit log or another store could not be written; the operation is refused."""
+
+    reason = "STORE_ERROR"
+
+
+class ConfigError(CardapError):
+    """The configuration is invalid; the message names the file, key and the problem."""
+
+    reason = "CONFIG_INVALID"
