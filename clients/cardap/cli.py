@@ -1,0 +1,207 @@
+"""`cardapctl`: the command line of cardapd (status, readers, watch, read-id, diagnose, metrics).
+
+Every command takes `--json` for machine output. Exit codes (stable, for scripts):
+  0 success                      1 other failure             2 usage or invalid argument
+  3 no reader / no card / wrong card (FAILED_PRECONDITION, NOT_FOUND)
+  4 permission denied (wrong socket role)          5 daemon or PC/SC unavailable
+  6 not implemented yet                            7 card removed or operation aborted
+  diagnose only: 10 warning, 11 card fault, 12 reader fault, 13 no card
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from cardap.client import CardapClient, CardapClientError, default_socket
+from cardap.v1 import cards_pb2, terminal_pb2
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PRECONDITION = 0, 1, 2, 3
+EXIT_DENIED, EXIT_UNAVAILABLE, EXIT_UNIMPLEMENTED, EXIT_ABORTED = 4, 5, 6, 7
+VERDICT_EXIT = {
+    terminal_pb2.VERDICT_OK: 0, terminal_pb2.VERDICT_WARNING: 10,
+    terminal_pb2.VERDICT_CARD_FAULT: 11, terminal_pb2.VERDICT_READER_FAULT: 12,
+    terminal_pb2.VERDICT_NO_CARD: 13,
+}
+CODE_EXIT = {
+    grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE,
+    grpc.StatusCode.FAILED_PRECONDITION: EXIT_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND: EXIT_PRECONDITION,
+    grpc.StatusCode.PERMISSION_DENIED: EXIT_DENIED,
+    grpc.StatusCode.UNAVAILABLE: EXIT_UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_UNAVAILABLE,
+    grpc.StatusCode.UNIMPLEMENTED: EXIT_UNIMPLEMENTED,
+    grpc.StatusCode.ABORTED: EXIT_ABORTED,
+}
+DEFAULT_ROLE = {"status": "ops", "readers": "ops", "watch": "gate", "read-id": "gate",
+                "diagnose": "kiosk", "metrics": "ops"}
+
+
+def as_dict(msg: Message) -> dict[str, Any]:
+    """A message as JSON-ready dict (proto field names, defaults included)."""
+    return MessageToDict(msg, preserving_proto_field_name=True,
+                         always_print_fields_with_no_presence=True)
+
+
+def emit(args: argparse.Namespace, msg: Message, text: Callable[[Any], str]) -> None:
+    """Print one result as JSON or text."""
+    if args.json:
+        print(json.dumps(as_dict(msg), ensure_ascii=False), flush=True)
+    else:
+        print(text(msg), flush=True)
+
+
+def enum_name(enum: Any, value: int, prefix: str) -> str:
+    """`READER_STATE_EMPTY` → `empty`."""
+    return str(enum.Name(value)).removeprefix(prefix).lower()
+
+
+def fmt_reader(r: cards_pb2.Reader) -> str:
+    state = enum_name(cards_pb2.ReaderState, r.state, "READER_STATE_")
+    line = f"{r.name}: {state}"
+    if r.HasField("card"):
+        c = r.card
+        kind = enum_name(cards_pb2.CardKind, c.kind, "CARD_KIND_")
+        line += f" — {kind} {c.card_id} ({c.profile})"
+        for t in c.tap:
+            line += f"\n    Type C {t.aid}: " + (t.user_id or f"unreadable ({t.reason})")
+    return line
+
+
+def cmd_status(client: CardapClient, args: argparse.Namespace) -> int:
+    st = client.status()
+    emit(args, st, lambda s: (
+        f"cardapd {s.version} (socket role {s.role})\n"
+        f"  PC/SC: {'available' if s.pcsc_available else 'UNAVAILABLE'}\n"
+        f"  readers: {s.readers}, cards: {s.cards}\n"
+        f"  audit rows: {s.audit_head_seq}\n"
+        f"  capabilities: {', '.join(s.capabilities)}"))
+    return EXIT_OK
+
+
+def cmd_readers(client: CardapClient, args: argparse.Namespace) -> int:
+    resp = client.readers()
+    emit(args, resp, lambda r: "\n".join(fmt_reader(x) for x in r.readers) or "no readers")
+    return EXIT_OK if resp.pcsc_available else EXIT_UNAVAILABLE
+
+
+def cmd_watch(client: CardapClient, args: argparse.Namespace) -> int:
+    count = 0
+    for ev in client.watch(args.reader or (), timeout=args.duration):
+        kind = enum_name(cards_pb2.CardEventKind, ev.kind, "CARD_EVENT_KIND_")
+        emit(args, ev, lambda e, k=kind: f"#{e.seq} {k}" + (
+            f" {fmt_reader(e.reader)}" if e.HasField("reader") else "") + (
+            f" ({e.detail})" if e.detail else ""))
+        count += 1
+        if args.count and count >= args.count:
+            break
+    return EXIT_OK
+
+
+def cmd_read_id(client: CardapClient, args: argparse.Namespace) -> int:
+    resp = client.read_user_id(args.reader, args.aid, fresh=args.fresh)
+    emit(args, resp, lambda r: f"{r.user_id}  (card {r.card_id}, reader {r.reader!r}, "
+         f"AP {r.aid}, {'cached tap read' if r.cached else 'read now'})")
+    return EXIT_OK
+
+
+def fmt_diagnosis(resp: terminal_pb2.DiagnoseResponse) -> str:
+    lines = []
+    for d in resp.readers:
+        verdict = enum_name(terminal_pb2.Verdict, d.verdict, "VERDICT_")
+        lines.append(f"{d.reader.name or '(no reader)'}: {verdict.upper()}")
+        for c in d.checks:
+            lines.append(f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}")
+        for ap in d.aps:
+            lines.append(f"  AP {ap.name} {ap.aid}: {'answers' if ap.present else 'absent'}")
+        lines.append(f"  → {d.next_action}")
+    return "\n".join(lines)
+
+
+def cmd_diagnose(client: CardapClient, args: argparse.Namespace) -> int:
+    resp = client.diagnose(args.reader)
+    emit(args, resp, fmt_diagnosis)
+    return VERDICT_EXIT.get(resp.verdict, EXIT_FAIL)
+
+
+def cmd_metrics(client: CardapClient, args: argparse.Namespace) -> int:
+    count = 0
+    for snap in client.metrics(args.interval, args.prefix or ()):
+        emit(args, snap, lambda s: "\n".join(
+            f"{x.name}{{{','.join(f'{k}={v!r}' for k, v in sorted(x.labels.items()))}}} {x.value:g}"
+            for x in s.samples))
+        count += 1
+        if count >= args.count:
+            break
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[CardapClient, argparse.Namespace], int]] = {
+    "status": cmd_status, "readers": cmd_readers, "watch": cmd_watch,
+    "read-id": cmd_read_id, "diagnose": cmd_diagnose, "metrics": cmd_metrics,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    p = argparse.ArgumentParser(prog="cardapctl", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--socket", type=Path, help="daemon socket (default: by --role)")
+    p.add_argument("--role", choices=["kiosk", "gate", "ops"],
+                   help="which role's socket to use (default depends on the command)")
+    p.add_argument("--socket-dir", type=Path,
+                   help="directory of the role sockets ($CARDAPD_SOCKET_DIR, /run/cardapd)")
+    p.add_argument("--json", action="store_true", help="JSON output (one object per line)")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds per call")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="daemon status")
+    sub.add_parser("readers", help="readers and cards")
+    w = sub.add_parser("watch", help="card events (snapshot, then live)")
+    w.add_argument("--reader", action="append", help="only this reader (repeatable)")
+    w.add_argument("--count", type=int, default=0, help="stop after N events")
+    w.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    r = sub.add_parser("read-id", help="read the user ID (Type C)")
+    r.add_argument("--reader", default="", help="reader name (default: the one with a card)")
+    r.add_argument("--aid", default="", help="Type C AP AID in hex (default: configured)")
+    r.add_argument("--fresh", action="store_true", help="read the card now, not the tap cache")
+    d = sub.add_parser("diagnose", help="card fault isolation")
+    d.add_argument("--reader", default="", help="reader name (default: every reader)")
+    m = sub.add_parser("metrics", help="metric snapshots")
+    m.add_argument("--interval", type=int, default=5)
+    m.add_argument("--count", type=int, default=1)
+    m.add_argument("--prefix", action="append", help="only metrics starting with this")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit code."""
+    args = parser().parse_args(argv)
+    socket = args.socket or default_socket(args.role or DEFAULT_ROLE[args.command],
+                                           args.socket_dir)
+    try:
+        with CardapClient(socket, timeout=args.timeout) as client:
+            return COMMANDS[args.command](client, args)
+    except CardapClientError as err:
+        if args.json:
+            print(json.dumps({"error": {"code": err.code.name, "reason": err.reason,
+                                        "message": err.message, "metadata": err.metadata}},
+                             ensure_ascii=False), file=sys.stderr)
+        else:
+            hint = f" (is cardapd running? socket {socket})" if \
+                err.reason == "DAEMON_UNREACHABLE" else ""
+            print(f"cardapctl: {err.reason}: {err.message}{hint}", file=sys.stderr)
+        return CODE_EXIT.get(err.code, EXIT_FAIL)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Engine domain types → protobuf messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cardap.v1 import cards_pb2, terminal_pb2
+from cardapd.engine.diagnose import Diagnosis, Verdict
+from cardapd.engine.model import (
+    CardEvent,
+    CardKind,
+    CardView,
+    DaemonStatus,
+    EventKind,
+    ReaderState,
+    ReaderView,
+)
+from cardapd.metrics import Sample
+
+READER_STATE = {
+    ReaderState.EMPTY: cards_pb2.READER_STATE_EMPTY,
+    ReaderState.CARD_PRESENT: cards_pb2.READER_STATE_CARD_PRESENT,
+    ReaderState.CARD_MUTE: cards_pb2.READER_STATE_CARD_MUTE,
+    ReaderState.UNAVAILABLE: cards_pb2.READER_STATE_UNAVAILABLE,
+}
+CARD_KIND = {
+    CardKind.MY_NUMBER_CARD: cards_pb2.CARD_KIND_MY_NUMBER_CARD,
+    CardKind.OTHER: cards_pb2.CARD_KIND_OTHER,
+    CardKind.UNKNOWN: cards_pb2.CARD_KIND_UNKNOWN,
+}
+EVENT_KIND = {k: getattr(cards_pb2, f"CARD_EVENT_KIND_{k.name}") for k in EventKind}
+VERDICT = {v: getattr(terminal_pb2, f"VERDICT_{v.name}") for v in Verdict}
+
+
+def timestamp(dt: datetime) -> Timestamp:
+    """A protobuf Timestamp from an aware datetime."""
+    ts = Timestamp()
+    ts.FromDatetime(dt)
+    return ts
+
+
+def card(view: CardView) -> cards_pb2.Card:
+    """A Card message (never with the My Number: the engine never has it)."""
+    return cards_pb2.Card(
+        card_id=view.card_id, atr=view.atr.hex().upper(), kind=CARD_KIND[view.kind],
+        profile=view.profile, inserted_at=timestamp(view.inserted_at),
+        tap=[cards_pb2.TapRead(aid=t.aid.hex().upper(), user_id=t.user_id, reason=t.reason)
+             for t in view.tap])
+
+
+def reader(view: ReaderView) -> cards_pb2.Reader:
+    """A Reader message."""
+    msg = cards_pb2.Reader(name=view.name, state=READER_STATE[view.state])
+    if view.card is not None:
+        msg.card.CopyFrom(card(view.card))
+    return msg
+
+
+def event(ev: CardEvent) -> cards_pb2.CardEvent:
+    """A CardEvent message."""
+    msg = cards_pb2.CardEvent(seq=ev.seq, kind=EVENT_KIND[ev.kind], time=timestamp(ev.time),
+                              detail=ev.detail)
+    if ev.reader is not None:
+        msg.reader.CopyFrom(reader(ev.reader))
+    return msg
+
+
+def status(st: DaemonStatus, role: str) -> terminal_pb2.GetStatusResponse:
+    """A GetStatusResponse message."""
+    return terminal_pb2.GetStatusResponse(
+        version=st.version, started_at=timestamp(st.started_at),
+        pcsc_available=st.pcsc_available, readers=st.readers, cards=st.cards,
+        audit_head_seq=st.audit_head_seq, role=role, capabilities=st.capabilities)
+
+
+def diagnosis(d: Diagnosis) -> terminal_pb2.ReaderDiagnosis:
+    """A ReaderDiagnosis message."""
+    return terminal_pb2.ReaderDiagnosis(
+        reader=reader(d.reader),
+        checks=[terminal_pb2.Check(name=c.name, ok=c.ok, detail=c.detail, reason=c.reason)
+                for c in d.checks],
+        jpki_auth_pin_tries=-1 if d.auth_pin_tries is None else d.auth_pin_tries,
+        jpki_sign_pin_tries=-1 if d.sign_pin_tries is None else d.sign_pin_tries,
+        aps=[terminal_pb2.ApProbe(name=a.name, aid=a.aid.hex().upper(), present=a.present,
+                                  sw=a.sw) for a in d.aps],
+        verdict=VERDICT[d.verdict], next_action=d.next_action)
+
+
+def samples(items: list[Sample]) -> list[terminal_pb2.MetricSample]:
+    """MetricSample messages."""
+    return [terminal_pb2.MetricSample(name=s.name, labels=s.labels, value=s.value)
+            for s in items]

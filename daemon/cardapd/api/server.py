@@ -1,0 +1,94 @@
+"""The gRPC servers: one per socket role, each on its own Unix socket (0660, role group).
+
+Each server carries the Terminal servicer bound to its role, the standard health service
+and server reflection. Optionally (issue 7) a localhost TCP listener with mutual TLS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cardap.v1 import terminal_pb2, terminal_pb2_grpc
+from cardapd.api.roles import Role
+from cardapd.api.servicer import TerminalServicer
+from cardapd.engine.engine import Engine
+from cardapd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = terminal_pb2.DESCRIPTOR.services_by_name["Terminal"].full_name
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    """Where and how one role's socket is created."""
+
+    role: Role
+    path: Path
+    group: str | None
+    mode: int
+
+
+class RoleServer:
+    """One grpc.aio server for one role."""
+
+    def __init__(self, engine: Engine, spec: SocketSpec) -> None:
+        self.spec = spec
+        self.server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", 16 * MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ])
+        terminal_pb2_grpc.add_TerminalServicer_to_server(
+            TerminalServicer(engine, spec.role), self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+
+    async def start(self) -> None:
+        """Bind the socket (replacing a stale one), set owner/mode, start serving."""
+        path = self.spec.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_socket():
+                path.unlink()
+        self.server.add_insecure_port(f"unix:{path}")
+        await self.server.start()
+        os.chmod(path, self.spec.mode)
+        if self.spec.group:
+            try:
+                gid = grp.getgrnam(self.spec.group).gr_gid
+            except KeyError:
+                log.warning("group %r for the %s socket does not exist; socket left in the "
+                            "daemon's group", self.spec.group, self.spec.role)
+            else:
+                os.chown(path, -1, gid)
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving the %s role on %s", self.spec.role, path)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting calls; give running calls `grace` seconds."""
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+        with contextlib.suppress(FileNotFoundError):
+            self.spec.path.unlink()
+
+
+def check_specs(specs: list[SocketSpec]) -> None:
+    """Refuse two roles on one path."""
+    paths = [s.path for s in specs]
+    if len(set(paths)) != len(paths):
+        raise ConfigError("sockets: two roles cannot share one socket path")

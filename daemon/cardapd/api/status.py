@@ -1,0 +1,68 @@
+"""Domain errors → gRPC status: a code, a human message, and an ErrorInfo with the reason.
+
+The rich status travels in the standard `grpc-status-details-bin` trailer
+(google.rpc.Status with a google.rpc.ErrorInfo, domain "cardapd"), so any gRPC client can
+read the stable reason and metadata (e.g. `tries_left`) without parsing messages.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from cardapd import errors as e
+
+DOMAIN = "cardapd"
+
+# Most specific class first: the first match wins.
+CODE_FOR: tuple[tuple[type[e.CardapError], grpc.StatusCode], ...] = (
+    (e.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (e.NotAuthorized, grpc.StatusCode.PERMISSION_DENIED),
+    (e.NotImplementedYet, grpc.StatusCode.UNIMPLEMENTED),
+    (e.NotFound, grpc.StatusCode.NOT_FOUND),
+    (e.ApNotFound, grpc.StatusCode.NOT_FOUND),
+    (e.NoReader, grpc.StatusCode.FAILED_PRECONDITION),
+    (e.PcscUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (e.ReaderError, grpc.StatusCode.UNAVAILABLE),
+    (e.NoCard, grpc.StatusCode.FAILED_PRECONDITION),
+    (e.CardRemoved, grpc.StatusCode.ABORTED),
+    (e.CardUnresponsive, grpc.StatusCode.UNAVAILABLE),
+    (e.NotMyNumberCard, grpc.StatusCode.FAILED_PRECONDITION),
+    (e.PinError, grpc.StatusCode.FAILED_PRECONDITION),
+    (e.CardError, grpc.StatusCode.FAILED_PRECONDITION),
+    (e.Busy, grpc.StatusCode.UNAVAILABLE),
+    (e.Cancelled, grpc.StatusCode.CANCELLED),
+    (e.ServiceUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (e.StoreError, grpc.StatusCode.UNAVAILABLE),
+    (e.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+
+def code_for(exc: e.CardapError) -> grpc.StatusCode:
+    """The gRPC code for a domain error (INTERNAL when nothing matches)."""
+    for cls, code in CODE_FOR:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def to_status(exc: e.CardapError, request_id: str = "") -> grpc.Status:
+    """A grpc.Status carrying code, message and an ErrorInfo detail."""
+    code = code_for(exc)
+    metadata = dict(exc.metadata)
+    if request_id:
+        metadata["request_id"] = request_id
+    info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=metadata)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=exc.message,
+                               details=[detail])
+    return rpc_status.to_status(status)
+
+
+def internal(request_id: str) -> e.CardapError:
+    """The error returned for an unexpected exception (the daemon logs the traceback)."""
+    return e.CardapError(f"internal error (request {request_id}); see the daemon log",
+                         reason="INTERNAL")

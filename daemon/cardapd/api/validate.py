@@ -1,0 +1,68 @@
+"""Request field checks: every string and bytes field has a bound and a shape."""
+
+from __future__ import annotations
+
+import re
+
+from cardapd.errors import InvalidArgument
+
+MAX_READER_NAME = 128
+MAX_READERS_FILTER = 16
+MAX_PIN = 16
+_HEX = re.compile(r"[0-9A-Fa-f]*")
+
+
+def reader_name(value: str, field: str = "reader") -> str:
+    """A reader name: printable, at most 128 bytes (empty allowed: 'the only one')."""
+    if len(value.encode()) > MAX_READER_NAME:
+        raise InvalidArgument(f"{field}: at most {MAX_READER_NAME} bytes",
+                              metadata={"field": field})
+    if any(not ch.isprintable() for ch in value):
+        raise InvalidArgument(f"{field}: control characters are not allowed",
+                              metadata={"field": field})
+    return value
+
+
+def reader_filter(values: list[str]) -> list[str]:
+    """A list of reader names for event filtering."""
+    if len(values) > MAX_READERS_FILTER:
+        raise InvalidArgument(f"readers: at most {MAX_READERS_FILTER} names",
+                              metadata={"field": "readers"})
+    return [reader_name(v, "readers") for v in values]
+
+
+def aid(value: str, field: str = "aid") -> bytes | None:
+    """An AID in hex, 5..16 bytes; empty → None (use the configured default)."""
+    if not value:
+        return None
+    if len(value) > 32 or len(value) % 2 or not _HEX.fullmatch(value):
+        raise InvalidArgument(f"{field}: an AID is 10 to 32 hex digits", metadata={"field": field})
+    raw = bytes.fromhex(value)
+    if len(raw) < 5:
+        raise InvalidArgument(f"{field}: an AID is 10 to 32 hex digits", metadata={"field": field})
+    return raw
+
+
+def pin(value: bytes) -> bytes:
+    """A PIN field: at most 16 bytes (never logged)."""
+    if len(value) > MAX_PIN:
+        raise InvalidArgument(f"pin: at most {MAX_PIN} bytes", metadata={"field": "pin"})
+    return value
+
+
+def interval(value: int, default: int = 10, high: int = 3600) -> int:
+    """A stream interval in seconds: 0 → default, otherwise 1..high."""
+    if value == 0:
+        return default
+    if not 1 <= value <= high:
+        raise InvalidArgument(f"interval_s: 1..{high}", metadata={"field": "interval_s"})
+    return value
+
+
+def prefixes(values: list[str]) -> list[str]:
+    """Metric name prefixes: at most 32, each at most 128 characters of [a-zA-Z0-9_:]."""
+    if len(values) > 32 or any(len(v) > 128 or not re.fullmatch(r"[a-zA-Z0-9_:]*", v)
+                               for v in values):
+        raise InvalidArgument("prefixes: at most 32 metric name prefixes",
+                              metadata={"field": "prefixes"})
+    return values

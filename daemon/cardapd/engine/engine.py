@@ -1,0 +1,430 @@
+"""The engine: readers, card events, identification, tap-to-ID and user ID reads.
+
+It turns monitor events (from the PC/SC thread) into the reader table and the card event
+stream, identifies each inserted card on its reader's thread, and serves reads. Every
+operation is audited before its result is returned. It knows no gRPC: the API layer calls
+it with an `OpContext` and turns its `CardapError`s into status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping
+
+from cardapd import __version__
+from cardapd.engine.audit import AuditSink
+from cardapd.engine.diagnose import Diagnosis, diagnose_reader, no_reader_diagnosis
+from cardapd.engine.hub import EventHub, Subscription, now
+from cardapd.engine.identify import identify_card
+from cardapd.engine.model import (
+    CardEvent,
+    CardKind,
+    CardView,
+    DaemonStatus,
+    EventKind,
+    OpContext,
+    ReaderState,
+    ReaderView,
+    TapResult,
+    UserIdRead,
+)
+from cardapd.engine.owner import ReaderOwner
+from cardapd.engine.settings import EngineSettings
+from cardapd.errors import (
+    Busy,
+    CardapError,
+    CardRemoved,
+    CardUnresponsive,
+    InvalidArgument,
+    NoCard,
+    NoReader,
+    NotMyNumberCard,
+    PcscUnavailable,
+)
+from cardapd.metrics import Metrics
+from cardapd.myna.typec import TypeCSession
+from cardapd.transport.monitor import MonitorEvent, MonitorEventKind, ReaderMonitor, ReaderStatus
+from cardapd.transport.pcsc import PcscContext
+
+log = logging.getLogger(__name__)
+
+CAPABILITIES = ["events", "read_user_id.type_c", "tap_to_id", "diagnose.v1", "metrics",
+                "audit.append"]
+
+
+class Engine:
+    """Owns the readers and serves the card operations."""
+
+    def __init__(self, settings: EngineSettings, audit: AuditSink, metrics: Metrics) -> None:
+        self.settings = settings
+        self.audit = audit
+        self.metrics = metrics
+        self.started_at = now()
+        self.context = PcscContext()
+        self.hub = EventHub(settings.event_queue_size, on_publish=self._count_event)
+        self.pcsc_available = False
+        self._owners: dict[str, ReaderOwner] = {}
+        self._published_card: dict[str, bool] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._identifying: dict[str, asyncio.Task[None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._monitor: ReaderMonitor | None = None
+        self._first_snapshot = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, wait_snapshot_s: float = 3.0) -> None:
+        """Start watching readers; wait (bounded) for the first snapshot."""
+        self._loop = asyncio.get_running_loop()
+        self._monitor = ReaderMonitor(
+            self._from_monitor_thread, include=self.settings.readers_include,
+            exclude=self.settings.readers_exclude,
+            retry_interval_s=self.settings.reconnect_interval_s)
+        self._monitor.start()
+        try:
+            await asyncio.wait_for(self._first_snapshot.wait(), wait_snapshot_s)
+        except TimeoutError:
+            log.warning("no PC/SC snapshot yet; starting degraded")
+
+    async def stop(self) -> None:
+        """Stop the monitor, end every stream and release the readers."""
+        if self._monitor is not None:
+            await asyncio.to_thread(self._monitor.stop)
+        for task in list(self._tasks):
+            task.cancel()
+        self.hub.close_all()
+        for owner in self._owners.values():
+            owner.shutdown()
+        self._owners.clear()
+
+    def healthy(self) -> bool:
+        """For the watchdog: the monitor thread is alive (PC/SC itself may be degraded)."""
+        return self._monitor is not None and self._monitor.alive
+
+    # ------------------------------------------------------------------ monitor events
+
+    def _from_monitor_thread(self, event: MonitorEvent) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._on_monitor, event)
+
+    def _on_monitor(self, event: MonitorEvent) -> None:
+        kind = event.kind
+        if kind is MonitorEventKind.SNAPSHOT:
+            self._on_snapshot(event.readers)
+        elif kind is MonitorEventKind.DEGRADED:
+            self._on_degraded(event.detail)
+        elif kind is MonitorEventKind.RECOVERED:
+            self.pcsc_available = True
+            self.metrics.pcsc_up.set(1)
+            self.hub.publish(EventKind.RECOVERED, detail=event.detail)
+        elif event.reader is not None:
+            status = event.reader
+            if kind is MonitorEventKind.READER_ADDED:
+                self._add_reader(status.name, publish=True)
+            elif kind is MonitorEventKind.READER_REMOVED:
+                self._remove_reader(status.name)
+            elif kind in (MonitorEventKind.CARD_INSERTED, MonitorEventKind.CARD_MUTE):
+                self._card_arrived(status)
+            elif kind is MonitorEventKind.CARD_REMOVED:
+                self._card_left(status.name)
+        self._update_gauges()
+
+    def _on_snapshot(self, readers: tuple[ReaderStatus, ...]) -> None:
+        recovering = self._first_snapshot.is_set()
+        self.pcsc_available = True
+        self.metrics.pcsc_up.set(1)
+        names = {r.name for r in readers}
+        for gone in [n for n in self._owners if n not in names]:
+            self._remove_reader(gone)
+        for status in readers:
+            self._add_reader(status.name, publish=not recovering and self._first_snapshot.is_set())
+            self.hub.set_reader(ReaderView(status.name, ReaderState.EMPTY))
+            self._published_card[status.name] = False
+        if recovering:
+            self.hub.publish_snapshot(detail="PC/SC recovered")
+        for status in readers:
+            if status.present:
+                self._card_arrived(status)
+        self._first_snapshot.set()
+
+    def _on_degraded(self, detail: str) -> None:
+        self.pcsc_available = False
+        self.metrics.pcsc_up.set(0)
+        self.context.invalidate()
+        for name, owner in self._owners.items():
+            owner.generation += 1
+            self._spawn(owner.card_gone())
+            self.hub.set_reader(ReaderView(name, ReaderState.UNAVAILABLE))
+            self._published_card[name] = False
+        self.hub.publish(EventKind.DEGRADED, detail=detail)
+
+    def _add_reader(self, name: str, *, publish: bool) -> ReaderOwner:
+        owner = self._owners.get(name)
+        if owner is None:
+            owner = ReaderOwner(name, self.context, self.metrics)
+            self._owners[name] = owner
+            self._published_card[name] = False
+            view = ReaderView(name, ReaderState.EMPTY)
+            if publish:
+                self.hub.publish(EventKind.READER_ADDED, view)
+            else:
+                self.hub.set_reader(view)
+        return owner
+
+    def _remove_reader(self, name: str) -> None:
+        owner = self._owners.pop(name, None)
+        if owner is not None:
+            owner.generation += 1
+            owner.shutdown()
+        if self._published_card.pop(name, False):
+            self.hub.publish(EventKind.CARD_REMOVED, ReaderView(name, ReaderState.EMPTY))
+        self.hub.publish(EventKind.READER_REMOVED, ReaderView(name, ReaderState.UNAVAILABLE))
+
+    def _card_arrived(self, status: ReaderStatus) -> None:
+        owner = self._add_reader(status.name, publish=True)
+        owner.generation += 1
+        task = asyncio.ensure_future(self._identify(owner, owner.generation, status))
+        self._tasks.add(task)
+        self._identifying[status.name] = task
+
+        def done(t: asyncio.Task[None], name: str = status.name) -> None:
+            self._tasks.discard(t)
+            if self._identifying.get(name) is t:
+                del self._identifying[name]
+
+        task.add_done_callback(done)
+
+    def _card_left(self, name: str) -> None:
+        owner = self._owners.get(name)
+        if owner is None:
+            return
+        owner.generation += 1
+        self._spawn(owner.card_gone())
+        view = ReaderView(name, ReaderState.EMPTY)
+        if self._published_card.get(name):
+            self._published_card[name] = False
+            self.hub.publish(EventKind.CARD_REMOVED, view)
+            self._spawn(self._audit_quiet(None, "card_removed", reader=name))
+        else:
+            self.hub.set_reader(view)
+
+    async def _identify(self, owner: ReaderOwner, generation: int, status: ReaderStatus) -> None:
+        taps = self.settings.type_c_aids if self.settings.read_on_insert else ()
+        inserted_at = now()
+        kind = EventKind.CARD_INSERTED
+        if status.mute:
+            card: CardView | None = None
+            kind = EventKind.CARD_MUTE
+            detail = "the card does not answer to reset (mute)"
+        else:
+            try:
+                card = await owner.run(lambda p: identify_card(p, status.atr, taps, inserted_at))
+                detail = card.detail
+            except CardRemoved:
+                return  # the removal event follows; nothing to publish
+            except (CardUnresponsive, PcscUnavailable) as exc:
+                card, kind, detail = None, EventKind.CARD_MUTE, exc.message
+            except CardapError as exc:
+                card, kind, detail = None, EventKind.CARD_MUTE, exc.message
+        if owner.generation != generation or self._owners.get(owner.name) is not owner:
+            return  # removed (or replaced) while we were identifying
+        if card is None:
+            view = ReaderView(owner.name, ReaderState.CARD_MUTE,
+                              CardView(card_id="", atr=status.atr, kind=CardKind.UNKNOWN,
+                                       profile="unknown", inserted_at=inserted_at,
+                                       detail=detail))
+        else:
+            view = ReaderView(owner.name, ReaderState.CARD_PRESENT, card)
+        self._published_card[owner.name] = True
+        self.hub.publish(kind, view, detail=detail)
+        self._update_gauges()
+        await self._audit_quiet(None, "card_inserted", reader=owner.name,
+                                card_id=view.card.card_id if view.card else "",
+                                detail={"kind": view.card.kind.value if view.card else "unknown",
+                                        "profile": view.card.profile if view.card else ""})
+
+    # ------------------------------------------------------------------ queries
+
+    def readers(self) -> list[ReaderView]:
+        """The reader table."""
+        return self.hub.readers
+
+    def subscribe(self, readers: list[str]) -> Subscription:
+        """A card event subscription primed with the snapshot."""
+        sub = self.hub.subscribe(readers)
+        self.metrics.event_subscribers.set(self.hub.subscribers)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """End a card event subscription."""
+        self.hub.unsubscribe(sub)
+        self.metrics.event_subscribers.set(self.hub.subscribers)
+
+    def status(self) -> DaemonStatus:
+        """Daemon health for GetStatus."""
+        views = self.hub.readers
+        return DaemonStatus(
+            version=__version__, started_at=self.started_at,
+            pcsc_available=self.pcsc_available, readers=len(views),
+            cards=sum(1 for v in views if v.state is ReaderState.CARD_PRESENT),
+            audit_head_seq=self.audit.head(), capabilities=list(CAPABILITIES))
+
+    # ------------------------------------------------------------------ operations
+
+    async def read_user_id(self, ctx: OpContext, *, reader: str, aid: bytes | None,
+                           fresh: bool, cancel: threading.Event | None = None) -> UserIdRead:
+        """Read a Type C user ID: from the insertion's tap read unless `fresh`."""
+        start = time.perf_counter()
+        card_id = ""
+        reader_name = reader
+        try:
+            await self._settle(reader)
+            owner, view = self._reader_with_card(reader)
+            reader_name = owner.name
+            assert view.card is not None
+            card = view.card
+            card_id = card.card_id
+            if card.kind is not CardKind.MY_NUMBER_CARD:
+                raise NotMyNumberCard(f"the card in {owner.name!r} is not a My Number Card")
+            target = aid or self._default_type_c()
+            cached = None if fresh else card.tap_for(target)
+            if cached is not None and cached.user_id:
+                result = UserIdRead(cached.user_id, cached.info, card_id, owner.name, target,
+                                    cached=True)
+            else:
+                generation = owner.generation
+                record = await owner.run(lambda p: TypeCSession(p).read(target, cancel=cancel))
+                if owner.generation != generation:
+                    raise CardRemoved(f"the card left {owner.name!r} during the read")
+                tap = TapResult(target, record.user_id, tuple(record.info))
+                self._remember_tap(owner.name, generation, tap)
+                result = UserIdRead(record.user_id, tuple(record.info), card_id, owner.name,
+                                    target, cached=False)
+        except CardapError as exc:
+            await self._finish(ctx, "read_user_id", start, exc, reader=reader_name,
+                               card_id=card_id, detail={"aid": (aid or b"").hex().upper()})
+            raise
+        await self._finish(ctx, "read_user_id", start, None, reader=reader_name,
+                           card_id=card_id,
+                           detail={"aid": result.aid.hex().upper(), "cached": result.cached})
+        return result
+
+    async def diagnose(self, ctx: OpContext, *, reader: str,
+                       cancel: threading.Event | None = None) -> list[Diagnosis]:
+        """Card fault isolation for one reader, or every reader when `reader` is empty."""
+        start = time.perf_counter()
+        try:
+            if reader and reader not in self._owners:
+                raise NoReader(f"no reader named {reader!r}")
+            names = [reader] if reader else sorted(self._owners)
+            if not names:
+                results = [no_reader_diagnosis(self.pcsc_available)]
+            else:
+                results = []
+                for name in names:
+                    owner = self._owners[name]
+                    view = self.hub.reader(name) or ReaderView(name, ReaderState.UNAVAILABLE)
+                    results.append(await diagnose_reader(
+                        owner, view, pcsc_available=self.pcsc_available,
+                        type_c_aids=self.settings.type_c_aids if self.settings.probe_type_c
+                        else (), cancel=cancel))
+        except CardapError as exc:
+            await self._finish(ctx, "diagnose", start, exc, reader=reader)
+            raise
+        for result in results:
+            await self._finish(ctx, "diagnose", start, None, reader=result.reader.name,
+                               card_id=result.card_id,
+                               detail={"verdict": result.verdict.value,
+                                       "failed": [c.name for c in result.checks if not c.ok]})
+        return results
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _settle(self, reader: str, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for identifications in progress on `reader` (or on any reader)."""
+        tasks = [t for n, t in self._identifying.items() if not reader or n == reader]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+
+    def _default_type_c(self) -> bytes:
+        if not self.settings.type_c_aids:
+            raise InvalidArgument("no AID given and no Type C AP configured ([tap] type_c_aids)",
+                                  reason="AID_REQUIRED")
+        return self.settings.type_c_aids[0]
+
+    def _reader_with_card(self, reader: str) -> tuple[ReaderOwner, ReaderView]:
+        if not self.pcsc_available:
+            raise PcscUnavailable("PC/SC (pcscd) is not available; the daemon is reconnecting")
+        if reader:
+            owner = self._owners.get(reader)
+            if owner is None:
+                raise NoReader(f"no reader named {reader!r}", metadata={"reader": reader})
+            view = self.hub.reader(reader) or ReaderView(reader, ReaderState.UNAVAILABLE)
+        else:
+            if not self._owners:
+                raise NoReader("no card reader is connected")
+            with_card = [v for v in self.hub.readers if v.state in
+                         (ReaderState.CARD_PRESENT, ReaderState.CARD_MUTE)]
+            if not with_card:
+                raise NoCard("no card in any reader")
+            if len(with_card) > 1:
+                raise InvalidArgument("several readers hold a card: name the reader",
+                                      reason="READER_AMBIGUOUS")
+            view = with_card[0]
+            owner = self._owners[view.name]
+        if view.state is ReaderState.CARD_MUTE:
+            raise CardUnresponsive(f"the card in {view.name!r} does not answer",
+                                   metadata={"reader": view.name})
+        if view.state is not ReaderState.CARD_PRESENT or view.card is None:
+            if view.name in self._identifying:
+                raise Busy(f"the card in {view.name!r} is still being identified",
+                           reason="CARD_IDENTIFYING")
+            raise NoCard(f"no card in {view.name!r}", metadata={"reader": view.name})
+        return owner, view
+
+    def _remember_tap(self, reader: str, generation: int, tap: TapResult) -> None:
+        owner = self._owners.get(reader)
+        view = self.hub.reader(reader)
+        if owner is None or owner.generation != generation or view is None or view.card is None:
+            return
+        taps = tuple(t for t in view.card.tap if t.aid != tap.aid) + (tap,)
+        card = CardView(view.card.card_id, view.card.atr, view.card.kind, view.card.profile,
+                        view.card.inserted_at, taps, view.card.detail)
+        self.hub.set_reader(ReaderView(reader, view.state, card))
+
+    async def _finish(self, ctx: OpContext | None, operation: str, start: float,
+                      exc: CardapError | None, *, reader: str = "", card_id: str = "",
+                      detail: Mapping[str, object] | None = None) -> None:
+        """Audit and count one operation; an audit failure fails the operation."""
+        result = "ok" if exc is None else "error"
+        reason = "" if exc is None else exc.reason
+        self.metrics.operations.labels(operation, result, reason).inc()
+        self.metrics.operation_seconds.labels(operation).observe(time.perf_counter() - start)
+        await self.audit.record(ctx, operation, result=result, reason=reason, reader=reader,
+                                card_id=card_id, detail=detail)
+
+    async def _audit_quiet(self, ctx: OpContext | None, operation: str, *, reader: str = "",
+                           card_id: str = "", detail: Mapping[str, object] | None = None) -> None:
+        """Audit an event nobody waits for; a failure is logged, not raised."""
+        try:
+            await self.audit.record(ctx, operation, result="ok", reader=reader,
+                                    card_id=card_id, detail=detail)
+        except CardapError:
+            log.exception("could not audit %s", operation)
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _count_event(self, event: CardEvent) -> None:
+        self.metrics.card_events.labels(event.kind.value).inc()
+
+    def _update_gauges(self) -> None:
+        views = self.hub.readers
+        self.metrics.readers.set(len(views))
+        self.metrics.cards.set(sum(1 for v in views if v.state is ReaderState.CARD_PRESENT))
+

@@ -1,0 +1,60 @@
+"""`cardapd` entry point: parse arguments, load the configuration, run the daemon.
+
+Exit codes: 0 stopped cleanly, 2 invalid configuration or arguments, 1 failed at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from cardapd import __version__
+from cardapd.config import load_config
+from cardapd.errors import CardapError, ConfigError
+from cardapd.logsetup import setup_logging
+
+DEFAULT_CONFIG = Path("/etc/cardapd/cardapd.toml")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line arguments."""
+    p = argparse.ArgumentParser(prog="cardapd", description="My Number Card AP terminal daemon")
+    p.add_argument("--config", type=Path, default=None,
+                   help=f"configuration file (default {DEFAULT_CONFIG} if it exists)")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the configuration and exit (0 valid, 2 invalid)")
+    p.add_argument("--log-level", choices=["traffic", "debug", "info", "warning", "error"],
+                   help="override [daemon] log_level")
+    p.add_argument("--log-format", choices=["json", "text"], help="override [daemon] log_format")
+    p.add_argument("--version", action="version", version=f"cardapd {__version__}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the daemon; returns the exit code."""
+    args = parse_args(argv)
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(f"cardapd: invalid configuration: {exc.message}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(f"cardapd: configuration {path or '(defaults)'} is valid")
+        return 0
+    setup_logging(args.log_level or cfg.daemon.log_level, args.log_format or cfg.daemon.log_format)
+    from cardapd.daemon import Daemon  # after logging is set up
+    try:
+        return asyncio.run(Daemon(cfg, path).run())
+    except CardapError as exc:
+        logging.getLogger("cardapd").error("cardapd failed: %s (%s)", exc.message, exc.reason)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
