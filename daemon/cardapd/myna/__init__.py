@@ -1,0 +1,1 @@
+"""Layer 4: the My Number Card model: built-in APs, identification, Type C, JPKI, the PIN guard."""

@@ -1,0 +1,68 @@
+"""AIDs and select_aid: denied APs are refused before any byte reaches the card."""
+
+from __future__ import annotations
+
+import pytest
+from cardapd.errors import InvalidArgument, NotAuthorized, StatusWordError
+from cardapd.myna.aids import (
+    CARD_FACE_AID,
+    DENY_LIST,
+    DENY_MY_NUMBER_AP,
+    JPKI_AID,
+    JUKI_AID,
+    is_denied,
+    select_aid,
+)
+from test_iso7816_scripted import scripted
+
+# The public AID of the text input assist AP, written here only to pin the deny constant.
+PUBLIC_DENIED = "D3 92 10 00 31 00 01 01 04 08"  # deny: never selected, holds the My Number
+
+
+def test_deny_constant_is_the_text_input_assist_ap() -> None:
+    assert bytes.fromhex(PUBLIC_DENIED) == DENY_MY_NUMBER_AP
+    assert DENY_MY_NUMBER_AP in DENY_LIST
+
+
+@pytest.mark.parametrize("aid", [
+    DENY_MY_NUMBER_AP,
+    DENY_MY_NUMBER_AP[:5],  # partial-AID selection could reach it
+    DENY_MY_NUMBER_AP[:9],
+    DENY_MY_NUMBER_AP + b"\x01",
+])
+def test_denied_aids_never_sent(aid: bytes) -> None:
+    proto, conn = scripted([])
+    with pytest.raises(NotAuthorized) as info:
+        select_aid(proto, aid, "test")
+    assert info.value.reason == "AID_FORBIDDEN"
+    assert conn.sent == []
+
+
+@pytest.mark.parametrize("aid", [JPKI_AID, CARD_FACE_AID, JUKI_AID])
+def test_built_in_aps_are_not_denied(aid: bytes) -> None:
+    assert not is_denied(aid)
+
+
+def test_select_found_and_not_found() -> None:
+    proto, conn = scripted([
+        ("00A4040C0A" + JPKI_AID.hex(), "9000"),
+        ("00A4040C0A" + CARD_FACE_AID.hex(), "6A82"),
+    ])
+    assert select_aid(proto, JPKI_AID) is True
+    assert select_aid(proto, CARD_FACE_AID) is False
+    conn.assert_done()
+
+
+def test_select_other_sw_raises() -> None:
+    proto, _ = scripted([("00A4040C0A" + JPKI_AID.hex(), "6A86")])
+    with pytest.raises(StatusWordError) as info:
+        select_aid(proto, JPKI_AID, "SELECT JPKI")
+    assert info.value.sw == 0x6A86
+
+
+@pytest.mark.parametrize("aid", [b"", b"\xa0\x00\x00\x01", bytes(17)])
+def test_aid_length_checked(aid: bytes) -> None:
+    proto, conn = scripted([])
+    with pytest.raises(InvalidArgument):
+        select_aid(proto, aid)
+    assert conn.sent == []
