@@ -1,0 +1,92 @@
+"""The systemd unit verifies cleanly and is tightly sandboxed; sysusers/tmpfiles apply."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
+MAX_EXPOSURE = 2.0
+
+pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                reason="systemd-analyze is not installed")
+
+
+@pytest.fixture
+def unit(tmp_path: Path) -> Path:
+    """The unit with ExecStart pointing at an executable that exists here."""
+    text = (SYSTEMD / "cardapd.service").read_text()
+    text, count = re.subn(r"(?m)^ExecStart=/usr/bin/cardapd ",
+                          f"ExecStart={shutil.which('true')} ", text)
+    assert count == 1
+    path = tmp_path / "cardapd.service"
+    path.write_text(text)
+    return path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_unit_verifies_without_warnings(unit: Path) -> None:
+    result = run("systemd-analyze", "verify", str(unit))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "cardapd.service" not in output, output
+
+
+def test_unit_exposure_is_low(unit: Path) -> None:
+    result = run("systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit))
+    output = result.stdout + result.stderr
+    match = re.search(r"Overall exposure level for cardapd\.service: (\d+\.\d+)", output)
+    assert match, output
+    assert float(match.group(1)) <= MAX_EXPOSURE, output
+
+
+def test_unit_has_the_required_settings() -> None:
+    text = (SYSTEMD / "cardapd.service").read_text()
+    for line in ("Type=notify", "NotifyAccess=main", "WatchdogSec=30", "Restart=on-failure",
+                 "ExecStart=/usr/bin/cardapd --config /etc/cardapd/cardapd.toml",
+                 "ExecReload=/bin/kill -HUP $MAINPID", "User=cardapd", "Group=cardapd",
+                 "StateDirectory=cardapd", "RuntimeDirectory=cardapd",
+                 "RuntimeDirectoryMode=0755", "ConfigurationDirectory=cardapd",
+                 "Wants=pcscd.socket", "ProtectSystem=strict", "NoNewPrivileges=yes",
+                 "CapabilityBoundingSet=", "IPAddressDeny=any", "IPAddressAllow=localhost",
+                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+                 "SupplementaryGroups=cardap-kiosk cardap-gate cardap-ops"):
+        assert re.search(rf"(?m)^{re.escape(line)}$", text), line
+    assert re.search(r"(?m)^After=.*pcscd\.socket", text)
+
+
+def test_sysusers_creates_the_user_and_role_groups(tmp_path: Path) -> None:
+    if shutil.which("systemd-sysusers") is None:
+        pytest.skip("systemd-sysusers is not installed")
+    (tmp_path / "etc").mkdir()
+    result = run("systemd-sysusers", f"--root={tmp_path}", str(SYSTEMD / "cardapd.sysusers"))
+    assert result.returncode == 0, result.stderr
+    passwd = (tmp_path / "etc/passwd").read_text()
+    group = (tmp_path / "etc/group").read_text()
+    assert re.search(r"(?m)^cardapd:x:\d+:\d+:.*:/var/lib/cardapd:", passwd)
+    for role in ("kiosk", "gate", "ops"):
+        assert re.search(rf"(?m)^cardap-{role}:x:\d+:cardapd$", group), group
+
+
+def test_tmpfiles_creates_the_directories(tmp_path: Path) -> None:
+    if shutil.which("systemd-tmpfiles") is None or shutil.which("systemd-sysusers") is None:
+        pytest.skip("systemd-tmpfiles/systemd-sysusers are not installed")
+    if os.geteuid() != 0:
+        pytest.skip("systemd-tmpfiles --create needs root to set ownership")
+    (tmp_path / "etc").mkdir()
+    assert run("systemd-sysusers", f"--root={tmp_path}",
+               str(SYSTEMD / "cardapd.sysusers")).returncode == 0
+    result = run("systemd-tmpfiles", f"--root={tmp_path}", "--create",
+                 str(SYSTEMD / "cardapd.tmpfiles"))
+    assert result.returncode == 0, result.stderr
+    state = (tmp_path / "var/lib/cardapd").stat()
+    assert oct(state.st_mode & 0o777) == oct(0o750)
+    assert oct((tmp_path / "etc/cardapd").stat().st_mode & 0o777) == oct(0o750)
