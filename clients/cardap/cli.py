@@ -94,16 +94,18 @@ def cmd_readers(client: CardapClient, args: argparse.Namespace) -> int:
 
 
 def cmd_watch(client: CardapClient, args: argparse.Namespace) -> int:
-    count = 0
-    for ev in client.watch(args.reader or (), timeout=args.duration):
-        kind = enum_name(cards_pb2.CardEventKind, ev.kind, "CARD_EVENT_KIND_")
-        emit(args, ev, lambda e, k=kind: f"#{e.seq} {k}" + (
-            f" {fmt_reader(e.reader)}" if e.HasField("reader") else "") + (
-            f" ({e.detail})" if e.detail else ""))
-        count += 1
+    for count, ev in enumerate(client.watch(args.reader or (), timeout=args.duration), 1):
+        emit(args, ev, fmt_event)
         if args.count and count >= args.count:
             break
     return EXIT_OK
+
+
+def fmt_event(e: cards_pb2.CardEvent) -> str:
+    """One card event as a line."""
+    kind = enum_name(cards_pb2.CardEventKind, e.kind, "CARD_EVENT_KIND_")
+    return f"#{e.seq} {kind}" + (f" {fmt_reader(e.reader)}" if e.HasField("reader") else "") + (
+        f" ({e.detail})" if e.detail else "")
 
 
 def cmd_read_id(client: CardapClient, args: argparse.Namespace) -> int:
@@ -133,12 +135,10 @@ def cmd_diagnose(client: CardapClient, args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(client: CardapClient, args: argparse.Namespace) -> int:
-    count = 0
-    for snap in client.metrics(args.interval, args.prefix or ()):
+    for count, snap in enumerate(client.metrics(args.interval, args.prefix or ()), 1):
         emit(args, snap, lambda s: "\n".join(
             f"{x.name}{{{','.join(f'{k}={v!r}' for k, v in sorted(x.labels.items()))}}} {x.value:g}"
             for x in s.samples))
-        count += 1
         if count >= args.count:
             break
     return EXIT_OK

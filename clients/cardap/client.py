@@ -94,7 +94,7 @@ class CardapClient:
         try:
             yield from call
         except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+            if err.code() == grpc.StatusCode.CANCELLED:
                 return
             raise CardapClientError.from_rpc_error(err) from None
         finally:

@@ -96,7 +96,7 @@ class Daemon:
     async def run(self) -> int:
         """Serve until asked to stop; returns the process exit code."""
         cfg = self.cfg
-        Path(cfg.daemon.state_dir).mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(Path(cfg.daemon.state_dir).mkdir, parents=True, exist_ok=True)
         audit_log = AsyncAuditLog(Path(cfg.audit.path))
         await audit_log.open()
         sink = StoreAuditSink(audit_log, self.metrics)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from cardapd.errors import CardProtocolError
 from cardapd.iso7816.apdu import (
     SW_FILE_NOT_FOUND,

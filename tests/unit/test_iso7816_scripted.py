@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from cardapd.iso7816.protocol import ApduProtocol
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from cardapd.errors import CardProtocolError
 from cardapd.iso7816.tlv import (
     Tlv,
@@ -18,8 +21,6 @@ from cardapd.iso7816.tlv import (
     read_header,
     walk,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def test_cplc_style_two_byte_tag() -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+from test_iso7816_scripted import ScriptedConnection
+
 from cardapd.iso7816.apdu import CommandApdu
 from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.iso7816.traffic import TRAFFIC, TrafficLoggingConnection
-from test_iso7816_scripted import ScriptedConnection
 
 LOGGER = "test.traffic"
 

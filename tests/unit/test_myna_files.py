@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from test_iso7816_scripted import scripted
+
 from cardapd.errors import StatusWordError
 from cardapd.myna.files import read_binary, select_ef
-from test_iso7816_scripted import scripted
 
 
 def test_select_ef() -> None:

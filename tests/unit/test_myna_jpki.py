@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from cryptography import x509
+from test_iso7816_scripted import scripted
+from test_myna_vcard import PROFILES, assert_deny_list_untouched, vcard
+
 from cardapd.errors import (
     CardDataInvalid,
     InvalidArgument,
@@ -11,9 +15,6 @@ from cardapd.errors import (
 )
 from cardapd.myna.jpki import JpkiSession, check_pin_format
 from cardapd.myna.pin_guard import PinGuard
-from cryptography import x509
-from test_iso7816_scripted import scripted
-from test_myna_vcard import PROFILES, assert_deny_list_untouched, vcard
 
 SELECT_CERT = "00A4020C02000A"
 

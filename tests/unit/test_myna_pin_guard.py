@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
+from test_iso7816_scripted import scripted
+from test_myna_vcard import PROFILES, RecordingConnection, assert_deny_list_untouched, vcard
+
 from cardap_sim.vcard.card import VirtualCard
 from cardapd.errors import (
     Cancelled,
@@ -17,8 +20,6 @@ from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.iso7816.traffic import TRAFFIC
 from cardapd.myna.jpki import JpkiSession
 from cardapd.myna.pin_guard import PinGuard
-from test_iso7816_scripted import scripted
-from test_myna_vcard import PROFILES, RecordingConnection, assert_deny_list_untouched, vcard
 
 RIGHT_AUTH, RIGHT_SIGN = b"1234", b"ABC123"
 

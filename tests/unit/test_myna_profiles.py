@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from cardapd.errors import ConfigError
 from cardapd.myna.cplc import parse_cplc
 from cardapd.myna.profiles import load_profiles, parse_profiles, profile_for

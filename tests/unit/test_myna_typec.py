@@ -5,10 +5,6 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from cardap_sim.vcard.card import TypeCSpec
-from cardapd.errors import ApNotFound, CardDataInvalid, NotAuthorized
-from cardapd.myna.aids import DENY_MY_NUMBER_AP
-from cardapd.myna.typec import TypeCSession, parse_type_c
 from hypothesis import given
 from hypothesis import strategies as st
 from test_iso7816_scripted import scripted
@@ -19,6 +15,11 @@ from test_myna_vcard import (
     type_c_spec,
     vcard,
 )
+
+from cardap_sim.vcard.card import TypeCSpec
+from cardapd.errors import ApNotFound, CardDataInvalid, NotAuthorized
+from cardapd.myna.aids import DENY_MY_NUMBER_AP
+from cardapd.myna.typec import TypeCSession, parse_type_c
 
 UID = "123456789ABC4"
 GOOD = (bytes.fromhex("C10D") + UID.encode() + bytes.fromhex("C20401020304")

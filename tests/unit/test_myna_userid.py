@@ -6,9 +6,10 @@ import math
 import random
 
 import pytest
-from cardapd.myna.userid import ALPHABET, check_char, generate_user_id, validate_user_id
 from hypothesis import given
 from hypothesis import strategies as st
+
+from cardapd.myna.userid import ALPHABET, check_char, generate_user_id, validate_user_id
 
 
 def test_alphabet() -> None:

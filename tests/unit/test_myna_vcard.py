@@ -7,6 +7,7 @@ import random
 from collections.abc import Iterable
 
 import pytest
+
 from cardap_sim.vcard.card import TypeCSpec, VirtualCard
 from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.iso7816.traffic import TRAFFIC

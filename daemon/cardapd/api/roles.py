@@ -18,16 +18,16 @@ class Role(enum.StrEnum):
     OPS = "ops"
 
 
-K, G, O = Role.KIOSK, Role.GATE, Role.OPS
+K, G, OPS = Role.KIOSK, Role.GATE, Role.OPS
 
 METHOD_ROLES: dict[str, frozenset[Role]] = {
     # readers and cards
-    "GetStatus": frozenset({K, G, O}),
-    "ListReaders": frozenset({K, G, O}),
-    "WatchCardEvents": frozenset({K, G, O}),
+    "GetStatus": frozenset({K, G, OPS}),
+    "ListReaders": frozenset({K, G, OPS}),
+    "WatchCardEvents": frozenset({K, G, OPS}),
     "ReadUserID": frozenset({G, K}),
-    "Diagnose": frozenset({K, O}),
-    "WatchMetrics": frozenset({O}),
+    "Diagnose": frozenset({K, OPS}),
+    "WatchMetrics": frozenset({OPS}),
     # operators
     "AuthenticateOperator": frozenset({K}),
     "EndOperatorSession": frozenset({K}),
@@ -35,22 +35,22 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "ListLoadableAPs": frozenset({K}),
     "LoadAP": frozenset({K}),
     "DeleteAP": frozenset({K}),
-    "ListCardAPs": frozenset({K, O}),
+    "ListCardAPs": frozenset({K, OPS}),
     # audit and reports
-    "ExportAudit": frozenset({O}),
-    "VerifyAudit": frozenset({O}),
-    "GetYearlyReport": frozenset({O}),
+    "ExportAudit": frozenset({OPS}),
+    "VerifyAudit": frozenset({OPS}),
+    "GetYearlyReport": frozenset({OPS}),
     # roster administration
-    "ListOperators": frozenset({O}),
-    "AddOperator": frozenset({O}),
-    "SetOperatorEnabled": frozenset({O}),
-    "AppointAdministrator": frozenset({O}),
-    "GrantPasswordFallback": frozenset({O}),
-    "UnlockOperator": frozenset({O}),
-    "EnrollFinger": frozenset({O}),
+    "ListOperators": frozenset({OPS}),
+    "AddOperator": frozenset({OPS}),
+    "SetOperatorEnabled": frozenset({OPS}),
+    "AppointAdministrator": frozenset({OPS}),
+    "GrantPasswordFallback": frozenset({OPS}),
+    "UnlockOperator": frozenset({OPS}),
+    "EnrollFinger": frozenset({OPS}),
     # revocation
-    "SyncRevocation": frozenset({O}),
-    "SetUserIDStatus": frozenset({O}),
+    "SyncRevocation": frozenset({OPS}),
+    "SetUserIDStatus": frozenset({OPS}),
 }
 
 

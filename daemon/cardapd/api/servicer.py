@@ -1,6 +1,6 @@
 """The Terminal servicer: one instance per socket role, thin over the engine.
 
-Each method is wrapped by `rpc`, which enforces the per-method role table, assigns the
+Each method is wrapped by `unary` or `stream`, which enforces the per-method role table, assigns the
 request id, turns domain errors into rich gRPC statuses and counts the call. Methods whose
 capability is not built yet answer UNIMPLEMENTED naming it; none pretends to work.
 """
@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -31,74 +30,92 @@ from cardapd.errors import CardapError, InvalidArgument, NotAuthorized, NotImple
 
 log = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Ctx = grpc.aio.ServicerContext[Any, Any]
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_DIGIT_RUN = re.compile(r"\d{12}")
 
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+def _request_id(context: Ctx) -> str:
+    """The client's x-request-id if well formed, else a new one.
+
+    Ids never hold 12 digits in a row: the audit log refuses anything shaped like a My
+    Number, so a generated id is two 8-character hex groups joined by a dash.
+    """
     for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.fullmatch(value):
+        if (key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.fullmatch(value)
+                and not _DIGIT_RUN.search(value)):
             return value
-    return uuid.uuid4().hex[:16]
+    raw = uuid.uuid4().hex
+    return f"{raw[:8]}-{raw[8:16]}"
 
 
-def rpc(fn: F) -> F:
-    """Role check, request id, error mapping and metrics around one servicer method."""
+async def _fail(servicer: TerminalServicer, name: str, context: Ctx, rid: str,
+                exc: BaseException) -> None:
+    """Abort the call with the rich status of `exc` (INTERNAL for the unexpected)."""
+    if isinstance(exc, CardapError):
+        err = exc
+    else:
+        log.exception("unexpected error in %s (request %s)", name, rid)
+        err = internal(rid)
+    status = to_status(err, rid)
+    servicer.count(name, status.code.name)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _admit(servicer: TerminalServicer, name: str, context: Ctx) -> OpContext:
+    """The call's OpContext, or `_Denied` when the role table refuses this socket."""
+    rid = _request_id(context)
+    if not allowed(name, servicer.role):
+        raise _Denied(rid, NotAuthorized(
+            f"{name} is not available on the {servicer.role} socket",
+            reason="WRONG_ROLE", metadata={"method": name, "role": str(servicer.role)}))
+    return OpContext(role=str(servicer.role), request_id=rid)
+
+
+def unary(fn: Callable[[TerminalServicer, Req, Ctx, OpContext], Awaitable[Resp]]
+          ) -> Callable[[TerminalServicer, Req, Ctx], Awaitable[Resp]]:
+    """Role check, request id, error mapping and metrics around a unary method."""
     name = fn.__name__
 
-    async def fail(self: TerminalServicer, context: grpc.aio.ServicerContext[Any, Any],
-                   rid: str, exc: BaseException) -> None:
-        if isinstance(exc, CardapError):
-            err = exc
-        else:
-            log.exception("unexpected error in %s (request %s)", name, rid)
-            err = internal(rid)
-        status = to_status(err, rid)
-        self.count(name, status.code.name)
-        await context.abort(status.code, status.details, status.trailing_metadata)
-
-    def check(self: TerminalServicer, context: grpc.aio.ServicerContext[Any, Any]) -> OpContext:
-        rid = _request_id(context)
-        if not allowed(name, self.role):
-            raise _Denied(rid, NotAuthorized(
-                f"{name} is not available on the {self.role} socket",
-                reason="WRONG_ROLE", metadata={"method": name, "role": str(self.role)}))
-        return OpContext(role=str(self.role), request_id=rid)
-
-    if inspect.isasyncgenfunction(fn):
-        @functools.wraps(fn)
-        async def stream(self: TerminalServicer, request: Any,
-                         context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            try:
-                ctx = check(self, context)
-            except _Denied as denied:
-                await fail(self, context, denied.rid, denied.error)
-                return
-            try:
-                async for item in fn(self, request, context, ctx):
-                    yield item
-            except Exception as exc:
-                await fail(self, context, ctx.request_id, exc)
-                return
-            self.count(name, "OK")
-        return stream  # type: ignore[return-value]
-
     @functools.wraps(fn)
-    async def unary(self: TerminalServicer, request: Any,
-                    context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def wrapper(self: TerminalServicer, request: Req, context: Ctx) -> Resp:
         try:
-            ctx = check(self, context)
+            ctx = _admit(self, name, context)
         except _Denied as denied:
-            await fail(self, context, denied.rid, denied.error)
-            return None
+            await _fail(self, name, context, denied.rid, denied.error)
+            raise AssertionError("abort returned") from None
         try:
             response = await fn(self, request, context, ctx)
         except Exception as exc:
-            await fail(self, context, ctx.request_id, exc)
-            return None
+            await _fail(self, name, context, ctx.request_id, exc)
+            raise AssertionError("abort returned") from None
         self.count(name, "OK")
         return response
-    return unary  # type: ignore[return-value]
+    return wrapper
+
+
+def stream(fn: Callable[[TerminalServicer, Req, Ctx, OpContext], AsyncIterator[Resp]]
+           ) -> Callable[[TerminalServicer, Req, Ctx], AsyncIterator[Resp]]:
+    """The same as `unary`, for server-streaming methods."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    async def wrapper(self: TerminalServicer, request: Req, context: Ctx) -> AsyncIterator[Resp]:
+        try:
+            ctx = _admit(self, name, context)
+        except _Denied as denied:
+            await _fail(self, name, context, denied.rid, denied.error)
+            return
+        try:
+            async for item in fn(self, request, context, ctx):
+                yield item
+        except Exception as exc:
+            await _fail(self, name, context, ctx.request_id, exc)
+            return
+        self.count(name, "OK")
+    return wrapper
 
 
 class _Denied(Exception):
@@ -109,6 +126,11 @@ class _Denied(Exception):
 
 def _not_yet(capability: str, issue: int) -> NotImplementedYet:
     return NotImplementedYet(capability, issue)
+
+
+def _refuse(error: CardapError) -> list[Any]:
+    """Raise `error`; typed as a list so a streaming method can `for` over it."""
+    raise error
 
 
 class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
@@ -125,19 +147,19 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
 
     # ------------------------------------------------------------ readers and cards
 
-    @rpc
+    @unary
     async def GetStatus(self, request: terminal_pb2.GetStatusRequest, context: Any,
                         ctx: OpContext) -> terminal_pb2.GetStatusResponse:
         return convert.status(self.engine.status(), str(self.role))
 
-    @rpc
+    @unary
     async def ListReaders(self, request: terminal_pb2.ListReadersRequest, context: Any,
                           ctx: OpContext) -> terminal_pb2.ListReadersResponse:
         return terminal_pb2.ListReadersResponse(
             readers=[convert.reader(v) for v in self.engine.readers()],
             pcsc_available=self.engine.pcsc_available)
 
-    @rpc
+    @stream
     async def WatchCardEvents(self, request: terminal_pb2.WatchCardEventsRequest, context: Any,
                               ctx: OpContext) -> AsyncIterator[cards_pb2.CardEvent]:
         readers = validate.reader_filter(list(request.readers))
@@ -152,7 +174,7 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
         finally:
             self.engine.unsubscribe(sub)
 
-    @rpc
+    @unary
     async def ReadUserID(self, request: terminal_pb2.ReadUserIDRequest, context: Any,
                          ctx: OpContext) -> terminal_pb2.ReadUserIDResponse:
         reader = validate.reader_name(request.reader)
@@ -179,7 +201,7 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
             reader=result.reader, cached=result.cached,
             status=cards_pb2.USER_ID_STATUS_UNKNOWN, aid=result.aid.hex().upper())
 
-    @rpc
+    @unary
     async def Diagnose(self, request: terminal_pb2.DiagnoseRequest, context: Any,
                        ctx: OpContext) -> terminal_pb2.DiagnoseResponse:
         reader = validate.reader_name(request.reader)
@@ -196,7 +218,7 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
             verdict=convert.VERDICT[bad.verdict] if bad else terminal_pb2.VERDICT_OK,
             next_action=bad.next_action if bad else "")
 
-    @rpc
+    @stream
     async def WatchMetrics(self, request: terminal_pb2.WatchMetricsRequest, context: Any,
                            ctx: OpContext) -> AsyncIterator[terminal_pb2.MetricsSnapshot]:
         interval = validate.interval(request.interval_s)
@@ -209,82 +231,83 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
 
     # ------------------------------------------------------------ later issues
 
-    @rpc
+    @stream
     async def AuthenticateOperator(self, request_iterator: Any, context: Any,
                                    ctx: OpContext) -> AsyncIterator[Any]:
-        raise _not_yet("operator authentication (fingerprint via fprintd, password fallback)", 5)
-        yield  # pragma: no cover - makes this an async generator
+        for item in _refuse(_not_yet(
+                "operator authentication (fingerprint via fprintd, password fallback)", 5)):
+            yield item
 
-    @rpc
+    @unary
     async def EndOperatorSession(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("operator sessions", 5)
 
-    @rpc
+    @unary
     async def ListLoadableAPs(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("card AP loading (loading service catalogue)", 4)
 
-    @rpc
+    @stream
     async def LoadAP(self, request: Any, context: Any, ctx: OpContext) -> AsyncIterator[Any]:
-        raise _not_yet("card AP loading (SCP03 relay to the loading service)", 4)
-        yield  # pragma: no cover
+        for item in _refuse(_not_yet("card AP loading (SCP03 relay to the loading service)", 4)):
+            yield item
 
-    @rpc
+    @unary
     async def DeleteAP(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("card AP deletion", 4)
 
-    @rpc
+    @unary
     async def ListCardAPs(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("listing the card's APs (GlobalPlatform GET STATUS)", 4)
 
-    @rpc
+    @stream
     async def ExportAudit(self, request: Any, context: Any,
                           ctx: OpContext) -> AsyncIterator[Any]:
-        raise _not_yet("audit export", 5)
-        yield  # pragma: no cover
+        for item in _refuse(_not_yet("audit export", 5)):
+            yield item
 
-    @rpc
+    @unary
     async def VerifyAudit(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("audit verification through the API", 5)
 
-    @rpc
+    @unary
     async def GetYearlyReport(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("the yearly load report", 5)
 
-    @rpc
+    @unary
     async def ListOperators(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("the operator roster", 5)
 
-    @rpc
+    @unary
     async def AddOperator(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("the operator roster", 5)
 
-    @rpc
+    @unary
     async def SetOperatorEnabled(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("the operator roster", 5)
 
-    @rpc
+    @unary
     async def AppointAdministrator(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("the operator roster", 5)
 
-    @rpc
+    @unary
     async def GrantPasswordFallback(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("password fallback approval", 5)
 
-    @rpc
+    @unary
     async def UnlockOperator(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("the operator roster", 5)
 
-    @rpc
+    @stream
     async def EnrollFinger(self, request: Any, context: Any,
                            ctx: OpContext) -> AsyncIterator[Any]:
-        raise _not_yet("fingerprint enrolment (fprintd)", 5)
-        yield  # pragma: no cover
+        for item in _refuse(_not_yet("fingerprint enrolment (fprintd)", 5)):
+            yield item
 
-    @rpc
+    @unary
     async def SyncRevocation(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("the revocation feed", 6)
 
-    @rpc
+    @unary
     async def SetUserIDStatus(self, request: Any, context: Any, ctx: OpContext) -> Any:
         raise _not_yet("local suspension of user IDs", 6)
 

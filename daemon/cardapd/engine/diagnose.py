@@ -14,6 +14,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from cardapd.engine.model import ReaderState, ReaderView
+from cardapd.engine.owner import ReaderOwner
 from cardapd.errors import (
     ApNotFound,
     CardDataInvalid,
@@ -22,8 +24,6 @@ from cardapd.errors import (
     CardUnresponsive,
     StatusWordError,
 )
-from cardapd.engine.model import ReaderState, ReaderView
-from cardapd.engine.owner import ReaderOwner
 from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.myna.aids import CARD_FACE_AID, ISD_AID, JPKI_AID, JUKI_AID, select_aid
 from cardapd.myna.identify import CardKind as MynaKind
@@ -97,7 +97,8 @@ ACTION_GARBAGE = ("The card answers with malformed data. Reinsert it; if it pers
                   "reader, the chip is faulty: the holder applies for a new card at the "
                   "municipality.")
 ACTION_NOT_MNC = "This is not a My Number Card. Ask the holder for their My Number Card."
-ACTION_REMOVED = "The card was removed during the diagnosis. Insert it, leave it in place, and retry."
+ACTION_REMOVED = ("The card was removed during the diagnosis. Insert it, leave it in place, "
+                  "and retry.")
 ACTION_BLOCKED = ("The JPKI {which} is blocked. Card AP loading still works, but the holder must "
                   "have it reset at the municipality before using it.")
 ACTION_FEW_TRIES = ("The JPKI {which} has {n} try left. Card AP loading still works; warn the "

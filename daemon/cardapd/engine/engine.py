@@ -12,7 +12,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from cardapd import __version__
 from cardapd.engine.audit import AuditSink
@@ -73,6 +74,7 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._monitor: ReaderMonitor | None = None
         self._first_snapshot = asyncio.Event()
+        self._live = False  # start() returned: reader changes are published from now on
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -88,6 +90,7 @@ class Engine:
             await asyncio.wait_for(self._first_snapshot.wait(), wait_snapshot_s)
         except TimeoutError:
             log.warning("no PC/SC snapshot yet; starting degraded")
+        self._live = True
 
     async def stop(self) -> None:
         """Stop the monitor, end every stream and release the readers."""
@@ -140,7 +143,7 @@ class Engine:
         for gone in [n for n in self._owners if n not in names]:
             self._remove_reader(gone)
         for status in readers:
-            self._add_reader(status.name, publish=not recovering and self._first_snapshot.is_set())
+            self._add_reader(status.name, publish=self._live and not recovering)
             self.hub.set_reader(ReaderView(status.name, ReaderState.EMPTY))
             self._published_card[status.name] = False
         if recovering:
@@ -390,7 +393,7 @@ class Engine:
         view = self.hub.reader(reader)
         if owner is None or owner.generation != generation or view is None or view.card is None:
             return
-        taps = tuple(t for t in view.card.tap if t.aid != tap.aid) + (tap,)
+        taps = (*(t for t in view.card.tap if t.aid != tap.aid), tap)
         card = CardView(view.card.card_id, view.card.atr, view.card.kind, view.card.profile,
                         view.card.inserted_at, taps, view.card.detail)
         self.hub.set_reader(ReaderView(reader, view.state, card))
@@ -415,8 +418,8 @@ class Engine:
         except CardapError:
             log.exception("could not audit %s", operation)
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -78,7 +78,8 @@ class ApduProtocol:
         _check_cancel(cancel)
         resp = parse_response(self._conn.transmit(cmd.encode()))
         if not (0x61 <= resp.sw1 <= 0x6F or 0x90 <= resp.sw1 <= 0x9F):
-            raise CardProtocolError(f"impossible status word {resp.sw:04X}")
+            raise CardProtocolError(f"the card answered malformed data (impossible status word "
+                                    f"{resp.sw:04X})")
         limit = 256 if cmd.le is None else cmd.le
         if len(resp.data) > limit:
             raise CardProtocolError(f"card returned {len(resp.data)} bytes for Le={cmd.le} "

@@ -152,10 +152,10 @@ class ReaderMonitor:
         if hresult != scard.SCARD_S_SUCCESS:
             raise _ServiceGone(f"PC/SC unavailable: {scard.SCardGetErrorMessage(hresult)}")
         with self._ctx_lock:
-            self._ctx = ctx
+            self._ctx = int(ctx)
         if self._stop.is_set():  # stop() raced with establishing: honour it
             scard.SCardCancel(ctx)
-        return ctx
+        return int(ctx)
 
     def _release(self) -> None:
         with self._ctx_lock:
@@ -178,7 +178,7 @@ class ReaderMonitor:
         names = self._list(ctx)
         # First pass with timeout 0 learns every reader's current state.
         states: list[tuple[str, int]] = [(n, scard.SCARD_STATE_UNAWARE) for n in names]
-        new = self._status_change(ctx, states, 0) if states else []
+        new = (self._status_change(ctx, states, 0) or []) if states else []
         self._readers = {n: _status(n, s, atr) for n, s, atr in new}
         if snapshot:
             self._emit(MonitorEvent(MonitorEventKind.SNAPSHOT,
@@ -245,8 +245,8 @@ class ReaderMonitor:
                 self._emit(MonitorEvent(MonitorEventKind.READER_ADDED, reader=status))
                 if status.present:
                     self._emit(MonitorEvent(
-                        MonitorEventKind.CARD_MUTE if status.mute else MonitorEventKind.CARD_INSERTED,
-                        reader=status))
+                        MonitorEventKind.CARD_MUTE if status.mute
+                        else MonitorEventKind.CARD_INSERTED, reader=status))
         return current
 
     def _card_change(self, now: ReaderStatus) -> None:

@@ -22,6 +22,8 @@ from cardapd.errors import (
 )
 
 PROTOCOLS = scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
+# How long a failed exchange waits for pcscd to notice a removal (it polls every 400 ms).
+REMOVAL_SETTLE_MS = 900
 
 # Return codes that mean "pcscd itself is gone": the context must be re-established.
 SERVICE_GONE = frozenset(
@@ -97,14 +99,16 @@ class PcscContext:
         hresult, _name, _state, _proto, atr_list = scard.SCardStatus(card)
         if hresult == scard.SCARD_S_SUCCESS:
             atr = bytes(atr_list)
-        return PcscConnection(reader, card, protocol, atr)
+        return PcscConnection(reader, card, protocol, atr, ctx)
 
 
 class PcscConnection:
     """One open PC/SC card handle (implements `CardConnection`)."""
 
-    def __init__(self, reader: str, card: int, protocol: int, atr: bytes) -> None:
+    def __init__(self, reader: str, card: int, protocol: int, atr: bytes,
+                 context: int | None = None) -> None:
         self.reader = reader
+        self._context = context
         self._card: int | None = card
         self._protocol = protocol
         self._atr = atr
@@ -120,10 +124,25 @@ class PcscConnection:
             raise CardRemoved(f"connection to {self.reader!r} is closed")
         hresult, response = scard.SCardTransmit(self._card, self._protocol, list(apdu))
         if hresult != scard.SCARD_S_SUCCESS:
-            raise error_for(hresult, f"transmitting to the card in {self.reader!r}")
+            err = error_for(hresult, f"transmitting to the card in {self.reader!r}")
+            if isinstance(err, CardUnresponsive) and self._card_left():
+                raise CardRemoved(f"the card was removed from {self.reader!r} during an "
+                                  "exchange") from None
+            raise err
         if len(response) < 2:
             raise CardProtocolError(f"card in {self.reader!r} answered {len(response)} bytes")
         return bytes(response)
+
+    def _card_left(self, wait_ms: int = REMOVAL_SETTLE_MS) -> bool:
+        """After a failed exchange: did the card leave? (pcscd notices within its poll.)"""
+        if self._context is None:
+            return False
+        state = scard.SCARD_STATE_PRESENT
+        hresult, states = scard.SCardGetStatusChange(self._context, wait_ms,
+                                                     [(self.reader, state)])
+        if hresult != scard.SCARD_S_SUCCESS or not states:
+            return False
+        return not states[0][1] & scard.SCARD_STATE_PRESENT
 
     def close(self) -> None:
         """Release the handle, leaving the card powered."""

@@ -1,0 +1,103 @@
+"""Fixtures that bring up the real stack: private pcscd + vpcd + virtual cards + cardapd."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cardap.client import CardapClient, CardapClientError
+from cardap.v1 import cards_pb2
+from cardap_sim.stack import Stack
+
+pytestmark = pytest.mark.stack
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything here drives the real stack."""
+    for item in items:
+        item.add_marker(pytest.mark.stack)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _needs_pcscd() -> None:
+    if shutil.which("pcscd") is None and not Path("/usr/sbin/pcscd").exists():
+        pytest.fail("pcscd is not installed: run `make setup` (apt-get install pcscd "
+                    "vsmartcard-vpcd)")
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """A fresh stack with the daemon running; both slots empty."""
+    s = Stack(tmp_path / "stack")
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One stack for a module of tests that leave it as they found it."""
+    s = Stack(tmp_path_factory.mktemp("shared") / "stack")
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def client(stack: Stack, role: str = "gate", timeout: float = 10.0) -> CardapClient:
+    """A client on `role`'s socket."""
+    return CardapClient(stack.socket(role), timeout=timeout)
+
+
+def wait_event(events: Iterator[cards_pb2.CardEvent], kind: int,
+               timeout: float = 10.0) -> cards_pb2.CardEvent:
+    """The next event of `kind` (others are skipped); fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    for ev in events:
+        if ev.kind == kind:
+            return ev
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"no {cards_pb2.CardEventKind.Name(kind)} event within {timeout}s")
+
+
+def insert_and_wait(stack: Stack, slot: int, card: Path, timeout: float = 10.0) -> cards_pb2.Reader:
+    """Insert `card` into `slot` and return the reader once the daemon identified it."""
+    with client(stack) as gate:
+        events = gate.watch(timeout=timeout + 5)
+        wait_event(events, cards_pb2.CARD_EVENT_KIND_SNAPSHOT_END)
+        stack.control.insert(slot, card)
+        ev = wait_event(events, cards_pb2.CARD_EVENT_KIND_CARD_INSERTED, timeout)
+        return ev.reader
+
+
+def remove_and_wait(stack: Stack, slot: int, timeout: float = 10.0) -> None:
+    """Remove the card in `slot` and wait for the daemon's CARD_REMOVED."""
+    with client(stack) as gate:
+        events = gate.watch(timeout=timeout + 5)
+        wait_event(events, cards_pb2.CARD_EVENT_KIND_SNAPSHOT_END)
+        stack.control.remove(slot)
+        wait_event(events, cards_pb2.CARD_EVENT_KIND_CARD_REMOVED, timeout)
+
+
+def expect_error(fn: object, code: grpc.StatusCode, reason: str) -> CardapClientError:
+    """Call `fn()` and check it fails with `code` and `reason`."""
+    with pytest.raises(CardapClientError) as info:
+        fn()  # type: ignore[operator]
+    err = info.value
+    assert (err.code, err.reason) == (code, reason), f"{err.code} {err.reason}: {err.message}"
+    assert err.message, "every error carries a human message"
+    return err
+
+
+def reader_name(stack: Stack, slot: int) -> str:
+    """The PC/SC name of a vpcd slot."""
+    return f"Virtual PCD 00 {slot:02d}"

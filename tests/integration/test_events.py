@@ -1,0 +1,74 @@
+"""Card event stream through real pcscd + vpcd: snapshot, insert, remove, profiles."""
+
+from __future__ import annotations
+
+import re
+
+from cardap.v1 import cards_pb2
+from cardap_sim.stack import Stack, demo_user_id
+
+from .conftest import client, insert_and_wait, reader_name, remove_and_wait, wait_event
+
+
+def test_snapshot_lists_both_vpcd_slots_empty(stack: Stack) -> None:
+    with client(stack) as gate:
+        events = gate.watch(timeout=10)
+        snap = [next(events), next(events)]
+        end = next(events)
+    assert [e.kind for e in snap] == [cards_pb2.CARD_EVENT_KIND_SNAPSHOT] * 2
+    assert end.kind == cards_pb2.CARD_EVENT_KIND_SNAPSHOT_END
+    assert sorted(e.reader.name for e in snap) == [reader_name(stack, 0), reader_name(stack, 1)]
+    assert all(e.reader.state == cards_pb2.READER_STATE_EMPTY for e in snap)
+
+
+def test_insert_identifies_my_number_card_and_taps_user_id(stack: Stack) -> None:
+    reader = insert_and_wait(stack, 0, stack.demo_card())
+    assert reader.name == reader_name(stack, 0)
+    assert reader.state == cards_pb2.READER_STATE_CARD_PRESENT
+    card = reader.card
+    assert card.kind == cards_pb2.CARD_KIND_MY_NUMBER_CARD
+    assert card.profile == "vendor-a"
+    assert re.fullmatch(r"4790-[0-9A-F]{8}", card.card_id)
+    assert card.atr == "3BC5FF8131FB458073C6010000"
+    assert [(t.aid, t.user_id, t.reason) for t in card.tap] == [
+        ("D392F00043010001", demo_user_id(), "")]
+
+
+def test_vendor_b_profile_and_removal(stack: Stack) -> None:
+    card = stack.new_card("b", profile="vendor-b", serial=0x01020304)
+    reader = insert_and_wait(stack, 1, card)
+    assert reader.card.profile == "vendor-b"
+    assert reader.card.card_id == "4250-01020304"
+    assert [t.reason for t in reader.card.tap] == ["AP_NOT_FOUND"]  # no Type C AP on it
+    with client(stack) as gate:
+        events = gate.watch(timeout=10)
+        snap = [next(events) for _ in range(3)]
+        present = [e for e in snap if e.reader.state == cards_pb2.READER_STATE_CARD_PRESENT]
+        assert [e.reader.name for e in present] == [reader_name(stack, 1)]
+        stack.control.remove(1)
+        ev = wait_event(events, cards_pb2.CARD_EVENT_KIND_CARD_REMOVED)
+    assert ev.reader.name == reader_name(stack, 1)
+    assert ev.reader.state == cards_pb2.READER_STATE_EMPTY
+    with client(stack, "ops") as ops:
+        assert ops.status().cards == 0
+
+
+def test_reader_filter_only_delivers_that_reader(stack: Stack) -> None:
+    with client(stack) as gate:
+        events = gate.watch([reader_name(stack, 1)], timeout=10)
+        first = next(events)
+        assert first.reader.name == reader_name(stack, 1)
+        assert next(events).kind == cards_pb2.CARD_EVENT_KIND_SNAPSHOT_END
+        stack.control.insert(0, stack.demo_card())
+        stack.control.insert(1, stack.demo_card("other"))
+        ev = wait_event(events, cards_pb2.CARD_EVENT_KIND_CARD_INSERTED)
+    assert ev.reader.name == reader_name(stack, 1)
+
+
+def test_reinsert_is_seen_again(stack: Stack) -> None:
+    card = stack.demo_card()
+    first = insert_and_wait(stack, 0, card)
+    remove_and_wait(stack, 0)
+    second = insert_and_wait(stack, 0, card)
+    assert first.card.card_id == second.card.card_id
+    assert second.card.inserted_at.ToDatetime() >= first.card.inserted_at.ToDatetime()

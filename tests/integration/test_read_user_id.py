@@ -1,0 +1,90 @@
+"""ReadUserID (Type C) through the daemon: cached, fresh, and every way it can fail."""
+
+from __future__ import annotations
+
+import grpc
+
+from cardap.v1 import cards_pb2
+from cardap_sim.stack import Stack, demo_user_id
+
+from .conftest import client, expect_error, insert_and_wait, reader_name
+
+
+def test_cached_then_fresh_read(stack: Stack) -> None:
+    reader = insert_and_wait(stack, 0, stack.demo_card())
+    with client(stack) as gate:
+        cached = gate.read_user_id()
+        fresh = gate.read_user_id(fresh=True)
+        named = gate.read_user_id(reader_name(stack, 0), "D392F00043010001")
+    assert (cached.cached, cached.user_id) == (True, demo_user_id())
+    assert (fresh.cached, fresh.user_id) == (False, demo_user_id())
+    assert named.cached
+    assert cached.card_id == reader.card.card_id
+    assert list(cached.info) == [b"\x00\x00\x00\x01", b"\x20\x26\x11\x23", b"\xca\xfe\x00\x00"]
+    assert cached.status == cards_pb2.USER_ID_STATUS_UNKNOWN
+    # the fresh read selected the AP again: the card saw one more SELECT of it
+    selects = stack.control.selects(0)
+    assert selects.count(bytes.fromhex("D392F00043010001")) == 2
+
+
+def test_no_card(stack: Stack) -> None:
+    with client(stack) as gate:
+        expect_error(gate.read_user_id, grpc.StatusCode.FAILED_PRECONDITION, "NO_CARD")
+        expect_error(lambda: gate.read_user_id(reader_name(stack, 1)),
+                     grpc.StatusCode.FAILED_PRECONDITION, "NO_CARD")
+
+
+def test_unknown_reader(stack: Stack) -> None:
+    with client(stack) as gate:
+        err = expect_error(lambda: gate.read_user_id("No Such Reader 00 00"),
+                           grpc.StatusCode.FAILED_PRECONDITION, "NO_READER")
+    assert err.metadata["reader"] == "No Such Reader 00 00"
+
+
+def test_ap_not_on_card(stack: Stack) -> None:
+    insert_and_wait(stack, 0, stack.demo_card())
+    with client(stack) as gate:
+        expect_error(lambda: gate.read_user_id(aid="D392F000430100FF"),
+                     grpc.StatusCode.NOT_FOUND, "AP_NOT_FOUND")
+
+
+def test_two_cards_need_a_reader_name(stack: Stack) -> None:
+    insert_and_wait(stack, 0, stack.demo_card())
+    insert_and_wait(stack, 1, stack.demo_card("two"))
+    with client(stack) as gate:
+        expect_error(gate.read_user_id, grpc.StatusCode.INVALID_ARGUMENT, "READER_AMBIGUOUS")
+        assert gate.read_user_id(reader_name(stack, 1)).user_id == demo_user_id()
+
+
+def test_garbage_answers(stack: Stack) -> None:
+    insert_and_wait(stack, 0, stack.demo_card())
+    stack.control.fault(0, garbage=-1)
+    with client(stack) as gate:
+        err = expect_error(lambda: gate.read_user_id(fresh=True),
+                           grpc.StatusCode.FAILED_PRECONDITION, "CARD_PROTOCOL_ERROR")
+    assert "card" in err.message.lower()
+
+
+def test_truncated_answers(stack: Stack) -> None:
+    insert_and_wait(stack, 0, stack.demo_card())
+    stack.control.fault(0, truncate=-1)
+    with client(stack) as gate:
+        expect_error(lambda: gate.read_user_id(fresh=True),
+                     grpc.StatusCode.FAILED_PRECONDITION, "CARD_PROTOCOL_ERROR")
+
+
+def test_card_pulled_mid_read(stack: Stack) -> None:
+    insert_and_wait(stack, 0, stack.demo_card())
+    stack.control.fault(0, tear_after=1)  # SELECT answered, then the card is gone
+    with client(stack) as gate:
+        expect_error(lambda: gate.read_user_id(fresh=True), grpc.StatusCode.ABORTED,
+                     "CARD_REMOVED")
+        # the daemon carries on: the reader is empty now, and says so
+        expect_error(gate.read_user_id, grpc.StatusCode.FAILED_PRECONDITION, "NO_CARD")
+
+
+def test_slow_card_still_reads(stack: Stack) -> None:
+    insert_and_wait(stack, 0, stack.demo_card())
+    stack.control.fault(0, slow_ms=150)
+    with client(stack) as gate:
+        assert gate.read_user_id(fresh=True).user_id == demo_user_id()
