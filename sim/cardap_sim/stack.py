@@ -1,0 +1,349 @@
+"""Bring up the real stack on this machine: pcscd + vpcd + virtual cards + cardapd.
+
+Each stack is private: its own pcscd (socket-activated on a socket in the stack's
+directory, so it never touches /run/pcscd), its own vpcd port pair, its own simulator,
+daemon sockets, audit database and metrics port. The integration tests start one per test
+(or module), and `make run` (`python -m cardap_sim.stack`) starts one for a person to try.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from cardap_sim.vcard.card import TypeCSpec, VirtualCard
+from cardap_sim.vcard.control import SimControl
+
+VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
+DEMO_TYPE_C_AID = bytes.fromhex("D392F00043010001")
+DEMO_USER_ID = "A1B2C3D4E5F6"  # + check character, computed below
+
+
+def free_port_pair() -> int:
+    """A port P with P and P+1 free on all interfaces (vpcd binds 0.0.0.0)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("0.0.0.0", 0))
+            port = int(s.getsockname()[1])
+        if port >= 65535:
+            continue
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("0.0.0.0", port))
+                b.bind(("0.0.0.0", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for vpcd")
+
+
+def free_port() -> int:
+    """A free loopback TCP port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll `predicate` until true or raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port."""
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def demo_user_id() -> str:
+    """The demo card's 13-character user ID (12 characters + check character)."""
+    from cardapd.myna.userid import check_char
+    return DEMO_USER_ID + check_char(DEMO_USER_ID)
+
+
+class Stack:
+    """One private pcscd + vpcd + simulator (+ optionally cardapd) under `workdir`."""
+
+    def __init__(self, workdir: Path, *, type_c_aids: tuple[bytes, ...] = (DEMO_TYPE_C_AID,),
+                 extra_config: str = "", log_level: str = "info") -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.pcscd_socket = self.dir / "pcscd.comm"
+        self.control_path = self.dir / "sim.sock"
+        self.socket_dir = self.dir / "sockets"
+        self.config_path = self.dir / "cardapd.toml"
+        self.type_c_aids = type_c_aids
+        self.extra_config = extra_config
+        self.log_level = log_level
+        self.vpcd_port = free_port_pair()
+        self.metrics_port = free_port()
+        self.pcscd: subprocess.Popen[bytes] | None = None
+        self.sim: subprocess.Popen[bytes] | None = None
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self._control: SimControl | None = None
+
+    # ------------------------------------------------------------------ environment
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for PC/SC clients of this stack (the daemon, pyscard scripts)."""
+        env = dict(os.environ)
+        env["PCSCLITE_CSOCK_NAME"] = str(self.pcscd_socket)
+        env["CARDAPD_SOCKET_DIR"] = str(self.socket_dir)
+        return env
+
+    def socket(self, role: str) -> Path:
+        """The daemon socket of `role`."""
+        return self.socket_dir / f"{role}.sock"
+
+    @property
+    def control(self) -> SimControl:
+        """The simulator's control client."""
+        if self._control is None:
+            self._control = SimControl(self.control_path)
+        return self._control
+
+    # ------------------------------------------------------------------ pcscd
+
+    def start_pcscd(self) -> None:
+        """Start a private pcscd (socket activation) with one vpcd reader (2 slots)."""
+        if not VPCD_DRIVER.exists():
+            raise RuntimeError(f"{VPCD_DRIVER} missing: apt-get install vsmartcard-vpcd")
+        conf = self.dir / "reader.conf.d"
+        conf.mkdir(exist_ok=True)
+        (conf / "vpcd").write_text(
+            'FRIENDLYNAME "Virtual PCD"\n'
+            f"DEVICENAME   /dev/null:0x{self.vpcd_port:04X}\n"
+            f"LIBPATH      {VPCD_DRIVER}\n"
+            f"CHANNELID    0x{self.vpcd_port:04X}\n")
+        with contextlib.suppress(FileNotFoundError):
+            self.pcscd_socket.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.pcscd_socket))
+        listener.listen(64)
+        os.chmod(self.pcscd_socket, 0o666)  # noqa: S103 - like /run/pcscd/pcscd.comm
+        pcscd = shutil.which("pcscd") or "/usr/sbin/pcscd"
+        log = (self.dir / "pcscd.log").open("ab")
+        fd = listener.fileno()
+        # pcscd takes its socket as fd 3 (socket activation). subprocess closes every fd not
+        # in pass_fds *after* preexec_fn, so let the shell move it to 3 at exec time.
+        self.pcscd = subprocess.Popen(
+            ["bash", "-c", f'LISTEN_PID=$$ exec "{pcscd}" -f -c "{conf}" 3<&{fd} {fd}<&-'],
+            env=dict(os.environ, LISTEN_FDS="1"), stdout=log, stderr=subprocess.STDOUT,
+            pass_fds=(fd,), start_new_session=True)
+        listener.close()
+        log.close()
+        wait_for(lambda: port_open(self.vpcd_port), 10, "vpcd to listen")
+
+    def kill_pcscd(self) -> None:
+        """SIGKILL pcscd (as a crash would)."""
+        if self.pcscd is not None:
+            self.pcscd.kill()
+            self.pcscd.wait(5)
+            self.pcscd = None
+
+    def restart_pcscd(self) -> None:
+        """Start pcscd again on the same socket and port."""
+        self.kill_pcscd()
+        self.start_pcscd()
+
+    # ------------------------------------------------------------------ simulator
+
+    def start_sim(self) -> None:
+        """Start `cardap-sim serve` on this stack's vpcd port."""
+        log = (self.dir / "sim.log").open("ab")
+        self.sim = subprocess.Popen(
+            [sys.executable, "-m", "cardap_sim.vcard", "serve", "--vpcd-port",
+             str(self.vpcd_port), "--slots", "2", "--control", str(self.control_path)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        wait_for(self.control_path.exists, 10, "the simulator's control socket")
+
+    def new_card(self, name: str, *, profile: str = "vendor-a",
+                 type_c: list[TypeCSpec] | None = None, serial: int | None = None) -> Path:
+        """Create a card file in the stack directory; returns its path."""
+        path = self.dir / "cards" / f"{name}.json"
+        path.parent.mkdir(exist_ok=True)
+        VirtualCard.create(profile=profile, path=path, serial=serial,
+                           type_c=type_c if type_c is not None else [])
+        return path
+
+    def demo_card(self, name: str = "demo", profile: str = "vendor-a") -> Path:
+        """A My Number Card with the demo Type C AP pre-personalised."""
+        return self.new_card(name, profile=profile, type_c=[TypeCSpec(
+            aid=DEMO_TYPE_C_AID, user_id=demo_user_id(),
+            info=(b"\x00\x00\x00\x01", b"\x20\x26\x11\x23", b"\xca\xfe\x00\x00"))])
+
+    # ------------------------------------------------------------------ daemon
+
+    def write_config(self) -> None:
+        """Write the daemon configuration of this stack."""
+        aids = ", ".join(f'"{a.hex().upper()}"' for a in self.type_c_aids)
+        state = self.dir / "state"
+        self.config_path.write_text(
+            f'[daemon]\nstate_dir = "{state}"\nruntime_dir = "{self.dir / "runtime"}"\n'
+            f'log_level = "{self.log_level}"\nlog_format = "json"\nshutdown_grace_s = 5\n\n'
+            f'[sockets]\ndir = "{self.socket_dir}"\n\n'
+            f"[pcsc]\nreconnect_interval_s = 0.2\n\n"
+            f"[tap]\ntype_c_aids = [{aids}]\n\n"
+            f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n\n'
+            f'[audit]\npath = "{state / "audit.db"}"\n\n' + self.extra_config)
+
+    def start_daemon(self, extra_env: Mapping[str, str] | None = None) -> None:
+        """Start cardapd against this stack and wait until its sockets answer."""
+        if not self.config_path.exists():
+            self.write_config()
+        log = (self.dir / "cardapd.log").open("ab")
+        env = self.env
+        env.update(extra_env or {})
+        self.daemon = subprocess.Popen(
+            [sys.executable, "-m", "cardapd.main", "--config", str(self.config_path)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        wait_for(lambda: all(self.socket(r).exists() for r in ("kiosk", "gate", "ops"))
+                 or self.daemon is None or self.daemon.poll() is not None, 20,
+                 "cardapd's sockets")
+        if self.daemon.poll() is not None:
+            raise RuntimeError(f"cardapd exited with {self.daemon.returncode}; see "
+                               f"{self.dir / 'cardapd.log'}")
+
+    def stop_daemon(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        """Stop cardapd with `sig`; returns its exit code."""
+        if self.daemon is None:
+            return None
+        proc, self.daemon = self.daemon, None
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(5)
+
+    # ------------------------------------------------------------------ whole stack
+
+    def start(self, *, daemon: bool = True) -> Stack:
+        """pcscd, the simulator and (by default) the daemon."""
+        self.start_pcscd()
+        self.start_sim()
+        if daemon:
+            self.start_daemon()
+        return self
+
+    def stop(self) -> None:
+        """Stop everything this stack started (daemon first, pcscd last)."""
+        self.stop_daemon()
+        for proc in (self.sim, self.pcscd):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        self.sim = self.pcscd = None
+        if self._control is not None:
+            self._control = None
+
+    def logs(self) -> dict[str, str]:
+        """Every log file of the stack, by name (for tests that scan them)."""
+        return {p.name: p.read_text(errors="replace") for p in self.dir.glob("*.log")}
+
+
+@contextlib.contextmanager
+def running_stack(workdir: Path, **kw: Any) -> Iterator[Stack]:
+    """A started stack, stopped on exit."""
+    stack = Stack(workdir, **kw)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+def demo(argv: list[str] | None = None) -> int:
+    """`make run`: bring the stack up with a demo card, show it working, run until Ctrl-C."""
+    p = argparse.ArgumentParser(prog="cardap_sim.stack", description=demo.__doc__)
+    p.add_argument("--dir", type=Path, default=Path("run"), help="working directory")
+    p.add_argument("--no-demo", action="store_true", help="skip the demonstration calls")
+    args = p.parse_args(argv)
+    workdir = args.dir.resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    stack = Stack(workdir)
+    print(f"starting pcscd + vpcd (port {stack.vpcd_port}) + virtual cards + cardapd in "
+          f"{workdir} ...", flush=True)
+    try:
+        stack.start()
+        card = stack.demo_card()
+        other = stack.new_card("second", profile="vendor-b")
+        from cardap.client import CardapClient
+        with CardapClient(stack.socket("gate")) as gate:
+            events = gate.watch(timeout=10)
+            for ev in events:  # wait for the snapshot before inserting
+                if ev.kind == 2:  # SNAPSHOT_END
+                    break
+            stack.control.insert(0, card)
+            for ev in events:
+                if ev.kind == 5:  # CARD_INSERTED
+                    print(f"card inserted in {ev.reader.name!r}: card {ev.reader.card.card_id}"
+                          f" ({ev.reader.card.profile}), tap-to-ID user ID "
+                          f"{ev.reader.card.tap[0].user_id}", flush=True)
+                    break
+            if not args.no_demo:
+                read = gate.read_user_id()
+                print(f"ReadUserID → {read.user_id} (cached={read.cached})", flush=True)
+        if not args.no_demo:
+            with CardapClient(stack.socket("kiosk")) as kiosk:
+                diag = kiosk.diagnose()
+                for d in diag.readers:
+                    print(f"Diagnose {d.reader.name!r}: {d.next_action}", flush=True)
+        sockets = stack.socket_dir
+        print(f"""
+The stack is up. In another terminal (from this directory):
+
+  export CARDAPD_SOCKET_DIR={sockets}
+  .venv/bin/cardapctl watch                      # card events (gate socket)
+  .venv/bin/cardapctl read-id                    # user ID from the tap cache
+  .venv/bin/cardapctl read-id --fresh            # read the card now
+  .venv/bin/cardapctl diagnose                   # card fault isolation (kiosk socket)
+  .venv/bin/cardapctl status                     # daemon status (ops socket)
+  export CARDAP_SIM_CONTROL={stack.control_path}
+  .venv/bin/cardap-sim remove --slot 0           # pull the card
+  .venv/bin/cardap-sim insert --slot 0 {card}
+  .venv/bin/cardap-sim insert --slot 1 {other}
+  curl -s http://127.0.0.1:{stack.metrics_port}/metrics | grep cardapd_
+
+Logs: {workdir}/*.log   Press Ctrl-C to stop.""", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping ...", flush=True)
+        stack.stop()
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
+    sys.exit(demo())

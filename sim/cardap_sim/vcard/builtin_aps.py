@@ -1,0 +1,41 @@
+"""The other built-in APs: card face, 住基, and the text input assist AP (fake My Number)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from .applet import Applet
+from .files import BinaryFile
+
+CARD_FACE_AID = bytes.fromhex("D3921000310001010402")
+JUKI_AID = bytes.fromhex("D3921000310001010401")
+INPUT_ASSIST_AID = bytes.fromhex("D3921000310001010408")
+FID_MY_NUMBER = 0x0001
+
+
+class CardFaceApplet(Applet):
+    """券面事項確認AP: answers SELECT, nothing else is modelled."""
+
+    def __init__(self) -> None:
+        super().__init__(CARD_FACE_AID)
+
+
+class JukiApplet(Applet):
+    """住基AP: answers SELECT, nothing else is modelled."""
+
+    def __init__(self) -> None:
+        super().__init__(JUKI_AID)
+
+
+class InputAssistApplet(Applet):
+    """入力補助AP: EF 0001 holds a fake My Number; its responses are never logged."""
+
+    redact_responses: ClassVar[bool] = True
+
+    def __init__(self, my_number: str) -> None:
+        super().__init__(INPUT_ASSIST_AID)
+        self.files = {FID_MY_NUMBER: BinaryFile(my_number.encode("ascii"))}
+
+    def __repr__(self) -> str:
+        """Never show the file content."""
+        return "InputAssistApplet(<redacted>)"

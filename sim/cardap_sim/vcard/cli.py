@@ -1,0 +1,185 @@
+"""`cardap-sim`: run the virtual-card simulator, create card files, drive the control socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .card import VirtualCard
+from .control import SimControl, SimControlError
+from .errors import VcardError
+from .typec import TypeCSpec
+
+DEFAULT_VPCD_PORT = 35963
+CONTROL_ENV = "CARDAP_SIM_CONTROL"
+
+
+def parse_type_c(text: str) -> TypeCSpec:
+    """`AID:USERID[:INFO1:INFO2:INFO3]` (hex AID and infos) -> TypeCSpec."""
+    parts = text.split(":")
+    if len(parts) not in (2, 5):
+        raise argparse.ArgumentTypeError("expected AID:USERID[:INFO1HEX:INFO2HEX:INFO3HEX]")
+    try:
+        aid = bytes.fromhex(parts[0])
+        if len(parts) == 5:
+            infos = (bytes.fromhex(parts[2]), bytes.fromhex(parts[3]), bytes.fromhex(parts[4]))
+            return TypeCSpec(aid, parts[1], infos)
+        return TypeCSpec(aid, parts[1])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _hex_int(text: str) -> int:
+    """A hexadecimal integer argument."""
+    try:
+        return int(text, 16)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not hex: {text!r}") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with all subcommands."""
+    p = argparse.ArgumentParser(prog="cardap-sim", description=__doc__)
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="-v info, -vv debug (APDUs, with secrets redacted)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the simulator (vpcd slots + control socket)")
+    s.add_argument("--vpcd-host", default="127.0.0.1")
+    s.add_argument("--vpcd-port", type=int, default=DEFAULT_VPCD_PORT,
+                   help="vpcd port of slot 0; slot n uses port + n")
+    s.add_argument("--slots", type=int, default=2)
+    s.add_argument("--control", type=Path, required=True, help="Unix control socket path")
+    s.add_argument("--insert", action="append", default=[], metavar="SLOT=FILE",
+                   help="insert a card file at start-up")
+
+    n = sub.add_parser("new-card", help="create a card file")
+    n.add_argument("--profile", default="vendor-a", choices=["vendor-a", "vendor-b"])
+    n.add_argument("--out", type=Path, required=True)
+    n.add_argument("--serial", type=_hex_int, help="CPLC IC serial (hex, 4 bytes)")
+    n.add_argument("--type-c", type=parse_type_c, action="append", default=[],
+                   metavar="AID:USERID[:INFO1HEX:INFO2HEX:INFO3HEX]")
+    n.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    def client(name: str, help_text: str, slot: bool = True) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_text)
+        c.add_argument("--control", type=Path, default=os.environ.get(CONTROL_ENV),
+                       required=CONTROL_ENV not in os.environ)
+        if slot:
+            c.add_argument("--slot", type=int, default=0)
+        return c
+
+    client("insert", "insert a card file into a slot").add_argument("file", type=Path)
+    client("remove", "remove the card from a slot")
+    client("status", "show slots and cards", slot=False)
+    client("selects", "list the AIDs the card received in SELECT")
+    f = client("fault", "inject faults into the card in a slot")
+    f.add_argument("--tear-after", type=int)
+    f.add_argument("--garbage", type=int)
+    f.add_argument("--truncate", type=int)
+    f.add_argument("--slow-ms", type=int)
+    f.add_argument("--mute", action=argparse.BooleanOptionalAction, default=None)
+    f.add_argument("--clear", action="store_true", help="clear all faults first")
+    client("block-pin", "block a JPKI PIN").add_argument("which", choices=["auth", "sign"])
+    return p
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT."""
+    from .server import serve
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    inserts: list[tuple[int, Path]] = []
+    for item in args.insert:
+        slot, _, file = item.partition("=")
+        inserts.append((int(slot), Path(file)))
+    if inserts:
+        def insert_when_ready() -> None:
+            ctl = SimControl(args.control)
+            for _ in range(100):
+                if args.control.exists():
+                    break
+                stop.wait(0.05)
+            for slot_index, path in inserts:
+                ctl.insert(slot_index, path)
+        threading.Thread(target=insert_when_ready, daemon=True).start()
+    serve(args.vpcd_host, args.vpcd_port, args.slots, args.control, stop)
+    return 0
+
+
+def _new_card(args: argparse.Namespace) -> int:
+    """Create a card file and print its identity (never the fake My Number)."""
+    out: Path = args.out
+    if out.exists() and not args.force:
+        print(f"cardap-sim: {out} exists (use --force)", file=sys.stderr)
+        return 1
+    card = VirtualCard.create(profile=args.profile, path=out, serial=args.serial,
+                              type_c=args.type_c)
+    _print({"card": str(out), "card_id": card.card_id, "profile": card.profile.name,
+            "type_c": [s.aid.hex().upper() for s in args.type_c]})
+    return 0
+
+
+def _client(args: argparse.Namespace) -> int:
+    """Run one control request and print its result as JSON."""
+    ctl = SimControl(args.control)
+    result: Any
+    if args.command == "insert":
+        result = ctl.insert(args.slot, args.file)
+    elif args.command == "remove":
+        result = ctl.remove(args.slot)
+    elif args.command == "status":
+        result = ctl.status()
+    elif args.command == "selects":
+        result = {"selects": [a.hex().upper() for a in ctl.selects(args.slot)]}
+    elif args.command == "fault":
+        kw = {k: getattr(args, k) for k in ("tear_after", "garbage", "truncate", "slow_ms",
+                                            "mute") if getattr(args, k) is not None}
+        if args.clear:
+            kw["clear"] = True
+        result = ctl.fault(args.slot, **kw)
+    else:
+        result = ctl.block_pin(args.slot, args.which)
+    _print(result)
+    return 0
+
+
+def _print(obj: Any) -> None:
+    """JSON to stdout."""
+    print(json.dumps(obj, indent=1))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cardap-sim` console script."""
+    args = build_parser().parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "new-card":
+            return _new_card(args)
+        return _client(args)
+    except (SimControlError, VcardError, ValueError, OSError) as exc:
+        print(f"cardap-sim: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The simulator's control protocol (JSON lines on a Unix socket) and its Python client.
+
+One request line `{"cmd": "...", ...}` gets one response line: `{"ok": true, ...}` or
+`{"ok": false, "error": "..."}`. Commands: insert, remove, status, selects, fault,
+block_pin (see `cardap_sim.vcard.server`).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+MAX_LINE = 1 << 20
+
+
+class SimControlError(Exception):
+    """The simulator refused a control request (its error message is the text)."""
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    """One JSON line."""
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+class SimControl:
+    """Client of `cardap-sim serve --control PATH` for test harnesses and the CLI."""
+
+    def __init__(self, path: str | Path, timeout: float = 10.0) -> None:
+        self.path = str(path)
+        self.timeout = timeout
+
+    def request(self, cmd: str, **args: Any) -> dict[str, Any]:
+        """Send one request; return the response object or raise SimControlError."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout)
+            sock.connect(self.path)
+            sock.sendall(encode({"cmd": cmd, **args}))
+            data = bytearray()
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > MAX_LINE:
+                    raise SimControlError("response line too long")
+        if not data:
+            raise SimControlError("the simulator closed the connection without answering")
+        reply = json.loads(data)
+        if not isinstance(reply, dict):
+            raise SimControlError("malformed response")
+        if not reply.get("ok"):
+            raise SimControlError(str(reply.get("error", "unknown error")))
+        return reply
+
+    def insert(self, slot: int, card_path: str | Path) -> dict[str, Any]:
+        """Insert the card stored in `card_path` into `slot` (the sim connects it to vpcd)."""
+        return self.request("insert", slot=slot, card=str(Path(card_path).resolve()))
+
+    def remove(self, slot: int) -> dict[str, Any]:
+        """Remove the card from `slot` (the link to vpcd closes)."""
+        return self.request("remove", slot=slot)
+
+    def status(self) -> dict[str, Any]:
+        """Slots with their card id, state, APDU count and faults."""
+        return self.request("status")
+
+    def selects(self, slot: int) -> list[bytes]:
+        """Every AID the card in `slot` received in SELECT by AID since it was inserted."""
+        return [bytes.fromhex(h) for h in self.request("selects", slot=slot)["selects"]]
+
+    def fault(self, slot: int, **kw: Any) -> dict[str, Any]:
+        """Set faults: tear_after, garbage, truncate, slow_ms, mute, clear (see Faults)."""
+        return self.request("fault", slot=slot, **kw)
+
+    def block_pin(self, slot: int, which: str) -> dict[str, Any]:
+        """Block the JPKI `auth` or `sign` PIN of the card in `slot` (persisted)."""
+        return self.request("block_pin", slot=slot, which=which)

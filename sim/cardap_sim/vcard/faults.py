@@ -1,0 +1,73 @@
+"""Fault injection settings of one virtual card (volatile: never written to the card file)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+_rng = random.Random()
+
+
+@dataclass
+class Faults:
+    """What the card does wrong next; the defaults mean a healthy card.
+
+    tear_after: after N more answered APDUs the card vanishes (None: never).
+    garbage: answer the next N APDUs with random bytes whose SW1 is impossible (-1: forever).
+    truncate: the next N answers are cut to their first byte (-1: forever).
+    slow_ms: delay every answer by this many milliseconds.
+    mute: never answer (in-process: CardMute; over vpcd: the APDU stalls).
+    """
+
+    tear_after: int | None = None
+    garbage: int = 0
+    truncate: int = 0
+    slow_ms: int = 0
+    mute: bool = False
+
+    def clear(self) -> None:
+        """Back to a healthy card."""
+        self.tear_after, self.garbage, self.truncate, self.slow_ms, self.mute = None, 0, 0, 0, False
+
+    def update(self, **kw: Any) -> None:
+        """Set the named faults (validated); unknown names are a ValueError."""
+        for name, value in kw.items():
+            if name == "tear_after":
+                if value is not None and (not isinstance(value, int) or value < 0):
+                    raise ValueError("tear_after must be a non-negative integer or null")
+            elif name in ("garbage", "truncate", "slow_ms"):
+                if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+                    raise ValueError(f"{name} must be an integer")
+                if value == -1 and name == "slow_ms":
+                    raise ValueError(f"{name} must be non-negative")
+            elif name == "mute":
+                if not isinstance(value, bool):
+                    raise ValueError("mute must be a boolean")
+            else:
+                raise ValueError(f"unknown fault {name!r}")
+        for name, value in kw.items():
+            setattr(self, name, value)
+
+    def to_json(self) -> dict[str, Any]:
+        """The current settings, for the control protocol's status."""
+        return asdict(self)
+
+    def distort(self, response: bytes) -> bytes:
+        """Apply the garbage and truncate faults to one answer, spending their counters."""
+        if self.garbage:
+            if self.garbage > 0:
+                self.garbage -= 1
+            response = random_garbage()
+        if self.truncate:
+            if self.truncate > 0:
+                self.truncate -= 1
+            response = response[:1]
+        return response
+
+
+def random_garbage() -> bytes:
+    """2-32 random bytes ending in an SW1 no ISO card may send (not 6x or 9x)."""
+    body = _rng.randbytes(_rng.randint(0, 30))
+    sw1 = _rng.choice([*range(0x00, 0x60), *range(0xA0, 0x100)])
+    return body + bytes([sw1, _rng.randrange(256)])

@@ -1,0 +1,108 @@
+"""The persistent card state and its JSON card file, written atomically (tmp+fsync+rename)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .applet import LoadedApplet
+from .errors import CardFileError
+from .files import PinState
+from .instances import applet_from_json
+
+FORMAT = "cardap-vcard/1"
+
+
+@dataclass
+class CardState:
+    """Everything that survives power-off and removal: one JSON file per card."""
+
+    profile: str
+    cplc: dict[str, str]
+    my_number: str = field(repr=False)
+    auth_pin: PinState = field(repr=False)
+    sign_pin: PinState = field(repr=False)
+    auth_cert: bytes = field(repr=False)
+    extended_area_capacity: int
+    extended_area_used: int = 0
+    aps: list[LoadedApplet] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The card file's content (unknown keys read earlier are written back unchanged)."""
+        return {
+            **self.extra,
+            "format": FORMAT,
+            "profile": self.profile,
+            "cplc": dict(self.cplc),
+            "my_number": self.my_number,
+            "jpki": {
+                "auth_pin": self.auth_pin.to_json(),
+                "sign_pin": self.sign_pin.to_json(),
+                "auth_cert": base64.b64encode(self.auth_cert).decode("ascii"),
+            },
+            "areas": {"extended": {"capacity": self.extended_area_capacity,
+                                   "used": self.extended_area_used}},
+            "aps": [ap.to_json() for ap in self.aps],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CardState:
+        """Inverse of to_json; raises CardFileError on anything malformed."""
+        if d.get("format") != FORMAT:
+            raise CardFileError(f"not a card file of format {FORMAT}")
+        known = {"format", "profile", "cplc", "my_number", "jpki", "areas", "aps"}
+        try:
+            jpki = d["jpki"]
+            ext = d["areas"]["extended"]
+            return cls(
+                profile=str(d["profile"]),
+                cplc={str(k): str(v) for k, v in d["cplc"].items()},
+                my_number=str(d["my_number"]),
+                auth_pin=PinState.from_json(jpki["auth_pin"]),
+                sign_pin=PinState.from_json(jpki["sign_pin"]),
+                auth_cert=base64.b64decode(jpki["auth_cert"], validate=True),
+                extended_area_capacity=int(ext["capacity"]),
+                extended_area_used=int(ext["used"]),
+                aps=[applet_from_json(a) for a in d["aps"]],
+                extra={k: v for k, v in d.items() if k not in known},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CardFileError(f"malformed card file: {exc!r}") from exc
+
+
+def save_atomic(path: Path, state: CardState) -> None:
+    """Write the card file so a crash leaves either the old or the new file, never half."""
+    text = json.dumps(state.to_json(), indent=1, sort_keys=True) + "\n"
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_file(path: Path) -> CardState:
+    """Read a card file; CardFileError when missing or malformed."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CardFileError(f"cannot read card file {path}: {exc}") from exc
+    if not isinstance(d, dict):
+        raise CardFileError(f"card file {path} is not a JSON object")
+    return CardState.from_json(d)
