@@ -50,14 +50,19 @@ async def test_a_batch_is_committed_at_its_strongest_durability(
 
     monkeypatch.setattr(AuditLog, "append_batch", spy)
     async with AsyncAuditLog(tmp_path / "audit.db") as log:
-        first = asyncio.ensure_future(log.append(entry(0), Durability.PROCESS))
+        first = asyncio.ensure_future(log.append(entry(0), Durability.FULL))
         await asyncio.sleep(0.05)  # the writer now holds the first batch at the gate
+        # the writer is busy: PROCESS appends queue behind it instead of going inline
         rest = [asyncio.ensure_future(log.append(entry(i), d)) for i, d in
                 ((1, Durability.PROCESS), (2, Durability.FULL), (3, Durability.PROCESS))]
         await asyncio.sleep(0.05)
         gate.set()
         await asyncio.gather(first, *rest)
-    assert seen == [(1, 1), (3, 2)]  # NORMAL alone; FULL for the mixed batch of three
+        assert log.inline == 0
+        # an idle writer: a PROCESS append commits inline, with NORMAL synchronous
+        record = await log.append(entry(4), Durability.PROCESS)
+        assert (record.seq, log.inline) == (5, 1)
+    assert seen == [(1, 2), (3, 2), (1, 1)]  # FULL alone; FULL for the mixed three; NORMAL
 
 
 async def test_sequential_appends_each_return_their_own_record(tmp_path: Path) -> None:

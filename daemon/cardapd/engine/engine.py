@@ -189,6 +189,12 @@ class Engine:
     def _card_arrived(self, status: ReaderStatus) -> None:
         owner = self._add_reader(status.name, publish=True)
         owner.generation += 1
+        if not status.mute:
+            detected = CardView(card_id="", atr=status.atr, kind=CardKind.UNKNOWN,
+                                profile="", inserted_at=now())
+            self._published_card[status.name] = True
+            self.hub.publish(EventKind.CARD_DETECTED,
+                             ReaderView(status.name, ReaderState.CARD_IDENTIFYING, detected))
         task = asyncio.ensure_future(self._identify(owner, owner.generation, status))
         self._tasks.add(task)
         self._identifying[status.name] = task

@@ -22,6 +22,7 @@ class ReaderState(enum.Enum):
     CARD_PRESENT = "card_present"
     CARD_MUTE = "card_mute"
     UNAVAILABLE = "unavailable"
+    CARD_IDENTIFYING = "card_identifying"
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class EventKind(enum.Enum):
     DEGRADED = "degraded"
     RECOVERED = "recovered"
     CARD_MUTE = "card_mute"
+    CARD_DETECTED = "card_detected"
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,9 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
                                    isolation_level=None)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, isolation_level=None)
+            # Shared by the writer thread and AsyncAuditLog's fast path, always under
+            # AsyncAuditLog's lock: never two threads in it at once.
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except (sqlite3.Error, OSError) as exc:
         raise StoreError(f"cannot open {path}: {exc}") from exc
     try:
