@@ -444,3 +444,11 @@ def test_input_assist_holds_valid_fake_number(card: VirtualCard,
     assert "redacted" in caplog.text
     assert number not in repr(card)
     assert number not in repr(card.state)
+
+
+def test_foreign_card_has_an_isd_but_no_my_number_card_aps() -> None:
+    card = VirtualCard.create(profile="foreign", serial=0x0A0B0C0D)
+    card.power_on()
+    assert tx(card, "80CA9F7F00").startswith("9F7F2A4090")
+    assert tx(card, sel(JPKI)) == "6A82"
+    assert tx(card, "00A4040C0AD3921000310001010402") == "6A82"  # no card face AP either

@@ -51,10 +51,11 @@ class VirtualCard:
         self._lock = threading.RLock()
         self.isd = IsdApplet(encode_cplc(state.cplc))
         self.applets: dict[bytes, Applet] = {}
-        for ap in (self.isd,
-                   JpkiApplet(state.auth_cert, state.auth_pin, state.sign_pin),
-                   CardFaceApplet(), JukiApplet(), InputAssistApplet(state.my_number),
-                   *state.aps):
+        built_in: tuple[Applet, ...] = (
+            JpkiApplet(state.auth_cert, state.auth_pin, state.sign_pin),
+            CardFaceApplet(), JukiApplet(), InputAssistApplet(state.my_number),
+        ) if self._profile.my_number_card else ()
+        for ap in (self.isd, *built_in, *state.aps):
             if ap.aid in self.applets:
                 raise ValueError(f"duplicate AID {ap.aid.hex().upper()}")
             self.applets[ap.aid] = ap

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="insert a card file at start-up")
 
     n = sub.add_parser("new-card", help="create a card file")
-    n.add_argument("--profile", default="vendor-a", choices=["vendor-a", "vendor-b"])
+    n.add_argument("--profile", default="vendor-a", choices=["vendor-a", "vendor-b", "foreign"])
     n.add_argument("--out", type=Path, required=True)
     n.add_argument("--serial", type=_hex_int, help="CPLC IC serial (hex, 4 bytes)")
     n.add_argument("--type-c", type=parse_type_c, action="append", default=[],

@@ -21,6 +21,8 @@ class Profile:
     extended_area_size: int
     get_status_tlv: bool
     read_binary_eof: ReadBinaryEof
+    my_number_card: bool = True
+    """False for a foreign card: an ISD with CPLC but no JPKI or other My Number Card AP."""
 
 
 PROFILES: dict[str, Profile] = {
@@ -45,6 +47,20 @@ PROFILES: dict[str, Profile] = {
         extended_area_size=24576,
         get_status_tlv=False,
         read_binary_eof="6C",
+    ),
+    # Not a My Number Card: another maker's GlobalPlatform card (a staff or payment card),
+    # so tests can check that the daemon tells the two apart by SELECT, not by ATR.
+    "foreign": Profile(
+        name="foreign",
+        atr=bytes.fromhex("3B8A800180318073F741E0829000E5"),
+        ic_fabricator=bytes.fromhex("4090"),
+        ic_type=bytes.fromhex("7871"),
+        os_id=bytes.fromhex("4091"),
+        max_command_data=0xFF,
+        extended_area_size=8192,
+        get_status_tlv=True,
+        read_binary_eof="6282",
+        my_number_card=False,
     ),
 }
 
