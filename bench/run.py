@@ -42,6 +42,7 @@ TYPE_C_AID = bytes.fromhex("D392F00043010001")
 SELECT_TYPE_C = bytes.fromhex("00A4040C08") + TYPE_C_AID
 READ_TYPE_C = bytes.fromhex("00B0000021")
 CARD_INSERTED = 5  # cards_pb2.CARD_EVENT_KIND_CARD_INSERTED
+CARD_DETECTED = 10  # cards_pb2.CARD_EVENT_KIND_CARD_DETECTED (first event of an insertion)
 CARD_REMOVED = 6   # cards_pb2.CARD_EVENT_KIND_CARD_REMOVED
 SNAPSHOT_END = 2   # cards_pb2.CARD_EVENT_KIND_SNAPSHOT_END
 EVENT_TIMEOUT_S = 10.0
@@ -77,6 +78,7 @@ class Results:
     rpc: dict[str, list[float]] = field(default_factory=dict)
     daemon_event: list[float] = field(default_factory=list)
     monitor_event: list[float] = field(default_factory=list)
+    daemon_identified: list[float] = field(default_factory=list)
     errors: dict[str, dict[str, int]] = field(default_factory=dict)
     rounds: int = 0
     seconds: float = 0.0
@@ -207,12 +209,15 @@ def measure_insertions(stack: Any, card: Path, opts: Options, results: Results) 
             time.sleep(rng.uniform(0.05, 0.45))
             stack.control.insert(0, card)
             t0 = time.monotonic_ns()
-            d_t, _, _ = wait_for_event(watcher.events, lambda e: e[1] == CARD_INSERTED
+            d_t, _, _ = wait_for_event(watcher.events, lambda e: e[1] == CARD_DETECTED
+                                       and e[2] == READER, "the daemon's CARD_DETECTED")
+            i_t, _, _ = wait_for_event(watcher.events, lambda e: e[1] == CARD_INSERTED
                                        and e[2] == READER, "the daemon's CARD_INSERTED")
             m_t, _, _ = wait_for_event(monitor.events, lambda e: e[1] == "+"
                                        and e[2] == READER, "CardMonitor's insertion")
             results.daemon_event.append((d_t - t0) / 1e6)
             results.monitor_event.append((m_t - t0) / 1e6)
+            results.daemon_identified.append((i_t - t0) / 1e6)
             if i == opts.insertions - 1:
                 break
             time.sleep(rng.uniform(0.0, 0.1))
@@ -350,8 +355,9 @@ LABELS = {
     "direct": "Direct pyscard SELECT + READ BINARY (Type C)",
     "cached": "ReadUserID cached (tap cache)",
     "fresh": "ReadUserID uncached (fresh=True)",
-    "ev_daemon": "Insert → daemon CARD_INSERTED (watch stream)",
+    "ev_daemon": "Insert → daemon CARD_DETECTED (first event, watch stream)",
     "ev_monitor": "Insert → pyscard CardMonitor update()",
+    "ev_identified": "Insert → daemon CARD_INSERTED (identified, tap user ID read)",
 }
 
 
@@ -383,9 +389,11 @@ def report(opts: Options, res: Results, command: str, started: dt.datetime) -> t
     s = {k: Summary.of(k, v) for k, v in res.rpc.items()}
     s["ev_daemon"] = Summary.of("ev_daemon", res.daemon_event)
     s["ev_monitor"] = Summary.of("ev_monitor", res.monitor_event)
+    s["ev_identified"] = Summary.of("ev_identified", res.daemon_identified)
     rows = ["| Measurement | n | p50 ms | p90 ms | p99 ms | min ms | max ms |",
             "|---|---:|---:|---:|---:|---:|---:|"]
-    for key in ("health", "status", "direct", "cached", "fresh", "ev_daemon", "ev_monitor"):
+    for key in ("health", "status", "direct", "cached", "fresh", "ev_daemon", "ev_monitor",
+                "ev_identified"):
         x = s[key]
         rows.append(f"| {LABELS[key]} | {x.n} | {x.p50:.3f} | {x.p90:.3f} | {x.p99:.3f} | "
                     f"{x.min:.3f} | {x.max:.3f} |")

@@ -141,10 +141,11 @@ class Stack:
         pcscd = shutil.which("pcscd") or "/usr/sbin/pcscd"
         log = (self.dir / "pcscd.log").open("ab")
         fd = listener.fileno()
+        move = "" if fd == 3 else f"3<&{fd} {fd}<&-"
         # pcscd takes its socket as fd 3 (socket activation). subprocess closes every fd not
         # in pass_fds *after* preexec_fn, so let the shell move it to 3 at exec time.
         self.pcscd = subprocess.Popen(
-            ["bash", "-c", f'LISTEN_PID=$$ exec "{pcscd}" -f -c "{conf}" 3<&{fd} {fd}<&-'],
+            ["bash", "-c", f'LISTEN_PID=$$ exec "{pcscd}" -f -c "{conf}" {move}'],
             env=dict(os.environ, LISTEN_FDS="1"), stdout=log, stderr=subprocess.STDOUT,
             pass_fds=(fd,), start_new_session=True)
         listener.close()

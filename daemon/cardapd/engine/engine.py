@@ -221,6 +221,10 @@ class Engine:
             self.hub.set_reader(view)
 
     async def _identify(self, owner: ReaderOwner, generation: int, status: ReaderStatus) -> None:
+        # Let the streams write CARD_DETECTED before the reader thread starts competing
+        # for the GIL: the first event of an insertion must not wait for identification.
+        for _ in range(3):
+            await asyncio.sleep(0)
         taps = self.settings.type_c_aids if self.settings.read_on_insert else ()
         inserted_at = now()
         kind = EventKind.CARD_INSERTED
