@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
 import threading
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -47,8 +47,8 @@ def _request_id(context: Ctx) -> str:
         if (key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.fullmatch(value)
                 and not _DIGIT_RUN.search(value)):
             return value
-    raw = uuid.uuid4().hex
-    return f"{raw[:8]}-{raw[8:16]}"
+    raw = os.urandom(8).hex()
+    return f"{raw[:8]}-{raw[8:]}"
 
 
 async def _fail(servicer: TerminalServicer, name: str, context: Ctx, rid: str,

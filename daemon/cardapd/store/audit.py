@@ -134,7 +134,8 @@ class AuditEntry:
                              f"at most {MAX_DETAIL_BYTES}")
         texts = [s for s in (self.operation, self.result, self.actor, self.card_id,
                              self.reader, self.reason, self.request_id) if s]
-        if any(looks_like_my_number(s) for s in texts + _strings(self.detail)):
+        # One pass over everything, separated so digits of two fields never join.
+        if looks_like_my_number("\n".join(texts + _strings(self.detail))):
             raise StoreError("audit entry: refusing to log what looks like a My Number",
                              reason="AUDIT_MY_NUMBER_REFUSED")
         object.__setattr__(self, "detail_json", detail_json)
@@ -291,7 +292,9 @@ class AuditLog:
                 level = "FULL" if durability is Durability.FULL else "NORMAL"
                 conn.execute(f"PRAGMA synchronous = {level}")
                 self._sync = durability
-            conn.execute("BEGIN IMMEDIATE")
+            single = len(items) == 1
+            if not single:  # one row is one autocommit INSERT: the same atomic commit
+                conn.execute("BEGIN IMMEDIATE")
             try:
                 # The tail is cached: we are the only writer. Should another process
                 # append anyway, our next seq collides with its row (primary key), the
@@ -307,11 +310,14 @@ class AuditLog:
                     digest = chain_hash(prev, seq, ts_us, *fields)
                     records.append(AuditRecord(seq, ts_us, *fields, prev, digest))
                     prev = digest
-                conn.executemany(_INSERT, [
-                    (r.seq, r.ts_us, r.actor, r.operation, r.card_id, r.reader, r.result,
-                     r.reason, r.request_id, r.detail_json, r.prev_hash, r.hash)
-                    for r in records])
-                conn.execute("COMMIT")
+                rows = [(r.seq, r.ts_us, r.actor, r.operation, r.card_id, r.reader, r.result,
+                         r.reason, r.request_id, r.detail_json, r.prev_hash, r.hash)
+                        for r in records]
+                if single:
+                    conn.execute(_INSERT, rows[0])
+                else:
+                    conn.executemany(_INSERT, rows)
+                    conn.execute("COMMIT")
             except BaseException:
                 self._tail_cache = None
                 if conn.in_transaction:
