@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -66,7 +69,8 @@ def wait_event(events: Iterator[cards_pb2.CardEvent], kind: int,
             return ev
         if time.monotonic() > deadline:
             break
-    raise AssertionError(f"no {cards_pb2.CardEventKind.Name(kind)} event within {timeout}s")
+    name = cards_pb2.CardEventKind.Name(kind)  # type: ignore[arg-type]
+    raise AssertionError(f"no {name} event within {timeout}s")
 
 
 def insert_and_wait(stack: Stack, slot: int, card: Path, timeout: float = 10.0) -> cards_pb2.Reader:
@@ -101,3 +105,53 @@ def expect_error(fn: object, code: grpc.StatusCode, reason: str) -> CardapClient
 def reader_name(stack: Stack, slot: int) -> str:
     """The PC/SC name of a vpcd slot."""
     return f"Virtual PCD 00 {slot:02d}"
+
+
+INPUT_ASSIST_AID = bytes.fromhex("D3921000310001010408")  # text input assist AP: never selected
+
+
+def cardapctl(socket_dir: Path, *args: str, timeout: float = 30.0
+              ) -> subprocess.CompletedProcess[str]:
+    """Run the installed `cardapctl` console script against `socket_dir`."""
+    exe = Path(sys.executable).parent / "cardapctl"
+    env = dict(os.environ, CARDAPD_SOCKET_DIR=str(socket_dir))
+    return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def daemon_alive(stack: Stack) -> bool:
+    """Whether the daemon process of `stack` is still running."""
+    return stack.daemon is not None and stack.daemon.poll() is None
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition",
+               interval: float = 0.05) -> None:
+    """Poll `predicate` until truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def serving(stack: Stack) -> bool:
+    """Whether the daemon answers GetStatus on the ops socket right now."""
+    try:
+        with CardapClient(stack.socket("ops"), timeout=2) as ops:
+            ops.status()
+    except CardapClientError:
+        return False
+    return True
+
+
+def restart_daemon(stack: Stack, timeout: float = 20.0) -> None:
+    """Start the daemon and wait until it answers.
+
+    `Stack.start_daemon` waits for the socket files, which a SIGKILLed daemon leaves
+    behind, so it can return before the new process listens.
+    """
+    stack.start_daemon()
+    wait_until(lambda: serving(stack) or not daemon_alive(stack), timeout, "cardapd to serve")
+    assert daemon_alive(stack), "cardapd exited at start"
