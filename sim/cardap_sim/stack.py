@@ -210,6 +210,9 @@ class Stack:
         """Start cardapd against this stack and wait until its sockets answer."""
         if not self.config_path.exists():
             self.write_config()
+        for role in ("kiosk", "gate", "ops"):  # a killed daemon leaves its sockets behind
+            with contextlib.suppress(FileNotFoundError):
+                self.socket(role).unlink()
         log = (self.dir / "cardapd.log").open("ab")
         env = self.env
         env.update(extra_env or {})
@@ -223,6 +226,13 @@ class Stack:
         if self.daemon.poll() is not None:
             raise RuntimeError(f"cardapd exited with {self.daemon.returncode}; see "
                                f"{self.dir / 'cardapd.log'}")
+        wait_for(lambda: self._answers("ops"), 10, "cardapd to answer on its ops socket")
+
+    def _answers(self, role: str) -> bool:
+        """Whether the daemon accepts a connection on `role`'s socket."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            return s.connect_ex(str(self.socket(role))) == 0
 
     def stop_daemon(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
         """Stop cardapd with `sig`; returns its exit code."""

@@ -10,17 +10,20 @@ import contextlib
 import grp
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from cardap.v1 import terminal_pb2, terminal_pb2_grpc
+from cardap.v1 import terminal_pb2
 from cardapd.api.roles import Role
-from cardapd.api.servicer import TerminalServicer
+from cardapd.api.servicer import MalformedRequest, TerminalServicer
 from cardapd.engine.engine import Engine
 from cardapd.errors import ConfigError
 
@@ -28,6 +31,38 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = terminal_pb2.DESCRIPTOR.services_by_name["Terminal"].full_name
 MAX_MESSAGE_BYTES = 1 << 20
+
+
+def _tolerant(parse: Callable[[bytes], Message]) -> Callable[[bytes], object]:
+    """A request deserializer that hands bad bytes to the servicer instead of raising.
+
+    grpc.aio answers a deserializer exception with UNKNOWN and a traceback; the servicer
+    turns a `MalformedRequest` into INVALID_ARGUMENT with a reason, like any bad field.
+    """
+    def deserialize(data: bytes) -> object:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return MalformedRequest(str(exc))
+    return deserialize
+
+
+def terminal_handlers(servicer: TerminalServicer) -> grpc.GenericRpcHandler[object, object]:
+    """Method handlers of cardap.v1.Terminal built from the service descriptor."""
+    service = terminal_pb2.DESCRIPTOR.services_by_name["Terminal"]
+    kinds = {(False, False): grpc.unary_unary_rpc_method_handler,
+             (False, True): grpc.unary_stream_rpc_method_handler,
+             (True, False): grpc.stream_unary_rpc_method_handler,
+             (True, True): grpc.stream_stream_rpc_method_handler}
+    handlers = {}
+    for method in service.methods:
+        request = message_factory.GetMessageClass(method.input_type)
+        response = message_factory.GetMessageClass(method.output_type)
+        make = kinds[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(getattr(servicer, method.name),
+                                     request_deserializer=_tolerant(request.FromString),
+                                     response_serializer=response.SerializeToString)
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
 @dataclass(frozen=True)
@@ -50,8 +85,8 @@ class RoleServer:
             ("grpc.max_send_message_length", 16 * MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ])
-        terminal_pb2_grpc.add_TerminalServicer_to_server(
-            TerminalServicer(engine, spec.role), self.server)
+        self.server.add_generic_rpc_handlers((terminal_handlers(
+            TerminalServicer(engine, spec.role)),))
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -51,6 +51,18 @@ def _request_id(context: Ctx) -> str:
     return f"{raw[:8]}-{raw[8:]}"
 
 
+async def _refused(servicer: TerminalServicer, name: str, context: Ctx,
+                   denied: _Denied) -> None:
+    """Audit a call refused by the role table, then abort it with PERMISSION_DENIED."""
+    try:
+        await servicer.engine.audit.record(
+            OpContext(role=str(servicer.role), request_id=denied.rid), "rpc_refused",
+            result="error", reason=denied.error.reason, detail={"method": name})
+    except CardapError:
+        log.exception("could not audit a refused %s call", name)
+    await _fail(servicer, name, context, denied.rid, denied.error)
+
+
 async def _fail(servicer: TerminalServicer, name: str, context: Ctx, rid: str,
                 exc: BaseException) -> None:
     """Abort the call with the rich status of `exc` (INTERNAL for the unexpected)."""
@@ -84,9 +96,10 @@ def unary(fn: Callable[[TerminalServicer, Req, Ctx, OpContext], Awaitable[Resp]]
         try:
             ctx = _admit(self, name, context)
         except _Denied as denied:
-            await _fail(self, name, context, denied.rid, denied.error)
+            await _refused(self, name, context, denied)
             raise AssertionError("abort returned") from None
         try:
+            _check_parsed(request)
             response = await fn(self, request, context, ctx)
         except Exception as exc:
             await _fail(self, name, context, ctx.request_id, exc)
@@ -106,9 +119,10 @@ def stream(fn: Callable[[TerminalServicer, Req, Ctx, OpContext], AsyncIterator[R
         try:
             ctx = _admit(self, name, context)
         except _Denied as denied:
-            await _fail(self, name, context, denied.rid, denied.error)
+            await _refused(self, name, context, denied)
             return
         try:
+            _check_parsed(request)
             async for item in fn(self, request, context, ctx):
                 yield item
         except Exception as exc:
@@ -116,6 +130,19 @@ def stream(fn: Callable[[TerminalServicer, Req, Ctx, OpContext], AsyncIterator[R
             return
         self.count(name, "OK")
     return wrapper
+
+
+class MalformedRequest:
+    """Stands in for a request whose bytes did not parse (see `api.server._tolerant`)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _check_parsed(request: object) -> None:
+    if isinstance(request, MalformedRequest):
+        raise InvalidArgument(f"the request is not a valid message: {request.problem}",
+                              reason="MALFORMED_REQUEST")
 
 
 class _Denied(Exception):
