@@ -321,7 +321,7 @@ def test_block_pin_persists(tmp_path: Path) -> None:
     ("80B0000001", "6E00"),
     ("00B00000000001", "6700"), ("00A4040C000008A000000151000000", "6700"),
     ("00A4", "6700"), ("00A4040C05AABB", "6700"),
-    ("00EE000000", "6D00"), ("80E6020000", "6D00"),
+    ("00EE000000", "6D00"), ("80E6020000", "6982"),
 ])
 def test_transport_status_words(card: VirtualCard, cmd: str, sw: str) -> None:
     assert tx(card, cmd) == sw

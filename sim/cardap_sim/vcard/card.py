@@ -14,10 +14,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+from cardapd.gp.keys import StaticKeys
+
 from . import apdu
 from .apdu import Command, SwError
 from .applet import Applet, LoadedApplet, Reply, fci
 from .builtin_aps import CardFaceApplet, InputAssistApplet, JukiApplet
+from .cardkeys import DEV_MASTER_KEYS, diversify, kdd_from_cplc
 from .certgen import make_auth_certificate
 from .cplc import card_id, encode_cplc, new_cplc
 from .errors import CardMute, CardNotPowered, CardTorn
@@ -36,7 +39,7 @@ from .profiles import Profile, get_profile
 from .state import CardState, load_file, save_atomic
 from .typec import TypeCApplet, TypeCSpec
 
-__all__ = ["Faults", "TypeCSpec", "VirtualCard"]
+__all__ = ["DEV_MASTER_KEYS", "Faults", "TypeCSpec", "VirtualCard"]
 
 log = logging.getLogger("cardap_sim.vcard.apdu")
 
@@ -49,7 +52,7 @@ class VirtualCard:
         self.path = path
         self._profile = get_profile(state.profile)
         self._lock = threading.RLock()
-        self.isd = IsdApplet(encode_cplc(state.cplc))
+        self.isd = IsdApplet(encode_cplc(state.cplc), self)
         self.applets: dict[bytes, Applet] = {}
         built_in: tuple[Applet, ...] = (
             JpkiApplet(state.auth_cert, state.auth_pin, state.sign_pin),
@@ -71,10 +74,16 @@ class VirtualCard:
 
     @classmethod
     def create(cls, profile: str = "vendor-a", path: Path | None = None,
-               serial: int | None = None, type_c: Iterable[TypeCSpec] = ()) -> VirtualCard:
-        """A new card of `profile` (file written to `path` if given; random serial unless given)."""
+               serial: int | None = None, type_c: Iterable[TypeCSpec] = (),
+               master_keys: StaticKeys | None = None) -> VirtualCard:
+        """A new card of `profile` (file written to `path` if given; random serial unless given).
+
+        Its static SCP03 keys are diversified from `master_keys` (default: the test-only
+        DEV_MASTER_KEYS) with the card's KDD; the card file stores the diversified keys.
+        """
         prof = get_profile(profile)
         cplc = new_cplc(prof, serial)
+        keys = diversify(master_keys or DEV_MASTER_KEYS, kdd_from_cplc(cplc))
         state = CardState(
             profile=prof.name,
             cplc=cplc,
@@ -84,6 +93,7 @@ class VirtualCard:
             auth_cert=make_auth_certificate(card_id(cplc)),
             extended_area_capacity=prof.extended_area_size,
             aps=[TypeCApplet(spec) for spec in type_c],
+            keys=keys,
         )
         card = cls(state, path)
         card.save()
@@ -212,8 +222,9 @@ class VirtualCard:
             self._state.aps.append(applet)
             self.save()
 
-    def delete(self, aid: bytes) -> None:
-        """Remove a loaded instance (GlobalPlatform DELETE) and persist it."""
+    def delete(self, aid: bytes, *, persist: bool = True) -> None:
+        """Remove a loaded instance (GlobalPlatform DELETE) and persist it (unless told not to:
+        the caller then saves once for the whole APDU)."""
         with self._lock:
             ap = self.applets.get(aid)
             if not isinstance(ap, LoadedApplet):
@@ -222,7 +233,8 @@ class VirtualCard:
             self._state.aps.remove(ap)
             if self._selected is ap:
                 self._selected = self.isd
-            self.save()
+            if persist:
+                self.save()
 
     # --- APDUs ----------------------------------------------------------------------------
 

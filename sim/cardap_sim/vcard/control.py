@@ -71,7 +71,7 @@ class SimControl:
         return [bytes.fromhex(h) for h in self.request("selects", slot=slot)["selects"]]
 
     def fault(self, slot: int, **kw: Any) -> dict[str, Any]:
-        """Set faults: tear_after, garbage, truncate, slow_ms, mute, clear (see Faults)."""
+        """Set faults: tear_after, garbage, truncate, slow_ms, mute, full_extended_area, clear."""
         return self.request("fault", slot=slot, **kw)
 
     def block_pin(self, slot: int, which: str) -> dict[str, Any]:

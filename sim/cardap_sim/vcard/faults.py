@@ -18,6 +18,8 @@ class Faults:
     truncate: the next N answers are cut to their first byte (-1: forever).
     slow_ms: delay every answer by this many milliseconds.
     mute: never answer (in-process: CardMute; over vpcd: the APDU stalls).
+    full_extended_area: the extended area reports no free space and every LOAD into it
+        answers 6A84, without loading anything (the card file is untouched).
     """
 
     tear_after: int | None = None
@@ -25,10 +27,12 @@ class Faults:
     truncate: int = 0
     slow_ms: int = 0
     mute: bool = False
+    full_extended_area: bool = False
 
     def clear(self) -> None:
         """Back to a healthy card."""
         self.tear_after, self.garbage, self.truncate, self.slow_ms, self.mute = None, 0, 0, 0, False
+        self.full_extended_area = False
 
     def update(self, **kw: Any) -> None:
         """Set the named faults (validated); unknown names are a ValueError."""
@@ -41,17 +45,24 @@ class Faults:
                     raise ValueError(f"{name} must be an integer")
                 if value == -1 and name == "slow_ms":
                     raise ValueError(f"{name} must be non-negative")
-            elif name == "mute":
+            elif name in ("mute", "full_extended_area"):
                 if not isinstance(value, bool):
-                    raise ValueError("mute must be a boolean")
+                    raise ValueError(f"{name} must be a boolean")
             else:
                 raise ValueError(f"unknown fault {name!r}")
         for name, value in kw.items():
             setattr(self, name, value)
 
     def to_json(self) -> dict[str, Any]:
-        """The current settings, for the control protocol's status."""
-        return asdict(self)
+        """The current settings, for the control protocol's status.
+
+        `full_extended_area` appears only when set, so the status of a card without
+        GlobalPlatform faults keeps its earlier shape.
+        """
+        out = asdict(self)
+        if not self.full_extended_area:
+            del out["full_extended_area"]
+        return out
 
     def distort(self, response: bytes) -> bytes:
         """Apply the garbage and truncate faults to one answer, spending their counters."""

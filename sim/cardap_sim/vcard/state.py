@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cardapd.gp.keys import StaticKeys
+
 from .applet import LoadedApplet
+from .areas import EXTENDED_AREA_AID, REGIONAL_AREA_AID, REGIONAL_AREA_CAPACITY, LoadFile
+from .cardkeys import DEV_MASTER_KEYS, diversify, kdd_from_cplc, keys_from_json, keys_to_json
 from .errors import CardFileError
 from .files import PinState
 from .instances import applet_from_json
@@ -29,9 +33,37 @@ class CardState:
     sign_pin: PinState = field(repr=False)
     auth_cert: bytes = field(repr=False)
     extended_area_capacity: int
-    extended_area_used: int = 0
     aps: list[LoadedApplet] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    keys: StaticKeys | None = field(default=None, repr=False)
+    sequence_counter: int = 0
+    regional_area_capacity: int = REGIONAL_AREA_CAPACITY
+    load_files: list[LoadFile] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        """Cards created or stored without keys get the dev master's diversification."""
+        if self.keys is None:
+            self.keys = diversify(DEV_MASTER_KEYS, kdd_from_cplc(self.cplc))
+
+    @property
+    def static_keys(self) -> StaticKeys:
+        """The card's already-diversified static SCP03 keys."""
+        assert self.keys is not None  # set by __post_init__
+        return self.keys
+
+    def area_capacity(self, area: bytes) -> int:
+        """Fixed capacity in bytes of the area with this AID."""
+        return (self.extended_area_capacity if area == EXTENDED_AREA_AID
+                else self.regional_area_capacity)
+
+    def area_used(self, area: bytes) -> int:
+        """Bytes used in an area: the load files counted against it, half-loaded ones too."""
+        return sum(lf.size for lf in self.load_files if lf.area == area)
+
+    @property
+    def extended_area_used(self) -> int:
+        """Bytes used in the extended area."""
+        return self.area_used(EXTENDED_AREA_AID)
 
     def to_json(self) -> dict[str, Any]:
         """The card file's content (unknown keys read earlier are written back unchanged)."""
@@ -47,8 +79,12 @@ class CardState:
                 "auth_cert": base64.b64encode(self.auth_cert).decode("ascii"),
             },
             "areas": {"extended": {"capacity": self.extended_area_capacity,
-                                   "used": self.extended_area_used}},
+                                   "used": self.extended_area_used},
+                      "regional": {"capacity": self.regional_area_capacity,
+                                   "used": self.area_used(REGIONAL_AREA_AID)}},
             "aps": [ap.to_json() for ap in self.aps],
+            "keys": keys_to_json(self.static_keys, self.sequence_counter),
+            "load_files": [lf.to_json() for lf in self.load_files],
         }
 
     @classmethod
@@ -56,10 +92,16 @@ class CardState:
         """Inverse of to_json; raises CardFileError on anything malformed."""
         if d.get("format") != FORMAT:
             raise CardFileError(f"not a card file of format {FORMAT}")
-        known = {"format", "profile", "cplc", "my_number", "jpki", "areas", "aps"}
+        known = {"format", "profile", "cplc", "my_number", "jpki", "areas", "aps", "keys",
+                 "load_files"}
         try:
             jpki = d["jpki"]
             ext = d["areas"]["extended"]
+            regional = d["areas"].get("regional", {"capacity": REGIONAL_AREA_CAPACITY})
+            # `used` is derived from the load files; the stored figure is informational.
+            # Card files written before issue 4 carry no keys: __post_init__ then derives
+            # them from the dev master keys with the card's KDD (counter 0).
+            keys, counter = keys_from_json(d["keys"]) if "keys" in d else (None, 0)
             return cls(
                 profile=str(d["profile"]),
                 cplc={str(k): str(v) for k, v in d["cplc"].items()},
@@ -68,9 +110,12 @@ class CardState:
                 sign_pin=PinState.from_json(jpki["sign_pin"]),
                 auth_cert=base64.b64decode(jpki["auth_cert"], validate=True),
                 extended_area_capacity=int(ext["capacity"]),
-                extended_area_used=int(ext["used"]),
                 aps=[applet_from_json(a) for a in d["aps"]],
                 extra={k: v for k, v in d.items() if k not in known},
+                keys=keys,
+                sequence_counter=counter,
+                regional_area_capacity=int(regional["capacity"]),
+                load_files=[LoadFile.from_json(x) for x in d.get("load_files", [])],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CardFileError(f"malformed card file: {exc!r}") from exc
