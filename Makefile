@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/cardap/v1/*.proto)
 APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig pcsc-tools dbus fprintd libfprint-2-2 systemd iproute2
 
-.PHONY: setup system-deps proto run test test-unit test-stack lint bench clean help
+.PHONY: setup system-deps proto run test test-unit test-stack lint bench certs clean help
 
 help:
 	@echo "make run    - bring up pcscd + vpcd + virtual card + cardapd and show it working"
@@ -54,6 +54,11 @@ test-unit: setup
 lint: setup
 	$(VENV)/bin/ruff check daemon clients sim tests bench
 	$(VENV)/bin/mypy daemon clients sim
+
+# Dev CA, loading-service and terminal certificates, dev master keys (test-only).
+certs: setup
+	$(PY) -m cardap_sim.loadsvc.devca --out run/certs --terminal kiosk-01 --organisation org-a
+	$(PY) -m cardap_sim.loadsvc dev-keys --out run/certs/loadsvc-keys.json
 
 bench: setup
 	$(PY) -m bench.run --out docs/benchmarks.md

@@ -1,0 +1,5 @@
+"""`python -m cardap_sim.loadsvc` = `cardap-loadsvc`."""
+
+from cardap_sim.loadsvc.cli import main
+
+raise SystemExit(main())
