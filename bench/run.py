@@ -515,36 +515,32 @@ def interpretation(s: dict[str, Summary], paired: Summary) -> str:
     """What dominates each number (numbers from this run)."""
     floor, direct, cached, fresh = s["health"], s["direct"], s["cached"], s["fresh"]
     evd, evm = s["ev_daemon"], s["ev_monitor"]
-    return f"""## Interpretation (numbers from this run)
+    return f"""## Interpretation (numbers from this run; CardMonitor p50 {evm.p50:.1f} ms)
 
 - **Floor ({floor.p50:.3f} ms p50)**: one unary call through grpc's sync client (C core,
   Unix socket, HTTP/2 framing) and the grpc.aio server: completion queue → event loop
   wake-up → coroutine for the handler → response. On this machine the client, the server
   loop and grpc's polling threads share {os.cpu_count()} CPUs, so thread hand-offs and
   wake-ups, not Python work, dominate.
-- **GetStatus ({s['status'].p50:.3f} ms)** adds the Terminal servicer's `rpc` wrapper
-  (metadata scan, `uuid4` request id, role check, Prometheus counter) and a bigger message:
-  {s['status'].p50 - floor.p50:+.3f} ms over the floor.
+- **GetStatus ({s['status'].p50:.3f} ms)** adds the Terminal servicer's wrapper (request
+  id, role check, Prometheus counter) and a bigger message: {s['status'].p50 - floor.p50:+.3f}
+  ms over the floor.
 - **Cached ReadUserID ({cached.p50:.3f} ms)** is {cached.p50 - floor.p50:+.3f} ms over the
-  floor although it sends no APDU. Every read is audited *before* the answer: the audit
-  row goes to the writer thread's queue, is hashed and committed to SQLite (WAL,
-  `synchronous=NORMAL`), the head file is rewritten, and the result comes back to the
-  loop with `call_soon_threadsafe`. Two cross-thread hand-offs plus a commit are on the
-  critical path of every call (see the profile section).
+  floor although it sends no APDU: the audit row is committed before the answer (inline on
+  the loop when the writer is idle: one autocommit INSERT into the WAL, the hash chain and
+  the head anchor), plus the servicer and engine work (see the interpretation below).
 - **Direct card ({direct.p50:.3f} ms)**: two round trips client → pcscd → vpcd → simulator
   (TCP) → back; pcscd's per-reader locking and the simulator's Python APDU handling
   dominate; no gRPC.
 - **Uncached ReadUserID ({fresh.p50:.3f} ms)** = the cached path plus the two APDUs on the
-  reader's thread (one more executor hand-off); it is {fresh.p50 - cached.p50:+.3f} ms
+  reader's thread (an executor hand-off each way); it is {fresh.p50 - cached.p50:+.3f} ms
   over the cached read against {direct.p50:.3f} ms for the same APDUs sent directly.
 - **Insert-to-event**: both watchers depend on pcscd noticing the card, which polls vpcd
-  presence every 400 ms, so both medians sit near half a poll period and their spread
-  is the poll phase. The CardMonitor fires as soon as pcscd reports the change
-  (p50 {evm.p50:.1f} ms). The daemon publishes `CARD_INSERTED` only after identifying the
-  card on the reader's thread (connect, JPKI SELECT + token, CPLC, the tap read of the
-  Type C AP), so per insertion it trails the CardMonitor by {paired.p50:+.1f} ms (p50,
-  paired) — that is the identification work, which makes the event carry the card id,
-  profile and tap result. The event p50 is {evd.p50:.1f} ms.
+  presence every 400 ms, so both medians sit near half a poll period and their spread is
+  the poll phase. The daemon's first event, `CARD_DETECTED` (p50 {evd.p50:.1f} ms), is
+  published before identification; per insertion it trails the in-process CardMonitor by
+  {paired.p50:+.1f} ms (p50, paired): the gRPC message to the client. `CARD_INSERTED`, with
+  the card id, profile and tap-read user ID, follows after identification.
 """
 
 
