@@ -21,7 +21,8 @@ LogLevel = Literal["traffic", "debug", "info", "warning", "error"]
 LogFormat = Literal["json", "text"]
 ROLES = ("kiosk", "gate", "ops")
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
-_NOT_YET = ("loading", "operators")  # sections later issues will define
+_NOT_YET = ("operators",)  # sections later issues will define
+_LOADING_KEYS = ("address", "ca", "cert", "key", "timeout_s")
 
 T = TypeVar("T")
 
@@ -109,6 +110,22 @@ class AuditConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadingConfig:
+    """[loading]: the loading service (mutual TLS); an empty address means none configured."""
+
+    address: str = ""
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    timeout_s: float = 30.0
+
+    @property
+    def configured(self) -> bool:
+        """Whether a loading service is configured."""
+        return bool(self.address)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration; `source` is the file it came from (None: defaults)."""
 
@@ -119,6 +136,8 @@ class Config:
     diagnose: DiagnoseConfig
     metrics: MetricsConfig
     audit: AuditConfig
+    loading: LoadingConfig = field(default_factory=LoadingConfig)
+    presets: tuple[tuple[str, tuple[str, ...]], ...] = ()
     source: Path | None = field(default=None, compare=False)
 
     @classmethod
@@ -251,8 +270,50 @@ def _build(data: dict[str, Any], src: str, source: Path | None) -> Config:
     audit_t = root.table("audit")
     audit = AuditConfig(audit_t.path("path", daemon.state_dir / "audit.db"))
     audit_t.done()
+    loading = _loading(root, data.get("loading", {}))
+    presets = _presets(root.table("presets"))
     root.done()
-    return Config(daemon, sockets, pcsc, tap, diagnose, metrics, audit, source)
+    return Config(daemon, sockets, pcsc, tap, diagnose, metrics, audit, loading, presets,
+                  source)
+
+
+def _loading(root: _Table, raw: object) -> LoadingConfig:
+    """[loading]; unknown keys are "not supported yet" (later issues add keys here)."""
+    if not isinstance(raw, dict):
+        root.fail("loading", f"not supported yet in this form: expected a table "
+                             f"([loading] address = \"host:port\"), got {_kind(raw)}")
+    for name in raw:
+        if name not in _LOADING_KEYS:
+            root.fail(f"loading.{name}", "not supported yet by this version of cardapd "
+                                         f"(known keys: {', '.join(_LOADING_KEYS)})")
+    t = root.table("loading")
+    address = t.get("address", str, "")
+    if address:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            t.fail("address", f"expected host:port, got {address!r}")
+    paths = {n: (t.path(n, Path("/")) if n in raw else None) for n in ("ca", "cert", "key")}
+    cfg = LoadingConfig(address, paths["ca"], paths["cert"], paths["key"],
+                        t.number("timeout_s", 30.0, 0.0, 600.0))
+    t.done()
+    if address and None in paths.values():
+        missing = [n for n, v in paths.items() if v is None]
+        t.fail(missing[0], "required with loading.address (mutual TLS needs ca, cert, key)")
+    return cfg
+
+
+def _presets(t: _Table) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """[presets]: name = ["ap-id", ...], loaded in order."""
+    out = []
+    for name in list(t.data):
+        ids = t.strings(name)
+        if not ids:
+            t.fail(name, "a preset names at least one AP")
+        if len(set(ids)) != len(ids):
+            t.fail(name, "names an AP twice")
+        out.append((name, ids))
+    t.done()
+    return tuple(out)
 
 
 def _daemon(t: _Table) -> DaemonConfig:

@@ -15,9 +15,13 @@ from cardapd.api.roles import Role
 from cardapd.api.server import RoleServer, SocketSpec, check_specs
 from cardapd.config import Config
 from cardapd.engine.engine import Engine
+from cardapd.engine.journal import Journal
+from cardapd.engine.loading import Loader
 from cardapd.engine.model import OpContext
 from cardapd.engine.settings import EngineSettings
 from cardapd.errors import StoreError
+from cardapd.loading.client import LoadingClient
+from cardapd.loading.operators import NoOperatorSessions, OperatorSessions
 from cardapd.metrics import Metrics
 from cardapd.store import AsyncAuditLog, AuditEntry, Durability
 
@@ -86,9 +90,12 @@ def socket_specs(cfg: Config) -> list[SocketSpec]:
 class Daemon:
     """One run of cardapd."""
 
-    def __init__(self, cfg: Config, config_path: Path | None = None) -> None:
+    def __init__(self, cfg: Config, config_path: Path | None = None, *,
+                 operator_sessions: OperatorSessions | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        # No production provider before issue 5; tests pass one via cardapd.testing.main.
+        self.operator_sessions = operator_sessions or NoOperatorSessions()
         self.metrics = Metrics()
         self._stop = asyncio.Event()
         self.metrics_port: int | None = None
@@ -102,6 +109,10 @@ class Daemon:
         sink = StoreAuditSink(audit_log, self.metrics)
         sink.set_head(audit_log.last_seq())
         engine = Engine(engine_settings(cfg), sink, self.metrics)
+        journal = await asyncio.to_thread(Journal, Path(cfg.daemon.state_dir) / "journal.db")
+        interrupted = await asyncio.to_thread(journal.mark_interrupted)
+        engine.loading = Loader(engine, LoadingClient(cfg.loading), journal,
+                                self.operator_sessions, cfg.presets)
         servers: list[RoleServer] = []
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -120,6 +131,11 @@ class Daemon:
                 servers.append(server)
             await sink.record(None, "daemon_started", result="ok", durable=True,
                               detail={"version": engine.status().version})
+            if interrupted:
+                await sink.record(None, "journal_interrupted", result="ok", durable=True,
+                                  detail={"rows": interrupted})
+                log.warning("%d load/delete operation(s) were interrupted by the last stop; "
+                            "they are reconciled when their card is seen", interrupted)
             sdnotify.ready()
             sdnotify.status(f"serving {len(servers)} sockets; "
                             f"pcsc {'up' if engine.pcsc_available else 'down'}")

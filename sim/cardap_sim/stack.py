@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ from cardap_sim.vcard.control import SimControl
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 DEMO_TYPE_C_AID = bytes.fromhex("D392F00043010001")
 DEMO_USER_ID = "A1B2C3D4E5F6"  # + check character, computed below
+SERVICE_OPEN_AT = "2026-11-24T10:00:00+09:00"  # a Tuesday inside service hours
 
 
 def free_port_pair() -> int:
@@ -81,7 +83,14 @@ class Stack:
     """One private pcscd + vpcd + simulator (+ optionally cardapd) under `workdir`."""
 
     def __init__(self, workdir: Path, *, type_c_aids: tuple[bytes, ...] = (DEMO_TYPE_C_AID,),
-                 extra_config: str = "", log_level: str = "info") -> None:
+                 extra_config: str = "", log_level: str = "info", loading: bool = False,
+                 test_sessions: bool = False, organisation: str = "org-a",
+                 fake_now: str | None = SERVICE_OPEN_AT,
+                 presets: Mapping[str, list[str]] | None = None) -> None:
+        # loading: also run the loading service (mTLS, dev CA) and write [loading];
+        # test_sessions: run the daemon through the TEST-ONLY cardapd.testing.main
+        # (operator tokens test:<org>:<operator>); fake_now: the service clock's start
+        # (None: the real time).
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pcscd_socket = self.dir / "pcscd.comm"
@@ -97,6 +106,14 @@ class Stack:
         self.sim: subprocess.Popen[bytes] | None = None
         self.daemon: subprocess.Popen[bytes] | None = None
         self._control: SimControl | None = None
+        self.loading = loading
+        self.test_sessions = test_sessions
+        self.organisation = organisation
+        self.fake_now = fake_now
+        self.presets = dict(presets or {})
+        self.certs_dir = self.dir / "certs"
+        self.loadsvc: subprocess.Popen[bytes] | None = None
+        self.loadsvc_port: int | None = None
 
     # ------------------------------------------------------------------ environment
 
@@ -191,6 +208,71 @@ class Stack:
             aid=DEMO_TYPE_C_AID, user_id=demo_user_id(),
             info=(b"\x00\x00\x00\x01", b"\x20\x26\x11\x23", b"\xca\xfe\x00\x00"))])
 
+    # ------------------------------------------------------------------ loading service
+
+    def write_certs(self) -> None:
+        """Dev CA, service certificate and this terminal's certificate (kiosk-01)."""
+        from cardap_sim.loadsvc.devca import write_bundle
+        from cardap_sim.loadsvc.keystore import write_dev_key_file
+        if not (self.certs_dir / "ca.pem").exists():
+            write_bundle(self.certs_dir, [("kiosk-01", self.organisation)])
+        keys = self.certs_dir / "card-keys.json"
+        if not keys.exists():
+            write_dev_key_file(keys)
+
+    def start_loadsvc(self, port: int = 0, fake_now: str | None = None) -> int:
+        """Start `python -m cardap_sim.loadsvc serve`; returns its port (READY line)."""
+        self.write_certs()
+        c = self.certs_dir
+        now = fake_now if fake_now is not None else self.fake_now
+        cmd = [sys.executable, "-m", "cardap_sim.loadsvc", "serve",
+               "--listen", f"127.0.0.1:{port or self.loadsvc_port or 0}",
+               "--cert", str(c / "service.pem"), "--key", str(c / "service.key"),
+               "--client-ca", str(c / "ca.pem"), "--keys", str(c / "card-keys.json"),
+               "--data-dir", str(self.dir / "loadsvc")]
+        if now:
+            cmd += ["--fake-now", now]
+        log = (self.dir / "loadsvc.log").open("ab")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
+                                start_new_session=True)
+        log.close()
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode(errors="replace").strip()
+        if not line.startswith("READY port="):
+            proc.kill()
+            proc.wait(5)
+            raise RuntimeError(f"the loading service did not start ({line!r}); see "
+                               f"{self.dir / 'loadsvc.log'}")
+        self.loadsvc = proc
+        self.loadsvc_port = int(line.split("=", 1)[1])
+        return self.loadsvc_port
+
+    def stop_loadsvc(self) -> None:
+        """Stop the loading service (the daemon then finds it unreachable)."""
+        proc, self.loadsvc = self.loadsvc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def _loading_config(self) -> str:
+        """The [loading] and [presets] sections for this stack."""
+        if not self.loading:
+            return ""
+        if self.loadsvc_port is None:
+            self.loadsvc_port = free_port()
+        c = self.certs_dir
+        text = (f'[loading]\naddress = "127.0.0.1:{self.loadsvc_port}"\n'
+                f'ca = "{c / "ca.pem"}"\ncert = "{c / "kiosk-01.pem"}"\n'
+                f'key = "{c / "kiosk-01.key"}"\ntimeout_s = 20\n\n')
+        if self.presets:
+            text += "[presets]\n" + "".join(
+                f"{name} = {json.dumps(list(aps))}\n" for name, aps in self.presets.items())
+        return text
+
     # ------------------------------------------------------------------ daemon
 
     def write_config(self) -> None:
@@ -204,7 +286,8 @@ class Stack:
             f"[pcsc]\nreconnect_interval_s = 0.2\n\n"
             f"[tap]\ntype_c_aids = [{aids}]\n\n"
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n\n'
-            f'[audit]\npath = "{state / "audit.db"}"\n\n' + self.extra_config)
+            f'[audit]\npath = "{state / "audit.db"}"\n\n' + self._loading_config()
+            + self.extra_config)
 
     def start_daemon(self, extra_env: Mapping[str, str] | None = None) -> None:
         """Start cardapd against this stack and wait until its sockets answer."""
@@ -216,8 +299,9 @@ class Stack:
         log = (self.dir / "cardapd.log").open("ab")
         env = self.env
         env.update(extra_env or {})
+        entry = "cardapd.testing.main" if self.test_sessions else "cardapd.main"
         self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "cardapd.main", "--config", str(self.config_path)],
+            [sys.executable, "-m", entry, "--config", str(self.config_path)],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         wait_for(lambda: all(self.socket(r).exists() for r in ("kiosk", "gate", "ops"))
@@ -250,9 +334,11 @@ class Stack:
     # ------------------------------------------------------------------ whole stack
 
     def start(self, *, daemon: bool = True) -> Stack:
-        """pcscd, the simulator and (by default) the daemon."""
+        """pcscd, the simulator, the loading service (if asked) and (by default) the daemon."""
         self.start_pcscd()
         self.start_sim()
+        if self.loading:
+            self.start_loadsvc()
         if daemon:
             self.start_daemon()
         return self
@@ -260,6 +346,7 @@ class Stack:
     def stop(self) -> None:
         """Stop everything this stack started (daemon first, pcscd last)."""
         self.stop_daemon()
+        self.stop_loadsvc()
         for proc in (self.sim, self.pcscd):
             if proc is not None and proc.poll() is None:
                 proc.terminate()

@@ -25,8 +25,11 @@ from cardapd.api.status import internal, to_status
 from cardapd.engine.diagnose import worst
 from cardapd.engine.engine import Engine
 from cardapd.engine.hub import now
+from cardapd.engine.loading import Loader, LoadOutcome, Progress
 from cardapd.engine.model import OpContext
 from cardapd.errors import CardapError, InvalidArgument, NotAuthorized, NotImplementedYet
+from cardapd.loading import convert as loading_convert
+from cardapd.loading.operators import SESSION_METADATA
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +154,14 @@ class _Denied(Exception):
         self.rid, self.error = rid, error
 
 
+def _session_token(context: Ctx) -> str:
+    """The operator session token from the `cardap-session` metadata ("" if none)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == SESSION_METADATA and isinstance(value, str):
+            return value
+    return ""
+
+
 def _not_yet(capability: str, issue: int) -> NotImplementedYet:
     return NotImplementedYet(capability, issue)
 
@@ -270,21 +281,85 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
         raise _not_yet("operator sessions", 5)
 
     @unary
-    async def ListLoadableAPs(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("card AP loading (loading service catalogue)", 4)
+    async def ListLoadableAPs(self, request: terminal_pb2.ListLoadableAPsRequest, context: Any,
+                              ctx: OpContext) -> terminal_pb2.ListLoadableAPsResponse:
+        loader = self._loader()
+        operator = loader.operator(_session_token(context))
+        entries, presets = await loader.list_loadable(operator)
+        return terminal_pb2.ListLoadableAPsResponse(
+            aps=entries, presets=[terminal_pb2.PresetSet(name=n, ap_ids=ids)
+                                  for n, ids in presets.items()])
 
     @stream
-    async def LoadAP(self, request: Any, context: Any, ctx: OpContext) -> AsyncIterator[Any]:
-        for item in _refuse(_not_yet("card AP loading (SCP03 relay to the loading service)", 4)):
-            yield item
+    async def LoadAP(self, request: terminal_pb2.LoadAPRequest, context: Any,
+                     ctx: OpContext) -> AsyncIterator[terminal_pb2.LoadAPEvent]:
+        loader = self._loader()
+        operator = loader.operator(_session_token(context))
+        reader = validate.reader_name(request.reader)
+        which = request.WhichOneof("what")
+        ap_id = request.ap_id if which == "ap_id" else ""
+        preset = request.preset if which == "preset" else ""
+        if not (ap_id or preset) or len(ap_id) > 128 or len(preset) > 128:
+            raise InvalidArgument("ap_id or preset: name one AP or one preset (≤ 128 bytes)",
+                                  metadata={"field": "what"})
+        if len(request.custom_user_id) > 13:
+            raise InvalidArgument("custom_user_id: 13 characters",
+                                  metadata={"field": "custom_user_id"})
+        queue: asyncio.Queue[Progress | LoadOutcome] = asyncio.Queue()
+        cancel = threading.Event()
+        task = asyncio.ensure_future(loader.load(
+            ctx, operator, reader=reader, ap_id=ap_id, preset=preset,
+            custom_user_id=request.custom_user_id, progress=queue.put_nowait,
+            result=queue.put_nowait, cancel=cancel))
+        try:
+            while not (task.done() and queue.empty()):
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait([getter, task], return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield loading_convert.event(getter.result())
+                else:
+                    getter.cancel()
+            task.result()
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
 
     @unary
-    async def DeleteAP(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("card AP deletion", 4)
+    async def DeleteAP(self, request: terminal_pb2.DeleteAPRequest, context: Any,
+                       ctx: OpContext) -> terminal_pb2.DeleteAPResponse:
+        loader = self._loader()
+        operator = loader.operator(_session_token(context))
+        reader = validate.reader_name(request.reader)
+        aid = validate.aid(request.aid)
+        if aid is None:
+            raise InvalidArgument("aid: the AID of the AP to delete is required",
+                                  reason="AID_REQUIRED", metadata={"field": "aid"})
+        cancel = threading.Event()
+        try:
+            out = await loader.delete(ctx, operator, reader=reader, aid=aid, cancel=cancel)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        return terminal_pb2.DeleteAPResponse(outcome=out.outcome, free_bytes=out.free_bytes)
 
     @unary
-    async def ListCardAPs(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("listing the card's APs (GlobalPlatform GET STATUS)", 4)
+    async def ListCardAPs(self, request: terminal_pb2.ListCardAPsRequest, context: Any,
+                          ctx: OpContext) -> terminal_pb2.ListCardAPsResponse:
+        loader = self._loader()
+        reader = validate.reader_name(request.reader)
+        cancel = threading.Event()
+        try:
+            found, free = await loader.list_card_aps(ctx, reader=reader, cancel=cancel)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        return terminal_pb2.ListCardAPsResponse(
+            aps=[loading_convert.card_ap(a) for a in found], free_bytes=free)
+
+    def _loader(self) -> Loader:
+        if self.engine.loading is None:
+            raise _not_yet("card AP loading (no loader wired)", 4)
+        return self.engine.loading
 
     @stream
     async def ExportAudit(self, request: Any, context: Any,

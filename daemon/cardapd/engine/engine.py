@@ -9,11 +9,12 @@ it with an `OpContext` and turns its `CardapError`s into status codes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Coroutine, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cardapd import __version__
 from cardapd.engine.audit import AuditSink
@@ -50,8 +51,12 @@ from cardapd.myna.typec import TypeCSession
 from cardapd.transport.monitor import MonitorEvent, MonitorEventKind, ReaderMonitor, ReaderStatus
 from cardapd.transport.pcsc import PcscContext
 
+if TYPE_CHECKING:
+    from cardapd.engine.loading import Loader
+
 log = logging.getLogger(__name__)
 
+LOADING_CAPABILITIES = ["load_ap", "delete_ap", "list_card_aps", "reconcile"]
 CAPABILITIES = ["events", "read_user_id.type_c", "tap_to_id", "diagnose.v1", "metrics",
                 "audit.append"]
 
@@ -75,6 +80,7 @@ class Engine:
         self._monitor: ReaderMonitor | None = None
         self._first_snapshot = asyncio.Event()
         self._live = False  # start() returned: reader changes are published from now on
+        self.loading: Loader | None = None  # set by the daemon when loading is wired
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -98,6 +104,8 @@ class Engine:
             await asyncio.to_thread(self._monitor.stop)
         for task in list(self._tasks):
             task.cancel()
+        if self.loading is not None:
+            await self.loading.close()
         self.hub.close_all()
         for owner in self._owners.values():
             owner.shutdown()
@@ -252,6 +260,10 @@ class Engine:
         else:
             view = ReaderView(owner.name, ReaderState.CARD_PRESENT, card)
         self._published_card[owner.name] = True
+        if (self.loading is not None and view.card is not None
+                and view.card.kind is CardKind.MY_NUMBER_CARD):
+            from cardapd.engine.reconcile import start_reconcile
+            start_reconcile(self.loading, view, generation)  # runs after the event
         self.hub.publish(kind, view, detail=detail)
         self._update_gauges()
         await self._audit_quiet(None, "card_inserted", reader=owner.name,
@@ -283,7 +295,9 @@ class Engine:
             version=__version__, started_at=self.started_at,
             pcsc_available=self.pcsc_available, readers=len(views),
             cards=sum(1 for v in views if v.state is ReaderState.CARD_PRESENT),
-            audit_head_seq=self.audit.head(), capabilities=list(CAPABILITIES))
+            audit_head_seq=self.audit.head(),
+            capabilities=CAPABILITIES + (LOADING_CAPABILITIES if self.loading is not None
+                                         and self.loading.client.cfg.configured else []))
 
     # ------------------------------------------------------------------ operations
 
@@ -353,6 +367,38 @@ class Engine:
                                detail={"verdict": result.verdict.value,
                                        "failed": [c.name for c in result.checks if not c.ok]})
         return results
+
+    # ------------------------------------------------------------------ for the loader
+
+    async def settle(self, reader: str) -> None:
+        """Wait (bounded) for identifications in progress."""
+        await self._settle(reader)
+
+    def reader_with_card(self, reader: str) -> tuple[ReaderOwner, ReaderView]:
+        """The owner and view of the reader holding a card (errors as for reads)."""
+        return self._reader_with_card(reader)
+
+    def owner(self, name: str) -> ReaderOwner | None:
+        """The owner of reader `name`."""
+        return self._owners.get(name)
+
+    def forget_tap(self, reader: str, generation: int, aid: bytes) -> None:
+        """Drop the cached tap read of `aid` (the AP was deleted)."""
+        owner = self._owners.get(reader)
+        view = self.hub.reader(reader)
+        if owner is None or owner.generation != generation or view is None or view.card is None:
+            return
+        card = dataclasses.replace(view.card, tap=tuple(t for t in view.card.tap
+                                                        if t.aid != aid))
+        self.hub.set_reader(ReaderView(reader, view.state, card))
+
+    def tell(self, reader: str, generation: int, kind: EventKind, detail: str) -> None:
+        """Publish an event about the card still in `reader` (e.g. a reconciliation)."""
+        owner = self._owners.get(reader)
+        view = self.hub.reader(reader)
+        if owner is None or owner.generation != generation or view is None:
+            return
+        self.hub.publish(kind, view, detail=detail)
 
     # ------------------------------------------------------------------ helpers
 

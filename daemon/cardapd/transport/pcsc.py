@@ -130,6 +130,11 @@ class PcscConnection:
                                   "exchange") from None
             raise err
         if len(response) < 2:
+            # A link that dropped mid-exchange can look like an empty answer: tell a pulled
+            # card from a card that answers garbage.
+            if self._card_left():
+                raise CardRemoved(f"the card was removed from {self.reader!r} during an "
+                                  "exchange")
             raise CardProtocolError(f"card in {self.reader!r} answered {len(response)} bytes")
         return bytes(response)
 

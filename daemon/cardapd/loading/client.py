@@ -1,0 +1,140 @@
+"""The loading service client: a grpc.aio mutual TLS channel, the catalogue, card sessions.
+
+A card session is one bidirectional stream: SessionOpen, then for each ApduBatch the
+caller's `run` executes it on the card and the BatchResult goes back, until SessionDone.
+The service is reached before any APDU: when it is unreachable or refuses this
+terminal's certificate the session fails with ServiceUnavailable and the card saw nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from cardap.v1 import loading_pb2, loading_pb2_grpc
+from cardapd.config import LoadingConfig
+from cardapd.errors import CardapError, NotAuthorized, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+RunBatch = Callable[[loading_pb2.ApduBatch], Awaitable[loading_pb2.BatchResult]]
+OnBatch = Callable[[loading_pb2.ApduBatch], None]
+MAX_MESSAGE_BYTES = 4 << 20
+_EOF: Any = getattr(grpc.aio, "EOF")  # noqa: B009 - missing from the type stubs
+
+
+@dataclass
+class SessionOutcome:
+    """What a card session ended with, and what it cost."""
+
+    done: loading_pb2.SessionDone
+    batches: int
+    apdus_sent: int
+
+
+def service_error(exc: grpc.aio.AioRpcError, what: str) -> CardapError:
+    """A gRPC failure of the service as a domain error."""
+    code = exc.code()
+    detail = exc.details() or code.name
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return NotAuthorized(f"the loading service refused {what}: {detail}",
+                             reason="SERVICE_REFUSED")
+    return ServiceUnavailable(f"the loading service is unavailable ({what}): {detail}",
+                              reason="LOADING_SERVICE_UNAVAILABLE",
+                              metadata={"grpc_code": code.name})
+
+
+class LoadingClient:
+    """One mTLS channel to the loading service (opened lazily, reused)."""
+
+    def __init__(self, cfg: LoadingConfig) -> None:
+        self.cfg = cfg
+        self._channel: Any = None  # grpc.aio.Channel (the stubs type it as sync)
+
+    def _stub(self) -> Any:
+        """The LoadingService stub on the (lazily opened) channel."""
+        if not self.cfg.configured:
+            raise ServiceUnavailable("no loading service is configured ([loading] address)",
+                                     reason="LOADING_SERVICE_NOT_CONFIGURED")
+        if self._channel is None:
+            try:
+                creds = grpc.ssl_channel_credentials(
+                    root_certificates=_read(self.cfg.ca),
+                    private_key=_read(self.cfg.key), certificate_chain=_read(self.cfg.cert))
+            except OSError as exc:
+                raise ServiceUnavailable(f"cannot read the loading service TLS files: "
+                                         f"{exc.strerror or exc}",
+                                         reason="LOADING_SERVICE_UNAVAILABLE") from exc
+            # Bounded reconnect backoff: after a short outage of the service the next load
+            # must not be refused for minutes (gRPC's default grows to 120 s).
+            self._channel = grpc.aio.secure_channel(self.cfg.address, creds, options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000)])
+        return loading_pb2_grpc.LoadingServiceStub(self._channel)
+
+    async def close(self) -> None:
+        """Close the channel."""
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None
+
+    async def catalogue(self, organisation: str) -> list[loading_pb2.CatalogueEntry]:
+        """The APs `organisation` may load (the service checks it against the certificate)."""
+        stub = self._stub()
+        try:
+            resp = await stub.GetCatalogue(
+                loading_pb2.GetCatalogueRequest(organisation=organisation),
+                timeout=self.cfg.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise service_error(exc, "the catalogue") from None
+        return list(resp.aps)
+
+    async def session(self, open_: loading_pb2.SessionOpen, run: RunBatch,
+                      on_batch: OnBatch | None = None) -> SessionOutcome:
+        """Run one card session to its SessionDone."""
+        call: Any = self._stub().CardSession()
+        batches = apdus = 0
+        try:
+            await call.write(loading_pb2.TerminalMessage(open=open_))
+            while True:
+                msg = await asyncio.wait_for(call.read(), self.cfg.timeout_s)
+                if msg is _EOF:
+                    raise ServiceUnavailable("the loading service ended the session without "
+                                             "a result", reason="LOADING_SERVICE_UNAVAILABLE",
+                                             metadata={"batches": str(batches)})
+                kind = msg.WhichOneof("msg")
+                if kind == "done":
+                    await call.done_writing()
+                    return SessionOutcome(msg.done, batches, apdus)
+                if kind != "batch":
+                    raise ServiceUnavailable("the loading service sent an empty message",
+                                             reason="LOADING_SERVICE_PROTOCOL")
+                batches += 1
+                result = await run(msg.batch)
+                apdus += len(result.responses)
+                await call.write(loading_pb2.TerminalMessage(result=result))
+                if on_batch is not None:
+                    on_batch(msg.batch)
+        except grpc.aio.AioRpcError as exc:
+            raise service_error(exc, f"card session, after {batches} batches") from None
+        except TimeoutError:
+            call.cancel()
+            raise ServiceUnavailable(f"the loading service did not answer within "
+                                     f"{self.cfg.timeout_s:g} s",
+                                     reason="LOADING_SERVICE_TIMEOUT") from None
+        except BaseException:
+            call.cancel()
+            raise
+
+
+def _read(path: Path | None) -> bytes | None:
+    return None if path is None else path.read_bytes()

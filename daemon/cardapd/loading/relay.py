@@ -1,0 +1,58 @@
+"""Run one ApduBatch of the loading service on the card (on the reader's thread).
+
+APDUs run in order; the batch stops at the first status word not in `expect_sw`. APDUs
+marked `sensitive` never reach the traffic log. The relay refuses, before sending it, a
+plain SELECT that could reach an AP the daemon never selects (the text input assist AP),
+whatever the service asks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from cardap.v1 import loading_pb2
+from cardapd.errors import Cancelled, CardapError, NotAuthorized
+from cardapd.iso7816.protocol import ApduProtocol
+from cardapd.myna.aids import is_denied
+
+log = logging.getLogger(__name__)
+
+
+def _check_allowed(command: bytes) -> None:
+    """Refuse a plain SELECT by AID of a denied AP (a rogue service cannot reach it)."""
+    if len(command) >= 5 and command[1] == 0xA4 and command[2] == 0x04 \
+            and command[0] & 0x0C == 0:
+        aid = command[5:5 + command[4]]
+        if is_denied(aid):
+            raise NotAuthorized("the loading service asked to select an AP this terminal "
+                                "never selects", reason="AID_FORBIDDEN")
+
+
+def run_batch(proto: ApduProtocol, batch: loading_pb2.ApduBatch,
+              cancel: threading.Event | None = None) -> loading_pb2.BatchResult:
+    """Send the batch's APDUs; return the raw responses (the failing one last)."""
+    result = loading_pb2.BatchResult(batch_id=batch.batch_id, complete=True)
+    conn = proto.connection
+    for apdu in batch.apdus:
+        command = bytes(apdu.command)
+        try:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("the operation was cancelled")
+            _check_allowed(command)
+            if apdu.sensitive:
+                with proto.sensitive():
+                    resp = conn.transmit(command)
+            else:
+                resp = conn.transmit(command)
+        except CardapError as exc:
+            result.complete = False
+            result.transport_error = exc.reason
+            log.info("batch %d (%s) stopped: %s", batch.batch_id, batch.step, exc.reason)
+            return result
+        result.responses.append(resp)
+        sw = int.from_bytes(resp[-2:], "big") if len(resp) >= 2 else -1
+        if sw not in apdu.expect_sw:
+            result.complete = False
+            return result
+    return result

@@ -1,0 +1,89 @@
+"""SessionDone reasons → daemon errors → gRPC codes; operators; the [loading] config."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cardap.v1 import loading_pb2
+from cardapd.api.status import code_for
+from cardapd.config import load_config
+from cardapd.errors import ConfigError, NotAuthorized, Unauthenticated
+from cardapd.loading.operators import NoOperatorSessions, Right
+from cardapd.loading.outcome import error_for
+from cardapd.testing.sessions import TestOperatorSessions
+
+
+@pytest.mark.parametrize(("reason", "code", "err_reason"), [
+    ("CARD_FULL", grpc.StatusCode.RESOURCE_EXHAUSTED, "CARD_FULL"),
+    ("ALREADY_EXISTS", grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS"),
+    ("NOT_PERMITTED", grpc.StatusCode.PERMISSION_DENIED, "NOT_PERMITTED"),
+    ("OUTSIDE_SERVICE_HOURS", grpc.StatusCode.UNAVAILABLE, "OUTSIDE_SERVICE_HOURS"),
+    ("CARD_AUTH_FAILED", grpc.StatusCode.FAILED_PRECONDITION, "CARD_AUTH_FAILED"),
+    ("CARD_MISMATCH", grpc.StatusCode.FAILED_PRECONDITION, "CARD_MISMATCH"),
+    ("UNSUPPORTED_CARD", grpc.StatusCode.FAILED_PRECONDITION, "UNSUPPORTED_CARD"),
+    ("CARD_REMOVED", grpc.StatusCode.ABORTED, "CARD_REMOVED"),
+    ("UNKNOWN_AP", grpc.StatusCode.NOT_FOUND, "UNKNOWN_AP"),
+    ("INVALID_ARGUMENT", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+    ("SOMETHING_NEW", grpc.StatusCode.UNAVAILABLE, "LOADING_SERVICE_ERROR"),
+])
+def test_reasons_map_to_codes(reason: str, code: grpc.StatusCode, err_reason: str) -> None:
+    err = error_for(loading_pb2.SessionDone(ok=False, reason=reason, message="why"))
+    assert (code_for(err), err.reason) == (code, err_reason)
+    assert err.message.endswith("why")
+    assert err.metadata["service_reason"] == reason
+
+
+def test_card_full_carries_the_space_and_hours_the_next_opening() -> None:
+    full = error_for(loading_pb2.SessionDone(reason="CARD_FULL", free_bytes=100,
+                                             needed_bytes=6144, aid="AA"))
+    assert (full.metadata["free_bytes"], full.metadata["needed_bytes"]) == ("100", "6144")
+    done = loading_pb2.SessionDone(reason="OUTSIDE_SERVICE_HOURS")
+    done.next_opening.FromDatetime(dt.datetime(2026, 1, 4, 8, tzinfo=dt.UTC))
+    assert error_for(done).metadata["next_opening"] == "2026-01-04T08:00:00Z"
+
+
+def test_production_has_no_operator_sessions() -> None:
+    with pytest.raises(Unauthenticated) as info:
+        NoOperatorSessions().validate("test:org-a:op")
+    assert code_for(info.value) == grpc.StatusCode.UNAUTHENTICATED
+    assert info.value.metadata["issue"] == "5"
+
+
+def test_test_tokens() -> None:
+    sessions = TestOperatorSessions()
+    op = sessions.validate("test:org-a:op-1")
+    assert (op.organisation, op.operator_id, op.actor) == ("org-a", "op-1", "org-a/op-1")
+    op.require(Right.LOAD)
+    only_delete = sessions.validate("test:org-a:op-2:delete")
+    with pytest.raises(NotAuthorized):
+        only_delete.require(Right.LOAD)
+    for bad in ("", "test:", "org-a:op", "test:org-a:op:fly", "prod:org-a:op"):
+        with pytest.raises(Unauthenticated):
+            sessions.validate(bad)
+
+
+def test_loading_config(tmp_path: Path) -> None:
+    path = tmp_path / "cardapd.toml"
+    path.write_text('[loading]\naddress = "127.0.0.1:7443"\nca = "/c/ca.pem"\n'
+                    'cert = "/c/t.pem"\nkey = "/c/t.key"\ntimeout_s = 5\n'
+                    '[presets]\nstaff = ["org-a-staff-c", "org-a-records-d"]\n')
+    cfg = load_config(path)
+    assert cfg.loading.configured
+    assert cfg.loading.timeout_s == 5.0
+    assert cfg.loading.key == Path("/c/t.key")
+    assert cfg.presets == (("staff", ("org-a-staff-c", "org-a-records-d")),)
+    assert not load_config(None).loading.configured
+    for text, expected in [
+        ('[loading]\naddress = "127.0.0.1:7443"\n', "loading.ca: required"),
+        ('[loading]\naddress = "nohost"\nca = "/a"\ncert = "/b"\nkey = "/c"\n',
+         "loading.address: expected host:port"),
+        ('[presets]\nx = []\n', "presets.x: a preset names at least one AP"),
+        ('[presets]\nx = ["a", "a"]\n', "presets.x: names an AP twice"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=expected):
+            load_config(path)
