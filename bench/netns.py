@@ -39,13 +39,14 @@ def netem_available() -> tuple[bool, str]:
     try:
         r = _run("ip", "netns", "add", ns)
         if r.returncode:
-            return False, f"ip netns add: {r.stderr.strip()}"
+            return False, "ip netns add: " + r.stderr.strip()
         r = _run("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
         if r.returncode:
-            return False, f"veth: {r.stderr.strip()}"
+            return False, "veth: " + r.stderr.strip()
         r = _run("tc", "qdisc", "add", "dev", a, "root", "netem", "delay", "5ms")
         if r.returncode:
-            return False, f"netns and veth work, but tc netem does not: {r.stderr.strip()}"
+            why = r.stderr.strip().rstrip(".")
+            return False, f"netns and veth work, but tc netem does not: {why}"
         return True, "netns + veth + netem"
     finally:
         _run("ip", "link", "del", a)

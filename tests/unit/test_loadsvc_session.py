@@ -347,7 +347,10 @@ def test_no_secret_or_store_data_in_logs(core: ServiceCore,
     done, _ = load(core, conn, "org-a-records-d", "j1")
     assert done.ok
     secrets = core.keys.ap_secrets("org-a/org-a-records-d")
-    text = caplog.text + " ".join(repr(r.__dict__) for r in caplog.records)
+    # The service's (and the daemon library's) own records: the simulator's debug log of
+    # the card side is not the service's, and its random ciphertext may contain any hex.
+    ours = [r for r in caplog.records if not r.name.startswith("cardap_sim.vcard")]
+    text = " ".join(r.getMessage() + repr(r.__dict__) for r in ours)
     assert secrets.access_key.hex() not in text.lower()
     assert secrets.pin not in text
     assert DEV_MASTER_KEYS.enc.hex() not in text.lower()
