@@ -124,6 +124,12 @@ class CardDataInvalid(CardError):
     reason = "CARD_DATA_INVALID"
 
 
+class IntegrityError(CardError):
+    """A secure-messaging response failed its check (MAC, data objects); its content is dropped."""
+
+    reason = "SM_INTEGRITY_ERROR"
+
+
 class StatusWordError(CardError):
     """A status word the operation did not expect."""
 
@@ -168,6 +174,24 @@ class ServiceUnavailable(CardapError):
     """A dependency (loading service, fprintd, the store) cannot be reached now."""
 
     reason = "SERVICE_UNAVAILABLE"
+
+
+class ResourceExhausted(CardapError):
+    """A capacity ran out (the card's area is full); metadata says how much is free."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class AlreadyExists(CardapError):
+    """The thing to create is already there (an AP already on the card)."""
+
+    reason = "ALREADY_EXISTS"
+
+
+class Unauthenticated(CardapError):
+    """The call needs an operator session and has none (or an invalid one)."""
+
+    reason = "UNAUTHENTICATED"
 
 
 class Cancelled(CardapError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 from cardapd.errors import (
     Cancelled,
@@ -14,9 +15,13 @@ from cardapd.errors import (
 )
 from cardapd.iso7816.apdu import SW_AUTH_METHOD_BLOCKED, SW_REF_DATA_NOT_USABLE, CommandApdu
 from cardapd.iso7816.protocol import ApduProtocol
+from cardapd.myna.channel import ApduTransport
 
 PinSelector = Callable[[ApduProtocol], None]
 """Makes the PIN reference current (e.g. SELECT EF 0018); raises if it cannot."""
+
+T = TypeVar("T", bound=ApduTransport)
+"""The transport the guard talks through: the plain protocol or an SM channel (Type D)."""
 
 VERIFY_P2_SPECIFIC = 0x80  # P2 80: the PIN of the currently selected EF / AP
 
@@ -30,7 +35,7 @@ def _tries_from_sw(sw: int) -> int | None:
     return None
 
 
-def read_retry_counter(proto: ApduProtocol, *, p2: int = VERIFY_P2_SPECIFIC,
+def read_retry_counter(proto: ApduTransport, *, p2: int = VERIFY_P2_SPECIFIC,
                        context: str = "VERIFY (retry counter)",
                        cancel: threading.Event | None = None) -> int:
     """VERIFY with no data: tries left without spending one; other SWs → StatusWordError."""
@@ -49,17 +54,20 @@ class PinGuard:
             raise ValueError("the PIN guard floor is at least 1: the last try is never spent")
         self.floor = floor
 
-    def tries_left(self, proto: ApduProtocol, select_pin: PinSelector, *,
+    def tries_left(self, proto: T, select_pin: Callable[[T], None], *,
                    p2: int = VERIFY_P2_SPECIFIC,
                    cancel: threading.Event | None = None) -> int:
         """Select the PIN reference and read its counter without spending a try."""
         select_pin(proto)
         return read_retry_counter(proto, p2=p2, cancel=cancel)
 
-    def verify(self, proto: ApduProtocol, select_pin: PinSelector, pin: bytes, *,
+    def verify(self, proto: T, select_pin: Callable[[T], None], pin: bytes, *,
                p2: int = VERIFY_P2_SPECIFIC, name: str = "PIN",
                cancel: threading.Event | None = None) -> None:
         """Check the counter, refuse at or below the floor, else VERIFY once.
+
+        `proto` may be any ApduTransport (an SM channel wraps both the counter read and the
+        VERIFY); `select_pin` receives that same transport.
 
         Raises PinBlocked (0 tries), PinGuardRefused (tries ≤ floor, nothing sent),
         InvalidPinError(tries_left) for a wrong PIN, StatusWordError otherwise.
@@ -83,3 +91,7 @@ class PinGuard:
         if left is not None:
             raise InvalidPinError(f"wrong {name}, {left} tries left", left)
         raise StatusWordError(resp.sw, f"VERIFY {name}")
+
+
+def no_pin_select(_: object) -> None:
+    """A PinSelector for PINs that need no selection (the AP PIN, P2 81, of the selected AP)."""
