@@ -5,6 +5,7 @@ Every command takes `--json` for machine output. Exit codes (stable, for scripts
   3 no reader / no card / wrong card (FAILED_PRECONDITION, NOT_FOUND)
   4 permission denied (wrong socket role)          5 daemon or PC/SC unavailable
   6 not implemented yet                            7 card removed or operation aborted
+  8 already exists (load)      9 card full / resource exhausted
   diagnose only: 10 warning, 11 card fault, 12 reader fault, 13 no card
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,9 +42,13 @@ CODE_EXIT = {
     grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_UNAVAILABLE,
     grpc.StatusCode.UNIMPLEMENTED: EXIT_UNIMPLEMENTED,
     grpc.StatusCode.ABORTED: EXIT_ABORTED,
+    grpc.StatusCode.ALREADY_EXISTS: 8,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 9,
+    grpc.StatusCode.UNAUTHENTICATED: EXIT_DENIED,
 }
 DEFAULT_ROLE = {"status": "ops", "readers": "ops", "watch": "gate", "read-id": "gate",
-                "diagnose": "kiosk", "metrics": "ops"}
+                "diagnose": "kiosk", "metrics": "ops", "loadable": "kiosk", "aps": "kiosk",
+                "load": "kiosk", "delete": "kiosk"}
 
 
 def as_dict(msg: Message) -> dict[str, Any]:
@@ -144,9 +150,55 @@ def cmd_metrics(client: CardapClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_loadable(client: CardapClient, args: argparse.Namespace) -> int:
+    resp = client.loadable_aps()
+    emit(args, resp, lambda r: "\n".join(
+        [f"{a.ap_id}: {a.display_name} (type {enum_name(cards_pb2.APType, a.type, 'AP_TYPE_')},"
+         f" {a.area} area, instance {a.instance_aid})" for a in r.aps]
+        + [f"preset {p.name}: {', '.join(p.ap_ids)}" for p in r.presets]) or "nothing")
+    return EXIT_OK
+
+
+def cmd_aps(client: CardapClient, args: argparse.Namespace) -> int:
+    resp = client.card_aps(args.reader)
+    emit(args, resp, lambda r: "\n".join(
+        [f"{a.aid}: type {enum_name(cards_pb2.APType, a.type, 'AP_TYPE_')}, {a.area} area, "
+         f"{a.lifecycle}" for a in r.aps]
+        + [f"free {area}: {n} bytes" for area, n in sorted(r.free_bytes.items())]))
+    return EXIT_OK
+
+
+def cmd_load(client: CardapClient, args: argparse.Namespace) -> int:
+    failed = False
+    for ev in client.load_ap(args.ap or "", preset=args.preset or "", reader=args.reader,
+                             custom_user_id=args.custom_user_id):
+        if ev.WhichOneof("event") == "progress":
+            if args.json:
+                emit(args, ev, str)
+            elif not args.quiet:
+                p = ev.progress
+                print(f"  {p.ap_id}: {enum_name(terminal_pb2.LoadPhase, p.phase, 'LOAD_PHASE_')}"
+                      f" {p.percent}%", flush=True)
+            continue
+        r = ev.result
+        failed = failed or not r.ok
+        emit(args, ev, lambda e: (
+            f"{e.result.ap_id}: loaded as {e.result.aid}, user ID {e.result.user_id}, "
+            f"{e.result.free_bytes} bytes free" if e.result.ok
+            else f"{e.result.ap_id}: FAILED {e.result.reason}: {e.result.message}"))
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def cmd_delete(client: CardapClient, args: argparse.Namespace) -> int:
+    resp = client.delete_ap(args.aid, args.reader)
+    emit(args, resp, lambda r: f"{r.outcome.lower()}; {r.free_bytes} bytes free")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[CardapClient, argparse.Namespace], int]] = {
     "status": cmd_status, "readers": cmd_readers, "watch": cmd_watch,
     "read-id": cmd_read_id, "diagnose": cmd_diagnose, "metrics": cmd_metrics,
+    "loadable": cmd_loadable, "aps": cmd_aps, "load": cmd_load, "delete": cmd_delete,
 }
 
 
@@ -161,6 +213,8 @@ def parser() -> argparse.ArgumentParser:
                    help="directory of the role sockets ($CARDAPD_SOCKET_DIR, /run/cardapd)")
     p.add_argument("--json", action="store_true", help="JSON output (one object per line)")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds per call")
+    p.add_argument("--session", default=os.environ.get("CARDAPD_SESSION"),
+                   help="operator session token for load/delete ($CARDAPD_SESSION)")
     # --json is accepted after the subcommand too (`cardapctl read-id --json`).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
@@ -178,6 +232,22 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--fresh", action="store_true", help="read the card now, not the tap cache")
     d = sub.add_parser("diagnose", help="card fault isolation", parents=[common])
     d.add_argument("--reader", default="", help="reader name (default: every reader)")
+    sub.add_parser("loadable", help="APs the operator's organisation may load (kiosk)",
+                   parents=[common])
+    a = sub.add_parser("aps", help="APs on the card and free space (kiosk)", parents=[common])
+    a.add_argument("--reader", default="")
+    ld = sub.add_parser("load", help="load an AP or a preset set (kiosk, operator session)",
+                        parents=[common])
+    what = ld.add_mutually_exclusive_group(required=True)
+    what.add_argument("--ap", help="catalogue AP id")
+    what.add_argument("--preset", help="preset set name")
+    ld.add_argument("--reader", default="")
+    ld.add_argument("--custom-user-id", default="", help="for custom APs: the 13-char user ID")
+    ld.add_argument("--quiet", action="store_true", help="no progress lines")
+    de = sub.add_parser("delete", help="delete an AP (kiosk, operator session)",
+                        parents=[common])
+    de.add_argument("--aid", required=True, help="instance AID in hex")
+    de.add_argument("--reader", default="")
     m = sub.add_parser("metrics", help="metric snapshots", parents=[common])
     m.add_argument("--interval", type=int, default=5)
     m.add_argument("--count", type=int, default=1)
@@ -191,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     socket = args.socket or default_socket(args.role or DEFAULT_ROLE[args.command],
                                            args.socket_dir)
     try:
-        with CardapClient(socket, timeout=args.timeout) as client:
+        with CardapClient(socket, timeout=args.timeout, session=args.session) as client:
             return COMMANDS[args.command](client, args)
     except CardapClientError as err:
         if args.json:

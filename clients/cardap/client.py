@@ -63,14 +63,19 @@ class CardapClient:
     """Connects to one cardapd socket (`unix:/path` or a path)."""
 
     def __init__(self, socket: str | Path, *, timeout: float = 10.0,
-                 request_id: str | None = None) -> None:
+                 request_id: str | None = None, session: str | None = None) -> None:
         target = str(socket)
         if not target.startswith("unix:"):
             target = f"unix:{target}"
         self.channel = grpc.insecure_channel(target)
         self.stub = terminal_pb2_grpc.TerminalStub(self.channel)
         self.timeout = timeout
-        self._metadata = (("x-request-id", request_id),) if request_id else None
+        meta = []
+        if request_id:
+            meta.append(("x-request-id", request_id))
+        if session:  # the operator session token for load/delete (kiosk socket)
+            meta.append(("cardap-session", session))
+        self._metadata = tuple(meta) or None
 
     def close(self) -> None:
         """Close the channel."""
@@ -123,6 +128,32 @@ class CardapClient:
     def diagnose(self, reader: str = "") -> terminal_pb2.DiagnoseResponse:
         """Card fault isolation."""
         return self._call(self.stub.Diagnose, terminal_pb2.DiagnoseRequest(reader=reader))  # type: ignore[no-any-return]
+
+    def loadable_aps(self) -> terminal_pb2.ListLoadableAPsResponse:
+        """The APs the session's organisation may load, and the preset sets."""
+        return self._call(self.stub.ListLoadableAPs,  # type: ignore[no-any-return]
+                          terminal_pb2.ListLoadableAPsRequest())
+
+    def card_aps(self, reader: str = "") -> terminal_pb2.ListCardAPsResponse:
+        """The APs on the card and the free space per area."""
+        return self._call(self.stub.ListCardAPs,  # type: ignore[no-any-return]
+                          terminal_pb2.ListCardAPsRequest(reader=reader))
+
+    def load_ap(self, ap_id: str = "", *, preset: str = "", reader: str = "",
+                custom_user_id: str = "",
+                timeout: float | None = 120.0) -> Iterator[terminal_pb2.LoadAPEvent]:
+        """Load one AP (or a preset set): progress events, then a result per AP."""
+        request = terminal_pb2.LoadAPRequest(reader=reader, custom_user_id=custom_user_id)
+        if preset:
+            request.preset = preset
+        else:
+            request.ap_id = ap_id
+        return self._stream(self.stub.LoadAP, request, timeout)
+
+    def delete_ap(self, aid: str, reader: str = "") -> terminal_pb2.DeleteAPResponse:
+        """Delete an AP instance (ALREADY_ABSENT is a success)."""
+        return self._call(self.stub.DeleteAP,  # type: ignore[no-any-return]
+                          terminal_pb2.DeleteAPRequest(reader=reader, aid=aid))
 
     def metrics(self, interval_s: int = 10, prefixes: Sequence[str] = (),
                 timeout: float | None = None) -> Iterator[terminal_pb2.MetricsSnapshot]:

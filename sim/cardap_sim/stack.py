@@ -28,6 +28,7 @@ from cardap_sim.vcard.control import SimControl
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 DEMO_TYPE_C_AID = bytes.fromhex("D392F00043010001")
 DEMO_USER_ID = "A1B2C3D4E5F6"  # + check character, computed below
+DEMO_SESSION = "test:org-a:demo-operator"  # accepted only by cardapd.testing.main
 SERVICE_OPEN_AT = "2026-11-24T10:00:00+09:00"  # a Tuesday inside service hours
 
 
@@ -383,9 +384,12 @@ def demo(argv: list[str] | None = None) -> int:
     workdir = args.dir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
-    stack = Stack(workdir)
-    print(f"starting pcscd + vpcd (port {stack.vpcd_port}) + virtual cards + cardapd in "
-          f"{workdir} ...", flush=True)
+    # The demo runs the daemon through the TEST-ONLY entry point so that an operator session
+    # exists for loading (operator login by fingerprint is issue 5); production `cardapd`
+    # cannot accept these tokens.
+    stack = Stack(workdir, loading=True, test_sessions=True)
+    print(f"starting pcscd + vpcd (port {stack.vpcd_port}) + virtual cards + loading service "
+          f"(mTLS) + cardapd in {workdir} ...", flush=True)
     try:
         stack.start()
         card = stack.demo_card()
@@ -407,10 +411,22 @@ def demo(argv: list[str] | None = None) -> int:
                 read = gate.read_user_id()
                 print(f"ReadUserID → {read.user_id} (cached={read.cached})", flush=True)
         if not args.no_demo:
-            with CardapClient(stack.socket("kiosk")) as kiosk:
+            with CardapClient(stack.socket("kiosk"), session=DEMO_SESSION,
+                              timeout=60) as kiosk:
                 diag = kiosk.diagnose()
                 for d in diag.readers:
                     print(f"Diagnose {d.reader.name!r}: {d.next_action}", flush=True)
+                for step in kiosk.load_ap("org-a-staff-c"):
+                    if step.WhichOneof("event") == "result":
+                        r = step.result
+                        print(f"LoadAP org-a-staff-c → instance {r.aid}, user ID {r.user_id}, "
+                              f"{r.free_bytes} bytes free in the extended area "
+                              "(relayed to the loading service in 2 round trips)", flush=True)
+                        with CardapClient(stack.socket("gate")) as gate:
+                            read = gate.read_user_id(aid=r.aid, fresh=True)
+                            print(f"ReadUserID of the new AP → {read.user_id}", flush=True)
+                aps = kiosk.card_aps()
+                print("ListCardAPs → " + ", ".join(a.aid for a in aps.aps), flush=True)
         sockets = stack.socket_dir
         print(f"""
 The stack is up. In another terminal (from this directory):
@@ -421,6 +437,11 @@ The stack is up. In another terminal (from this directory):
   .venv/bin/cardapctl read-id --fresh            # read the card now
   .venv/bin/cardapctl diagnose                   # card fault isolation (kiosk socket)
   .venv/bin/cardapctl status                     # daemon status (ops socket)
+  export CARDAPD_SESSION={DEMO_SESSION}           # TEST-ONLY operator session
+  .venv/bin/cardapctl loadable                   # what org-a may load
+  .venv/bin/cardapctl aps                        # APs on the card, free space
+  .venv/bin/cardapctl load --ap org-a-records-d  # load a Type D AP (progress shown)
+  .venv/bin/cardapctl delete --aid D392F000440A0003
   export CARDAP_SIM_CONTROL={stack.control_path}
   .venv/bin/cardap-sim remove --slot 0           # pull the card
   .venv/bin/cardap-sim insert --slot 0 {card}
