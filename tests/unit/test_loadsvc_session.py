@@ -355,3 +355,28 @@ def test_no_secret_or_store_data_in_logs(core: ServiceCore,
     assert secrets.pin not in text
     assert DEV_MASTER_KEYS.enc.hex() not in text.lower()
     assert "80E2" not in text.upper()
+
+
+# --- the contract with the daemon's readers -------------------------------------------------
+
+
+@needs_card
+@pytest.mark.parametrize(("ap_id", "session_cls"), [
+    ("org-a-cert-a", "TypeASession"), ("org-a-records-d", "TypeDSession")])
+def test_loaded_type_a_and_d_read_back_with_the_daemons_sessions(
+        core: ServiceCore, ap_id: str, session_cls: str) -> None:
+    """What the service personalises is what the daemon's strict Type A/D readers accept."""
+    from cardapd.iso7816.protocol import ApduProtocol
+    from cardapd.myna import typea, typed
+    from cardapd.myna.pin_guard import PinGuard
+
+    _, conn = new_card()
+    done, _ = load(core, conn, ap_id, "j-read")
+    assert done.ok, done
+    entry = core.catalogue.aps[ap_id]
+    secrets = core.keys.ap_secrets(entry.access_key_ref)
+    cls = typea.TypeASession if session_cls == "TypeASession" else typed.TypeDSession
+    record = cls(ApduProtocol(conn)).read(entry.instance_aid, secrets.access_key,
+                                          secrets.pin.encode(), PinGuard(1))
+    assert record.user_id == done.user_id
+    assert record.info1.rstrip(b"\x00") == entry.info[0]

@@ -561,7 +561,8 @@ class CardSession:
         """
         tags = INFO_TAGS[ap.type]
         user_data = encode_tlv(0xC1, user_id.encode("ascii")) + b"".join(
-            encode_tlv(tag, value) for tag, value in zip(tags, ap.info, strict=False))
+            encode_tlv(tag, _fixed_info(ap, value))
+            for tag, value in zip(tags, ap.info, strict=False))
         stream = gpc.dgi(DGI_USER_DATA, user_data)
         options = STORE_PLAIN
         if ap.type.needs_access_key:
@@ -767,3 +768,18 @@ def parse_free_space(data: bytes) -> dict[str, tuple[int, int]]:
         else:
             used = int.from_bytes(t.value, "big")
     return out
+
+
+# Types A and D have fixed-size records (docs/card-model.md: 2+13 + 2+118 + 2+118 = 255
+# bytes): their info fields are personalised at full length, zero-padded.
+RECORD_INFO_BYTES = 118
+
+
+def _fixed_info(ap: CatalogueAp, value: bytes) -> bytes:
+    """An info field as personalised: Types A/D padded to their fixed record size."""
+    if not ap.type.needs_access_key:
+        return value
+    if len(value) > RECORD_INFO_BYTES:
+        raise ValueError(f"{ap.ap_id}: info field of {len(value)} bytes exceeds "
+                         f"{RECORD_INFO_BYTES}")
+    return value.ljust(RECORD_INFO_BYTES, b"\x00")
