@@ -1,8 +1,8 @@
 """The virtual My Number Card: power, APDU routing, SELECT recording, persistence, faults.
 
 Public API used by the daemon's tests: `VirtualCard.create/load`, `power_on/off`, `reset`,
-`transmit`, `selects`, `apdu_count`, `faults`, `block_pin`; `TypeCSpec` for Type C
-instances. The APDU contract is docs/card-model.md.
+`transmit`, `selects`, `apdus`, `apdu_log`, `clear_apdus`, `apdu_count`, `faults`,
+`block_pin`; `TypeCSpec` for Type C instances. The APDU contract is docs/card-model.md.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -43,6 +44,20 @@ __all__ = ["DEV_MASTER_KEYS", "Faults", "TypeCSpec", "VirtualCard"]
 
 log = logging.getLogger("cardap_sim.vcard.apdu")
 
+APDU_LOG_MAX = 100_000  # headers kept (the oldest go first); ~4 MB at most
+
+
+def presents_pin(raw: bytes) -> bool:
+    """True for a VERIFY carrying a PIN value on the wire (judged conservatively, well
+    formed or not): any command data, except that under secure messaging (CLA x4/xC with
+    both SM bits) only a DO87 (encrypted data) carries one."""
+    if len(raw) <= 5 or raw[1] != apdu.INS_VERIFY:
+        return False
+    if raw[0] & 0x0C != 0x0C:
+        return True
+    first = 7 if raw[4] == 0 else 5  # extended Lc: 00 hi lo
+    return len(raw) > first and raw[first] == 0x87
+
 
 class VirtualCard:
     """One card: built-in APs plus loaded instances, a card file, and volatile session state."""
@@ -64,11 +79,13 @@ class VirtualCard:
             self.applets[ap.aid] = ap
         self.faults = Faults()
         self._selects: list[bytes] = []
+        self._apdus: deque[tuple[bytes, bool]] = deque(maxlen=APDU_LOG_MAX)
         self._apdu_count = 0
         self._powered = False
         self._torn = False
         self._selected: Applet = self.isd
         self._pending = b""
+        self._pending_ins = 0
 
     # --- construction and persistence -------------------------------------------------
 
@@ -153,6 +170,30 @@ class VirtualCard:
         """Every AID received in a SELECT by AID, in order, failed ones included."""
         with self._lock:
             return list(self._selects)
+
+    @property
+    def apdus(self) -> list[bytes]:
+        """The header (CLA INS P1 P2, never data) of every command APDU that reached the card
+        since it was created or `clear_apdus`, in order: answered, refused by a fault or sent
+        to a torn or unpowered card alike (at most APDU_LOG_MAX, the newest)."""
+        with self._lock:
+            return [header for header, _ in self._apdus]
+
+    @property
+    def apdu_log(self) -> list[tuple[bytes, bool]]:
+        """`apdus` with, for each, whether it was a VERIFY that presented a PIN value.
+
+        A retry-counter read (`00 20 00 81` without data) is a VERIFY that presents nothing;
+        under secure messaging (CLA 0C) a PIN is presented when the command carries DO87.
+        Judged on the wire, whether or not the card then accepted the command.
+        """
+        with self._lock:
+            return list(self._apdus)
+
+    def clear_apdus(self) -> None:
+        """Forget the recorded APDU headers."""
+        with self._lock:
+            self._apdus.clear()
 
     @property
     def apdu_count(self) -> int:
@@ -244,6 +285,7 @@ class VirtualCard:
         Raises CardTorn (tear fault fired), CardMute (mute fault) or CardNotPowered.
         """
         with self._lock:
+            self._apdus.append((bytes(raw[:4]), presents_pin(raw)))
             if self.torn:
                 self._torn = True
                 self.faults.tear_after = None
@@ -254,12 +296,15 @@ class VirtualCard:
                 raise CardMute("the card is mute")
             self._apdu_count += 1
             applet = self._selected
+            ins = raw[1] if len(raw) > 1 else -1
+            if ins == apdu.INS_GET_RESPONSE:
+                ins = self._pending_ins
             response = self._process(raw)
             if log.isEnabledFor(logging.DEBUG):
                 self._log(raw, response, applet)
             if self.faults.tear_after is not None:
                 self.faults.tear_after -= 1
-            response = self.faults.distort(response)
+            response = self.faults.distort(self.faults.tampered(response, ins))
             delay = self.faults.slow_ms
         if delay > 0:
             time.sleep(delay / 1000)
@@ -285,6 +330,7 @@ class VirtualCard:
         if not reply.apply_le or reply.sw != apdu.SW_OK:
             return reply.data + apdu.sw_bytes(reply.sw)
         response, self._pending = apdu.deliver(reply.data, cmd.le)
+        self._pending_ins = cmd.ins
         return response
 
     def _select_aid(self, cmd: Command) -> Reply:

@@ -82,12 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     client("remove", "remove the card from a slot")
     client("status", "show slots and cards", slot=False)
     client("selects", "list the AIDs the card received in SELECT")
+    client("apdus", "list the command headers (CLA INS P1 P2) the card received")
+    client("clear-apdus", "forget the recorded command headers of the card in a slot")
     f = client("fault", "inject faults into the card in a slot")
     f.add_argument("--tear-after", type=int)
     f.add_argument("--garbage", type=int)
     f.add_argument("--truncate", type=int)
     f.add_argument("--slow-ms", type=int)
     f.add_argument("--mute", action=argparse.BooleanOptionalAction, default=None)
+    f.add_argument("--tamper", type=int,
+                   help="flip the last data byte of the next N data answers (-1: forever)")
+    f.add_argument("--tamper-ins", type=_hex_int, help="only answers to this INS (hex)")
     f.add_argument("--clear", action="store_true", help="clear all faults first")
     client("block-pin", "block a JPKI PIN").add_argument("which", choices=["auth", "sign"])
     return p
@@ -147,9 +152,14 @@ def _client(args: argparse.Namespace) -> int:
         result = ctl.status()
     elif args.command == "selects":
         result = {"selects": [a.hex().upper() for a in ctl.selects(args.slot)]}
+    elif args.command == "apdus":
+        result = {"apdus": [h.hex().upper() for h in ctl.apdus(args.slot)]}
+    elif args.command == "clear-apdus":
+        result = ctl.clear_apdus(args.slot)
     elif args.command == "fault":
         kw = {k: getattr(args, k) for k in ("tear_after", "garbage", "truncate", "slow_ms",
-                                            "mute") if getattr(args, k) is not None}
+                                            "mute", "tamper", "tamper_ins")
+              if getattr(args, k) is not None}
         if args.clear:
             kw["clear"] = True
         result = ctl.fault(args.slot, **kw)

@@ -1,8 +1,14 @@
 """The simulator's control protocol (JSON lines on a Unix socket) and its Python client.
 
 One request line `{"cmd": "...", ...}` gets one response line: `{"ok": true, ...}` or
-`{"ok": false, "error": "..."}`. Commands: insert, remove, status, selects, fault,
-block_pin (see `cardap_sim.vcard.server`).
+`{"ok": false, "error": "..."}`. Commands: insert, remove, status, selects, apdus,
+clear_apdus, fault, block_pin (see `cardap_sim.vcard.server`).
+
+`apdus` answers `{"apdus": ["00A4040C", ...], "pin_verifies": [3]}`: the header (CLA INS P1
+P2) of every command APDU the card in the slot received, never any command data (so never a
+PIN), and the indices of those that were a VERIFY presenting a PIN value (a retry-counter
+read, VERIFY without data, is not one; see `VirtualCard.apdu_log`); `clear_apdus` with a slot
+forgets that card's list, without one every inserted card's.
 """
 
 from __future__ import annotations
@@ -70,8 +76,27 @@ class SimControl:
         """Every AID the card in `slot` received in SELECT by AID since it was inserted."""
         return [bytes.fromhex(h) for h in self.request("selects", slot=slot)["selects"]]
 
+    def apdus(self, slot: int) -> list[bytes]:
+        """The header (CLA INS P1 P2) of every command APDU the card in `slot` received since
+        it was inserted or the last clear_apdus; never command data."""
+        return [bytes.fromhex(h) for h in self.request("apdus", slot=slot)["apdus"]]
+
+    def pin_verifies(self, slot: int) -> list[bytes]:
+        """The headers of the VERIFY commands that presented a PIN value to the card in
+        `slot` (empty: no PIN try could have been spent; counter reads are not listed)."""
+        reply = self.request("apdus", slot=slot)
+        headers: list[str] = reply["apdus"]
+        return [bytes.fromhex(headers[i]) for i in reply["pin_verifies"]]
+
+    def clear_apdus(self, slot: int | None = None) -> dict[str, Any]:
+        """Forget the recorded APDU headers of `slot` (None: of every inserted card)."""
+        if slot is None:
+            return self.request("clear_apdus")
+        return self.request("clear_apdus", slot=slot)
+
     def fault(self, slot: int, **kw: Any) -> dict[str, Any]:
-        """Set faults: tear_after, garbage, truncate, slow_ms, mute, full_extended_area, clear."""
+        """Set faults: tear_after, garbage, truncate, slow_ms, mute, full_extended_area,
+        tamper, tamper_ins, clear."""
         return self.request("fault", slot=slot, **kw)
 
     def block_pin(self, slot: int, which: str) -> dict[str, Any]:

@@ -8,6 +8,9 @@ from typing import Any
 
 _rng = random.Random()
 
+# INITIALIZE UPDATE, EXTERNAL/MUTUAL AUTHENTICATE, GET CHALLENGE: left alone by default.
+HANDSHAKE_INS = frozenset({0x50, 0x82, 0x84})
+
 
 @dataclass
 class Faults:
@@ -20,6 +23,15 @@ class Faults:
     mute: never answer (in-process: CardMute; over vpcd: the APDU stalls).
     full_extended_area: the extended area reports no free space and every LOAD into it
         answers 6A84, without loading anything (the card file is untouched).
+    tamper: a man in the middle: the next N answers that carry data (more than SW1 SW2) get
+        their last data byte flipped (XOR FF) after the card built them (-1: forever). The
+        card's own state is untouched. Under Type D secure messaging the last data byte is
+        the MAC's, so the terminal's MAC check must fail. Answers of the authentication
+        handshakes (GET CHALLENGE 84, MUTUAL/EXTERNAL AUTHENTICATE 82, INITIALIZE UPDATE 50)
+        are left alone unless `tamper_ins` names them: tampering with those only looks like a
+        wrong key, which has its own tests.
+    tamper_ins: only answers to this INS count for `tamper` (None: any but the handshakes).
+        Data fetched by GET RESPONSE belongs to the command that produced it.
     """
 
     tear_after: int | None = None
@@ -28,11 +40,14 @@ class Faults:
     slow_ms: int = 0
     mute: bool = False
     full_extended_area: bool = False
+    tamper: int = 0
+    tamper_ins: int | None = None
 
     def clear(self) -> None:
         """Back to a healthy card."""
         self.tear_after, self.garbage, self.truncate, self.slow_ms, self.mute = None, 0, 0, 0, False
         self.full_extended_area = False
+        self.tamper, self.tamper_ins = 0, None
 
     def update(self, **kw: Any) -> None:
         """Set the named faults (validated); unknown names are a ValueError."""
@@ -40,7 +55,11 @@ class Faults:
             if name == "tear_after":
                 if value is not None and (not isinstance(value, int) or value < 0):
                     raise ValueError("tear_after must be a non-negative integer or null")
-            elif name in ("garbage", "truncate", "slow_ms"):
+            elif name == "tamper_ins":
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                          or not 0 <= value <= 0xFF):
+                    raise ValueError("tamper_ins must be an INS byte 0-255 or null")
+            elif name in ("garbage", "truncate", "slow_ms", "tamper"):
                 if not isinstance(value, int) or isinstance(value, bool) or value < -1:
                     raise ValueError(f"{name} must be an integer")
                 if value == -1 and name == "slow_ms":
@@ -56,13 +75,31 @@ class Faults:
     def to_json(self) -> dict[str, Any]:
         """The current settings, for the control protocol's status.
 
-        `full_extended_area` appears only when set, so the status of a card without
-        GlobalPlatform faults keeps its earlier shape.
+        `full_extended_area`, `tamper` and `tamper_ins` appear only when set, so the status
+        of a card without those faults keeps its earlier shape.
         """
         out = asdict(self)
         if not self.full_extended_area:
             del out["full_extended_area"]
+        if self.tamper == 0:
+            del out["tamper"]
+        if self.tamper_ins is None:
+            del out["tamper_ins"]
         return out
+
+    def tampered(self, response: bytes, ins: int) -> bytes:
+        """Apply the tamper fault to one answer to a command with `ins`, spending its counter."""
+        if not self.tamper or len(response) <= 2:
+            return response
+        if self.tamper_ins is None:
+            if ins in HANDSHAKE_INS:
+                return response
+        elif ins != self.tamper_ins:
+            return response
+        if self.tamper > 0:
+            self.tamper -= 1
+        at = len(response) - 3
+        return response[:at] + bytes((response[at] ^ 0xFF,)) + response[at + 1:]
 
     def distort(self, response: bytes) -> bytes:
         """Apply the garbage and truncate faults to one answer, spending their counters."""

@@ -19,7 +19,8 @@ from .vpcd import VpcdSlot
 
 log = logging.getLogger("cardap_sim.vcard.server")
 
-COMMANDS = frozenset({"insert", "remove", "status", "selects", "fault", "block_pin"})
+COMMANDS = frozenset({"insert", "remove", "status", "selects", "apdus", "clear_apdus", "fault",
+                      "block_pin"})
 
 
 class RequestError(Exception):
@@ -59,6 +60,12 @@ class SimServer:
             return {"slots": [self._slot_status(s) for s in self.slots]}
         if cmd == "insert":
             return self._insert(self._slot(req), req.get("card"))
+        if cmd == "clear_apdus" and req.get("slot") is None:
+            cleared = [s.index for s in self.slots if s.card is not None]
+            for s in self.slots:
+                if s.card is not None:
+                    s.card.clear_apdus()
+            return {"cleared": cleared}
         slot = self._slot(req)
         if cmd == "remove":
             card = slot.remove()
@@ -69,6 +76,13 @@ class SimServer:
             raise RequestError(f"slot {slot.index} is empty")
         if cmd == "selects":
             return {"selects": [aid.hex().upper() for aid in card.selects]}
+        if cmd == "apdus":
+            entries = card.apdu_log
+            return {"apdus": [header.hex().upper() for header, _ in entries],
+                    "pin_verifies": [i for i, (_, pin) in enumerate(entries) if pin]}
+        if cmd == "clear_apdus":
+            card.clear_apdus()
+            return {"cleared": [slot.index]}
         if cmd == "fault":
             settings = {k: v for k, v in req.items() if k not in ("cmd", "slot", "clear")}
             Faults().update(**settings)  # validate everything before changing anything
