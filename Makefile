@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/cardap/v1/*.proto)
 APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig pcsc-tools dbus fprintd libfprint-2-2 systemd iproute2 prometheus
 
-.PHONY: setup system-deps proto run test test-unit test-stack lint bench certs clean help
+.PHONY: setup system-deps proto run test test-unit test-stack lint bench certs wheel clean help
 
 help:
 	@echo "make run    - bring up pcscd + vpcd + virtual card + cardapd and show it working"
@@ -59,6 +59,10 @@ lint: setup
 certs: setup
 	$(PY) -m cardap_sim.loadsvc.devca --out run/certs --terminal kiosk-01 --organisation org-a
 	$(PY) -m cardap_sim.loadsvc dev-keys --out run/certs/loadsvc-keys.json
+
+# A wheel with every console script and the generated protobuf code (built offline).
+wheel: setup
+	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .
 
 bench: setup
 	$(PY) -m bench.run --out docs/benchmarks.md
