@@ -16,6 +16,15 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar, cast
 
 from cardapd.errors import ConfigError
+from cardapd.gateconfig import (
+    PinConfig,
+    ReadApConfig,
+    RevocationConfig,
+    check_private,
+    parse_pin,
+    parse_read_ap,
+    parse_revocation,
+)
 
 LogLevel = Literal["traffic", "debug", "info", "warning", "error"]
 LogFormat = Literal["json", "text"]
@@ -139,6 +148,9 @@ class Config:
     loading: LoadingConfig = field(default_factory=LoadingConfig)
     presets: tuple[tuple[str, tuple[str, ...]], ...] = ()
     source: Path | None = field(default=None, compare=False)
+    read_aps: tuple[ReadApConfig, ...] = ()
+    pin: PinConfig = field(default_factory=PinConfig)
+    revocation: RevocationConfig = field(default_factory=RevocationConfig)
 
     @classmethod
     def default(cls) -> Config:
@@ -272,9 +284,29 @@ def _build(data: dict[str, Any], src: str, source: Path | None) -> Config:
     audit_t.done()
     loading = _loading(root, data.get("loading", {}))
     presets = _presets(root.table("presets"))
+    read_aps = _read(root.table("read"), source)
+    pin = parse_pin(root.table("pin"))
+    revocation = parse_revocation(root.table("revocation"))
     root.done()
     return Config(daemon, sockets, pcsc, tap, diagnose, metrics, audit, loading, presets,
-                  source)
+                  source, read_aps, pin, revocation)
+
+
+def _read(t: _Table, source: Path | None) -> tuple[ReadApConfig, ...]:
+    """[[read.aps]]: the APs the gate reads (see gateconfig); AIDs are unique."""
+    entries = t.get("aps", list, [])
+    t.done()
+    aps: list[ReadApConfig] = []
+    inline = False
+    for i, raw in enumerate(entries):
+        ap, has_inline = parse_read_ap(_Table(t.src, f"{t.key('aps')}[{i}]", raw))
+        if any(a.aid == ap.aid for a in aps):
+            t.fail(f"aps[{i}].aid", "the same AID is configured twice")
+        aps.append(ap)
+        inline = inline or has_inline
+    if inline:
+        check_private(t, source)
+    return tuple(aps)
 
 
 def _loading(root: _Table, raw: object) -> LoadingConfig:

@@ -18,6 +18,9 @@ from cardapd.engine.engine import Engine
 from cardapd.engine.journal import Journal
 from cardapd.engine.loading import Loader
 from cardapd.engine.model import OpContext
+from cardapd.engine.revocation import Revocation
+from cardapd.engine.revocation_store import RevocationStore
+from cardapd.engine.secure_read import SecureReads
 from cardapd.engine.settings import EngineSettings
 from cardapd.errors import StoreError
 from cardapd.loading.client import LoadingClient
@@ -111,8 +114,14 @@ class Daemon:
         engine = Engine(engine_settings(cfg), sink, self.metrics)
         journal = await asyncio.to_thread(Journal, Path(cfg.daemon.state_dir) / "journal.db")
         interrupted = await asyncio.to_thread(journal.mark_interrupted)
-        engine.loading = Loader(engine, LoadingClient(cfg.loading), journal,
-                                self.operator_sessions, cfg.presets)
+        client = LoadingClient(cfg.loading)
+        engine.loading = Loader(engine, client, journal, self.operator_sessions, cfg.presets)
+        engine.secure = SecureReads(engine, cfg.read_aps, cfg.pin.floor)
+        store = await asyncio.to_thread(RevocationStore,
+                                        Path(cfg.daemon.state_dir) / "revocation.db")
+        engine.revocation = Revocation(
+            store, client if cfg.loading.configured else None,
+            [ap.organisation for ap in cfg.read_aps], cfg.revocation, sink, self.metrics)
         servers: list[RoleServer] = []
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -140,6 +149,7 @@ class Daemon:
             sdnotify.status(f"serving {len(servers)} sockets; "
                             f"pcsc {'up' if engine.pcsc_available else 'down'}")
             watchdog = asyncio.create_task(self._watchdog(engine))
+            engine.revocation.start()
             log.info("cardapd ready")
             await self._stop.wait()
             log.info("stopping")

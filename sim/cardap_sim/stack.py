@@ -115,6 +115,8 @@ class Stack:
         self.certs_dir = self.dir / "certs"
         self.loadsvc: subprocess.Popen[bytes] | None = None
         self.loadsvc_port: int | None = None
+        self.revocations: Path | None = None  # the service's feed file (None: the dev feed)
+        self.catalogue: Path | None = None  # the service's catalogue (None: the dev one)
 
     # ------------------------------------------------------------------ environment
 
@@ -233,6 +235,10 @@ class Stack:
                "--data-dir", str(self.dir / "loadsvc")]
         if now:
             cmd += ["--fake-now", now]
+        if self.revocations is not None:
+            cmd += ["--revocations", str(self.revocations)]
+        if self.catalogue is not None:
+            cmd += ["--catalogue", str(self.catalogue)]
         log = (self.dir / "loadsvc.log").open("ab")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
                                 start_new_session=True)

@@ -22,6 +22,7 @@ METHODS: list[MethodDescriptor] = list(SERVICE.methods)
 ROLES = ("kiosk", "gate", "ops")
 # Methods whose capability is built (issue 3); every other method is a later issue's.
 BUILT = {"GetStatus", "ListReaders", "WatchCardEvents", "ReadUserID", "Diagnose", "WatchMetrics",
+         "SyncRevocation", "SetUserIDStatus",
          "ListLoadableAPs", "LoadAP", "DeleteAP", "ListCardAPs"}
 
 

@@ -27,9 +27,14 @@ from cardapd.engine.engine import Engine
 from cardapd.engine.hub import now
 from cardapd.engine.loading import Loader, LoadOutcome, Progress
 from cardapd.engine.model import OpContext
+from cardapd.engine.revocation import Revocation
+from cardapd.engine.revocation_store import IdStatus
+from cardapd.engine.secure_read import SecureReads
 from cardapd.errors import CardapError, InvalidArgument, NotAuthorized, NotImplementedYet
+from cardapd.gateconfig import ApKind
 from cardapd.loading import convert as loading_convert
 from cardapd.loading.operators import SESSION_METADATA
+from cardapd.myna.userid import validate_user_id
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,14 @@ Resp = TypeVar("Resp")
 Ctx = grpc.aio.ServicerContext[Any, Any]
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _DIGIT_RUN = re.compile(r"\d{12}")
+_AP_KINDS: dict[int, ApKind] = {
+    cards_pb2.AP_TYPE_UNSPECIFIED: "C", cards_pb2.AP_TYPE_C: "C", cards_pb2.AP_TYPE_A: "A",
+    cards_pb2.AP_TYPE_D: "D", cards_pb2.AP_TYPE_CUSTOM: "custom"}
+_STATUS_TO = {
+    IdStatus.UNKNOWN: cards_pb2.USER_ID_STATUS_UNKNOWN,
+    IdStatus.IN_OPERATION: cards_pb2.USER_ID_STATUS_IN_OPERATION,
+    IdStatus.SUSPENDED: cards_pb2.USER_ID_STATUS_SUSPENDED,
+    IdStatus.ABOLISHED: cards_pb2.USER_ID_STATUS_ABOLISHED}
 
 
 def _request_id(context: Ctx) -> str:
@@ -217,27 +230,36 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
                          ctx: OpContext) -> terminal_pb2.ReadUserIDResponse:
         reader = validate.reader_name(request.reader)
         aid = validate.aid(request.aid)
-        validate.pin(request.pin)
-        if request.type not in (cards_pb2.AP_TYPE_UNSPECIFIED, cards_pb2.AP_TYPE_C):
-            if request.type not in cards_pb2.APType.values():
-                raise InvalidArgument(f"type: unknown AP type {request.type}",
-                                      metadata={"field": "type"})
-            raise _not_yet(f"{cards_pb2.APType.Name(request.type)} user ID reads "
-                           "(mutual authentication, PIN guard, secure messaging)", 6)
-        if request.pin:
+        pin = validate.pin(request.pin)
+        kind = _AP_KINDS.get(request.type)
+        if kind is None:
+            raise InvalidArgument(f"type: unknown AP type {request.type}",
+                                  metadata={"field": "type"})
+        if kind == "C" and request.pin:
             raise InvalidArgument("pin: a Type C AP is read without a PIN; send none",
                                   metadata={"field": "pin"})
         cancel = threading.Event()
         try:
-            result = await self.engine.read_user_id(ctx, reader=reader, aid=aid,
-                                                    fresh=request.fresh, cancel=cancel)
+            if kind == "C":
+                result = await self.engine.read_user_id(ctx, reader=reader, aid=aid,
+                                                        fresh=request.fresh, cancel=cancel)
+            else:
+                result = await self._secure().read(ctx, reader=reader, kind=kind, aid=aid,
+                                                   pin=pin, cancel=cancel)
         except asyncio.CancelledError:
             cancel.set()
             raise
         return terminal_pb2.ReadUserIDResponse(
             user_id=result.user_id, info=list(result.info), card_id=result.card_id,
-            reader=result.reader, cached=result.cached,
-            status=cards_pb2.USER_ID_STATUS_UNKNOWN, aid=result.aid.hex().upper())
+            reader=result.reader, cached=result.cached, status=_STATUS_TO[result.status],
+            feed_age_s=result.feed_age_s, aid=result.aid.hex().upper(),
+            feed_stale=result.feed_stale, warning=result.warning)
+
+    def _secure(self) -> SecureReads:
+        if self.engine.secure is None:
+            raise InvalidArgument("no Type A/D/custom AP is configured ([[read.aps]])",
+                                  reason="AP_NOT_CONFIGURED")
+        return self.engine.secure
 
     @unary
     async def Diagnose(self, request: terminal_pb2.DiagnoseRequest, context: Any,
@@ -406,10 +428,42 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
             yield item
 
     @unary
-    async def SyncRevocation(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("the revocation feed", 6)
+    async def SyncRevocation(self, request: terminal_pb2.SyncRevocationRequest, context: Any,
+                             ctx: OpContext) -> terminal_pb2.SyncRevocationResponse:
+        result = await self._revocation().sync(ctx)
+        response = terminal_pb2.SyncRevocationResponse(entries=result.entries)
+        if result.feed_time is not None:
+            response.feed_time.FromDatetime(result.feed_time)
+        return response
 
     @unary
-    async def SetUserIDStatus(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("local suspension of user IDs", 6)
+    async def SetUserIDStatus(self, request: terminal_pb2.SetUserIDStatusRequest, context: Any,
+                              ctx: OpContext) -> terminal_pb2.SetUserIDStatusResponse:
+        rev = self._revocation()
+        if not 1 <= len(request.organisation) <= 64:
+            raise InvalidArgument("organisation: 1-64 characters",
+                                  metadata={"field": "organisation"})
+        aid = validate.aid(request.aid)
+        if aid is None:
+            raise InvalidArgument("aid: the AP's AID is required", reason="AID_REQUIRED",
+                                  metadata={"field": "aid"})
+        if not validate_user_id(request.user_id):
+            raise InvalidArgument("user_id: 13 symbols with a right check character",
+                                  metadata={"field": "user_id"})
+        if request.status not in (cards_pb2.USER_ID_STATUS_SUSPENDED,
+                                  cards_pb2.USER_ID_STATUS_IN_OPERATION):
+            raise InvalidArgument("status: SUSPENDED or IN_OPERATION (abolition comes from "
+                                  "the feed only)", metadata={"field": "status"})
+        if len(request.reason) > 256:
+            raise InvalidArgument("reason: at most 256 characters",
+                                  metadata={"field": "reason"})
+        await rev.set_local(ctx, organisation=request.organisation, aid=aid,
+                            user_id=request.user_id,
+                            suspend=request.status == cards_pb2.USER_ID_STATUS_SUSPENDED,
+                            reason=request.reason)
+        return terminal_pb2.SetUserIDStatusResponse()
 
+    def _revocation(self) -> Revocation:
+        if self.engine.revocation is None:
+            raise _not_yet("the revocation feed (no revocation store wired)", 6)
+        return self.engine.revocation

@@ -13,6 +13,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from cardapd import errors as e
+from cardapd.engine.revocation import RevocationFeedStale
+from cardapd.engine.secure_read import ApNotConfigured
+from cardapd.myna.mutual_auth import ApAuthFailed
 
 DOMAIN = "cardapd"
 
@@ -31,7 +34,12 @@ CODE_FOR: tuple[tuple[type[e.CardapError], grpc.StatusCode], ...] = (
     (e.CardUnresponsive, grpc.StatusCode.UNAVAILABLE),
     (e.NotMyNumberCard, grpc.StatusCode.FAILED_PRECONDITION),
     (e.IntegrityError, grpc.StatusCode.DATA_LOSS),
+    # A wrong PIN is the caller's credential failing (D-records: tries_left in metadata);
+    # a refused or blocked PIN is the card's state: FAILED_PRECONDITION, nothing was sent.
+    (e.InvalidPinError, grpc.StatusCode.UNAUTHENTICATED),
     (e.PinError, grpc.StatusCode.FAILED_PRECONDITION),
+    # The gate's access key does not open this AP: configuration or card, not the caller.
+    (ApAuthFailed, grpc.StatusCode.FAILED_PRECONDITION),
     (e.CardError, grpc.StatusCode.FAILED_PRECONDITION),
     (e.Busy, grpc.StatusCode.UNAVAILABLE),
     (e.Cancelled, grpc.StatusCode.CANCELLED),
@@ -41,6 +49,8 @@ CODE_FOR: tuple[tuple[type[e.CardapError], grpc.StatusCode], ...] = (
     (e.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (e.StoreError, grpc.StatusCode.UNAVAILABLE),
     (e.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+    (RevocationFeedStale, grpc.StatusCode.FAILED_PRECONDITION),
+    (ApNotConfigured, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 

@@ -53,6 +53,8 @@ from cardapd.transport.pcsc import PcscContext
 
 if TYPE_CHECKING:
     from cardapd.engine.loading import Loader
+    from cardapd.engine.revocation import Revocation
+    from cardapd.engine.secure_read import SecureReads
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,8 @@ class Engine:
         self._first_snapshot = asyncio.Event()
         self._live = False  # start() returned: reader changes are published from now on
         self.loading: Loader | None = None  # set by the daemon when loading is wired
+        self.secure: SecureReads | None = None  # Type A/D/custom reads ([[read.aps]])
+        self.revocation: Revocation | None = None  # the revocation feeds and suspensions
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -106,6 +110,8 @@ class Engine:
             task.cancel()
         if self.loading is not None:
             await self.loading.close()
+        if self.revocation is not None:
+            await self.revocation.stop()
         self.hub.close_all()
         for owner in self._owners.values():
             owner.shutdown()
@@ -297,7 +303,19 @@ class Engine:
             cards=sum(1 for v in views if v.state is ReaderState.CARD_PRESENT),
             audit_head_seq=self.audit.head(),
             capabilities=CAPABILITIES + (LOADING_CAPABILITIES if self.loading is not None
-                                         and self.loading.client.cfg.configured else []))
+                                         and self.loading.client.cfg.configured else [])
+            + self._read_capabilities())
+
+    def _read_capabilities(self) -> list[str]:
+        """Secure-read and revocation capabilities of this configuration."""
+        caps: list[str] = []
+        if self.secure is not None:
+            kinds = {ap.type for ap in self.secure.aps.values()}
+            caps += [f"read_user_id.{n}" for k, n in (("A", "type_a"), ("D", "type_d"),
+                                                      ("custom", "custom")) if k in kinds]
+        if self.revocation is not None:
+            caps += ["revocation", "user_id_status.local"]
+        return caps
 
     # ------------------------------------------------------------------ operations
 
@@ -308,6 +326,10 @@ class Engine:
         card_id = ""
         reader_name = reader
         try:
+            target = aid or self._default_type_c()
+            ap = self.secure.config_for(target) if self.secure is not None else None
+            if ap is not None and self.revocation is not None:
+                await self.revocation.precheck(ap.organisation)
             await self._settle(reader)
             owner, view = self._reader_with_card(reader)
             reader_name = owner.name
@@ -316,7 +338,6 @@ class Engine:
             card_id = card.card_id
             if card.kind is not CardKind.MY_NUMBER_CARD:
                 raise NotMyNumberCard(f"the card in {owner.name!r} is not a My Number Card")
-            target = aid or self._default_type_c()
             cached = None if fresh else card.tap_for(target)
             if cached is not None and cached.user_id:
                 result = UserIdRead(cached.user_id, cached.info, card_id, owner.name, target,
@@ -330,13 +351,19 @@ class Engine:
                 self._remember_tap(owner.name, generation, tap)
                 result = UserIdRead(record.user_id, tuple(record.info), card_id, owner.name,
                                     target, cached=False)
+            if self.secure is not None:
+                st = await self.secure.status(target, result.user_id)
+                result = dataclasses.replace(result, status=st.status, feed_age_s=st.feed_age_s,
+                                             feed_stale=st.stale, warning=st.warning)
         except CardapError as exc:
             await self._finish(ctx, "read_user_id", start, exc, reader=reader_name,
                                card_id=card_id, detail={"aid": (aid or b"").hex().upper()})
             raise
         await self._finish(ctx, "read_user_id", start, None, reader=reader_name,
                            card_id=card_id,
-                           detail={"aid": result.aid.hex().upper(), "cached": result.cached})
+                           detail={"aid": result.aid.hex().upper(), "cached": result.cached,
+                                   "status": result.status.value,
+                                   "feed_age_s": result.feed_age_s, "stale": result.feed_stale})
         return result
 
     async def diagnose(self, ctx: OpContext, *, reader: str,
@@ -369,6 +396,13 @@ class Engine:
         return results
 
     # ------------------------------------------------------------------ for the loader
+
+    async def finish(self, ctx: OpContext | None, operation: str, start: float,
+                     exc: CardapError | None, *, reader: str = "", card_id: str = "",
+                     detail: Mapping[str, object] | None = None) -> None:
+        """Audit and count one operation (for the secure reads)."""
+        await self._finish(ctx, operation, start, exc, reader=reader, card_id=card_id,
+                           detail=detail)
 
     async def settle(self, reader: str) -> None:
         """Wait (bounded) for identifications in progress."""

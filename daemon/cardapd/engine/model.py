@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from cardapd.engine.revocation_store import IdStatus
+
 
 class CardKind(enum.Enum):
     """What a card is, decided by SELECT (never by ATR)."""
@@ -97,6 +99,10 @@ class UserIdRead:
     reader: str
     aid: bytes
     cached: bool
+    status: IdStatus = IdStatus.UNKNOWN
+    feed_age_s: int = 0
+    feed_stale: bool = False
+    warning: str = ""
 
 
 @dataclass(frozen=True)

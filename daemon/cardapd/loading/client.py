@@ -98,6 +98,19 @@ class LoadingClient:
             raise service_error(exc, "the catalogue") from None
         return list(resp.aps)
 
+    async def revocation_feed(self, organisation: str,
+                              since_version: int) -> loading_pb2.RevocationFeed:
+        """Entries of `organisation`'s feed changed after `since_version` (0: all)."""
+        stub = self._stub()
+        try:
+            feed: loading_pb2.RevocationFeed = await stub.GetRevocationFeed(
+                loading_pb2.GetRevocationFeedRequest(organisation=organisation,
+                                                     since_version=since_version),
+                timeout=self.cfg.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise service_error(exc, f"the revocation feed of {organisation}") from None
+        return feed
+
     async def session(self, open_: loading_pb2.SessionOpen, run: RunBatch,
                       on_batch: OnBatch | None = None) -> SessionOutcome:
         """Run one card session to its SessionDone."""

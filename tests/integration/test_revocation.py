@@ -1,0 +1,158 @@
+"""Revocation through the real stack: the loading service's feed, SyncRevocation, local
+suspension (SetUserIDStatus) and the stale-feed policies, seen in ReadUserID."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cardap.v1 import cards_pb2, terminal_pb2
+from cardap_sim.stack import Stack
+
+from .conftest import expect_error
+from .secure_helpers import (
+    A_AID,
+    C_AID,
+    CUSTOM_AID,
+    D_AID,
+    ap_pin_tries,
+    call,
+    loaded_card,
+    new_stack,
+    read,
+    secrets,
+    start_gate,
+)
+from .test_load_basic import audit_ops
+
+A, C, D, CUSTOM = (cards_pb2.AP_TYPE_A, cards_pb2.AP_TYPE_C, cards_pb2.AP_TYPE_D,
+                   cards_pb2.AP_TYPE_CUSTOM)
+S = cards_pb2
+
+
+@pytest.fixture
+def gstack(tmp_path: Path) -> Iterator[Stack]:
+    """A stack with the loading service and the gate's [[read.aps]] configuration."""
+    s = new_stack(tmp_path)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def publish(stack: Stack, entries: list[tuple[str, str, str]]) -> None:
+    """Restart the loading service with org-a's feed = `entries` (aid, user ID, status)."""
+    path = stack.dir / "revocations.json"
+    # A feed only grows: keep the dev feed's three entries first, as a real feed would.
+    dev = [(C_AID, "000000000001C", "in_operation"), (C_AID, "000000000002Q", "suspended"),
+           (C_AID, "0000000000032", "abolished")]
+    path.write_text(json.dumps({"org-a": [{"aid": a, "user_id": u, "status": st}
+                                          for a, u, st in dev + entries]}))
+    stack.revocations = path
+    stack.stop_loadsvc()
+    stack.start_loadsvc()
+
+
+def sync(stack: Stack) -> terminal_pb2.SyncRevocationResponse:
+    """SyncRevocation on the ops socket."""
+    return call(stack, "ops", "SyncRevocation",  # type: ignore[no-any-return]
+                terminal_pb2.SyncRevocationRequest())
+
+
+def set_status(stack: Stack, aid: str, user_id: str, status: int,
+               organisation: str = "org-a") -> None:
+    """SetUserIDStatus on the ops socket."""
+    call(stack, "ops", "SetUserIDStatus", terminal_pb2.SetUserIDStatusRequest(
+        organisation=organisation, aid=aid, user_id=user_id, status=status,
+        reason="test"))
+
+
+def test_feed_and_local_suspension(gstack: Stack) -> None:
+    _, ids = loaded_card(gstack)
+    pin = secrets(gstack, "org-a/org-a-cert-a")[1].encode()
+    publish(gstack, [(A_AID, ids["A"], "suspended"), (D_AID, ids["D"], "abolished"),
+                     (C_AID, ids["C"], "in_operation")])
+    synced = sync(gstack)
+    assert synced.entries == 3
+    assert synced.feed_time.seconds > 0
+    a = read(gstack, A, A_AID, pin)
+    assert (a.user_id, a.status) == (ids["A"], S.USER_ID_STATUS_SUSPENDED)
+    assert a.feed_age_s < 60
+    assert not a.feed_stale
+    assert read(gstack, D, D_AID).status == S.USER_ID_STATUS_ABOLISHED
+    assert read(gstack, C, C_AID, fresh=True).status == S.USER_ID_STATUS_IN_OPERATION
+    assert read(gstack, CUSTOM, CUSTOM_AID).status == S.USER_ID_STATUS_IN_OPERATION
+    # A local suspension shows at once, survives a restart, and a resume lifts it.
+    set_status(gstack, CUSTOM_AID, ids["custom"], S.USER_ID_STATUS_SUSPENDED)
+    assert read(gstack, CUSTOM, CUSTOM_AID).status == S.USER_ID_STATUS_SUSPENDED
+    start_gate(gstack)
+    assert read(gstack, CUSTOM, CUSTOM_AID).status == S.USER_ID_STATUS_SUSPENDED
+    set_status(gstack, CUSTOM_AID, ids["custom"], S.USER_ID_STATUS_IN_OPERATION)
+    assert read(gstack, CUSTOM, CUSTOM_AID).status == S.USER_ID_STATUS_IN_OPERATION
+    # A local suspension never hides an abolition.
+    set_status(gstack, D_AID, ids["D"], S.USER_ID_STATUS_SUSPENDED)
+    assert read(gstack, D, D_AID).status == S.USER_ID_STATUS_ABOLISHED
+    # An incremental pull picks up a later change.
+    publish(gstack, [(A_AID, ids["A"], "suspended"), (D_AID, ids["D"], "abolished"),
+                     (C_AID, ids["C"], "in_operation"), (A_AID, ids["A"], "in_operation")])
+    sync(gstack)
+    assert read(gstack, A, A_AID, pin).status == S.USER_ID_STATUS_IN_OPERATION
+    ops = audit_ops(gstack)
+    assert ("set_user_id_status", "ok") in ops
+    assert ("revocation_sync", "ok") in ops
+
+
+def test_set_status_refusals(gstack: Stack) -> None:
+    expect_error(lambda: set_status(gstack, A_AID, "NOT-A-USER-ID", S.USER_ID_STATUS_SUSPENDED),
+                 grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    expect_error(lambda: set_status(gstack, A_AID, "000000000001C", S.USER_ID_STATUS_ABOLISHED),
+                 grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    expect_error(lambda: set_status(gstack, "", "000000000001C", S.USER_ID_STATUS_SUSPENDED),
+                 grpc.StatusCode.INVALID_ARGUMENT, "AID_REQUIRED")
+    expect_error(lambda: call(gstack, "gate", "SetUserIDStatus",
+                              terminal_pb2.SetUserIDStatusRequest()),
+                 grpc.StatusCode.PERMISSION_DENIED, "WRONG_ROLE")
+
+
+def test_service_down_sync_is_unavailable(gstack: Stack) -> None:
+    gstack.stop_loadsvc()
+    expect_error(lambda: sync(gstack), grpc.StatusCode.UNAVAILABLE,
+                 "LOADING_SERVICE_UNAVAILABLE")
+    assert ("revocation_sync", "error") in audit_ops(gstack)
+
+
+def test_stale_feed_deny(gstack: Stack) -> None:
+    card, ids = loaded_card(gstack)
+    start_gate(gstack, revocation='[revocation]\nmax_age_s = 2\nstale_policy = "deny"\n')
+    sync(gstack)
+    assert read(gstack, D, D_AID).user_id == ids["D"]
+    time.sleep(2.5)
+    before = gstack.control.status()["slots"][0]["apdu_count"]
+    err = expect_error(lambda: read(gstack, D, D_AID), grpc.StatusCode.FAILED_PRECONDITION,
+                       "REVOCATION_FEED_STALE")
+    assert int(err.metadata["feed_age_s"]) >= 2
+    assert gstack.control.status()["slots"][0]["apdu_count"] == before  # card untouched
+    assert ap_pin_tries(card, D_AID) == 3
+    sync(gstack)
+    assert read(gstack, D, D_AID).user_id == ids["D"]
+
+
+def test_stale_feed_allow_with_warning(gstack: Stack) -> None:
+    _, ids = loaded_card(gstack)
+    start_gate(gstack, revocation='[revocation]\nmax_age_s = 2\n'
+                                  'stale_policy = "allow_with_warning"\n')
+    sync(gstack)
+    fresh = read(gstack, D, D_AID)
+    assert (fresh.feed_stale, fresh.warning) == (False, "")
+    time.sleep(2.5)
+    stale = read(gstack, D, D_AID)
+    assert stale.user_id == ids["D"]
+    assert stale.feed_stale
+    assert stale.feed_age_s >= 2
+    assert "revocation feed" in stale.warning
+    assert stale.status == S.USER_ID_STATUS_IN_OPERATION
