@@ -1,0 +1,205 @@
+"""The roster: organisations, operators, administrators, permitted APs, presets, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cardapd.errors import AlreadyExists, InvalidArgument, NotAuthorized, NotFound, StoreError
+from cardapd.loading.operators import Operator, Right
+from cardapd.roster import Hasher, Roster
+from cardapd.roster.model import check_id
+from cardapd.roster.schema import LATEST_VERSION
+
+NOW = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+FAST = Hasher(time_cost=1, memory_cost_kib=8, parallelism=1)
+
+
+@pytest.fixture
+def roster(tmp_path: Path) -> Iterator[Roster]:
+    with Roster(tmp_path / "roster.db", hasher=FAST, clock=lambda: NOW) as r:
+        r.add_organisation("city", "Sample City")
+        r.add_organisation("bank", "Sample Bank")
+        r.add_operator("city", "admin1", "Admin One", [Right.LOAD], by=None)
+        r.appoint_administrator("city", "admin1", by=None)
+        yield r
+
+
+def admin(roster: Roster, org: str = "city", op: str = "admin1") -> Operator:
+    return roster.get(org, op).to_operator()
+
+
+def test_bootstrap_then_administrator_required(roster: Roster) -> None:
+    with pytest.raises(NotAuthorized) as err:
+        roster.add_operator("city", "op1", "Op", [Right.LOAD], by=None)
+    assert err.value.reason == "ADMINISTRATOR_REQUIRED"
+    change = roster.add_operator("city", "op1", "Op One", [Right.LOAD, Right.DELETE],
+                                 by=admin(roster))
+    assert change.actor == "city/admin1"
+    assert change.operation == "roster_add_operator"
+    assert change.operator is not None
+    assert change.operator.enabled
+    entry = change.entry(role="ops", request_id="r1")
+    assert entry.actor == "ops:city/admin1"
+    assert entry.detail["operator_id"] == "op1"
+    assert entry.detail["rights"] == ["delete", "load"]
+
+
+def test_administrator_has_administer_right(roster: Roster) -> None:
+    record = roster.get("city", "admin1")
+    assert record.administrator
+    assert Right.ADMINISTER in record.to_operator().rights
+    assert Right.ADMINISTER not in record.rights
+
+
+def test_non_administrator_cannot_add_or_grant(roster: Roster) -> None:
+    roster.add_operator("city", "op1", "Op", [Right.LOAD], by=admin(roster))
+    roster.add_operator("city", "op2", "Op", [Right.LOAD], by=admin(roster))
+    plain = roster.get("city", "op1").to_operator()
+    with pytest.raises(NotAuthorized) as err:
+        roster.add_operator("city", "op3", "Op", [Right.LOAD], by=plain)
+    assert err.value.reason == "NOT_ADMINISTRATOR"
+    with pytest.raises(NotAuthorized):
+        roster.grant_password_fallback("city", "op2", reason="injured hand",
+                                       expires_at=NOW + timedelta(days=30),
+                                       password="correct horse battery", by=plain)
+    # A forged session claiming ADMINISTER does not help: the roster is re-read.
+    forged = Operator("city", "op1", frozenset(Right))
+    with pytest.raises(NotAuthorized):
+        roster.unlock("city", "op2", by=forged)
+
+
+def test_cross_organisation_refused(roster: Roster) -> None:
+    roster.add_operator("bank", "boss", "Boss", [], by=None)
+    roster.appoint_administrator("bank", "boss", by=None)
+    roster.add_operator("city", "op1", "Op", [Right.LOAD], by=admin(roster))
+    bank_admin = admin(roster, "bank", "boss")
+    calls: list[Callable[[], object]] = [
+        lambda: roster.add_operator("city", "x", "X", [], by=bank_admin),
+        lambda: roster.set_enabled("city", "op1", False, by=bank_admin),
+        lambda: roster.appoint_administrator("city", "op1", by=bank_admin),
+        lambda: roster.unlock("city", "op1", by=bank_admin),
+        lambda: roster.grant_password_fallback(
+            "city", "op1", reason="r", expires_at=NOW + timedelta(days=1),
+            password="correct horse battery", by=bank_admin),
+    ]
+    for call in calls:
+        with pytest.raises(NotAuthorized) as err:
+            call()
+        assert err.value.reason == "OTHER_ORGANISATION"
+
+
+def test_disable_enable_and_self_disable(roster: Roster) -> None:
+    roster.add_operator("city", "op1", "Op", [Right.LOAD], by=admin(roster))
+    change = roster.set_enabled("city", "op1", False, by=admin(roster))
+    assert change.detail == {"enabled": False, "was": True}
+    assert not roster.get("city", "op1").enabled
+    with pytest.raises(NotAuthorized) as err:
+        roster.current(Operator("city", "op1", frozenset()))
+    assert err.value.reason == "OPERATOR_DISABLED"
+    roster.set_enabled("city", "op1", True, by=admin(roster))
+    assert roster.current(Operator("city", "op1", frozenset())).rights == {Right.LOAD}
+    with pytest.raises(InvalidArgument) as bad:
+        roster.set_enabled("city", "admin1", False, by=admin(roster))
+    assert bad.value.reason == "SELF_DISABLE"
+
+
+def test_disabled_administrator_loses_power(roster: Roster) -> None:
+    roster.add_operator("city", "a2", "Second", [], by=admin(roster))
+    roster.appoint_administrator("city", "a2", by=admin(roster))
+    second = admin(roster, "city", "a2")
+    roster.set_enabled("city", "admin1", False, by=second)
+    with pytest.raises(NotAuthorized):
+        roster.add_operator("city", "x", "X", [], by=Operator("city", "admin1", frozenset()))
+
+
+def test_errors_for_unknown_and_duplicate(roster: Roster) -> None:
+    with pytest.raises(NotFound) as err:
+        roster.get("city", "ghost")
+    assert err.value.reason == "OPERATOR_NOT_FOUND"
+    with pytest.raises(NotFound):
+        roster.add_operator("nowhere", "x", "X", [], by=None)
+    with pytest.raises(AlreadyExists):
+        roster.add_operator("city", "admin1", "Again", [], by=admin(roster))
+    with pytest.raises(AlreadyExists):
+        roster.add_organisation("city", "Again")
+    with pytest.raises(InvalidArgument):
+        roster.add_operator("city", "x", "X", [Right.ADMINISTER], by=admin(roster))
+    with pytest.raises(InvalidArgument):
+        roster.add_operator("city", "x", "", [], by=admin(roster))
+
+
+def test_list_operators_per_organisation(roster: Roster) -> None:
+    roster.add_operator("city", "op1", "Op", [Right.LOAD], by=admin(roster))
+    roster.add_operator("bank", "b1", "B", [], by=None)
+    assert [o.operator_id for o in roster.list_operators("city")] == ["admin1", "op1"]
+    assert [o.actor for o in roster.list_operators()] == ["bank/b1", "city/admin1",
+                                                          "city/op1"]
+    assert [o.organisation for o in roster.organisations()] == ["bank", "city"]
+
+
+def test_fingers(roster: Roster) -> None:
+    roster.add_operator("city", "op1", "Op", [Right.LOAD], by=admin(roster))
+    roster.set_enrolled_fingers("city", "op1", ["right-index-finger", "left-thumb"],
+                                by=admin(roster))
+    assert roster.get("city", "op1").enrolled_fingers == ("left-thumb", "right-index-finger")
+    with pytest.raises(InvalidArgument):
+        roster.set_enrolled_fingers("city", "op1", ["tail"], by=admin(roster))
+
+
+def test_permitted_aps_and_presets(roster: Roster) -> None:
+    roster.set_permitted_aps("city", ["staff-id", "library"], by=admin(roster))
+    assert roster.permitted_aps("city") == ["library", "staff-id"]
+    roster.set_preset("city", "new-staff", ["staff-id", "library"], by=admin(roster))
+    assert roster.presets("city") == {"new-staff": ["staff-id", "library"]}
+    with pytest.raises(InvalidArgument) as err:
+        roster.set_preset("city", "bad", ["gym"], by=admin(roster))
+    assert err.value.reason == "AP_NOT_PERMITTED"
+    with pytest.raises(InvalidArgument):
+        roster.set_permitted_aps("city", ["staff-id"], by=admin(roster))
+    assert roster.permitted_aps("city") == ["library", "staff-id"]  # rolled back
+    roster.set_preset("city", "new-staff", [], by=admin(roster))
+    assert roster.presets("city") == {}
+
+
+def test_migrations_and_newer_schema_refused(tmp_path: Path) -> None:
+    path = tmp_path / "roster.db"
+    Roster(path, hasher=FAST).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError):
+        Roster(path, hasher=FAST)
+
+
+def test_reopen_keeps_data(tmp_path: Path) -> None:
+    path = tmp_path / "roster.db"
+    with Roster(path, hasher=FAST) as r:
+        r.add_organisation("city", "City")
+        r.add_operator("city", "op1", "Op", [Right.DIAGNOSE], by=None)
+    with Roster(path, hasher=FAST) as r:
+        assert r.get("city", "op1").rights == {Right.DIAGNOSE}
+
+
+@given(st.text(max_size=80))
+def test_identifiers_never_carry_separators(text: str) -> None:
+    try:
+        check_id("operator_id", text)
+    except InvalidArgument:
+        return
+    assert "/" not in text
+    assert ":" not in text
+    assert 1 <= len(text) <= 64
+
+
+def test_my_number_shaped_id_refused() -> None:
+    with pytest.raises(InvalidArgument):
+        check_id("operator_id", "123456789018")
