@@ -1,0 +1,1 @@
+"""Operators: biometric login and enrolment through fprintd (roster and sessions come later)."""
