@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Protocol
 
 from cardapd.engine.model import OpContext
+from cardapd.errors import CardapError
+from cardapd.metrics import Metrics
 
 
 class AuditSink(Protocol):
@@ -26,3 +29,26 @@ class AuditSink(Protocol):
     def head(self) -> int:
         """Sequence number of the newest row."""
         ...
+
+
+async def finish_operation(audit: AuditSink, metrics: Metrics, ctx: OpContext | None,
+                           operation: str, start: float, exc: CardapError | None, *,
+                           reader: str = "", card_id: str = "",
+                           detail: Mapping[str, object] | None = None,
+                           durable: bool = False) -> None:
+    """Audit, then count, one finished operation.
+
+    The audit row comes first: when it cannot be written the operation fails, and the
+    metrics count it as the failure the client sees (reason STORE_ERROR), not as done.
+    """
+    result = "ok" if exc is None else "error"
+    reason = "" if exc is None else exc.reason
+    try:
+        await audit.record(ctx, operation, result=result, reason=reason, reader=reader,
+                           card_id=card_id, detail=detail, durable=durable)
+    except CardapError as failure:
+        result, reason = "error", failure.reason
+        raise
+    finally:
+        metrics.operations.labels(operation, result, reason).inc()
+        metrics.operation_seconds.labels(operation).observe(time.perf_counter() - start)

@@ -17,7 +17,7 @@ from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from cardapd import __version__
-from cardapd.engine.audit import AuditSink
+from cardapd.engine.audit import AuditSink, finish_operation
 from cardapd.engine.diagnose import Diagnosis, diagnose_reader, no_reader_diagnosis
 from cardapd.engine.hub import EventHub, Subscription, now
 from cardapd.engine.identify import identify_card
@@ -399,10 +399,12 @@ class Engine:
 
     async def finish(self, ctx: OpContext | None, operation: str, start: float,
                      exc: CardapError | None, *, reader: str = "", card_id: str = "",
-                     detail: Mapping[str, object] | None = None) -> None:
-        """Audit and count one operation (for the secure reads)."""
-        await self._finish(ctx, operation, start, exc, reader=reader, card_id=card_id,
-                           detail=detail)
+                     detail: Mapping[str, object] | None = None,
+                     durable: bool = False) -> None:
+        """Audit, then count, one operation (for the loader and the secure reads)."""
+        await finish_operation(self.audit, self.metrics, ctx, operation, start, exc,
+                               reader=reader, card_id=card_id, detail=detail,
+                               durable=durable)
 
     async def settle(self, reader: str) -> None:
         """Wait (bounded) for identifications in progress."""
@@ -491,13 +493,9 @@ class Engine:
     async def _finish(self, ctx: OpContext | None, operation: str, start: float,
                       exc: CardapError | None, *, reader: str = "", card_id: str = "",
                       detail: Mapping[str, object] | None = None) -> None:
-        """Audit and count one operation; an audit failure fails the operation."""
-        result = "ok" if exc is None else "error"
-        reason = "" if exc is None else exc.reason
-        self.metrics.operations.labels(operation, result, reason).inc()
-        self.metrics.operation_seconds.labels(operation).observe(time.perf_counter() - start)
-        await self.audit.record(ctx, operation, result=result, reason=reason, reader=reader,
-                                card_id=card_id, detail=detail)
+        """Audit, then count, one operation; an audit failure fails the operation."""
+        await finish_operation(self.audit, self.metrics, ctx, operation, start, exc,
+                               reader=reader, card_id=card_id, detail=detail)
 
     async def _audit_quiet(self, ctx: OpContext | None, operation: str, *, reader: str = "",
                            card_id: str = "", detail: Mapping[str, object] | None = None) -> None:

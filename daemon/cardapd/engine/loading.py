@@ -381,16 +381,11 @@ class Loader:
     async def audit_end(self, ctx: OpContext | None, operation: str, start: float,
                      exc: CardapError | None, target: CardTarget | None,
                      detail: Mapping[str, object]) -> None:
-        """Count and durably audit the end of an operation."""
-        metrics = self.engine.metrics
-        result = "ok" if exc is None else "error"
-        reason = "" if exc is None else exc.reason
-        metrics.operations.labels(operation, result, reason).inc()
-        metrics.operation_seconds.labels(operation).observe(time.perf_counter() - start)
-        await self.engine.audit.record(
-            ctx, operation, result=result, reason=reason,
-            reader=target.owner.name if target else "",
-            card_id=target.card_id if target else "", detail=detail, durable=True)
+        """Durably audit, then count, the end of an operation."""
+        await self.engine.finish(ctx, operation, start, exc,
+                                 reader=target.owner.name if target else "",
+                                 card_id=target.card_id if target else "", detail=detail,
+                                 durable=True)
 
     async def close(self) -> None:
         """Stop reconciliations and close the service channel."""

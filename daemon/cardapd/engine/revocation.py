@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cardapd.engine.audit import AuditSink
+from cardapd.engine.audit import AuditSink, finish_operation
 from cardapd.engine.model import OpContext
 from cardapd.engine.revocation_store import FeedEntry, IdStatus, Lookup, RevocationStore
 from cardapd.errors import CardapError, InvalidArgument, ServiceUnavailable
@@ -214,9 +214,5 @@ class Revocation:
     async def _finish(self, ctx: OpContext | None, operation: str, start: float,
                       exc: CardapError | None, detail: dict[str, object], *,
                       durable: bool = False) -> None:
-        result = "ok" if exc is None else "error"
-        reason = "" if exc is None else exc.reason
-        self.metrics.operations.labels(operation, result, reason).inc()
-        self.metrics.operation_seconds.labels(operation).observe(time.perf_counter() - start)
-        await self.audit.record(ctx, operation, result=result, reason=reason, detail=detail,
-                                durable=durable)
+        await finish_operation(self.audit, self.metrics, ctx, operation, start, exc,
+                               detail=detail, durable=durable)
