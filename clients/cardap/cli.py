@@ -1,12 +1,15 @@
-"""`cardapctl`: the command line of cardapd (status, readers, watch, read-id, diagnose, metrics).
+"""`cardapctl`: the command line of cardapd (status, readers, watch, read-id, diagnose,
+metrics, load; operators: login, logout, operators, enroll, audit, report).
 
 Every command takes `--json` for machine output. Exit codes (stable, for scripts):
   0 success                      1 other failure             2 usage or invalid argument
-  3 no reader / no card / wrong card (FAILED_PRECONDITION, NOT_FOUND)
-  4 permission denied (wrong socket role)          5 daemon or PC/SC unavailable
-  6 not implemented yet                            7 card removed or operation aborted
-  8 already exists (load)      9 card full / resource exhausted
+  3 no reader / no card / wrong card / unknown operator (FAILED_PRECONDITION, NOT_FOUND)
+  4 permission denied (wrong socket role), no or bad operator session, login refused
+  5 daemon or PC/SC unavailable  6 not implemented yet
+  7 card removed, operation aborted, login or enrolment cancelled
+  8 already exists (load, operators add)           9 card full / resource exhausted
   diagnose only: 10 warning, 11 card fault, 12 reader fault, 13 no card
+  audit verify and report: 10 the audit chain does not verify
 """
 
 from __future__ import annotations
@@ -17,17 +20,26 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
 
+from cardap import cli_ops
+from cardap.clibase import (
+    EXIT_ABORTED,
+    EXIT_DENIED,
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_PRECONDITION,
+    EXIT_UNAVAILABLE,
+    EXIT_UNIMPLEMENTED,
+    EXIT_USAGE,
+    as_dict,  # noqa: F401  (re-exported: cardap.cli.as_dict)
+    emit,
+    enum_name,
+)
 from cardap.client import CardapClient, CardapClientError, default_socket
 from cardap.v1 import cards_pb2, terminal_pb2
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PRECONDITION = 0, 1, 2, 3
-EXIT_DENIED, EXIT_UNAVAILABLE, EXIT_UNIMPLEMENTED, EXIT_ABORTED = 4, 5, 6, 7
 VERDICT_EXIT = {
     terminal_pb2.VERDICT_OK: 0, terminal_pb2.VERDICT_WARNING: 10,
     terminal_pb2.VERDICT_CARD_FAULT: 11, terminal_pb2.VERDICT_READER_FAULT: 12,
@@ -48,26 +60,7 @@ CODE_EXIT = {
 }
 DEFAULT_ROLE = {"status": "ops", "readers": "ops", "watch": "gate", "read-id": "gate",
                 "diagnose": "kiosk", "metrics": "ops", "loadable": "kiosk", "aps": "kiosk",
-                "load": "kiosk", "delete": "kiosk"}
-
-
-def as_dict(msg: Message) -> dict[str, Any]:
-    """A message as JSON-ready dict (proto field names, defaults included)."""
-    return MessageToDict(msg, preserving_proto_field_name=True,
-                         always_print_fields_with_no_presence=True)
-
-
-def emit(args: argparse.Namespace, msg: Message, text: Callable[[Any], str]) -> None:
-    """Print one result as JSON or text."""
-    if args.json:
-        print(json.dumps(as_dict(msg), ensure_ascii=False), flush=True)
-    else:
-        print(text(msg), flush=True)
-
-
-def enum_name(enum: Any, value: int, prefix: str) -> str:
-    """`READER_STATE_EMPTY` → `empty`."""
-    return str(enum.Name(value)).removeprefix(prefix).lower()
+                "load": "kiosk", "delete": "kiosk", **cli_ops.DEFAULT_ROLE}
 
 
 def fmt_reader(r: cards_pb2.Reader) -> str:
@@ -199,6 +192,7 @@ COMMANDS: dict[str, Callable[[CardapClient, argparse.Namespace], int]] = {
     "status": cmd_status, "readers": cmd_readers, "watch": cmd_watch,
     "read-id": cmd_read_id, "diagnose": cmd_diagnose, "metrics": cmd_metrics,
     "loadable": cmd_loadable, "aps": cmd_aps, "load": cmd_load, "delete": cmd_delete,
+    **cli_ops.COMMANDS,
 }
 
 
@@ -214,7 +208,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON output (one object per line)")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds per call")
     p.add_argument("--session", default=os.environ.get("CARDAPD_SESSION"),
-                   help="operator session token for load/delete ($CARDAPD_SESSION)")
+                   help="operator session token for load/delete and the roster "
+                   "($CARDAPD_SESSION; visible in ps: prefer --session-file)")
+    p.add_argument("--session-file", type=Path,
+                   default=os.environ.get("CARDAPD_SESSION_FILE") or None,
+                   help="file holding the session token, as written by login --token-file "
+                   "($CARDAPD_SESSION_FILE)")
     # --json is accepted after the subcommand too (`cardapctl read-id --json`).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
@@ -252,6 +251,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--interval", type=int, default=5)
     m.add_argument("--count", type=int, default=1)
     m.add_argument("--prefix", action="append", help="only metrics starting with this")
+    cli_ops.add_parsers(sub, common)
     return p
 
 
@@ -261,8 +261,19 @@ def main(argv: list[str] | None = None) -> int:
     socket = args.socket or default_socket(args.role or DEFAULT_ROLE[args.command],
                                            args.socket_dir)
     try:
+        if args.session_file and not args.session:
+            args.session = cli_ops.read_token(Path(args.session_file))
         with CardapClient(socket, timeout=args.timeout, session=args.session) as client:
             return COMMANDS[args.command](client, args)
+    except (cli_ops.CliError, OSError) as err:
+        code = err.code if isinstance(err, cli_ops.CliError) else EXIT_FAIL
+        if args.json:
+            print(json.dumps({"error": {"code": "CLIENT", "reason": "CLIENT_ERROR",
+                                        "message": str(err), "metadata": {}}},
+                             ensure_ascii=False), file=sys.stderr)
+        else:
+            print(f"cardapctl: {err}", file=sys.stderr)
+        return code
     except CardapClientError as err:
         if args.json:
             print(json.dumps({"error": {"code": err.code.name, "reason": err.reason,

@@ -7,17 +7,23 @@ Errors come back as `CardapClientError` with the gRPC code, the daemon's stable 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import queue
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from cardap.v1 import cards_pb2, terminal_pb2, terminal_pb2_grpc
+from cardap.v1 import audit_pb2, cards_pb2, operators_pb2, terminal_pb2, terminal_pb2_grpc
 
 DEFAULT_SOCKET_DIR = Path("/run/cardapd")
+AUTH_METHODS = {"fingerprint": operators_pb2.AUTH_METHOD_FINGERPRINT,
+                "password": operators_pb2.AUTH_METHOD_PASSWORD}
+PROMPT_ENTER_PASSWORD = "ENTER_PASSWORD"  # noqa: S105 (a prompt code)
 
 
 def default_socket(role: str, socket_dir: Path | None = None) -> Path:
@@ -59,6 +65,27 @@ class CardapClientError(Exception):
         return cls(code, reason, message or "", metadata)
 
 
+def right_value(right: str | int) -> operators_pb2.Right.ValueType:
+    """A right by name (`load`, `RIGHT_LOAD`) or number, as the proto enum value."""
+    if isinstance(right, int):
+        return operators_pb2.Right.ValueType(right)
+    name = right.strip().upper()
+    name = name if name.startswith("RIGHT_") else f"RIGHT_{name}"
+    try:
+        return operators_pb2.Right.Value(name)
+    except ValueError:
+        raise ValueError(f"unknown right {right!r}") from None
+
+
+def timestamp(when: datetime) -> Timestamp:
+    """A datetime as a protobuf Timestamp; a naive datetime is refused (ambiguous)."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError("a timezone-aware datetime is required")
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
 class CardapClient:
     """Connects to one cardapd socket (`unix:/path` or a path)."""
 
@@ -87,9 +114,9 @@ class CardapClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Any, request: Any) -> Any:
+    def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
         try:
-            return method(request, timeout=self.timeout, metadata=self._metadata)
+            return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
         except grpc.RpcError as err:
             raise CardapClientError.from_rpc_error(err) from None
 
@@ -160,3 +187,137 @@ class CardapClient:
         """Metric snapshots every `interval_s` seconds."""
         return self._stream(self.stub.WatchMetrics, terminal_pb2.WatchMetricsRequest(
             interval_s=interval_s, prefixes=list(prefixes)), timeout)
+
+    # ------------------------------------------------------------ operators (issue 5)
+
+    def authenticate(self, organisation: str, operator_id: str, method: str = "fingerprint",
+                     password_provider: Callable[[], str] | None = None, timeout_s: int = 0,
+                     *, call_timeout: float | None = None,
+                     ) -> Generator[terminal_pb2.Prompt | terminal_pb2.OperatorSession, None, None]:
+        """Log an operator in: yields the prompts, then the OperatorSession as the last item.
+
+        On an ENTER_PASSWORD prompt the password comes from `password_provider` (called
+        after the prompt is yielded); without one the login is cancelled and
+        `PASSWORD_REQUIRED` raised. Closing the iterator early cancels the login.
+        """
+        if method not in AUTH_METHODS:
+            raise ValueError(f"method must be one of {sorted(AUTH_METHODS)}")
+        outbox: queue.SimpleQueue[terminal_pb2.AuthenticateRequest | None] = queue.SimpleQueue()
+        outbox.put(terminal_pb2.AuthenticateRequest(start=terminal_pb2.AuthenticateStart(
+            organisation=organisation, operator_id=operator_id, method=AUTH_METHODS[method],
+            timeout_s=timeout_s)))
+
+        def requests() -> Iterator[terminal_pb2.AuthenticateRequest]:
+            while (item := outbox.get()) is not None:
+                yield item
+
+        call: Any = self.stub.AuthenticateOperator(requests(), timeout=call_timeout,
+                                                   metadata=self._metadata)
+        finished = False
+        try:
+            for event in call:
+                if event.WhichOneof("event") == "session":
+                    finished = True
+                    outbox.put(None)  # half-close, then let the call end with OK (no cancel)
+                    for _ in call:
+                        pass
+                    yield event.session
+                    return
+                if event.WhichOneof("event") != "prompt":
+                    continue
+                yield event.prompt
+                if event.prompt.code == PROMPT_ENTER_PASSWORD:
+                    if password_provider is None:
+                        raise CardapClientError(
+                            grpc.StatusCode.INVALID_ARGUMENT, "PASSWORD_REQUIRED",
+                            "the daemon asks for a password and none can be given", {})
+                    outbox.put(terminal_pb2.AuthenticateRequest(password=password_provider()))
+            raise CardapClientError(grpc.StatusCode.UNKNOWN, "LOGIN_INCOMPLETE",
+                                    "the daemon ended the login without a session", {})
+        except grpc.RpcError as err:
+            raise CardapClientError.from_rpc_error(err) from None
+        finally:
+            if not finished:
+                outbox.put(terminal_pb2.AuthenticateRequest(cancel=True))
+                outbox.put(None)
+                call.cancel()
+
+    def end_session(self, token: str) -> terminal_pb2.EndOperatorSessionResponse:
+        """End an operator session at once."""
+        return self._call(self.stub.EndOperatorSession,  # type: ignore[no-any-return]
+                          terminal_pb2.EndOperatorSessionRequest(token=token))
+
+    def list_operators(self, organisation: str = "") -> terminal_pb2.ListOperatorsResponse:
+        """The roster (one organisation, or all when empty)."""
+        return self._call(self.stub.ListOperators,  # type: ignore[no-any-return]
+                          terminal_pb2.ListOperatorsRequest(organisation=organisation))
+
+    def add_operator(self, organisation: str, operator_id: str, display_name: str = "",
+                     rights: Iterable[str | int] = ("load",)) -> operators_pb2.Operator:
+        """Add an operator with rights (names like `load` or Right values)."""
+        return self._call(self.stub.AddOperator,  # type: ignore[no-any-return]
+                          terminal_pb2.AddOperatorRequest(
+                              organisation=organisation, operator_id=operator_id,
+                              display_name=display_name,
+                              rights=[right_value(r) for r in rights]))
+
+    def set_operator_enabled(self, organisation: str, operator_id: str,
+                             enabled: bool) -> operators_pb2.Operator:
+        """Enable or disable an operator (a disabled operator's session stops at once)."""
+        return self._call(self.stub.SetOperatorEnabled,  # type: ignore[no-any-return]
+                          terminal_pb2.SetOperatorEnabledRequest(
+                              organisation=organisation, operator_id=operator_id,
+                              enabled=enabled))
+
+    def appoint_administrator(self, organisation: str,
+                              operator_id: str) -> operators_pb2.Operator:
+        """Appoint an operator administrator of their organisation."""
+        return self._call(self.stub.AppointAdministrator,  # type: ignore[no-any-return]
+                          terminal_pb2.AppointAdministratorRequest(
+                              organisation=organisation, operator_id=operator_id))
+
+    def grant_password_fallback(self, organisation: str, operator_id: str, *, reason: str,
+                                expires_at: datetime,
+                                password: str) -> operators_pb2.Operator:
+        """Approve ID + password login until `expires_at` (aware datetime), with its password."""
+        return self._call(self.stub.GrantPasswordFallback,  # type: ignore[no-any-return]
+                          terminal_pb2.GrantPasswordFallbackRequest(
+                              organisation=organisation, operator_id=operator_id,
+                              reason=reason, expires_at=timestamp(expires_at),
+                              password=password))
+
+    def unlock_operator(self, organisation: str, operator_id: str) -> operators_pb2.Operator:
+        """Unlock an operator locked after too many wrong passwords."""
+        return self._call(self.stub.UnlockOperator,  # type: ignore[no-any-return]
+                          terminal_pb2.UnlockOperatorRequest(
+                              organisation=organisation, operator_id=operator_id))
+
+    def enroll_finger(self, organisation: str, operator_id: str, finger: str,
+                      timeout: float | None = None) -> Iterator[terminal_pb2.EnrollEvent]:
+        """Enrol a finger: EnrollEvents (prompt, then `completed`) as they come."""
+        return self._stream(self.stub.EnrollFinger, terminal_pb2.EnrollFingerRequest(
+            organisation=organisation, operator_id=operator_id, finger=finger), timeout)
+
+    # ------------------------------------------------------------ audit (issue 5)
+
+    def export_audit(self, since: datetime | None = None, until: datetime | None = None,
+                     operations: Sequence[str] = (),
+                     timeout: float | None = None) -> Iterator[audit_pb2.AuditRecord]:
+        """Audit rows in chain order, optionally within [since, until) and of some operations."""
+        request = terminal_pb2.ExportAuditRequest(operations=list(operations))
+        if since is not None:
+            request.since.CopyFrom(timestamp(since))
+        if until is not None:
+            request.until.CopyFrom(timestamp(until))
+        return self._stream(self.stub.ExportAudit, request, timeout)
+
+    def verify_audit(self, timeout: float | None = None) -> terminal_pb2.VerifyAuditResponse:
+        """Verify the audit hash chain (`timeout` overrides the per-call default)."""
+        return self._call(self.stub.VerifyAudit,  # type: ignore[no-any-return]
+                          terminal_pb2.VerifyAuditRequest(), timeout)
+
+    def yearly_report(self, year: int,
+                      timeout: float | None = None) -> terminal_pb2.YearlyReport:
+        """The yearly report: loads and charge per organisation, and the audit result."""
+        return self._call(self.stub.GetYearlyReport,  # type: ignore[no-any-return]
+                          terminal_pb2.GetYearlyReportRequest(year=year), timeout)

@@ -1,0 +1,422 @@
+"""`cardapctl` commands for operators, the roster, enrolment, the audit trail and the report.
+
+login/logout use the kiosk socket; operators, enroll, audit and report the ops socket.
+A session is valid only on the socket it was opened on, so an administrator logs in on
+the ops socket (`cardapctl --role ops login ... --token-file F`) and passes the token to
+the roster commands (`cardapctl --session-file F operators ...`).
+Passwords are read with getpass (or one line of stdin with `--password-stdin`), never
+taken from argv, echoed or logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import getpass
+import io
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from cardap.clibase import (
+    EXIT_ABORTED,
+    EXIT_AUDIT_BROKEN,
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    as_dict,
+    emit,
+    enum_name,
+)
+from cardap.client import CardapClient, right_value
+from cardap.v1 import audit_pb2, operators_pb2, terminal_pb2
+
+DEFAULT_ROLE = {"login": "kiosk", "logout": "kiosk", "operators": "ops", "enroll": "ops",
+                "audit": "ops", "report": "ops"}
+FINGERS = tuple(f"{side}-{finger}-finger" for side in ("left", "right")
+                for finger in ("thumb", "index", "middle", "ring", "little"))
+AUDIT_FIELDS = ("seq", "time", "request_id", "actor", "operation", "reader", "card_id",
+                "result", "reason", "detail_json", "hash")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class CliError(Exception):
+    """A client-side failure with its exit code (bad input detected before or after a call)."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------- argument types
+
+def parse_rights(text: str) -> list[operators_pb2.Right.ValueType]:
+    """`load,delete,diagnose` → Right values (argparse type)."""
+    names = [n for n in (part.strip() for part in text.split(",")) if n]
+    try:
+        rights = [right_value(n) for n in names]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"{err}; rights are load, delete, diagnose, administer") from None
+    if operators_pb2.RIGHT_UNSPECIFIED in rights:
+        raise argparse.ArgumentTypeError("unknown right 'unspecified'")
+    return list(dict.fromkeys(rights))
+
+
+def local_datetime(text: str, *, end_of_day: bool = False) -> datetime:
+    """An ISO date or date-time; naive means local time, a bare date its start (or end)."""
+    try:
+        if len(text.strip()) == 10:
+            day = date.fromisoformat(text.strip())
+            when = datetime.combine(day + timedelta(days=1) if end_of_day else day, time())
+        else:
+            when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date (2026-03-31) or date-time") from None
+    return when if when.tzinfo is not None else when.astimezone()
+
+
+def start_time(text: str) -> datetime:
+    """`--since`: a date means its first instant (argparse type)."""
+    return local_datetime(text)
+
+
+def end_time(text: str) -> datetime:
+    """`--until`/`--expires`: a date means through the end of that day (argparse type)."""
+    return local_datetime(text, end_of_day=True)
+
+
+def year(text: str) -> int:
+    """A calendar year 2000..9999 (argparse type)."""
+    if not text.isdigit() or not 2000 <= int(text) <= 9999:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a year")
+    return int(text)
+
+
+# ---------------------------------------------------------------- passwords and files
+
+def read_password(args: argparse.Namespace, prompt: str = "Password: ",
+                  confirm: bool = False) -> str:
+    """A password from the terminal (no echo) or one line of stdin; never from argv."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(prompt)
+        if confirm and getpass.getpass("Repeat password: ") != password:
+            raise CliError("the passwords do not match")
+    if not password:
+        raise CliError("empty password")
+    return password
+
+
+def write_private(path: Path, data: str) -> None:
+    """Write a file atomically with mode 0600 (replacing any file of another mode)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def output(out: Path | None, private: bool = False) -> Iterator[IO[str]]:
+    """stdout, or a file written atomically (only when the body succeeds)."""
+    if out is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    buffer = io.StringIO()
+    yield buffer
+    if private:
+        write_private(out, buffer.getvalue())
+    else:
+        out.write_text(buffer.getvalue(), encoding="utf-8")
+
+
+def read_token(path: Path) -> str:
+    """The session token in a token file (warns when others may read it)."""
+    if path.stat().st_mode & 0o077:
+        print(f"cardapctl: warning: {path} is readable by others (chmod 600 it)",
+              file=sys.stderr)
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise CliError(f"{path} holds no session token")
+    return token
+
+
+# ---------------------------------------------------------------- formatting
+
+def fmt_time(ts: Any) -> str:
+    """A Timestamp as RFC 3339 (empty when unset)."""
+    return "" if ts.seconds == 0 and ts.nanos == 0 else str(ts.ToJsonString())
+
+
+def fmt_operator(op: operators_pb2.Operator) -> str:
+    """One roster line."""
+    rights = ",".join(enum_name(operators_pb2.Right, r, "RIGHT_") for r in op.rights) or "-"
+    flags = ["enabled" if op.enabled else "DISABLED"]
+    if op.administrator:
+        flags.append("administrator")
+    if op.locked:
+        flags.append("LOCKED")
+    if op.HasField("password_approval"):
+        a = op.password_approval
+        flags.append(f"password until {fmt_time(a.expires_at)} (by {a.approved_by}: "
+                     f"{a.reason})")
+    fingers = ", ".join(op.enrolled_fingers) or "no finger enrolled"
+    name = f" ({op.display_name})" if op.display_name else ""
+    return (f"{op.organisation}/{op.operator_id}{name}: rights {rights}; "
+            f"{'; '.join(flags)}; {fingers}")
+
+
+def fmt_prompt(prompt: terminal_pb2.Prompt) -> str:
+    """A prompt for the operator."""
+    return f"[{prompt.code}] {prompt.message}" if prompt.message else f"[{prompt.code}]"
+
+
+def fmt_verify(v: terminal_pb2.VerifyAuditResponse) -> str:
+    """The audit verification result."""
+    if v.ok:
+        return f"audit chain verifies: {v.rows_checked} rows checked"
+    return (f"audit chain does NOT verify: {v.problem or 'broken'} at row {v.first_bad_seq}"
+            f" ({v.rows_checked} rows checked)")
+
+
+def audit_row(rec: audit_pb2.AuditRecord) -> dict[str, Any]:
+    """An audit record as a flat dict in AUDIT_FIELDS order (seq an int, time RFC 3339)."""
+    row: dict[str, Any] = {name: getattr(rec, name) for name in AUDIT_FIELDS}
+    row["seq"] = int(rec.seq)
+    row["time"] = fmt_time(rec.time)
+    return row
+
+
+def csv_cell(value: Any) -> str:
+    """A CSV cell, prefixed with ' when a spreadsheet would read it as a formula."""
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_login(client: CardapClient, args: argparse.Namespace) -> int:
+    method = "password" if args.password or args.password_stdin else "fingerprint"
+
+    def provider() -> str:
+        return read_password(args)
+
+    session: terminal_pb2.OperatorSession | None = None
+    try:
+        for item in client.authenticate(args.org, args.operator, method, provider,
+                                        args.wait):
+            if isinstance(item, terminal_pb2.OperatorSession):
+                session = item
+            elif args.json:
+                print(json.dumps({"prompt": as_dict(item)}, ensure_ascii=False), flush=True)
+            else:
+                print(fmt_prompt(item), file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print("cardapctl: login cancelled", file=sys.stderr)
+        return EXIT_ABORTED
+    if session is None:  # the client raises LOGIN_INCOMPLETE first; defensive
+        return EXIT_FAIL
+    if args.token_file:
+        write_private(args.token_file, session.token + "\n")
+    if args.json:
+        data = as_dict(session)
+        if args.token_file:
+            data["token"] = ""  # in the file only
+        print(json.dumps({"session": data}, ensure_ascii=False), flush=True)
+    elif args.token_file:
+        print(f"logged in as {session.operator.organisation}/{session.operator.operator_id}"
+              f" until {fmt_time(session.expires_at)}; token in {args.token_file}",
+              file=sys.stderr)
+    else:
+        print(session.token, flush=True)
+    return EXIT_OK
+
+
+def cmd_logout(client: CardapClient, args: argparse.Namespace) -> int:
+    token = read_token(args.token_file) if args.token_file else args.session
+    if not token:
+        raise CliError("no session to end: give --token-file, --session-file or --session")
+    client.end_session(token)
+    if args.token_file:
+        args.token_file.unlink(missing_ok=True)
+    if args.json:
+        print(json.dumps({"ended": True}), flush=True)
+    else:
+        print("session ended", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_operators(client: CardapClient, args: argparse.Namespace) -> int:
+    op_cmd = args.op_command
+    if op_cmd == "list":
+        resp = client.list_operators(args.org or "")
+        emit(args, resp, lambda r: "\n".join(fmt_operator(o) for o in r.operators)
+             or "no operators")
+        return EXIT_OK
+    if op_cmd == "add":
+        result = client.add_operator(args.org, args.operator, args.name, args.rights)
+    elif op_cmd in ("enable", "disable"):
+        result = client.set_operator_enabled(args.org, args.operator, op_cmd == "enable")
+    elif op_cmd == "appoint-admin":
+        result = client.appoint_administrator(args.org, args.operator)
+    elif op_cmd == "unlock":
+        result = client.unlock_operator(args.org, args.operator)
+    else:  # grant-password
+        if args.expires <= datetime.now().astimezone():
+            raise CliError(f"--expires {args.expires.isoformat()} is in the past")
+        password = read_password(args, "Initial password: ", confirm=True)
+        result = client.grant_password_fallback(args.org, args.operator, reason=args.reason,
+                                                 expires_at=args.expires, password=password)
+    emit(args, result, fmt_operator)
+    return EXIT_OK
+
+
+def cmd_enroll(client: CardapClient, args: argparse.Namespace) -> int:
+    try:
+        for ev in client.enroll_finger(args.org, args.operator, args.finger):
+            if args.json:
+                emit(args, ev, str)
+            elif ev.WhichOneof("event") == "prompt":
+                print(fmt_prompt(ev.prompt), flush=True)
+            if ev.WhichOneof("event") == "completed" and ev.completed:
+                if not args.json:
+                    print(f"{args.finger} enrolled for {args.org}/{args.operator}", flush=True)
+                return EXIT_OK
+    except KeyboardInterrupt:
+        print("cardapctl: enrolment cancelled", file=sys.stderr)
+        return EXIT_ABORTED
+    print("cardapctl: the daemon ended the enrolment without completing it", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def cmd_audit(client: CardapClient, args: argparse.Namespace) -> int:
+    if args.audit_command == "verify":
+        v = client.verify_audit(timeout=args.call_timeout)
+        emit(args, v, fmt_verify)
+        return EXIT_OK if v.ok else EXIT_AUDIT_BROKEN
+    operations = [o for part in args.operation or () for o in part.split(",") if o]
+    records = client.export_audit(args.since, args.until, operations)
+    count = 0
+    with output(args.out, private=True) as out:
+        if args.format == "csv":
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(AUDIT_FIELDS)
+            for rec in records:
+                writer.writerow([csv_cell(v) for v in audit_row(rec).values()])
+                count += 1
+        else:
+            for rec in records:
+                out.write(json.dumps(audit_row(rec), ensure_ascii=False) + "\n")
+                count += 1
+    if args.out:
+        print(f"{count} audit rows written to {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_report(client: CardapClient, args: argparse.Namespace) -> int:
+    rep = client.yearly_report(args.year, timeout=args.call_timeout)
+    if args.out is not None or not args.json:
+        with output(args.out) as out:
+            out.write(rep.document if rep.document.endswith("\n") or not rep.document
+                      else rep.document + "\n")
+    if args.json:
+        emit(args, rep, str)
+    else:
+        summary = "; ".join(f"{o.organisation}: {o.loads} loads, {o.charge_yen} yen"
+                            for o in rep.organisations) or "no loads"
+        print(f"report {rep.year}: {summary}; {fmt_verify(rep.audit)}"
+              + (f"; written to {args.out}" if args.out else ""), file=sys.stderr)
+    return EXIT_OK if rep.audit.ok else EXIT_AUDIT_BROKEN
+
+
+COMMANDS: dict[str, Callable[[CardapClient, argparse.Namespace], int]] = {
+    "login": cmd_login, "logout": cmd_logout, "operators": cmd_operators,
+    "enroll": cmd_enroll, "audit": cmd_audit, "report": cmd_report,
+}
+
+
+# ---------------------------------------------------------------- parsers
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the operator, roster, audit and report commands to cardapctl's subparsers."""
+    password = argparse.ArgumentParser(add_help=False)
+    password.add_argument("--password-stdin", action="store_true",
+                          help="read the password as one line of stdin (not the terminal)")
+
+    li = sub.add_parser("login", help="operator login (kiosk; --role ops for the roster): "
+                        "fingerprint, or --password",
+                        parents=[common, password])
+    li.add_argument("--org", required=True, help="organisation")
+    li.add_argument("--operator", required=True, help="operator ID")
+    li.add_argument("--password", action="store_true",
+                    help="log in with the approved password (asked for, never echoed)")
+    li.add_argument("--wait", type=int, default=0, metavar="S",
+                    help="seconds to wait for a finger (default: the daemon's)")
+    li.add_argument("--token-file", type=Path,
+                    help="write the token to this file (mode 0600) instead of stdout")
+    lo = sub.add_parser("logout", help="end an operator session (kiosk)", parents=[common])
+    lo.add_argument("--token-file", type=Path,
+                    help="the token file written by login (removed after logout)")
+
+    ops = sub.add_parser("operators", help="the roster (ops, administrator session)")
+    osub = ops.add_subparsers(dest="op_command", required=True)
+    ls = osub.add_parser("list", help="list operators", parents=[common])
+    ls.add_argument("--org", default="", help="organisation (default: all)")
+    who = argparse.ArgumentParser(add_help=False, parents=[common])
+    who.add_argument("--org", required=True, help="organisation")
+    who.add_argument("--operator", required=True, help="operator ID")
+    add = osub.add_parser("add", help="add an operator", parents=[who])
+    add.add_argument("--name", default="", help="display name")
+    add.add_argument("--rights", type=parse_rights, default=[operators_pb2.RIGHT_LOAD],
+                     help="comma-separated: load,delete,diagnose (default: load)")
+    osub.add_parser("disable", help="disable an operator (their session ends)", parents=[who])
+    osub.add_parser("enable", help="enable an operator again", parents=[who])
+    osub.add_parser("appoint-admin", help="appoint an administrator", parents=[who])
+    osub.add_parser("unlock", help="unlock after too many wrong passwords", parents=[who])
+    gp = osub.add_parser("grant-password", parents=[who, password],
+                         help="approve ID + password login (initial password asked for)")
+    gp.add_argument("--reason", required=True, help="why biometrics is impossible")
+    gp.add_argument("--expires", required=True, type=end_time,
+                    help="ISO date (valid through that day) or date-time")
+
+    en = sub.add_parser("enroll", help="enrol an operator's finger (ops, administrator)",
+                        parents=[common])
+    en.add_argument("--org", required=True)
+    en.add_argument("--operator", required=True)
+    en.add_argument("--finger", default="right-index-finger", choices=FINGERS)
+
+    au = sub.add_parser("audit", help="the audit trail (ops)")
+    asub = au.add_subparsers(dest="audit_command", required=True)
+    ve = asub.add_parser("verify", parents=[common],
+                         help="verify the hash chain (exit 10 when it does not verify)")
+    ve.add_argument("--call-timeout", type=float, default=300.0, metavar="S")
+    ex = asub.add_parser("export", help="export rows as JSON Lines or CSV", parents=[common])
+    ex.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    ex.add_argument("--since", type=start_time, help="ISO date or date-time (from)")
+    ex.add_argument("--until", type=end_time, help="ISO date (through that day) or date-time")
+    ex.add_argument("--operation", action="append",
+                    help="only these operations (comma-separated, repeatable)")
+    ex.add_argument("--out", type=Path, help="write to this file (0600) instead of stdout")
+
+    rp = sub.add_parser("report", help="the yearly report (ops); exit 10 if the audit fails",
+                        parents=[common])
+    rp.add_argument("--year", required=True, type=year)
+    rp.add_argument("--out", type=Path, help="write the document here instead of stdout")
+    rp.add_argument("--call-timeout", type=float, default=300.0, metavar="S")
