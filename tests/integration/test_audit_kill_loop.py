@@ -63,7 +63,7 @@ def test_kill_9_in_a_loop_loses_no_acknowledged_operation(stack: Stack) -> None:
                             fresh=rng.random() < 0.3), timeout=5, metadata=meta)
                         acknowledged[rid] = "read_user_id"
                 except grpc.RpcError as err:
-                    code = err.code()  # type: ignore[attr-defined]
+                    code = err.code()
                     expected = (target is not None and reached.is_set() and code in
                                 (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED))
                     if not expected:
