@@ -317,8 +317,9 @@ class Roster:
             conn.execute("UPDATE operators SET enrolled_fingers = ? WHERE organisation = ? "
                          "AND operator_id = ?", (",".join(names), organisation, operator_id))
             return {"fingers": list(names), "was": list(record.enrolled_fingers)}
+        # Bootstrap allowed: the first administrator is enrolled before being appointed.
         return self._update(organisation, operator_id, by, "roster_set_fingers", apply,
-                            now=now)
+                            bootstrap=True, now=now)
 
     # --- reading -------------------------------------------------------------------
 
