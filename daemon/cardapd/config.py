@@ -30,7 +30,7 @@ LogLevel = Literal["traffic", "debug", "info", "warning", "error"]
 LogFormat = Literal["json", "text"]
 ROLES = ("kiosk", "gate", "ops")
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
-_NOT_YET = ("operators",)  # sections later issues will define
+_NOT_YET: tuple[str, ...] = ()  # sections later issues will define
 _LOADING_KEYS = ("address", "ca", "cert", "key", "timeout_s")
 
 T = TypeVar("T")
@@ -134,6 +134,23 @@ class LoadingConfig:
         return bool(self.address)
 
 
+BIOMETRICS = ("fprintd", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorsConfig:
+    """[operators]: the roster, the fingerprint service, session and scan timeouts."""
+
+    roster: Path = Path("/var/lib/cardapd/roster.db")
+    biometric: str = "fprintd"
+    bus_address: str = ""  # "": $DBUS_SYSTEM_BUS_ADDRESS, else the system bus
+    idle_timeout_s: float = 300.0
+    absolute_timeout_s: float = 28800.0
+    verify_timeout_s: float = 30.0
+    enroll_timeout_s: float = 120.0
+    organisations: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration; `source` is the file it came from (None: defaults)."""
@@ -151,6 +168,7 @@ class Config:
     read_aps: tuple[ReadApConfig, ...] = ()
     pin: PinConfig = field(default_factory=PinConfig)
     revocation: RevocationConfig = field(default_factory=RevocationConfig)
+    operators: OperatorsConfig = field(default_factory=OperatorsConfig)
 
     @classmethod
     def default(cls) -> Config:
@@ -287,9 +305,34 @@ def _build(data: dict[str, Any], src: str, source: Path | None) -> Config:
     read_aps = _read(root.table("read"), source)
     pin = parse_pin(root.table("pin"))
     revocation = parse_revocation(root.table("revocation"))
+    operators = _operators(root.table("operators"), daemon.state_dir)
     root.done()
     return Config(daemon, sockets, pcsc, tap, diagnose, metrics, audit, loading, presets,
-                  source, read_aps, pin, revocation)
+                  source, read_aps, pin, revocation, operators)
+
+
+def _operators(t: _Table, state_dir: Path) -> OperatorsConfig:
+    """[operators]: roster path, biometric backend and bus, timeouts, organisations."""
+    roster = t.path("roster", state_dir / "roster.db")
+    biometric = t.choice("biometric", "fprintd", BIOMETRICS)
+    bus = t.get("bus_address", str, "")
+    idle = t.number("idle_timeout_s", 300.0, 0.0, 86400.0)
+    absolute = t.number("absolute_timeout_s", 28800.0, 0.0, 7 * 86400.0)
+    if absolute < idle:
+        t.fail("absolute_timeout_s", "must be at least idle_timeout_s")
+    verify_s = t.number("verify_timeout_s", 30.0, 0.0, 600.0)
+    enroll_s = t.number("enroll_timeout_s", 120.0, 0.0, 1800.0)
+    orgs_t = t.table("organisations")
+    orgs = []
+    for org in list(orgs_t.data):
+        name = orgs_t.get(org, str, "")
+        if not name.strip():
+            orgs_t.fail(org, "expected the organisation's display name")
+        orgs.append((org, name))
+    orgs_t.done()
+    t.done()
+    return OperatorsConfig(roster, biometric, bus, idle, absolute, verify_s, enroll_s,
+                           tuple(orgs))
 
 
 def _read(t: _Table, source: Path | None) -> tuple[ReadApConfig, ...]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 from cardapd import sdnotify
@@ -18,14 +20,18 @@ from cardapd.engine.engine import Engine
 from cardapd.engine.journal import Journal
 from cardapd.engine.loading import Loader
 from cardapd.engine.model import OpContext
+from cardapd.engine.operators import OperatorService
 from cardapd.engine.revocation import Revocation
 from cardapd.engine.revocation_store import RevocationStore
 from cardapd.engine.secure_read import SecureReads
 from cardapd.engine.settings import EngineSettings
-from cardapd.errors import StoreError
+from cardapd.errors import StoreError, Unauthenticated
 from cardapd.loading.client import LoadingClient
-from cardapd.loading.operators import NoOperatorSessions, OperatorSessions
+from cardapd.loading.operators import Operator, OperatorSessions
 from cardapd.metrics import Metrics
+from cardapd.operators.biometric import BiometricBackend
+from cardapd.operators.fprintd import FprintdClient
+from cardapd.roster import Roster, SessionManager
 from cardapd.store import AsyncAuditLog, AuditEntry, Durability
 
 log = logging.getLogger(__name__)
@@ -90,6 +96,50 @@ def socket_specs(cfg: Config) -> list[SocketSpec]:
     return specs
 
 
+class RosterSessions:
+    """The production provider: roster sessions; a missing token is NO_OPERATOR_SESSION."""
+
+    def __init__(self, real: SessionManager, test: OperatorSessions | None = None) -> None:
+        self._real = real
+        self._test = test  # TEST-ONLY (cardapd.testing.main): `test:` tokens go there
+
+    def validate(self, token: str) -> Operator:
+        """The operator of a live session on the calling socket."""
+        if self._test is not None and token.startswith("test:"):
+            return self._test.validate(token)
+        if not token:
+            raise Unauthenticated("log in first: no operator session (metadata "
+                                  "cardap-session)", reason="NO_OPERATOR_SESSION")
+        return self._real.validate(token)
+
+
+def session_manager(cfg: Config, roster: Roster) -> SessionManager:
+    """Sessions with the configured timeouts, re-checking the roster at each use."""
+    return SessionManager(idle_timeout=timedelta(seconds=cfg.operators.idle_timeout_s),
+                          absolute_timeout=timedelta(seconds=cfg.operators.absolute_timeout_s),
+                          current=roster.current)
+
+
+def biometric(cfg: Config) -> BiometricBackend | None:
+    """fprintd on the configured bus (else $DBUS_SYSTEM_BUS_ADDRESS, else the system bus)."""
+    if cfg.operators.biometric == "none":
+        return None
+    address = (cfg.operators.bus_address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+               or "unix:path=/run/dbus/system_bus_socket")
+    return FprintdClient(address)
+
+
+async def add_organisations(cfg: Config, roster: Roster, sink: StoreAuditSink) -> None:
+    """Add the configured organisations the roster lacks (audited durably)."""
+    known = {o.organisation for o in await asyncio.to_thread(roster.organisations)}
+    for org, name in cfg.operators.organisations:
+        if org not in known:
+            change = await asyncio.to_thread(roster.add_organisation, org, name)
+            entry = change.entry(role="config")
+            await sink.record(None, entry.operation, result="ok", detail=entry.detail,
+                              durable=True)
+
+
 class Daemon:
     """One run of cardapd."""
 
@@ -97,8 +147,8 @@ class Daemon:
                  operator_sessions: OperatorSessions | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
-        # No production provider before issue 5; tests pass one via cardapd.testing.main.
-        self.operator_sessions = operator_sessions or NoOperatorSessions()
+        # Production: roster sessions; cardapd.testing.main adds its test tokens (D14).
+        self.test_sessions = operator_sessions
         self.metrics = Metrics()
         self._stop = asyncio.Event()
         self.metrics_port: int | None = None
@@ -115,7 +165,15 @@ class Daemon:
         journal = await asyncio.to_thread(Journal, Path(cfg.daemon.state_dir) / "journal.db")
         interrupted = await asyncio.to_thread(journal.mark_interrupted)
         client = LoadingClient(cfg.loading)
-        engine.loading = Loader(engine, client, journal, self.operator_sessions, cfg.presets)
+        roster = await asyncio.to_thread(Roster, Path(cfg.operators.roster))
+        sessions = session_manager(cfg, roster)
+        engine.operators = OperatorService(
+            roster, sessions, biometric(cfg), sink,
+            verify_timeout_s=cfg.operators.verify_timeout_s,
+            enroll_timeout_s=cfg.operators.enroll_timeout_s)
+        engine.audit_path = Path(cfg.audit.path)
+        engine.loading = Loader(engine, client, journal,
+                                RosterSessions(sessions, self.test_sessions), cfg.presets)
         engine.secure = SecureReads(engine, cfg.read_aps, cfg.pin.floor)
         store = await asyncio.to_thread(RevocationStore,
                                         Path(cfg.daemon.state_dir) / "revocation.db")
@@ -140,6 +198,7 @@ class Daemon:
                 servers.append(server)
             await sink.record(None, "daemon_started", result="ok", durable=True,
                               detail={"version": engine.status().version})
+            await add_organisations(cfg, roster, sink)
             if interrupted:
                 await sink.record(None, "journal_interrupted", result="ok", durable=True,
                                   detail={"rows": interrupted})
@@ -165,6 +224,7 @@ class Daemon:
             except StoreError:
                 log.exception("could not audit the stop")
             await audit_log.aclose()
+            await asyncio.to_thread(roster.close)
             self.metrics.stop()
         return 0
 

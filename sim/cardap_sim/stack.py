@@ -87,7 +87,8 @@ class Stack:
                  extra_config: str = "", log_level: str = "info", loading: bool = False,
                  test_sessions: bool = False, organisation: str = "org-a",
                  fake_now: str | None = SERVICE_OPEN_AT,
-                 presets: Mapping[str, list[str]] | None = None) -> None:
+                 presets: Mapping[str, list[str]] | None = None,
+                 biometric: bool = False) -> None:
         # loading: also run the loading service (mTLS, dev CA) and write [loading];
         # test_sessions: run the daemon through the TEST-ONLY cardapd.testing.main
         # (operator tokens test:<org>:<operator>); fake_now: the service clock's start
@@ -109,6 +110,9 @@ class Stack:
         self._control: SimControl | None = None
         self.loading = loading
         self.test_sessions = test_sessions
+        self.biometric = biometric  # private bus + real fprintd + virtual sensor
+        self.bio: Any = None  # the running BiometricStack
+        self._bio_cm: Any = None
         self.organisation = organisation
         self.fake_now = fake_now
         self.presets = dict(presets or {})
@@ -294,6 +298,7 @@ class Stack:
             f"[tap]\ntype_c_aids = [{aids}]\n\n"
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n\n'
             f'[audit]\npath = "{state / "audit.db"}"\n\n' + self._loading_config()
+            + f'[operators.organisations]\n{self.organisation} = "Organisation A"\n\n'
             + self.extra_config)
 
     def start_daemon(self, extra_env: Mapping[str, str] | None = None) -> None:
@@ -306,6 +311,8 @@ class Stack:
         log = (self.dir / "cardapd.log").open("ab")
         env = self.env
         env.update(extra_env or {})
+        if self.bio is not None:
+            env["DBUS_SYSTEM_BUS_ADDRESS"] = self.bio.bus_address
         entry = "cardapd.testing.main" if self.test_sessions else "cardapd.main"
         self.daemon = subprocess.Popen(
             [sys.executable, "-m", entry, "--config", str(self.config_path)],
@@ -344,6 +351,11 @@ class Stack:
         """pcscd, the simulator, the loading service (if asked) and (by default) the daemon."""
         self.start_pcscd()
         self.start_sim()
+        if self.biometric:
+            from cardap_sim.biometric import biometric_stack
+            (self.dir / "fp").mkdir(exist_ok=True)
+            self._bio_cm = biometric_stack(self.dir / "fp")
+            self.bio = self._bio_cm.__enter__()
         if self.loading:
             self.start_loadsvc()
         if daemon:
@@ -363,6 +375,9 @@ class Stack:
                     proc.kill()
                     proc.wait(5)
         self.sim = self.pcscd = None
+        if self._bio_cm is not None:
+            cm, self._bio_cm, self.bio = self._bio_cm, None, None
+            cm.__exit__(None, None, None)
         if self._control is not None:
             self._control = None
 

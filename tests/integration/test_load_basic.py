@@ -140,14 +140,15 @@ def test_service_down_is_unavailable_and_card_untouched(lstack: Stack) -> None:
                  "LOADING_SERVICE_UNAVAILABLE")
 
 
-def test_production_entry_point_has_no_sessions(tmp_path: Path) -> None:
+def test_production_entry_point_refuses_test_tokens(tmp_path: Path) -> None:
     s = Stack(tmp_path / "stack", loading=True, test_sessions=False)
     try:
         s.start()
         insert_and_wait(s, 0, s.demo_card())
-        err = expect_error(lambda: load(s, STAFF_C), grpc.StatusCode.UNAUTHENTICATED,
-                           "NO_OPERATOR_SESSION")
-        assert err.metadata["issue"] == "5"
+        expect_error(lambda: load(s, STAFF_C), grpc.StatusCode.UNAUTHENTICATED,
+                     "SESSION_UNKNOWN")  # a test token is no roster session
+        expect_error(lambda: load(s, STAFF_C, session=[]), grpc.StatusCode.UNAUTHENTICATED,
+                     "NO_OPERATOR_SESSION")
     finally:
         s.stop()
 

@@ -131,7 +131,7 @@ def test_full_values(tmp_path: Path) -> None:
     ("[pcsc]\nreconnect_interval_s = 0", "pcsc.reconnect_interval_s: must be greater than 0"),
     ('[audit]\npath = "audit.db"', "audit.path: must be an absolute path"),
     ('[loading]\nservice = "x"', "loading.service: not supported yet"),
-    ('[operators]\nroster = []', "operators.roster: not supported yet"),
+    ('[operators]\nroster = []', "operators.roster: expected a string, got a list"),
     ("loading = 3", "loading: not supported yet"),
     ("[daemon\n", "invalid TOML"),
 ])

@@ -29,8 +29,9 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "Diagnose": frozenset({K, OPS}),
     "WatchMetrics": frozenset({OPS}),
     # operators
-    "AuthenticateOperator": frozenset({K}),
-    "EndOperatorSession": frozenset({K}),
+    # (ops too: an administrator logs in there for roster changes; sessions bind per socket)
+    "AuthenticateOperator": frozenset({K, OPS}),
+    "EndOperatorSession": frozenset({K, OPS}),
     # card APs
     "ListLoadableAPs": frozenset({K}),
     "LoadAP": frozenset({K}),

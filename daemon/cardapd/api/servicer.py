@@ -14,12 +14,15 @@ import os
 import re
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
-from cardap.v1 import cards_pb2, terminal_pb2, terminal_pb2_grpc
+from cardap.v1 import audit_pb2, cards_pb2, operators_pb2, terminal_pb2, terminal_pb2_grpc
+from cardapd.api import audit as audit_api
 from cardapd.api import convert, validate
+from cardapd.api import operators as ops_api
 from cardapd.api.roles import Role, allowed
 from cardapd.api.status import internal, to_status
 from cardapd.engine.diagnose import worst
@@ -27,14 +30,23 @@ from cardapd.engine.engine import Engine
 from cardapd.engine.hub import now
 from cardapd.engine.loading import Loader, LoadOutcome, Progress
 from cardapd.engine.model import OpContext
+from cardapd.engine.operators import OperatorService
 from cardapd.engine.revocation import Revocation
 from cardapd.engine.revocation_store import IdStatus
+from cardapd.engine.roster_admin import RosterAdmin
 from cardapd.engine.secure_read import SecureReads
-from cardapd.errors import CardapError, InvalidArgument, NotAuthorized, NotImplementedYet
+from cardapd.errors import (
+    CardapError,
+    InvalidArgument,
+    NotAuthorized,
+    NotImplementedYet,
+    Unauthenticated,
+)
 from cardapd.gateconfig import ApKind
 from cardapd.loading import convert as loading_convert
-from cardapd.loading.operators import SESSION_METADATA
+from cardapd.loading.operators import SESSION_METADATA, Operator
 from cardapd.myna.userid import validate_user_id
+from cardapd.roster import OperatorRecord, connection_scope, current_connection
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +128,8 @@ def unary(fn: Callable[[TerminalServicer, Req, Ctx, OpContext], Awaitable[Resp]]
             raise AssertionError("abort returned") from None
         try:
             _check_parsed(request)
-            response = await fn(self, request, context, ctx)
+            with connection_scope(self.connection):
+                response = await fn(self, request, context, ctx)
         except Exception as exc:
             await _fail(self, name, context, ctx.request_id, exc)
             raise AssertionError("abort returned") from None
@@ -139,6 +152,9 @@ def stream(fn: Callable[[TerminalServicer, Req, Ctx, OpContext], AsyncIterator[R
             return
         try:
             _check_parsed(request)
+            # Set, not scoped: a generator may be closed from another Context, where a
+            # reset fails; each RPC runs in its own task, so nothing leaks to other calls.
+            current_connection.set(self.connection)
             async for item in fn(self, request, context, ctx):
                 yield item
         except Exception as exc:
@@ -179,17 +195,14 @@ def _not_yet(capability: str, issue: int) -> NotImplementedYet:
     return NotImplementedYet(capability, issue)
 
 
-def _refuse(error: CardapError) -> list[Any]:
-    """Raise `error`; typed as a list so a streaming method can `for` over it."""
-    raise error
-
-
 class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
     """cardap.v1.Terminal for one socket role."""
 
     def __init__(self, engine: Engine, role: Role) -> None:
         self.engine = engine
         self.role = role
+        # gRPC over a Unix socket names no connection: sessions bind to the socket (D18).
+        self.connection = f"socket:{role}"
         self._grpc_requests = engine.metrics.grpc_requests
 
     def count(self, method: str, code: str) -> None:
@@ -289,18 +302,31 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
                 samples=convert.samples(self.engine.metrics.samples(prefixes)))
             await asyncio.sleep(interval)
 
-    # ------------------------------------------------------------ later issues
+    # ------------------------------------------------------------ operators
+
+    def _operators(self) -> OperatorService:
+        return ops_api.service(self.engine.operators)
+
+    def _admin(self) -> RosterAdmin:
+        return RosterAdmin(self._operators())
 
     @stream
     async def AuthenticateOperator(self, request_iterator: Any, context: Any,
-                                   ctx: OpContext) -> AsyncIterator[Any]:
-        for item in _refuse(_not_yet(
-                "operator authentication (fingerprint via fprintd, password fallback)", 5)):
-            yield item
+                                   ctx: OpContext) -> AsyncIterator[terminal_pb2.AuthenticateEvent]:
+        async for event in ops_api.authenticate(self._operators(), request_iterator, ctx,
+                                                self.connection):
+            yield event
 
     @unary
-    async def EndOperatorSession(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("operator sessions", 5)
+    async def EndOperatorSession(self, request: terminal_pb2.EndOperatorSessionRequest,
+                                 context: Any, ctx: OpContext
+                                 ) -> terminal_pb2.EndOperatorSessionResponse:
+        token = request.token or _session_token(context)
+        if not token:
+            raise Unauthenticated("no session token (field token or metadata cardap-session)",
+                                  reason="NO_OPERATOR_SESSION")
+        await self._operators().logout(ctx, token, self.connection)
+        return terminal_pb2.EndOperatorSessionResponse()
 
     @unary
     async def ListLoadableAPs(self, request: terminal_pb2.ListLoadableAPsRequest, context: Any,
@@ -383,49 +409,100 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
             raise _not_yet("card AP loading (no loader wired)", 4)
         return self.engine.loading
 
-    @stream
-    async def ExportAudit(self, request: Any, context: Any,
-                          ctx: OpContext) -> AsyncIterator[Any]:
-        for item in _refuse(_not_yet("audit export", 5)):
-            yield item
+    # ------------------------------------------------------------ audit
 
-    @unary
-    async def VerifyAudit(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("audit verification through the API", 5)
-
-    @unary
-    async def GetYearlyReport(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("the yearly load report", 5)
-
-    @unary
-    async def ListOperators(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("the operator roster", 5)
-
-    @unary
-    async def AddOperator(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("the operator roster", 5)
-
-    @unary
-    async def SetOperatorEnabled(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("the operator roster", 5)
-
-    @unary
-    async def AppointAdministrator(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("the operator roster", 5)
-
-    @unary
-    async def GrantPasswordFallback(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("password fallback approval", 5)
-
-    @unary
-    async def UnlockOperator(self, request: Any, context: Any, ctx: OpContext) -> Any:
-        raise _not_yet("the operator roster", 5)
+    def _audit_path(self) -> Path:
+        if self.engine.audit_path is None:
+            raise _not_yet("the audit API (no audit log path wired)", 5)
+        return self.engine.audit_path
 
     @stream
-    async def EnrollFinger(self, request: Any, context: Any,
-                           ctx: OpContext) -> AsyncIterator[Any]:
-        for item in _refuse(_not_yet("fingerprint enrolment (fprintd)", 5)):
-            yield item
+    async def ExportAudit(self, request: terminal_pb2.ExportAuditRequest, context: Any,
+                          ctx: OpContext) -> AsyncIterator[audit_pb2.AuditRecord]:
+        path, flt = self._audit_path(), audit_api.audit_filter(request)
+        await self.engine.audit.record(ctx, "audit_export", result="ok", detail={
+            "operations": sorted(flt.operations or ())}, durable=True)
+        async for rec in audit_api.export(path, flt):
+            yield rec
+
+    @unary
+    async def VerifyAudit(self, request: terminal_pb2.VerifyAuditRequest, context: Any,
+                          ctx: OpContext) -> terminal_pb2.VerifyAuditResponse:
+        result = await audit_api.verify_log(self._audit_path())
+        response = audit_api.verification(result)
+        await self.engine.audit.record(ctx, "audit_verify", result="ok", detail={
+            "ok": response.ok, "rows_checked": response.rows_checked,
+            "first_bad_seq": response.first_bad_seq, "problem": response.problem},
+            durable=True)
+        return response
+
+    @unary
+    async def GetYearlyReport(self, request: terminal_pb2.GetYearlyReportRequest, context: Any,
+                              ctx: OpContext) -> terminal_pb2.YearlyReport:
+        rep = await audit_api.yearly(self._audit_path(), request.year)
+        await self.engine.audit.record(ctx, "yearly_report", result="ok", detail={
+            "year": rep.year, "audit_ok": rep.audit.ok}, durable=True)
+        return audit_api.report(rep)
+
+    # ------------------------------------------------------------ roster administration
+
+    def _acting(self, context: Any) -> Operator | None:
+        return self._admin().acting(_session_token(context), self.connection)
+
+    @unary
+    async def ListOperators(self, request: terminal_pb2.ListOperatorsRequest, context: Any,
+                            ctx: OpContext) -> terminal_pb2.ListOperatorsResponse:
+        self._acting(context)  # a token, when sent, must be live
+        records = await self._admin().list_operators(request.organisation)
+        return terminal_pb2.ListOperatorsResponse(
+            operators=[ops_api.operator(r) for r in records])
+
+    def _answer(self, record: OperatorRecord | None) -> operators_pb2.Operator:
+        return ops_api.operator(record) if record is not None else operators_pb2.Operator()
+
+    @unary
+    async def AddOperator(self, request: terminal_pb2.AddOperatorRequest, context: Any,
+                          ctx: OpContext) -> operators_pb2.Operator:
+        by = self._acting(context)
+        return self._answer(await self._admin().add(
+            ctx, by, request.organisation, request.operator_id, request.display_name,
+            ops_api.rights(request.rights)))
+
+    @unary
+    async def SetOperatorEnabled(self, request: terminal_pb2.SetOperatorEnabledRequest,
+                                 context: Any, ctx: OpContext) -> operators_pb2.Operator:
+        by = self._acting(context)
+        return self._answer(await self._admin().set_enabled(
+            ctx, by, request.organisation, request.operator_id, request.enabled))
+
+    @unary
+    async def AppointAdministrator(self, request: terminal_pb2.AppointAdministratorRequest,
+                                   context: Any, ctx: OpContext) -> operators_pb2.Operator:
+        by = self._acting(context)
+        return self._answer(await self._admin().appoint(
+            ctx, by, request.organisation, request.operator_id))
+
+    @unary
+    async def GrantPasswordFallback(self, request: terminal_pb2.GrantPasswordFallbackRequest,
+                                    context: Any, ctx: OpContext) -> operators_pb2.Operator:
+        by = self._acting(context)
+        return self._answer(await self._admin().grant_password(
+            ctx, by, request.organisation, request.operator_id, request.reason,
+            ops_api.expiry(request), request.password))
+
+    @unary
+    async def UnlockOperator(self, request: terminal_pb2.UnlockOperatorRequest, context: Any,
+                             ctx: OpContext) -> operators_pb2.Operator:
+        by = self._acting(context)
+        return self._answer(await self._admin().unlock(
+            ctx, by, request.organisation, request.operator_id))
+
+    @stream
+    async def EnrollFinger(self, request: terminal_pb2.EnrollFingerRequest, context: Any,
+                           ctx: OpContext) -> AsyncIterator[terminal_pb2.EnrollEvent]:
+        async for event in ops_api.enroll(self._admin(), request, ctx, _session_token(context),
+                                          self.connection):
+            yield event
 
     @unary
     async def SyncRevocation(self, request: terminal_pb2.SyncRevocationRequest, context: Any,

@@ -52,7 +52,10 @@ from cardapd.transport.monitor import MonitorEvent, MonitorEventKind, ReaderMoni
 from cardapd.transport.pcsc import PcscContext
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cardapd.engine.loading import Loader
+    from cardapd.engine.operators import OperatorService
     from cardapd.engine.revocation import Revocation
     from cardapd.engine.secure_read import SecureReads
 
@@ -85,6 +88,8 @@ class Engine:
         self.loading: Loader | None = None  # set by the daemon when loading is wired
         self.secure: SecureReads | None = None  # Type A/D/custom reads ([[read.aps]])
         self.revocation: Revocation | None = None  # the revocation feeds and suspensions
+        self.operators: OperatorService | None = None  # roster, logins, sessions (issue 5)
+        self.audit_path: Path | None = None  # the audit database, for export and verify
 
     # ------------------------------------------------------------------ lifecycle
 
