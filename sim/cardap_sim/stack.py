@@ -28,7 +28,6 @@ from cardap_sim.vcard.control import SimControl
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 DEMO_TYPE_C_AID = bytes.fromhex("D392F00043010001")
 DEMO_USER_ID = "A1B2C3D4E5F6"  # + check character, computed below
-DEMO_SESSION = "test:org-a:demo-operator"  # accepted only by cardapd.testing.main
 SERVICE_OPEN_AT = "2026-11-24T10:00:00+09:00"  # a Tuesday inside service hours
 
 
@@ -405,12 +404,12 @@ def demo(argv: list[str] | None = None) -> int:
     workdir = args.dir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
-    # The demo runs the daemon through the TEST-ONLY entry point so that an operator session
-    # exists for loading (operator login by fingerprint is issue 5); production `cardapd`
-    # cannot accept these tokens.
-    stack = Stack(workdir, loading=True, test_sessions=True)
+    # The production daemon (`cardapd.main`): operators log in by fingerprint through real
+    # fprintd on a private bus, fed by the virtual sensor with the NIST test prints.
+    stack = Stack(workdir, loading=True, biometric=True)
     print(f"starting pcscd + vpcd (port {stack.vpcd_port}) + virtual cards + loading service "
-          f"(mTLS) + cardapd in {workdir} ...", flush=True)
+          f"(mTLS) + fprintd (private bus, virtual sensor) + cardapd in {workdir} ...",
+          flush=True)
     try:
         stack.start()
         card = stack.demo_card()
@@ -431,8 +430,10 @@ def demo(argv: list[str] | None = None) -> int:
             if not args.no_demo:
                 read = gate.read_user_id()
                 print(f"ReadUserID → {read.user_id} (cached={read.cached})", flush=True)
+        session = ""
         if not args.no_demo:
-            with CardapClient(stack.socket("kiosk"), session=DEMO_SESSION,
+            session = demo_operators(stack)
+            with CardapClient(stack.socket("kiosk"), session=session,
                               timeout=60) as kiosk:
                 diag = kiosk.diagnose()
                 for d in diag.readers:
@@ -458,7 +459,7 @@ The stack is up. In another terminal (from this directory):
   .venv/bin/cardapctl read-id --fresh            # read the card now
   .venv/bin/cardapctl diagnose                   # card fault isolation (kiosk socket)
   .venv/bin/cardapctl status                     # daemon status (ops socket)
-  export CARDAPD_SESSION={DEMO_SESSION}           # TEST-ONLY operator session
+  export CARDAPD_SESSION={session or "<token from cardapctl login>"}  # op-1's session
   .venv/bin/cardapctl loadable                   # what org-a may load
   .venv/bin/cardapctl aps                        # APs on the card, free space
   .venv/bin/cardapctl load --ap org-a-records-d  # load a Type D AP (progress shown)
@@ -478,6 +479,40 @@ Logs: {workdir}/*.log   Press Ctrl-C to stop.""", flush=True)
         print("stopping ...", flush=True)
         stack.stop()
     return 0
+
+
+def feed(stack: Stack, prompts: Any, images: list[Any]) -> Any:
+    """Present the next image at each PLACE_FINGER prompt; returns the last item."""
+    last = None
+    for item in prompts:  # Prompt / OperatorSession (login) or EnrollEvent (enrolment)
+        prompt = item.prompt if item.DESCRIPTOR.name == "EnrollEvent" else item
+        if getattr(prompt, "code", "") == "PLACE_FINGER" and images:
+            stack.bio.sensor.image(images.pop(0))
+        last = item
+    return last
+
+
+def demo_operators(stack: Stack) -> str:
+    """Bootstrap admin-1, enrol op-1's finger, log op-1 in by fingerprint; op-1's token."""
+    from cardap.client import CardapClient
+    from cardap_sim.biometric import shared_print, variants
+
+    arch, loop = variants(shared_print("arch")), variants(shared_print("loop-right"))
+    org = stack.organisation
+    with CardapClient(stack.socket("ops"), timeout=60) as ops:
+        ops.add_operator(org, "admin-1", "Administrator", rights=("load", "delete"))
+        feed(stack, ops.enroll_finger(org, "admin-1", "right-index-finger"), arch[:8])
+        ops.appoint_administrator(org, "admin-1")
+        admin = feed(stack, ops.authenticate(org, "admin-1"), arch[6:])
+    print("admin-1 appointed, enrolled and logged in by fingerprint (ops socket)", flush=True)
+    with CardapClient(stack.socket("ops"), timeout=60, session=admin.token) as ops:
+        ops.add_operator(org, "op-1", "Operator 1", rights=("load", "delete", "diagnose"))
+        feed(stack, ops.enroll_finger(org, "op-1", "right-index-finger"), loop[:8])
+    with CardapClient(stack.socket("kiosk"), timeout=60) as kiosk:
+        session = feed(stack, kiosk.authenticate(org, "op-1"), loop[6:])
+    print(f"op-1 enrolled by admin-1 and logged in by fingerprint at the kiosk "
+          f"(session until {session.expires_at.ToDatetime():%H:%M} UTC)", flush=True)
+    return str(session.token)
 
 
 def _interrupt(signum: int, frame: object) -> None:
