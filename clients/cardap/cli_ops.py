@@ -271,7 +271,8 @@ def cmd_operators(client: CardapClient, args: argparse.Namespace) -> int:
              or "no operators")
         return EXIT_OK
     if op_cmd == "add":
-        result = client.add_operator(args.org, args.operator, args.name, args.rights)
+        result = client.add_operator(args.org, args.operator, args.name or args.operator,
+                                     args.rights)
     elif op_cmd in ("enable", "disable"):
         result = client.set_operator_enabled(args.org, args.operator, op_cmd == "enable")
     elif op_cmd == "appoint-admin":
@@ -383,7 +384,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     who.add_argument("--org", required=True, help="organisation")
     who.add_argument("--operator", required=True, help="operator ID")
     add = osub.add_parser("add", help="add an operator", parents=[who])
-    add.add_argument("--name", default="", help="display name")
+    add.add_argument("--name", default="", help="display name (default: the operator id)")
     add.add_argument("--rights", type=parse_rights, default=[operators_pb2.RIGHT_LOAD],
                      help="comma-separated: load,delete,diagnose (default: load)")
     osub.add_parser("disable", help="disable an operator (their session ends)", parents=[who])

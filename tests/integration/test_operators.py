@@ -84,7 +84,7 @@ def login(stack: Stack, operator_id: str, role: str = "kiosk", *,
 def enrol(stack: Stack, operator_id: str, images: list[GreyImage], token: str = "") -> None:
     """Enrol the right index finger from `images` (one per PLACE_FINGER)."""
     queue = list(images)
-    meta = [("cardap-session", token)] if token else []
+    meta = (("cardap-session", token),) if token else ()
     with grpc.insecure_channel(f"unix://{stack.socket('ops')}") as ch:
         call = terminal_pb2_grpc.TerminalStub(ch).EnrollFinger(
             terminal_pb2.EnrollFingerRequest(organisation=ORG, operator_id=operator_id,

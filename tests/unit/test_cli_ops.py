@@ -353,8 +353,8 @@ def test_operators_list_text(fake: Any, capsys: pytest.CaptureFixture[str]) -> N
 @pytest.mark.parametrize(("argv", "call"), [
     (["add", "--org", "c", "--operator", "o", "--name", "N", "--rights", "load,delete"],
      ("add_operator", ("c", "o", "N", [operators_pb2.RIGHT_LOAD, operators_pb2.RIGHT_DELETE]))),
-    (["add", "--org", "c", "--operator", "o"],
-     ("add_operator", ("c", "o", "", [operators_pb2.RIGHT_LOAD]))),
+    (["add", "--org", "c", "--operator", "o"],  # the display name defaults to the id
+     ("add_operator", ("c", "o", "o", [operators_pb2.RIGHT_LOAD]))),
     (["disable", "--org", "c", "--operator", "o"], ("set_operator_enabled", ("c", "o", False))),
     (["enable", "--org", "c", "--operator", "o"], ("set_operator_enabled", ("c", "o", True))),
     (["appoint-admin", "--org", "c", "--operator", "o"], ("appoint_administrator", ("c", "o"))),

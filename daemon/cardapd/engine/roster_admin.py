@@ -124,11 +124,9 @@ class RosterAdmin:
             await backend.enroll(user, finger, cancel=cancel, on_prompt=on_prompt,
                                  timeout_s=self.service.enroll_timeout_s)
             fingers = set(record.enrolled_fingers) | {finger}
-            if by is not None:
-                await asyncio.to_thread(self.roster.set_enrolled_fingers, organisation,
-                                        operator_id, fingers, by=by)
-            else:
-                detail["roster_fingers"] = "not recorded (bootstrap)"
+            # by=None is the bootstrap: the first administrator is enrolled before appointment
+            await asyncio.to_thread(self.roster.set_enrolled_fingers, organisation,
+                                    operator_id, fingers, by=by)
         except CardapError as exc:
             await self.service.record(actor_ctx, "roster_enroll_finger", exc, detail)
             raise
