@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.interleave import measure_interleaved
 from bench.run import (
     CARD_INSERTED,
     EVENT_TIMEOUT_S,
@@ -365,7 +366,7 @@ def measure(stack: Any, aps: dict[str, ReadAp], secure_config: bool, opts: Optio
     """Correctness first, then interleaved timed batches of every measurement."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from cardap.client import CardapClient, CardapClientError
+    from cardap.client import CardapClient
 
     with CardapClient(stack.socket("gate"), timeout=EVENT_TIMEOUT_S) as client, \
             direct_readers(aps) as direct:
@@ -397,42 +398,9 @@ def measure(stack: Any, aps: dict[str, ReadAp], secure_config: bool, opts: Optio
             if kind in daemon:
                 kinds.append((f"daemon_{kind}", daemon[kind]))
             kinds.append((f"direct_{kind}", direct[kind]))
-        for name, _ in kinds:
-            results.samples[name] = []
-            results.errors[name] = {}
-
-        def note(name: str, err: CardapClientError) -> None:
-            # Only the daemon's known intermittent audit refusal is tolerated (bench.run).
-            if err.reason not in TOLERATED_REASONS:
-                raise err
-            errs = results.errors[name]
-            errs[err.reason] = errs.get(err.reason, 0) + 1
-            if sum(errs.values()) > max(10, opts.n // 100):
-                raise RuntimeError(f"too many failed {name} calls: {errs}") from err
-
-        for name, fn in kinds:  # warm up
-            for _ in range(opts.warmup):
-                try:
-                    fn()
-                except CardapClientError as err:
-                    note(name, err)
-        perf = time.perf_counter_ns
-        rounds = -(-opts.n // opts.batch)
-        for r in range(rounds):
-            order = kinds[r % len(kinds):] + kinds[:r % len(kinds)]
-            count = min(opts.batch, opts.n - r * opts.batch)
-            for name, fn in order:
-                out = results.samples[name]
-                done = 0
-                while done < count:
-                    t = perf()
-                    try:
-                        fn()
-                    except CardapClientError as err:
-                        note(name, err)
-                        continue
-                    out.append((perf() - t) / 1e6)
-                    done += 1
+        rounds = measure_interleaved(kinds, results.samples, results.errors, n=opts.n,
+                                     batch=opts.batch, warmup=opts.warmup,
+                                     tolerated=TOLERATED_REASONS)
         results.rounds = rounds
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.interleave import measure_interleaved
 from bench.stats import Summary
 
 READER = "Virtual PCD 00 00"  # vpcd slot 0
@@ -270,7 +271,7 @@ def measure_rpcs(stack: Any, opts: Options, results: Results) -> None:
     """Interleaved batches of: health Check, GetStatus, direct read, cached, fresh."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from cardap.client import CardapClient, CardapClientError
+    from cardap.client import CardapClient
     from cardap_sim.stack import demo_user_id
 
     user_id = demo_user_id()
@@ -306,43 +307,9 @@ def measure_rpcs(stack: Any, opts: Options, results: Results) -> None:
         kinds: list[tuple[str, Callable[[], None]]] = [
             ("health", check), ("status", status), ("direct", direct_read),
             ("cached", cached), ("fresh", fresh)]
-        for name, _fn in kinds:
-            results.rpc[name] = []
-            results.errors[name] = {}
-
-        def note(name: str, err: CardapClientError) -> None:
-            # A failed call is counted, not timed. Only the daemon's known intermittent
-            # refusal is tolerated (see the report); anything else stops the benchmark.
-            if err.reason not in TOLERATED_REASONS:
-                raise err
-            errs = results.errors[name]
-            errs[err.reason] = errs.get(err.reason, 0) + 1
-            if sum(errs.values()) > max(10, opts.n // 100):
-                raise RuntimeError(f"too many failed {name} calls: {errs}") from err
-
-        for name, fn in kinds:  # warm up: connections, caches, code paths
-            for _ in range(opts.warmup):
-                try:
-                    fn()
-                except CardapClientError as err:
-                    note(name, err)
-        perf = time.perf_counter_ns
-        rounds = -(-opts.n // opts.batch)
-        for r in range(rounds):
-            order = kinds[r % len(kinds):] + kinds[:r % len(kinds)]
-            count = min(opts.batch, opts.n - r * opts.batch)
-            for name, fn in order:
-                out = results.rpc[name]
-                done = 0
-                while done < count:
-                    t = perf()
-                    try:
-                        fn()
-                    except CardapClientError as err:
-                        note(name, err)
-                        continue
-                    out.append((perf() - t) / 1e6)
-                    done += 1
+        rounds = measure_interleaved(kinds, results.rpc, results.errors, n=opts.n,
+                                     batch=opts.batch, warmup=opts.warmup,
+                                     tolerated=TOLERATED_REASONS)
         results.rounds = rounds
 
 
