@@ -7,11 +7,10 @@ As in `cardapd.store.db`, `PRAGMA user_version` holds the schema version and the
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 from cardapd.errors import StoreError
-from cardapd.store.db import BUSY_TIMEOUT_MS, Migration
+from cardapd.store.db import BUSY_TIMEOUT_MS, Migration, apply_migrations
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "roster: organisations, operators, permitted APs, preset sets", (
@@ -92,20 +91,4 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
     if version > LATEST_VERSION:
         raise StoreError(f"roster {path}: schema version {version} is newer than this "
                          f"daemon understands ({LATEST_VERSION}); refusing to touch it")
-    for step in MIGRATIONS:
-        if step.version <= version:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= step.version:
-                conn.execute("ROLLBACK")
-                continue
-            for statement in step.statements:
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
-                         (step.version, time.time_ns() // 1000, step.description))
-            conn.execute(f"PRAGMA user_version = {step.version}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    apply_migrations(conn, MIGRATIONS, version)

@@ -117,12 +117,14 @@ def check_version(conn: sqlite3.Connection, path: Path) -> None:
                          "(open it once with the daemon to migrate)")
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Apply every migration newer than the database, each in its own transaction."""
-    version = schema_version(conn)
-    if version > LATEST_VERSION:
-        check_version(conn, path)
-    for step in MIGRATIONS:
+def apply_migrations(conn: sqlite3.Connection, steps: tuple[Migration, ...],
+                     version: int) -> None:
+    """Apply each step newer than `version` in its own transaction with its version bump.
+
+    Shared by every SQLite store of the daemon (audit log, roster); each keeps its own
+    MIGRATIONS and its own check of a version it does not understand.
+    """
+    for step in steps:
         if step.version <= version:
             continue
         conn.execute("BEGIN IMMEDIATE")
@@ -140,3 +142,11 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Apply every migration newer than the database, each in its own transaction."""
+    version = schema_version(conn)
+    if version > LATEST_VERSION:
+        check_version(conn, path)
+    apply_migrations(conn, MIGRATIONS, version)
