@@ -97,3 +97,14 @@ def test_a_real_prometheus_scrapes_the_daemon(shared_stack: Stack, prometheus: i
     up = query(prometheus, 'up{job="cardapd"}')
     assert up
     assert float(up[0]["value"][1]) == 1.0  # type: ignore[index]
+    # the state metrics: the chain verified at start, one fingerprint device state at a
+    # time, no loading service configured (so its link is not counted as down)
+    chain = query(prometheus, 'cardapd_audit_chain_verified{job="cardapd"} == 1 and '
+                              'time() - cardapd_audit_chain_last_verified_timestamp_seconds'
+                              ' < 600')
+    assert chain, "the audit chain was not verified at start"
+    states = query(prometheus, 'sum(cardapd_biometric_device_state{job="cardapd"})')
+    assert float(states[0]["value"][1]) == 1.0  # type: ignore[index]
+    link = query(prometheus, 'cardapd_loading_link_up{job="cardapd"} == 0 and on(job, '
+                             'instance) cardapd_loading_configured == 0')
+    assert link

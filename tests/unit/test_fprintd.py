@@ -247,3 +247,48 @@ async def test_bad_names(client: FprintdClient, user: str, finger: str) -> None:
     """Unsafe operator names and unknown fingers are refused before fprintd is asked."""
     with pytest.raises(InvalidArgument):
         await client.verify(user, finger, timeout_s=2)
+
+
+# ---------------------------------------------------------------- device state (metrics)
+
+
+async def test_device_state_ok_then_not_running(stack: BiometricStack,
+                                                client: FprintdClient) -> None:
+    """GetDefaultDevice without a claim: ok; fprintd stopped: unavailable; observers told."""
+    seen: list[str] = []
+    client.observe(seen.append)
+    assert await client.device_state() == "ok"
+    claim_and_release(stack)  # the check left the device unclaimed
+    stack.fprintd.stop()
+    assert await client.device_state() == "unavailable"
+    assert seen == ["ok", "unavailable"]
+
+
+async def test_operations_report_the_device_state(stack: BiometricStack, client: FprintdClient,
+                                                  arch: list[GreyImage]) -> None:
+    """An operation notes ok once fprintd named the device, no_device after an unplug."""
+    seen: list[str] = []
+    client.observe(seen.append)
+    with pytest.raises(NotFound):
+        await client.verify(USER, timeout_s=5)  # nothing enrolled: the device is there
+    assert seen[-1] == "ok"
+    await enrol(stack, client, arch[:6])
+
+    def on_prompt(prompt: Prompt) -> None:
+        if prompt.code is PromptCode.PLACE_FINGER:
+            stack.sensor.unplug()
+
+    with pytest.raises(ServiceUnavailable):
+        await client.verify(USER, on_prompt=on_prompt, timeout_s=15)
+    assert seen[-1] == "no_device"
+    assert await client.device_state() == "no_device"  # fprintd dropped the device
+
+
+async def test_device_state_without_a_bus() -> None:
+    client = FprintdClient("unix:path=/nonexistent/bus", call_timeout_s=1)
+    seen: list[str] = []
+    client.observe(seen.append)
+    assert await client.device_state() == "unavailable"
+    with pytest.raises(ServiceUnavailable):
+        await client.list_enrolled(USER)
+    assert seen == ["unavailable", "unavailable"]

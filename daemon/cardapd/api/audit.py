@@ -1,8 +1,12 @@
-"""Audit RPC bodies: export (streamed in pages), verification and the yearly report."""
+"""Audit RPC bodies: export (streamed in pages), verification and the yearly report; and
+the background verification of the chain. Every verification sets the audit chain
+metrics (`cardapd_audit_chain_*`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -10,9 +14,12 @@ from pathlib import Path
 
 from cardap.v1 import audit_pb2, terminal_pb2
 from cardapd.api.convert import timestamp
-from cardapd.errors import InvalidArgument
+from cardapd.errors import Cancelled, InvalidArgument, StoreError
+from cardapd.metrics import Check, Metrics
 from cardapd.store import AuditFilter, AuditRecord, VerifyResult, query, verify
 from cardapd.store.report import JST, YearlyReport, build_report
+
+log = logging.getLogger(__name__)
 
 PAGE = 500
 _OPERATION_MAX = 64
@@ -66,9 +73,41 @@ def verification(result: VerifyResult) -> terminal_pb2.VerifyAuditResponse:
         problem=str(result.problem) if result.problem is not None else "")
 
 
-async def verify_log(path: Path) -> VerifyResult:
-    """Verify the whole chain in a thread."""
-    return await asyncio.to_thread(verify, path)
+async def verify_log(path: Path, metrics: Metrics | None = None, *,
+                     cancel: threading.Event | None = None) -> VerifyResult:
+    """Verify the whole chain in a thread; the outcome goes to `metrics` (a log that
+    cannot be read counts as not verified)."""
+    try:
+        result = await asyncio.to_thread(verify, path, cancel=cancel)
+    except StoreError:
+        if metrics is not None:
+            metrics.audit_chain(False)
+        raise
+    if metrics is not None:
+        metrics.audit_chain(result.ok)
+    return result
+
+
+def chain_check(path: Path, metrics: Metrics, interval_s: float) -> Check:
+    """The background verification (see `Metrics.watch`): now, then every `interval_s`
+    (0: only at start; VerifyAudit still verifies on demand)."""
+
+    async def verify_audit_chain() -> float | None:
+        try:
+            result = await verify_log(path, metrics, cancel=metrics.stopping)
+        except Cancelled:
+            return None
+        except StoreError as exc:
+            log.error("the audit log could not be verified: %s", exc.message)
+        else:
+            if result.ok:
+                log.info("audit chain verified: %d rows", result.rows_checked)
+            else:
+                log.error("audit chain verification FAILED: %s at seq %s (cardapctl audit "
+                          "verify)", result.problem, result.first_bad_seq)
+        return interval_s if interval_s > 0 else None
+
+    return verify_audit_chain
 
 
 async def yearly(path: Path, year: int) -> YearlyReport:

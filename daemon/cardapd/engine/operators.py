@@ -24,6 +24,7 @@ from cardapd.errors import (
     ServiceUnavailable,
 )
 from cardapd.loading.operators import Operator
+from cardapd.metrics import Metrics
 from cardapd.operators.biometric import ANY_FINGER, BiometricBackend, authenticate
 from cardapd.operators.prompts import Prompt
 from cardapd.roster import OpenedSession, OperatorRecord, Roster, SessionManager
@@ -32,6 +33,8 @@ from cardapd.roster.model import check_id
 Method = Literal["fingerprint", "password"]
 ENTER_PASSWORD = "ENTER_PASSWORD"  # noqa: S105 - a prompt code
 MAX_TIMEOUT_S = 300.0
+DEVICE_CHECK_S = 300.0  # device ok: check it is still there this often (never claimed)
+DEVICE_RETRY_S = 60.0  # device missing or fprintd unreachable: check again this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +76,28 @@ class OperatorService:
 
     def __init__(self, roster: Roster, sessions: SessionManager,
                  biometric: BiometricBackend | None, audit: AuditSink, *,
-                 verify_timeout_s: float = 30.0, enroll_timeout_s: float = 120.0) -> None:
+                 verify_timeout_s: float = 30.0, enroll_timeout_s: float = 120.0,
+                 metrics: Metrics | None = None) -> None:
         self.roster = roster
         self.sessions = sessions
         self.biometric = biometric
         self.audit = audit
         self.verify_timeout_s = verify_timeout_s
         self.enroll_timeout_s = enroll_timeout_s
+        self.metrics = metrics
+        if metrics is not None:
+            if biometric is None:
+                metrics.set_biometric_state("not_configured")
+            else:  # every enrol, login, listing and check updates the device state
+                biometric.observe(metrics.set_biometric_state)
+
+    async def check_device(self) -> float | None:
+        """A background device check (see `Metrics.watch`): GetDefaultDevice, no claim;
+        the seconds until the next one (None: no fingerprint service configured)."""
+        if self.biometric is None:
+            return None
+        state = await self.biometric.device_state()
+        return DEVICE_CHECK_S if state == "ok" else DEVICE_RETRY_S
 
     def backend(self) -> BiometricBackend:
         """The fingerprint service, or ServiceUnavailable."""

@@ -72,6 +72,36 @@ class Revocation:
         self.metrics = metrics
         self._sync_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        # When each feed was last pulled (store clock), for the metrics computed at scrape
+        # time: the age grows between pulls without anything updating it.
+        self._pulled_at: dict[str, float] = {}
+        for org in self.organisations:
+            state = store.feed(org)
+            if state is not None:
+                self._pulled_at[org] = state.pulled_at
+            self._export(org)
+
+    # ------------------------------------------------------------------ metrics
+
+    def feed_age(self, organisation: str) -> float | None:
+        """Seconds since `organisation`'s feed was last pulled (None: never)."""
+        pulled = self._pulled_at.get(organisation)
+        return None if pulled is None else max(0.0, time.time() - pulled)
+
+    def feed_stale(self, organisation: str) -> bool:
+        """Whether the feed is older than max_age_s or was never pulled (as for reads)."""
+        age = self.feed_age(organisation)
+        return age is None or age > self.cfg.max_age_s
+
+    def _export(self, org: str) -> None:
+        """Gauges of `org`'s feed, computed when the metrics are collected."""
+        m = self.metrics
+        m.revocation_feed_success.labels(org).set_function(
+            lambda: self._pulled_at.get(org, 0.0))
+        m.revocation_feed_stale.labels(org).set_function(lambda: float(self.feed_stale(org)))
+        if org in self._pulled_at:  # no age before the first pull (stale says so)
+            m.revocation_feed_age.labels(org).set_function(
+                lambda: self.feed_age(org) or 0.0)
 
     # ------------------------------------------------------------------ lookups
 
@@ -151,6 +181,10 @@ class Revocation:
         when = feed.generated_at.ToDatetime(dt.UTC)
         n = await asyncio.to_thread(self.store.apply, org, feed.version, entries,
                                     generated_at=when.isoformat(), replace=replace)
+        stored = await asyncio.to_thread(self.store.feed, org)
+        if stored is not None:
+            self._pulled_at[org] = stored.pulled_at
+            self._export(org)
         log.info("revocation feed of %s: version %d, %d entries stored", org, feed.version, n)
         return n, when
 
@@ -158,6 +192,24 @@ class Revocation:
         """Start the schedule: pull now if the feed is due, then every interval_s."""
         if self.source is not None and self.organisations and self._task is None:
             self._task = asyncio.ensure_future(self._schedule())
+
+    def reconfigure(self, source: FeedSource | None, organisations: Sequence[str],
+                    cfg: RevocationConfig) -> None:
+        """A reloaded configuration (D19): lookups and the stale policy use it at once; a
+        running schedule restarts (unless a pull is under way: it reads the new interval
+        after it), so a new interval or organisation counts from now."""
+        self.source, self.cfg = source, cfg
+        self.organisations = tuple(dict.fromkeys(organisations))
+        for org in self.organisations:
+            if org not in self._pulled_at:
+                state = self.store.feed(org)
+                if state is not None:
+                    self._pulled_at[org] = state.pulled_at
+            self._export(org)
+        if self._task is not None and not self._sync_lock.locked():
+            self._task.cancel()
+            self._task = None
+        self.start()
 
     async def stop(self) -> None:
         """Stop the schedule and close the store."""

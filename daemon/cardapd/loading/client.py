@@ -4,12 +4,19 @@ A card session is one bidirectional stream: SessionOpen, then for each ApduBatch
 caller's `run` executes it on the card and the BatchResult goes back, until SessionDone.
 The service is reached before any APDU: when it is unreachable or refuses this
 terminal's certificate the session fails with ServiceUnavailable and the card saw nothing.
+
+Every call's outcome sets the link metrics (`cardapd_loading_link_*`): an answer, even a
+refusal, means the link is up; unreachable, a refused handshake or certificate, a
+timeout or unreadable TLS files mean it is down. `check_link` (run in the background by
+`Metrics.watch`) contacts the service at start and whenever no call did for a while.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +27,7 @@ import grpc
 from cardap.v1 import loading_pb2, loading_pb2_grpc
 from cardapd.config import LoadingConfig
 from cardapd.errors import CardapError, NotAuthorized, ServiceUnavailable
+from cardapd.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +35,10 @@ RunBatch = Callable[[loading_pb2.ApduBatch], Awaitable[loading_pb2.BatchResult]]
 OnBatch = Callable[[loading_pb2.ApduBatch], None]
 MAX_MESSAGE_BYTES = 4 << 20
 _EOF: Any = getattr(grpc.aio, "EOF")  # noqa: B009 - missing from the type stubs
+LINK_CHECK_S = 300.0  # link up: check when no call answered for this long
+LINK_RETRY_S = 30.0  # link down: check again this often
+LINK_PROBE_TIMEOUT_S = 10.0
+_TLS_MARKERS = ("ssl", "tls", "handshake", "certificate")
 
 
 @dataclass
@@ -36,6 +48,26 @@ class SessionOutcome:
     done: loading_pb2.SessionDone
     batches: int
     apdus_sent: int
+
+
+def link_failure(code: grpc.StatusCode, details: str) -> str | None:
+    """The link error reason of a failed call (see metrics.LINK_ERRORS); None when the
+    service was reached and answered (a refusal or an application error)."""
+    text = details.lower()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "timeout"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return "tls"  # the service did not accept this terminal's certificate
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+        if any(marker in text for marker in _TLS_MARKERS):
+            return "tls"
+        if "failed to connect" in text and "socket closed" in text:
+            # TCP connected, then closed during the handshake: under TLS 1.3 that is all
+            # the terminal sees when the service refuses its certificate
+            return "tls"
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return "unreachable"
+    return None
 
 
 def service_error(exc: grpc.aio.AioRpcError, what: str) -> CardapError:
@@ -53,9 +85,47 @@ def service_error(exc: grpc.aio.AioRpcError, what: str) -> CardapError:
 class LoadingClient:
     """One mTLS channel to the loading service (opened lazily, reused)."""
 
-    def __init__(self, cfg: LoadingConfig) -> None:
+    def __init__(self, cfg: LoadingConfig, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
+        self.metrics = metrics
         self._channel: Any = None  # grpc.aio.Channel (the stubs type it as sync)
+        self._closed = False
+        self.link_up: bool | None = None  # None: no contact yet
+        self._last_contact = 0.0  # monotonic time of the last call's outcome
+        if metrics is not None:
+            metrics.loading_configured.set(1 if cfg.configured else 0)
+
+    # ------------------------------------------------------------------ link state
+
+    def _link(self, reason: str | None) -> None:
+        """Record a call's outcome: None = the service answered, else the failure reason."""
+        self.link_up = reason is None
+        self._last_contact = time.monotonic()
+        if self.metrics is not None:
+            if reason is None:
+                self.metrics.link_ok()
+            else:
+                self.metrics.link_failed(reason)
+
+    def _rpc_failed(self, exc: grpc.aio.AioRpcError) -> None:
+        """Record a failed call (an answer unless the link itself failed)."""
+        if exc.code() == grpc.StatusCode.CANCELLED:
+            return  # we gave up, the link says nothing
+        self._link(link_failure(exc.code(), exc.details() or ""))
+
+    async def check_link(self) -> float | None:
+        """A background link check (see `Metrics.watch`): ask for the terminal's catalogue
+        unless a call had an outcome recently; the seconds until the next check (None: no
+        service configured, or the client is closed)."""
+        if not self.cfg.configured or self._closed:
+            return None
+        interval = LINK_CHECK_S if self.link_up else LINK_RETRY_S
+        idle = time.monotonic() - self._last_contact
+        if self.link_up is not None and idle < interval:
+            return interval - idle
+        with contextlib.suppress(CardapError):
+            await self.catalogue("", timeout_s=min(self.cfg.timeout_s, LINK_PROBE_TIMEOUT_S))
+        return LINK_CHECK_S if self.link_up else LINK_RETRY_S
 
     def _stub(self) -> Any:
         """The LoadingService stub on the (lazily opened) channel."""
@@ -68,6 +138,7 @@ class LoadingClient:
                     root_certificates=_read(self.cfg.ca),
                     private_key=_read(self.cfg.key), certificate_chain=_read(self.cfg.cert))
             except OSError as exc:
+                self._link("tls_files")
                 raise ServiceUnavailable(f"cannot read the loading service TLS files: "
                                          f"{exc.strerror or exc}",
                                          reason="LOADING_SERVICE_UNAVAILABLE") from exc
@@ -82,20 +153,24 @@ class LoadingClient:
         return loading_pb2_grpc.LoadingServiceStub(self._channel)
 
     async def close(self) -> None:
-        """Close the channel."""
+        """Close the channel (and end the background link checks)."""
+        self._closed = True
         if self._channel is not None:
             await self._channel.close(None)
             self._channel = None
 
-    async def catalogue(self, organisation: str) -> list[loading_pb2.CatalogueEntry]:
+    async def catalogue(self, organisation: str, *, timeout_s: float | None = None
+                        ) -> list[loading_pb2.CatalogueEntry]:
         """The APs `organisation` may load (the service checks it against the certificate)."""
         stub = self._stub()
         try:
             resp = await stub.GetCatalogue(
                 loading_pb2.GetCatalogueRequest(organisation=organisation),
-                timeout=self.cfg.timeout_s)
+                timeout=timeout_s or self.cfg.timeout_s)
         except grpc.aio.AioRpcError as exc:
+            self._rpc_failed(exc)
             raise service_error(exc, "the catalogue") from None
+        self._link(None)
         return list(resp.aps)
 
     async def revocation_feed(self, organisation: str,
@@ -108,7 +183,9 @@ class LoadingClient:
                                                      since_version=since_version),
                 timeout=self.cfg.timeout_s)
         except grpc.aio.AioRpcError as exc:
+            self._rpc_failed(exc)
             raise service_error(exc, f"the revocation feed of {organisation}") from None
+        self._link(None)
         return feed
 
     async def session(self, open_: loading_pb2.SessionOpen, run: RunBatch,
@@ -124,6 +201,8 @@ class LoadingClient:
                     raise ServiceUnavailable("the loading service ended the session without "
                                              "a result", reason="LOADING_SERVICE_UNAVAILABLE",
                                              metadata={"batches": str(batches)})
+                if batches == 0:
+                    self._link(None)  # the service answered the SessionOpen
                 kind = msg.WhichOneof("msg")
                 if kind == "done":
                     await call.done_writing()
@@ -138,8 +217,10 @@ class LoadingClient:
                 if on_batch is not None:
                     on_batch(msg.batch)
         except grpc.aio.AioRpcError as exc:
+            self._rpc_failed(exc)
             raise service_error(exc, f"card session, after {batches} batches") from None
         except TimeoutError:
+            self._link("timeout")
             call.cancel()
             raise ServiceUnavailable(f"the loading service did not answer within "
                                      f"{self.cfg.timeout_s:g} s",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from typing import Protocol
 
 from cardapd.errors import InvalidArgument, NotAuthorized
@@ -52,6 +53,12 @@ class BiometricBackend(Protocol):
 
     async def delete_enrolled(self, user: str) -> None:
         """Delete every print of `user`."""
+
+    async def device_state(self) -> str:
+        """Check the device without claiming it: "ok", "no_device" or "unavailable"."""
+
+    def observe(self, observer: Callable[[str], None]) -> None:
+        """Call `observer` with the device state whenever an operation learns it."""
 
 
 async def authenticate(backend: BiometricBackend, user: str, *, finger: str = ANY_FINGER,

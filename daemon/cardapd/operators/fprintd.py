@@ -6,6 +6,10 @@ stops the action, releases the claim and closes the connection: on success, erro
 cancel, timeout, and task cancellation alike. Closing the connection is the backstop:
 fprintd drops the claim of a client that leaves the bus. fprintd leaving the bus (its
 name's owner changes) or the bus connection closing ends the wait with a typed error.
+
+Every operation also tells its observers (`observe`) what it learnt about the device:
+"ok" once fprintd named a default device, "no_device" / "unavailable" from the failures
+that mean so. `device_state` checks without claiming anything (GetDefaultDevice only).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +46,11 @@ PROPS_IFACE = "org.freedesktop.DBus.Properties"
 UNAVAILABLE = "BIOMETRIC_UNAVAILABLE"
 
 _RETRY = {"retry-scan", "swipe-too-short", "finger-not-centered"}
+# ServiceUnavailable causes (see `unavailable`) that say what state the device is in; the
+# others (fprintd_error, sensor_error) come from a device that is there.
+_NO_DEVICE = frozenset({"no_device", "sensor_disconnected"})
+_UNREACHABLE = frozenset({"no_bus", "not_running", "bus_lost", "no_answer",
+                          "fprintd_exited", "dbus_error"})
 _FPRINT_ERRORS: dict[str, tuple[type[CardapError], str]] = {
     "NoEnrolledPrints": (NotFound, "NO_ENROLLED_FINGER"),
     "AlreadyInUse": (Busy, "BIOMETRIC_BUSY"),
@@ -73,6 +82,19 @@ def map_error(exc: DBusCallError | LinkLost | TimeoutError) -> CardapError:
         not_running = short in ("ServiceUnknown", "NameHasNoOwner")
         return unavailable("not_running" if not_running else "dbus_error", exc.message)
     return unavailable("fprintd_error", f"{short}: {exc.message}")
+
+
+def device_state_of(exc: BaseException) -> str | None:
+    """The device state a failed operation reveals: "no_device", "unavailable", or None
+    when the failure says nothing about the device (a wrong finger, a timeout, …)."""
+    if not isinstance(exc, ServiceUnavailable) or exc.reason != UNAVAILABLE:
+        return None
+    cause = exc.metadata.get("cause", "")
+    if cause in _NO_DEVICE:
+        return "no_device"
+    if cause in _UNREACHABLE:
+        return "unavailable"
+    return None
 
 
 def _fail(result: str) -> CardapError:
@@ -206,6 +228,41 @@ class FprintdClient:
     def __init__(self, bus_address: str, *, call_timeout_s: float = 5.0) -> None:
         self.bus_address = bus_address
         self.call_timeout_s = call_timeout_s
+        self._observers: list[Callable[[str], None]] = []
+
+    def observe(self, observer: Callable[[str], None]) -> None:
+        """Call `observer` with the device state ("ok", "no_device", "unavailable")
+        whenever an operation or a check learns it."""
+        self._observers.append(observer)
+
+    def _note(self, state: str) -> None:
+        for observer in self._observers:
+            observer(state)
+
+    @contextlib.contextmanager
+    def _noting(self) -> Iterator[None]:
+        """Tell the observers what a failure inside reveals about the device."""
+        try:
+            yield
+        except CardapError as exc:
+            state = device_state_of(exc)
+            if state is not None:
+                self._note(state)
+            raise
+
+    async def device_state(self) -> str:
+        """Check the device without claiming it (GetDefaultDevice on a new connection)."""
+        try:
+            with self._noting():
+                link = await self._open()
+                try:
+                    await self._bus_call(link, new_method_call(MANAGER, "GetDefaultDevice"))
+                finally:
+                    await link.close()
+        except CardapError as exc:
+            return device_state_of(exc) or "unavailable"
+        self._note("ok")
+        return "ok"
 
     async def _open(self) -> Link:
         """A new connection to the bus (ServiceUnavailable if the bus is not there)."""
@@ -232,24 +289,28 @@ class FprintdClient:
             await self._bus_call(link, message_bus.AddMatch(rule))
         owner = (await self._bus_call(link, message_bus.GetNameOwner(SERVICE)))[0]
         path = (await self._bus_call(link, new_method_call(MANAGER, "GetDefaultDevice")))[0]
+        self._note("ok")
         return DBusAddress(str(path), SERVICE, DEVICE_IFACE), str(owner)
 
     @contextlib.asynccontextmanager
     async def _claimed(self, user: str,
                        on_prompt: PromptSink | None) -> AsyncIterator[_Claim]:
-        """Claim the device for `user`; always stop, release and disconnect after."""
-        link = await self._open()
-        claim: _Claim | None = None
-        try:
-            device, owner = await self._device(link)
-            pending = _Claim(link, device, owner, self.call_timeout_s, on_prompt)
-            await pending.call("Claim", "s", (user,))
-            claim = pending
-            yield claim
-        finally:
-            if claim is not None:
-                await _release(claim)
-            await link.close()
+        """Claim the device for `user`; always stop, release and disconnect after.
+
+        Failures of the claim and of the caller's body are noted (see `observe`)."""
+        with self._noting():
+            link = await self._open()
+            claim: _Claim | None = None
+            try:
+                device, owner = await self._device(link)
+                pending = _Claim(link, device, owner, self.call_timeout_s, on_prompt)
+                await pending.call("Claim", "s", (user,))
+                claim = pending
+                yield claim
+            finally:
+                if claim is not None:
+                    await _release(claim)
+                await link.close()
 
     async def enroll(self, user: str, finger: str, *, cancel: asyncio.Event | None = None,
                      on_prompt: PromptSink | None = None, timeout_s: float = 60.0) -> None:
@@ -339,17 +400,18 @@ class FprintdClient:
     async def list_enrolled(self, user: str) -> list[str]:
         """The fingers enrolled for `user` (no claim needed; empty when none)."""
         check_user(user)
-        link = await self._open()
-        try:
-            device, _ = await self._device(link)
+        with self._noting():
+            link = await self._open()
             try:
-                reply = await self._bus_call(link, new_method_call(
-                    device, "ListEnrolledFingers", "s", (user,)))
-            except NotFound:
-                return []
-            return [str(f) for f in reply[0]]
-        finally:
-            await link.close()
+                device, _ = await self._device(link)
+                try:
+                    reply = await self._bus_call(link, new_method_call(
+                        device, "ListEnrolledFingers", "s", (user,)))
+                except NotFound:
+                    return []
+                return [str(f) for f in reply[0]]
+            finally:
+                await link.close()
 
     async def delete_enrolled(self, user: str) -> None:
         """Delete every print of `user` (nothing to do when none)."""

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import enum
 import sqlite3
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cardapd.errors import StoreError
+from cardapd.errors import Cancelled, StoreError
 from cardapd.store import db
 from cardapd.store.audit import (
     ANCHOR_RESET_OPERATION,
@@ -100,8 +101,14 @@ def _diagnose(conn: sqlite3.Connection, record: AuditRecord, expected_prev: byte
     return seq, Problem.CHANGED
 
 
-def verify(path: Path, *, head_path: Path | None = None) -> VerifyResult:
-    """Check the whole chain and the head anchor of the audit database at `path`."""
+CANCEL_EVERY = 4096  # rows between two looks at the cancel event
+
+
+def verify(path: Path, *, head_path: Path | None = None,
+           cancel: threading.Event | None = None) -> VerifyResult:
+    """Check the whole chain and the head anchor of the audit database at `path`.
+
+    `cancel` set (the daemon stopping) ends the walk early with `Cancelled`."""
     head_file = head_path or head_path_for(Path(path))
     # Read the head before the snapshot: the head never leads the committed rows.
     head_problem: Problem | None = None
@@ -114,7 +121,7 @@ def verify(path: Path, *, head_path: Path | None = None) -> VerifyResult:
     conn = db.connect(Path(path), readonly=True)
     try:
         conn.execute("BEGIN")  # one consistent snapshot for the whole walk
-        return _walk(conn, head, head_problem)
+        return _walk(conn, head, head_problem, cancel)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot verify {path}: {exc}") from exc
     finally:
@@ -122,7 +129,8 @@ def verify(path: Path, *, head_path: Path | None = None) -> VerifyResult:
 
 
 def _walk(conn: sqlite3.Connection, head: tuple[int, bytes] | None,
-          head_problem: Problem | None) -> VerifyResult:
+          head_problem: Problem | None, cancel: threading.Event | None = None
+          ) -> VerifyResult:
     """Walk the chain inside the caller's read transaction."""
     limit = int(conn.execute("SELECT count(*) FROM audit").fetchone()[0])
     expected_seq, expected_prev, checked = 1, GENESIS_HASH, 0
@@ -144,6 +152,8 @@ def _walk(conn: sqlite3.Connection, head: tuple[int, bytes] | None,
             head_row_hash = record.hash
         checked += 1
         expected_seq, expected_prev = expected_seq + 1, record.hash
+        if cancel is not None and checked % CANCEL_EVERY == 0 and cancel.is_set():
+            raise Cancelled("audit chain verification cancelled")
     last = expected_seq - 1
     done = VerifyResult(True, checked, head_seq=head_seq, head_hash=head_hash.hex(),
                         unanchored=max(last - head_seq, 0), anchor_resets=tuple(resets))
