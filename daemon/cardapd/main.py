@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(f"cardapd: configuration {path or '(defaults)'} is valid")
         return 0
-    setup_logging(args.log_level or cfg.daemon.log_level, args.log_format or cfg.daemon.log_format)
+    target = setup_logging(args.log_level or cfg.daemon.log_level,
+                           args.log_format or cfg.daemon.log_format)
+    logging.getLogger("cardapd").debug("logging to %s", target)
     from cardapd.daemon import Daemon  # after logging is set up
     try:
         return asyncio.run(Daemon(cfg, path).run())

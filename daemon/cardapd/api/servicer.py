@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import grpc
 
 from cardap.v1 import audit_pb2, cards_pb2, operators_pb2, terminal_pb2, terminal_pb2_grpc
+from cardapd import logcontext
 from cardapd.api import audit as audit_api
 from cardapd.api import convert, validate
 from cardapd.api import operators as ops_api
@@ -107,6 +108,9 @@ async def _fail(servicer: TerminalServicer, name: str, context: Ctx, rid: str,
 def _admit(servicer: TerminalServicer, name: str, context: Ctx) -> OpContext:
     """The call's OpContext, or `_Denied` when the role table refuses this socket."""
     rid = _request_id(context)
+    # Each call runs in its own task: set, not scoped, like `current_connection` (D21).
+    logcontext.set_fields(operation=logcontext.operation_name(name), request_id=rid,
+                          role=str(servicer.role))
     if not allowed(name, servicer.role):
         raise _Denied(rid, NotAuthorized(
             f"{name} is not available on the {servicer.role} socket",
@@ -428,7 +432,7 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
     @unary
     async def VerifyAudit(self, request: terminal_pb2.VerifyAuditRequest, context: Any,
                           ctx: OpContext) -> terminal_pb2.VerifyAuditResponse:
-        result = await audit_api.verify_log(self._audit_path())
+        result = await audit_api.verify_log(self._audit_path(), self.engine.metrics)
         response = audit_api.verification(result)
         await self.engine.audit.record(ctx, "audit_verify", result="ok", detail={
             "ok": response.ok, "rows_checked": response.rows_checked,

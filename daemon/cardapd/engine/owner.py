@@ -16,7 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from cardapd.errors import CardRemoved, PcscUnavailable
+from cardapd import logcontext
+from cardapd.errors import CardRemoved, PcscUnavailable, ReaderRemoved
 from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.metrics import Metrics
 from cardapd.transport.connection import CardConnection
@@ -70,18 +71,20 @@ class ReaderOwner:
     async def run(self, fn: Callable[[ApduProtocol], T]) -> T:
         """Run `fn` with an APDU protocol on this reader's card, on the reader's thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn)
+        # The caller's log context (operation, request id) goes along; reader is ours.
+        return await loop.run_in_executor(
+            self._executor, logcontext.carry(self._call, reader=self.name), fn)
 
     async def run_plain(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the reader's thread without opening the card."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn)
+        return await loop.run_in_executor(self._executor, logcontext.carry(fn, reader=self.name))
 
     def _call(self, fn: Callable[[ApduProtocol], T]) -> T:
         proto = self._open()
         try:
             return fn(proto)
-        except CardRemoved:
+        except (CardRemoved, ReaderRemoved):
             self._drop()
             raise
         except PcscUnavailable:

@@ -1,0 +1,203 @@
+"""A real systemd-journald receives the daemon's entries with indexable CARDAPD_* fields.
+
+journald runs standalone, as root, in private mount, PID and network namespaces: /run,
+/etc/systemd and /var/log/journal are covered by tmpfs inside them, its socket and journal
+directories are bind mounts of this test's directories, /dev/kmsg is /dev/null and its
+configuration forwards nowhere (no kmsg, syslog, wall or console), so nothing outside the
+test is touched; a PID namespace also keeps it from changing the kernel's audit settings.
+The daemon reaches it through CARDAPD_JOURNAL_SOCKET and picks the journal by itself, as
+under systemd, because JOURNAL_STREAM names its stderr. Entries are read back with
+`journalctl --directory`, filtered on the fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cardap.client import CardapClient
+from cardap_sim.stack import Stack
+from cardapd.journald import SOCKET_ENV, JournalSender, encode
+
+from .conftest import insert_and_wait
+
+JOURNALD = Path("/lib/systemd/systemd-journald")
+CONF = """[Journal]
+Storage=volatile
+ReadKMsg=no
+ForwardToSyslog=no
+ForwardToKMsg=no
+ForwardToConsole=no
+ForwardToWall=no
+RateLimitIntervalSec=0
+RateLimitBurst=0
+"""
+# Runs as PID 1 of the new namespaces; journald's own messages go to its stderr.
+SCRIPT = """set -e
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /run/systemd/journal /run/log/journal
+mount --bind "$1/sock" /run/systemd/journal
+mount --bind "$1/log" /run/log/journal
+if [ -d /var/log/journal ]; then mount -t tmpfs tmpfs /var/log/journal; fi
+mount -t tmpfs -o mode=0755 tmpfs /etc/systemd
+cp "$1/journald.conf" /etc/systemd/journald.conf
+if [ -e /dev/kmsg ]; then mount --bind /dev/null /dev/kmsg; fi
+SYSTEMD_LOG_TARGET=console "$2" &
+wait
+"""
+
+
+@dataclass
+class Journald:
+    """A private journald: where clients send, where its journal is."""
+
+    socket: Path
+    directory: Path
+    log: Path
+
+    def query(self, *matches: str) -> list[dict[str, str]]:
+        """Entries matching every `FIELD=value` (journalctl's AND of different fields)."""
+        out = subprocess.run(
+            ["journalctl", "--directory", str(self.directory), "-o", "json", "--all",
+             "--no-pager",
+             *matches], capture_output=True, text=True, timeout=30,
+            check=False)
+        assert out.returncode in (0, 1), out.stderr  # 1: no entries (older journalctl)
+        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+    def wait_for(self, *matches: str, count: int = 1, timeout: float = 10) -> list[dict[str, str]]:
+        """Poll until at least `count` entries match (journald writes asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = self.query(*matches)
+            if len(entries) >= count or time.monotonic() > deadline:
+                return entries
+            time.sleep(0.1)
+
+
+def _missing() -> str:
+    if os.geteuid() != 0:
+        return "needs root (journald runs in private mount/PID namespaces)"
+    if not JOURNALD.exists():
+        return f"{JOURNALD} is not installed"
+    for tool in ("unshare", "journalctl", "mount"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return ""
+
+
+@pytest.fixture
+def journald(tmp_path: Path) -> Iterator[Journald]:
+    """A standalone systemd-journald private to this test."""
+    missing = _missing()
+    if missing:
+        pytest.skip(missing)
+    base = tmp_path / "jd"
+    (base / "sock").mkdir(parents=True)
+    (base / "log").mkdir()
+    (base / "journald.conf").write_text(CONF)
+    (base / "run.sh").write_text(SCRIPT)
+    log = base / "journald.log"
+    machine_id = Path("/etc/machine-id").read_text().strip()
+    jd = Journald(base / "sock" / "socket", base / "log" / machine_id, log)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["unshare", "--mount", "--pid", "--net", "--fork", "--kill-child",
+             "--propagation", "private", "sh", str(base / "run.sh"), str(base), str(JOURNALD)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while not (jd.socket.exists() and (jd.directory / "system.journal").exists()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"journald did not start: {log.read_text(errors='replace')}")
+            time.sleep(0.05)
+        yield jd
+    finally:
+        # unshare ignores SIGTERM while it waits; SIGKILL it and --kill-child takes the
+        # namespace's PID 1, hence journald, with it.
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        deadline = time.monotonic() + 5
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    probe.sendto(b"MESSAGE=probe\n", str(jd.socket))
+                except (ConnectionRefusedError, FileNotFoundError):
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the test's journald is still running")
+        finally:
+            probe.close()
+
+
+def test_real_journald_stores_binary_safe_and_memfd_entries(journald: Journald) -> None:
+    sender = JournalSender(str(journald.socket))
+    message = "first line\nsecond line\nCARDAPD_READER=not a field"
+    sender.send(encode({"MESSAGE": message, "SYSLOG_IDENTIFIER": "cardapd",
+                        "CARDAPD_OPERATION": "binary_safe", "PRIORITY": "6"}))
+    big = "y" * (4 << 20)  # larger than a datagram may be: goes as a sealed memfd
+    sender.send(encode({"MESSAGE": big, "SYSLOG_IDENTIFIER": "cardapd",
+                        "CARDAPD_OPERATION": "memfd"}))
+    sender.close()
+    (entry,) = journald.wait_for("CARDAPD_OPERATION=binary_safe")
+    assert entry["MESSAGE"] == message
+    assert "CARDAPD_READER" not in entry
+    assert entry["SYSLOG_IDENTIFIER"] == "cardapd"
+    (entry,) = journald.wait_for("CARDAPD_OPERATION=memfd")
+    assert entry["MESSAGE"] == big
+    assert entry["_TRANSPORT"] == "journal"
+
+
+def test_daemon_requests_are_indexed_in_the_journal(tmp_path: Path, journald: Journald) -> None:
+    stack = Stack(tmp_path / "stack", log_level="traffic")
+    try:
+        stack.start(daemon=False)
+        # As under systemd: JOURNAL_STREAM names the daemon's stderr (its log file here).
+        log = stack.dir / "cardapd.log"
+        log.touch()
+        st = log.stat()
+        stack.start_daemon(extra_env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
+                                      SOCKET_ENV: str(journald.socket)})
+        reader = insert_and_wait(stack, 0, stack.demo_card()).name
+        with CardapClient(stack.socket("gate"), request_id="jrnl-read-1") as gate:
+            assert gate.read_user_id(fresh=True).user_id
+        with CardapClient(stack.socket("kiosk"), request_id="jrnl-diag-1") as kiosk:
+            kiosk.diagnose(reader)
+    finally:
+        stack.stop()
+
+    diag = journald.wait_for("CARDAPD_REQUEST_ID=jrnl-diag-1")
+    assert diag, journald.log.read_text(errors="replace")
+    for entry in diag:
+        assert entry["CARDAPD_OPERATION"] == "diagnose"
+        assert entry["CARDAPD_ROLE"] == "kiosk"
+        assert entry["SYSLOG_IDENTIFIER"] == "cardapd"
+        assert entry["_TRANSPORT"] == "journal"
+        assert {"PRIORITY", "CODE_FILE", "CODE_LINE", "CODE_FUNC", "LOGGER"} <= set(entry)
+    on_reader = [e for e in diag if e.get("CARDAPD_READER") == reader]
+    assert on_reader, "no entry of the diagnose came from the reader's thread"
+    assert any(e["LOGGER"] == "cardapd.traffic" and e["PRIORITY"] == "7" for e in on_reader)
+
+    # several fields at once, as an operator would filter
+    reads = journald.wait_for("CARDAPD_OPERATION=read_user_id", f"CARDAPD_READER={reader}")
+    assert reads
+    assert {e["CARDAPD_REQUEST_ID"] for e in reads} == {"jrnl-read-1"}
+    assert {e["CARDAPD_ROLE"] for e in reads} == {"gate"}
+
+    # the daemon's own start and stop are there too, without request fields
+    assert journald.query("SYSLOG_IDENTIFIER=cardapd", "LOGGER=cardapd.api.server")
+    # and nothing went to stderr as JSON lines: the journal was chosen
+    lines = log.read_text(errors="replace").splitlines()
+    assert not [line for line in lines if line.startswith('{"time"')], lines[:5]
