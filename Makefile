@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/cardap/v1/*.proto)
-APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig pcsc-tools dbus fprintd libfprint-2-2 systemd iproute2 prometheus
+APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc pcsc-tools dbus fprintd libfprint-2-2 systemd iproute2 prometheus
 
 .PHONY: setup system-deps proto run test test-unit test-stack lint bench certs wheel clean help
 

@@ -70,6 +70,12 @@ class NoReader(ReaderError):
     reason = "NO_READER"
 
 
+class ReaderRemoved(ReaderError):
+    """The reader went away (unplugged, or its driver lost the device) during the operation."""
+
+    reason = "READER_REMOVED"
+
+
 class PcscUnavailable(ReaderError):
     """pcscd is not running or its context was lost; the daemon is reconnecting."""
 

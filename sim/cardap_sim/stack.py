@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from cardap_sim import hotplug
 from cardap_sim.vcard.card import TypeCSpec, VirtualCard
 from cardap_sim.vcard.control import SimControl
 
@@ -87,7 +88,8 @@ class Stack:
                  test_sessions: bool = False, organisation: str = "org-a",
                  fake_now: str | None = SERVICE_OPEN_AT,
                  presets: Mapping[str, list[str]] | None = None,
-                 biometric: bool = False) -> None:
+                 biometric: bool = False, unpluggable: bool = False,
+                 hotplug: str = "auto") -> None:
         # loading: also run the loading service (mTLS, dev CA) and write [loading];
         # test_sessions: run the daemon through the TEST-ONLY cardapd.testing.main
         # (operator tokens test:<org>:<operator>); fake_now: the service clock's start
@@ -119,6 +121,11 @@ class Stack:
         self.loadsvc: subprocess.Popen[bytes] | None = None
         self.loadsvc_port: int | None = None
         self.revocations: Path | None = None  # the service's feed file (None: the dev feed)
+        # unpluggable: the vpcd reader sits behind cardap_sim.hotplug's driver, so
+        # unplug_reader()/replug_reader() can pull it the way a USB reader is pulled.
+        self.unpluggable = unpluggable
+        self.hotplug = hotplug  # the daemon's [pcsc] hotplug (udev: follow udev events)
+        self.unplug_flag = self.dir / "reader-unplugged"
         self.catalogue: Path | None = None  # the service's catalogue (None: the dev one)
 
     # ------------------------------------------------------------------ environment
@@ -150,10 +157,16 @@ class Stack:
             raise RuntimeError(f"{VPCD_DRIVER} missing: apt-get install vsmartcard-vpcd")
         conf = self.dir / "reader.conf.d"
         conf.mkdir(exist_ok=True)
+        driver = VPCD_DRIVER
+        env = dict(os.environ, LISTEN_FDS="1")
+        if self.unpluggable:
+            driver = hotplug.build_driver(self.dir / "drivers")
+            env[hotplug.DRIVER_ENV] = str(VPCD_DRIVER)
+            env[hotplug.FLAG_ENV] = str(self.unplug_flag)
         (conf / "vpcd").write_text(
             'FRIENDLYNAME "Virtual PCD"\n'
             f"DEVICENAME   /dev/null:0x{self.vpcd_port:04X}\n"
-            f"LIBPATH      {VPCD_DRIVER}\n"
+            f"LIBPATH      {driver}\n"
             f"CHANNELID    0x{self.vpcd_port:04X}\n")
         with contextlib.suppress(FileNotFoundError):
             self.pcscd_socket.unlink()
@@ -169,7 +182,7 @@ class Stack:
         # in pass_fds *after* preexec_fn, so let the shell move it to 3 at exec time.
         self.pcscd = subprocess.Popen(
             ["bash", "-c", f'LISTEN_PID=$$ exec "{pcscd}" -f -c "{conf}" {move}'],
-            env=dict(os.environ, LISTEN_FDS="1"), stdout=log, stderr=subprocess.STDOUT,
+            env=env, stdout=log, stderr=subprocess.STDOUT,
             pass_fds=(fd,), start_new_session=True)
         listener.close()
         log.close()
@@ -181,6 +194,18 @@ class Stack:
             self.pcscd.kill()
             self.pcscd.wait(5)
             self.pcscd = None
+
+    def unplug_reader(self) -> None:
+        """Pull the vpcd reader out, as a USB reader is pulled (needs `unpluggable=True`)."""
+        if not self.unpluggable:
+            raise RuntimeError("start the stack with unpluggable=True to unplug its reader")
+        self.unplug_flag.touch()
+
+    def replug_reader(self) -> None:
+        """Plug the reader back in; SIGUSR1 is what `pcscd --hotplug` sends after udev."""
+        self.unplug_flag.unlink(missing_ok=True)
+        if self.pcscd is not None:
+            self.pcscd.send_signal(signal.SIGUSR1)
 
     def restart_pcscd(self) -> None:
         """Start pcscd again on the same socket and port."""
@@ -293,7 +318,7 @@ class Stack:
             f'[daemon]\nstate_dir = "{state}"\nruntime_dir = "{self.dir / "runtime"}"\n'
             f'log_level = "{self.log_level}"\nlog_format = "json"\nshutdown_grace_s = 5\n\n'
             f'[sockets]\ndir = "{self.socket_dir}"\n\n'
-            f"[pcsc]\nreconnect_interval_s = 0.2\n\n"
+            f'[pcsc]\nreconnect_interval_s = 0.2\nhotplug = "{self.hotplug}"\n\n'
             f"[tap]\ntype_c_aids = [{aids}]\n\n"
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n\n'
             f'[audit]\npath = "{state / "audit.db"}"\n\n' + self._loading_config()

@@ -27,6 +27,7 @@ CODE_FOR: tuple[tuple[type[e.CardapError], grpc.StatusCode], ...] = (
     (e.NotFound, grpc.StatusCode.NOT_FOUND),
     (e.ApNotFound, grpc.StatusCode.NOT_FOUND),
     (e.NoReader, grpc.StatusCode.FAILED_PRECONDITION),
+    (e.ReaderRemoved, grpc.StatusCode.ABORTED),
     (e.PcscUnavailable, grpc.StatusCode.UNAVAILABLE),
     (e.ReaderError, grpc.StatusCode.UNAVAILABLE),
     (e.NoCard, grpc.StatusCode.FAILED_PRECONDITION),

@@ -22,6 +22,7 @@ from cardapd.errors import (
     CardProtocolError,
     CardRemoved,
     CardUnresponsive,
+    ReaderRemoved,
     StatusWordError,
 )
 from cardapd.iso7816.protocol import ApduProtocol
@@ -31,6 +32,7 @@ from cardapd.myna.identify import identify
 from cardapd.myna.jpki import JpkiSession, PinKind
 from cardapd.myna.profiles import load_profiles
 from cardapd.myna.typec import TypeCSession
+from cardapd.transport.udev import UsbReader
 
 
 class Verdict(enum.IntEnum):
@@ -89,6 +91,10 @@ ACTION_PCSC = ("The PC/SC service (pcscd) is not running: start it (systemctl st
                "and check the reader's USB connection; cardapd reconnects by itself.")
 ACTION_READER = ("The reader is not usable: unplug and replug it; if that does not help, "
                  "try another reader.")
+ACTION_NOT_OFFERED = ("A USB smart-card reader is plugged in but pcscd does not offer it: "
+                      "check that the CCID driver (libccid) supports the model and that "
+                      "pcscd may open the device (udev rule 60-cardapd-ccid.rules), then "
+                      "replug it.")
 ACTION_NO_CARD = "Insert the card (chip side as marked on the reader) and run the diagnosis again."
 ACTION_MUTE = ("The card does not answer. Take it out, check the chip is clean and undamaged, and "
                "insert it again. If another card works in this reader but this one never does, "
@@ -110,12 +116,25 @@ ACTION_TYPE_C_BROKEN = ("The Type C AP {aid} holds data that does not follow its
 PIN_NAMES: dict[PinKind, str] = {"auth": "authentication PIN", "sign": "signing password"}
 
 
-def no_reader_diagnosis(pcsc_available: bool) -> Diagnosis:
-    """The diagnosis when no reader exists at all."""
+def no_reader_diagnosis(pcsc_available: bool,
+                        usb: Sequence[UsbReader] | None = None) -> Diagnosis:
+    """The diagnosis when PC/SC offers no reader (`usb`: CCID readers udev sees, if known)."""
     diag = Diagnosis(ReaderView("", ReaderState.UNAVAILABLE))
     diag.checks.append(Check("pcsc", pcsc_available, "pcscd reachable" if pcsc_available
                              else "pcscd not reachable", "" if pcsc_available
                              else "PCSC_UNAVAILABLE"))
+    if usb:
+        names = ", ".join(r.describe() for r in usb)
+        diag.checks.append(Check("usb", True, f"udev sees {len(usb)} USB smart-card "
+                                 f"reader(s): {names}"))
+        diag.checks.append(Check("reader", False, "the plugged-in reader is not offered by "
+                                 "PC/SC", "READER_NOT_OFFERED"))
+        diag.conclude(Verdict.READER_FAULT, ACTION_NOT_OFFERED if pcsc_available
+                      else ACTION_PCSC)
+        return diag
+    if usb is not None:
+        diag.checks.append(Check("usb", False, "udev sees no USB smart-card reader",
+                                 "NO_USB_READER"))
     diag.checks.append(Check("reader", False, "no card reader is connected", "NO_READER"))
     diag.conclude(Verdict.READER_FAULT, ACTION_READER if pcsc_available else ACTION_PCSC)
     return diag
@@ -147,6 +166,9 @@ async def diagnose_reader(owner: ReaderOwner, view: ReaderView, *, pcsc_availabl
     except CardRemoved:
         diag.checks.append(Check("card_present", False, "the card left the reader", "CARD_REMOVED"))
         diag.conclude(Verdict.NO_CARD, ACTION_REMOVED)
+    except ReaderRemoved as exc:
+        diag.checks.append(Check("reader_present", False, exc.message, exc.reason))
+        diag.conclude(Verdict.READER_FAULT, ACTION_READER)
     except CardUnresponsive as exc:
         diag.checks.append(Check("card_answers", False, exc.message, exc.reason))
         diag.conclude(Verdict.CARD_FAULT, ACTION_MUTE)

@@ -45,11 +45,13 @@ from cardapd.errors import (
     NoReader,
     NotMyNumberCard,
     PcscUnavailable,
+    ReaderRemoved,
 )
 from cardapd.metrics import Metrics
 from cardapd.myna.typec import TypeCSession
 from cardapd.transport.monitor import MonitorEvent, MonitorEventKind, ReaderMonitor, ReaderStatus
 from cardapd.transport.pcsc import PcscContext
+from cardapd.transport.udev import UdevReaderWatch, UsbReader
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -83,6 +85,8 @@ class Engine:
         self._identifying: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._monitor: ReaderMonitor | None = None
+        self._udev: UdevReaderWatch | None = None
+        self.hotplug_source = "pnp"  # "udev" once the udev watch runs
         self._first_snapshot = asyncio.Event()
         self._live = False  # start() returned: reader changes are published from now on
         self.loading: Loader | None = None  # set by the daemon when loading is wired
@@ -101,14 +105,45 @@ class Engine:
             exclude=self.settings.readers_exclude,
             retry_interval_s=self.settings.reconnect_interval_s)
         self._monitor.start()
+        if self.settings.hotplug == "udev":
+            await self._start_udev()
         try:
             await asyncio.wait_for(self._first_snapshot.wait(), wait_snapshot_s)
         except TimeoutError:
             log.warning("no PC/SC snapshot yet; starting degraded")
         self._live = True
 
+    async def _start_udev(self) -> None:
+        """Follow USB readers through udev; without libudev, PnP alone is used."""
+        watch = UdevReaderWatch(self._from_udev_thread)
+        try:
+            await asyncio.to_thread(watch.start)
+        except Exception as exc:  # no libudev, no netlink: PC/SC PnP still works
+            log.warning("reader hotplug through udev unavailable (%s); using PC/SC PnP "
+                        "notifications only", exc)
+            return
+        self._udev = watch
+        self.hotplug_source = "udev"
+
+    def _from_udev_thread(self, action: str, reader: UsbReader) -> None:
+        if self._monitor is not None:
+            self._monitor.rescan()  # relist now rather than at pcscd's own pace
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_usb, action, reader)
+
+    def _on_usb(self, action: str, reader: UsbReader) -> None:
+        verb = "plugged in" if action == "add" else "unplugged"
+        log.info("USB smart-card reader %s: %s", verb, reader.describe(),
+                 extra={"reader": reader.model or reader.sys_path})
+
+    def usb_readers(self) -> list[UsbReader] | None:
+        """CCID readers udev sees (None when udev is not watched)."""
+        return self._udev.present() if self._udev is not None else None
+
     async def stop(self) -> None:
         """Stop the monitor, end every stream and release the readers."""
+        if self._udev is not None:
+            await asyncio.to_thread(self._udev.stop)
         if self._monitor is not None:
             await asyncio.to_thread(self._monitor.stop)
         for task in list(self._tasks):
@@ -125,6 +160,15 @@ class Engine:
     def healthy(self) -> bool:
         """For the watchdog: the monitor thread is alive (PC/SC itself may be degraded)."""
         return self._monitor is not None and self._monitor.alive
+
+    def apply_settings(self, settings: EngineSettings) -> None:
+        """A reloaded configuration (D19): tap and diagnose settings apply from the next
+        insertion or call; changed reader filters make the monitor relist at once."""
+        old, self.settings = self.settings, settings
+        filters = (settings.readers_include, settings.readers_exclude)
+        if self._monitor is not None and filters != (old.readers_include,
+                                                      old.readers_exclude):
+            self._monitor.set_filters(*filters)
 
     # ------------------------------------------------------------------ monitor events
 
@@ -147,7 +191,7 @@ class Engine:
             if kind is MonitorEventKind.READER_ADDED:
                 self._add_reader(status.name, publish=True)
             elif kind is MonitorEventKind.READER_REMOVED:
-                self._remove_reader(status.name)
+                self._remove_reader(status.name, event.detail)
             elif kind in (MonitorEventKind.CARD_INSERTED, MonitorEventKind.CARD_MUTE):
                 self._card_arrived(status)
             elif kind is MonitorEventKind.CARD_REMOVED:
@@ -196,14 +240,15 @@ class Engine:
                 self.hub.set_reader(view)
         return owner
 
-    def _remove_reader(self, name: str) -> None:
+    def _remove_reader(self, name: str, detail: str = "") -> None:
         owner = self._owners.pop(name, None)
         if owner is not None:
             owner.generation += 1
             owner.shutdown()
         if self._published_card.pop(name, False):
             self.hub.publish(EventKind.CARD_REMOVED, ReaderView(name, ReaderState.EMPTY))
-        self.hub.publish(EventKind.READER_REMOVED, ReaderView(name, ReaderState.UNAVAILABLE))
+        self.hub.publish(EventKind.READER_REMOVED, ReaderView(name, ReaderState.UNAVAILABLE),
+                         detail=detail)
 
     def _card_arrived(self, status: ReaderStatus) -> None:
         owner = self._add_reader(status.name, publish=True)
@@ -255,7 +300,7 @@ class Engine:
             try:
                 card = await owner.run(lambda p: identify_card(p, status.atr, taps, inserted_at))
                 detail = card.detail
-            except CardRemoved:
+            except (CardRemoved, ReaderRemoved):
                 return  # the removal event follows; nothing to publish
             except (CardUnresponsive, PcscUnavailable) as exc:
                 card, kind, detail = None, EventKind.CARD_MUTE, exc.message
@@ -380,7 +425,7 @@ class Engine:
                 raise NoReader(f"no reader named {reader!r}")
             names = [reader] if reader else sorted(self._owners)
             if not names:
-                results = [no_reader_diagnosis(self.pcsc_available)]
+                results = [no_reader_diagnosis(self.pcsc_available, self.usb_readers())]
             else:
                 results = []
                 for name in names:

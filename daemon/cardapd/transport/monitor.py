@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from smartcard import scard
 
+from cardapd import logcontext
 from cardapd.transport.pcsc import SERVICE_GONE, rc
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class ReaderMonitor:
         self._thread = threading.Thread(target=self._run, name="pcsc-monitor", daemon=True)
         self._readers: dict[str, ReaderStatus] = {}
         self._pnp_supported = True
+        self._rescan = threading.Event()
+        self._refilter = threading.Event()  # set_filters: relist with the new patterns
 
     def start(self) -> None:
         """Start the monitor thread."""
@@ -98,6 +101,13 @@ class ReaderMonitor:
         """Whether the monitor thread is running (for the watchdog)."""
         return self._thread.is_alive()
 
+    def rescan(self) -> None:
+        """Relist the readers now (udev saw a reader come or go); wakes the thread."""
+        self._rescan.set()
+        with self._ctx_lock:
+            if self._ctx is not None:
+                scard.SCardCancel(self._ctx)
+
     def stop(self, timeout: float = 5.0) -> None:
         """Wake the thread with SCardCancel and wait for it to end."""
         self._stop.set()
@@ -105,6 +115,15 @@ class ReaderMonitor:
             if self._ctx is not None:
                 scard.SCardCancel(self._ctx)
         self._thread.join(timeout)
+
+    def set_filters(self, include: Sequence[str], exclude: Sequence[str]) -> None:
+        """New reader patterns (a configuration reload): the thread relists at once, so
+        readers now excluded are REMOVED and readers now included are ADDED."""
+        self._include, self._exclude = tuple(include), tuple(exclude)
+        self._refilter.set()
+        with self._ctx_lock:
+            if self._ctx is not None:
+                scard.SCardCancel(self._ctx)
 
     # ------------------------------------------------------------------ internals
 
@@ -114,10 +133,13 @@ class ReaderMonitor:
         return not any(fnmatch.fnmatchcase(name, p) for p in self._exclude)
 
     def _emit(self, event: MonitorEvent) -> None:
-        try:
-            self._on_event(event)
-        except Exception:  # a broken consumer must not kill the monitor
-            log.exception("card event consumer failed")
+        reader = event.reader.name if event.reader is not None else ""
+        # The consumer's logs (and the loop callback it schedules) carry the reader.
+        with logcontext.bind(reader=reader):
+            try:
+                self._on_event(event)
+            except Exception:  # a broken consumer must not kill the monitor
+                log.exception("card event consumer failed", extra={"reader": reader})
 
     def _run(self) -> None:
         degraded = False
@@ -181,16 +203,26 @@ class ReaderMonitor:
         new = (self._status_change(ctx, states, 0) or []) if states else []
         self._readers = {n: _status(n, s, atr) for n, s, atr in new}
         if snapshot:
-            self._emit(MonitorEvent(MonitorEventKind.SNAPSHOT,
-                                    readers=tuple(self._readers.values())))
+            # An unavailable reader (its device is gone, pcscd has not dropped it yet) is
+            # not offered to clients; it is still watched, so its return is an ADDED event.
+            usable = tuple(r for r in self._readers.values() if not r.unavailable)
+            self._emit(MonitorEvent(MonitorEventKind.SNAPSHOT, readers=usable))
         current = {n: s & ~scard.SCARD_STATE_CHANGED for n, s, _ in new}
         pnp_state = len(names) << 16
         while not self._stop.is_set():
+            if self._refilter.is_set():
+                self._refilter.clear()
+                current = self._relist(ctx, current)
             req = [(n, current[n]) for n in current]
             if self._pnp_supported:
                 req.append((PNP_READER, pnp_state))
             result = self._status_change(ctx, req, INFINITE if self._pnp_supported else 1000)
-            if result is None:  # cancelled or timed out
+            if result is None:  # cancelled (stop or rescan) or timed out
+                if self._rescan.is_set() and not self._stop.is_set():
+                    self._rescan.clear()
+                    current = self._relist(ctx, current)
+                elif not self._pnp_supported:
+                    current = self._relist(ctx, current)
                 continue
             relist = False
             for name, event_state, atr in result:
@@ -231,10 +263,13 @@ class ReaderMonitor:
         names = self._list(ctx)
         for gone in [n for n in self._readers if n not in names]:
             status = self._readers.pop(gone)
+            current.pop(gone, None)
+            if status.unavailable:
+                continue  # already reported gone when it became unavailable
             if status.present:
                 self._emit(MonitorEvent(MonitorEventKind.CARD_REMOVED, reader=status))
-            self._emit(MonitorEvent(MonitorEventKind.READER_REMOVED, reader=status))
-            current.pop(gone, None)
+            self._emit(MonitorEvent(MonitorEventKind.READER_REMOVED, reader=status,
+                                    detail="the reader was removed"))
         added = [n for n in names if n not in self._readers]
         if added:
             new = self._status_change(ctx, [(n, scard.SCARD_STATE_UNAWARE) for n in added], 0)
@@ -242,6 +277,8 @@ class ReaderMonitor:
                 status = _status(name, event_state, atr)
                 self._readers[name] = status
                 current[name] = event_state & ~scard.SCARD_STATE_CHANGED
+                if status.unavailable:
+                    continue  # listed but not usable: reported when it becomes usable
                 self._emit(MonitorEvent(MonitorEventKind.READER_ADDED, reader=status))
                 if status.present:
                     self._emit(MonitorEvent(
@@ -252,6 +289,19 @@ class ReaderMonitor:
     def _card_change(self, now: ReaderStatus) -> None:
         before = self._readers.get(now.name)
         self._readers[now.name] = now
+        if now.unavailable:
+            # The driver lost the device (a USB reader pulled out answers "no such device"
+            # until pcscd's hotplug drops it): for clients the reader is gone.
+            if before is None or not before.unavailable:
+                if before is not None and before.present:
+                    self._emit(MonitorEvent(MonitorEventKind.CARD_REMOVED, reader=now))
+                self._emit(MonitorEvent(MonitorEventKind.READER_REMOVED, reader=now,
+                                        detail="the reader stopped answering (unplugged?)"))
+            return
+        if before is not None and before.unavailable:
+            self._emit(MonitorEvent(MonitorEventKind.READER_ADDED, reader=now,
+                                    detail="the reader is back"))
+            before = None  # whatever is in it now is a new insertion
         was = before is not None and before.present
         swapped = was and before is not None and now.present and (
             now.event_count != before.event_count and now.atr != b"" and

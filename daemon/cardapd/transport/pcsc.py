@@ -19,6 +19,7 @@ from cardapd.errors import (
     NoReader,
     PcscUnavailable,
     ReaderError,
+    ReaderRemoved,
 )
 
 PROTOCOLS = scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
@@ -52,8 +53,10 @@ def error_for(hresult: int, context: str) -> CardapError:
         return CardRemoved(text)
     if code == rc(scard.SCARD_E_NO_SMARTCARD):
         return NoCard(text)
-    if code in (rc(scard.SCARD_E_UNKNOWN_READER), rc(scard.SCARD_E_READER_UNAVAILABLE)):
+    if code == rc(scard.SCARD_E_UNKNOWN_READER):
         return NoReader(text)
+    if code == rc(scard.SCARD_E_READER_UNAVAILABLE):
+        return ReaderRemoved(f"{text}: the reader was unplugged or its driver lost it")
     if code in (rc(scard.SCARD_W_UNRESPONSIVE_CARD), rc(scard.SCARD_W_UNPOWERED_CARD),
                 rc(scard.SCARD_E_PROTO_MISMATCH), rc(scard.SCARD_E_NOT_TRANSACTED),
                 rc(scard.SCARD_W_UNSUPPORTED_CARD)):
