@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar, cast
 
@@ -79,6 +79,8 @@ class PcscConfig:
     readers_include: tuple[str, ...] = ()
     readers_exclude: tuple[str, ...] = ()
     reconnect_interval_s: float = 1.0
+    # auto: udev (pyudev) where udevd runs, else PC/SC PnP only; udev: always; pnp: never.
+    hotplug: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,7 @@ class AuditConfig:
     """[audit]: where the audit database lives (its head file sits beside it)."""
 
     path: Path
+    verify_interval_s: float = 86400.0  # background chain verification (also at start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,7 @@ class LoadingConfig:
 
 
 BIOMETRICS = ("fprintd", "none")
+HOTPLUG_SOURCES = ("auto", "udev", "pnp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +294,8 @@ def _build(data: dict[str, Any], src: str, source: Path | None) -> Config:
     sockets = _sockets(root.table("sockets"), daemon.runtime_dir)
     pcsc_t = root.table("pcsc")
     pcsc = PcscConfig(pcsc_t.strings("readers_include"), pcsc_t.strings("readers_exclude"),
-                      pcsc_t.number("reconnect_interval_s", 1.0, 0.0, 60.0))
+                      pcsc_t.number("reconnect_interval_s", 1.0, 0.0, 60.0),
+                      pcsc_t.choice("hotplug", "auto", HOTPLUG_SOURCES))
     pcsc_t.done()
     tap = _tap(root.table("tap"))
     diag_t = root.table("diagnose")
@@ -298,7 +303,8 @@ def _build(data: dict[str, Any], src: str, source: Path | None) -> Config:
     diag_t.done()
     metrics = _metrics(root.table("metrics"))
     audit_t = root.table("audit")
-    audit = AuditConfig(audit_t.path("path", daemon.state_dir / "audit.db"))
+    audit = AuditConfig(audit_t.path("path", daemon.state_dir / "audit.db"),
+                        audit_t.number("verify_interval_s", 86400.0, 0.0, 2592000.0))
     audit_t.done()
     loading = _loading(root, data.get("loading", {}))
     presets = _presets(root.table("presets"))
@@ -486,3 +492,69 @@ def _metrics(t: _Table) -> MetricsConfig:
                              "machine unless metrics.allow_non_loopback = true")
     t.done()
     return MetricsConfig(enabled, host, int(port_text), allow)
+
+
+# --- reload (SIGHUP) -----------------------------------------------------------------
+
+# Keys a running daemon cannot change: they name sockets it bound, stores it opened, the
+# metrics listener and the fingerprint service it connected to at start. A reload keeps
+# their running values and says that they wait for a restart (docs/decisions.md D19).
+RESTART_KEYS = ("daemon.state_dir", "daemon.runtime_dir", "sockets", "pcsc.reconnect_interval_s",
+                "pcsc.hotplug", "metrics", "audit", "operators.roster", "operators.biometric",
+                "operators.bus_address")
+# Dataclass paths that are written differently in the file.
+_FILE_KEYS = {"read_aps": "read.aps", "metrics.host": "metrics.listen",
+              "metrics.port": "metrics.listen"}
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    """What a reload does: `config` runs from now on, `live` keys apply at once, `restart`
+    keys changed in the file but keep their running values until the next start."""
+
+    config: Config
+    live: tuple[str, ...]
+    restart: tuple[str, ...]
+
+
+def changed_keys(old: Config, new: Config) -> tuple[str, ...]:
+    """The keys whose values differ, as written in the file (`tap.read_on_insert`,
+    `sockets.kiosk.path`, `read.aps`, `metrics.listen`), in file order."""
+    out: list[str] = []
+
+    def walk(prefix: str, a: object, b: object) -> None:
+        if is_dataclass(a) and type(a) is type(b):
+            for f in fields(a):
+                if f.compare:
+                    walk(f"{prefix}.{f.name}" if prefix else f.name,
+                         getattr(a, f.name), getattr(b, f.name))
+        elif a != b:
+            key = _FILE_KEYS.get(prefix, prefix)
+            if key not in out:
+                out.append(key)
+
+    walk("", old, new)
+    return tuple(out)
+
+
+def needs_restart(key: str) -> bool:
+    """Whether a changed `key` only takes effect at the next start."""
+    return any(key == k or key.startswith(k + ".") for k in RESTART_KEYS)
+
+
+def plan_reload(running: Config, new: Config) -> ReloadPlan:
+    """Split the changes of a validated new file into live ones and ones for a restart."""
+    keep = replace(
+        new,
+        daemon=replace(new.daemon, state_dir=running.daemon.state_dir,
+                       runtime_dir=running.daemon.runtime_dir),
+        sockets=running.sockets,
+        pcsc=replace(new.pcsc, reconnect_interval_s=running.pcsc.reconnect_interval_s,
+                     hotplug=running.pcsc.hotplug),
+        metrics=running.metrics, audit=running.audit,
+        operators=replace(new.operators, roster=running.operators.roster,
+                          biometric=running.operators.biometric,
+                          bus_address=running.operators.bus_address))
+    changed = changed_keys(running, new)
+    return ReloadPlan(keep, tuple(k for k in changed if not needs_restart(k)),
+                      tuple(k for k in changed if needs_restart(k)))

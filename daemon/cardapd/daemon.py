@@ -1,5 +1,10 @@
 """The daemon: builds the store, metrics, engine and role servers from the configuration,
 runs until SIGTERM/SIGINT, and stops in order (fwupd's main → daemon → IPC shape).
+
+SIGHUP re-reads the configuration file and applies what can change live, keeping every
+socket and stream open (docs/decisions.md D19). SIGTERM/SIGINT refuse new card writes at
+once, wait (at most [daemon] shutdown_grace_s) for those in progress, then stop the
+servers and the engine (D20); a second signal stops without waiting.
 """
 
 from __future__ import annotations
@@ -9,13 +14,16 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from cardapd import sdnotify
+from cardapd.api.audit import chain_check
 from cardapd.api.roles import Role
 from cardapd.api.server import RoleServer, SocketSpec, check_specs
-from cardapd.config import Config
+from cardapd.config import Config, DaemonConfig, load_config, plan_reload
 from cardapd.engine.engine import Engine
 from cardapd.engine.journal import Journal
 from cardapd.engine.loading import Loader
@@ -25,16 +33,21 @@ from cardapd.engine.revocation import Revocation
 from cardapd.engine.revocation_store import RevocationStore
 from cardapd.engine.secure_read import SecureReads
 from cardapd.engine.settings import EngineSettings
-from cardapd.errors import StoreError, Unauthenticated
+from cardapd.errors import CardapError, ConfigError, StoreError, Unauthenticated
+from cardapd.iso7816.traffic import TRAFFIC
 from cardapd.loading.client import LoadingClient
 from cardapd.loading.operators import Operator, OperatorSessions
+from cardapd.logsetup import JsonFormatter, TextFormatter
 from cardapd.metrics import Metrics
 from cardapd.operators.biometric import BiometricBackend
 from cardapd.operators.fprintd import FprintdClient
 from cardapd.roster import Roster, SessionManager
 from cardapd.store import AsyncAuditLog, AuditEntry, Durability
+from cardapd.transport.udev import resolve_source
 
 log = logging.getLogger(__name__)
+SERVER_GRACE_S = 2.0  # after the card writes: what reads in flight get before streams end
+ABORT_WAIT_S = 3.0  # after the grace period: the cut writes' journal and audit rows
 
 
 class StoreAuditSink:
@@ -82,7 +95,8 @@ def engine_settings(cfg: Config) -> EngineSettings:
         readers_include=tuple(cfg.pcsc.readers_include),
         readers_exclude=tuple(cfg.pcsc.readers_exclude),
         reconnect_interval_s=cfg.pcsc.reconnect_interval_s,
-        probe_type_c=cfg.diagnose.probe_type_c)
+        probe_type_c=cfg.diagnose.probe_type_c,
+        hotplug=resolve_source(cfg.pcsc.hotplug))
 
 
 def socket_specs(cfg: Config) -> list[SocketSpec]:
@@ -140,6 +154,35 @@ async def add_organisations(cfg: Config, roster: Roster, sink: StoreAuditSink) -
                               durable=True)
 
 
+def apply_logging(old: DaemonConfig, new: DaemonConfig) -> None:
+    """A reload's log level and format (a `--log-level` given at start stays in force
+    until the file's own value changes)."""
+    root = logging.getLogger()
+    if new.log_level != old.log_level:
+        level = TRAFFIC if new.log_level == "traffic" else int(
+            logging.getLevelName(new.log_level.upper()))
+        root.setLevel(level)
+        logging.getLogger("grpc").setLevel(max(level, logging.WARNING))
+    if new.log_format != old.log_format:
+        for handler in root.handlers:  # journald entries are native: no format to change
+            if isinstance(handler, logging.StreamHandler):
+                handler.setFormatter(JsonFormatter() if new.log_format == "json"
+                                     else TextFormatter())
+
+
+@dataclass(frozen=True)
+class Running:
+    """The parts of a running daemon that a reload reconfigures."""
+
+    engine: Engine
+    loader: Loader
+    revocation: Revocation
+    operators: OperatorService
+    sessions: SessionManager
+    roster: Roster
+    sink: StoreAuditSink
+
+
 class Daemon:
     """One run of cardapd."""
 
@@ -151,6 +194,11 @@ class Daemon:
         self.test_sessions = operator_sessions
         self.metrics = Metrics()
         self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second stop request: do not wait for card writes
+        self._ready = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._running: Running | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.metrics_port: int | None = None
 
     async def run(self) -> int:
@@ -164,13 +212,13 @@ class Daemon:
         engine = Engine(engine_settings(cfg), sink, self.metrics)
         journal = await asyncio.to_thread(Journal, Path(cfg.daemon.state_dir) / "journal.db")
         interrupted = await asyncio.to_thread(journal.mark_interrupted)
-        client = LoadingClient(cfg.loading)
+        client = LoadingClient(cfg.loading, self.metrics)
         roster = await asyncio.to_thread(Roster, Path(cfg.operators.roster))
         sessions = session_manager(cfg, roster)
         engine.operators = OperatorService(
             roster, sessions, biometric(cfg), sink,
             verify_timeout_s=cfg.operators.verify_timeout_s,
-            enroll_timeout_s=cfg.operators.enroll_timeout_s)
+            enroll_timeout_s=cfg.operators.enroll_timeout_s, metrics=self.metrics)
         engine.audit_path = Path(cfg.audit.path)
         engine.loading = Loader(engine, client, journal,
                                 RosterSessions(sessions, self.test_sessions), cfg.presets)
@@ -180,12 +228,18 @@ class Daemon:
         engine.revocation = Revocation(
             store, client if cfg.loading.configured else None,
             [ap.organisation for ap in cfg.read_aps], cfg.revocation, sink, self.metrics)
+        self.metrics.watch(client.check_link, engine.operators.check_device, chain_check(
+            Path(cfg.audit.path), self.metrics, cfg.audit.verify_interval_s))
+        assert engine.loading is not None
+        self._running = Running(engine, engine.loading, engine.revocation, engine.operators,
+                                sessions, roster, sink)
         servers: list[RoleServer] = []
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         watchdog: asyncio.Task[None] | None = None
+        stopped: dict[str, object] = {}
         try:
             if cfg.metrics.enabled:
                 host, port = cfg.metrics.host, cfg.metrics.port
@@ -210,17 +264,21 @@ class Daemon:
             watchdog = asyncio.create_task(self._watchdog(engine))
             engine.revocation.start()
             log.info("cardapd ready")
+            self._ready.set()
             await self._stop.wait()
-            log.info("stopping")
-            sdnotify.stopping()
+            stopped = await self._drain(self._running.loader)
         finally:
+            self._stop.set()  # also after a failed start: no reload from here on
+            for task in list(self._tasks):
+                task.cancel()
             if watchdog is not None:
                 watchdog.cancel()
             for server in servers:
-                await server.stop(grace=min(cfg.daemon.shutdown_grace_s, 5.0))
+                await server.stop(grace=min(self.cfg.daemon.shutdown_grace_s, SERVER_GRACE_S))
             await engine.stop()
             try:
-                await sink.record(None, "daemon_stopped", result="ok", durable=True)
+                await sink.record(None, "daemon_stopped", result="ok", durable=True,
+                                  detail=stopped)
             except StoreError:
                 log.exception("could not audit the stop")
             await audit_log.aclose()
@@ -229,12 +287,136 @@ class Daemon:
         return 0
 
     def request_stop(self) -> None:
-        """Ask the daemon to stop (tests and signal handlers)."""
+        """Ask the daemon to stop (SIGTERM, SIGINT, tests): new card writes are refused at
+        once; asked again, it stops without waiting for the writes in progress."""
+        if self._stop.is_set() and not self._hurry.is_set():
+            log.warning("asked to stop again: not waiting for card writes in progress")
+            self._hurry.set()
         self._stop.set()
+        if self._running is not None:
+            self._running.loader.begin_stop()
 
-    def _reload(self) -> None:
-        log.warning("SIGHUP: configuration reload without restart is not supported by this "
-                    "version; restart the service to apply a changed configuration")
+    async def _drain(self, loader: Loader) -> dict[str, object]:
+        """The first half of a graceful stop (D20): new card writes are refused, those in
+        progress get [daemon] shutdown_grace_s to finish, then are cut short (their journal
+        rows are reconciled the next time the card is seen). Reads are served meanwhile."""
+        grace = self.cfg.daemon.shutdown_grace_s
+        loader.begin_stop()
+        busy = loader.in_progress()
+        sdnotify.stopping()
+        if not busy:
+            log.info("stopping: new card writes are refused; none is in progress")
+            return {"writes_waited": 0}
+        log.info("stopping: new card writes are refused; waiting up to %g s for %d in "
+                 "progress (%s)", grace, len(busy), ", ".join(busy))
+        sdnotify.status(f"stopping: waiting up to {grace:g} s for {len(busy)} card write(s)")
+        if await loader.drain(grace, self._hurry):
+            log.info("stopping: the card writes in progress finished")
+            return {"writes_waited": len(busy)}
+        left = loader.in_progress()
+        log.warning("stopping: %d card write(s) still in progress (%s) after the shutdown "
+                    "grace period of %g s; cutting them short: the journal keeps them and "
+                    "they are reconciled the next time their card is seen",
+                    len(left), ", ".join(left), grace)
+        await loader.abort(ABORT_WAIT_S)
+        return {"writes_waited": len(busy), "writes_interrupted": len(left)}
+
+    # ------------------------------------------------------------------ reload (D19)
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the configuration in the background (one reload at a time)."""
+        task = asyncio.ensure_future(self.reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self) -> bool:
+        """Re-read and validate the configuration file, apply what changes live; True when
+        it was applied. An invalid file changes nothing. Sockets and streams stay open."""
+        await self._ready.wait()  # a SIGHUP during the start is handled once serving
+        async with self._reload_lock:
+            if self._stop.is_set() or self._running is None:
+                log.warning("SIGHUP while stopping: the configuration is not reloaded")
+                return False
+            sdnotify.reloading()
+            status = "configuration reload failed"
+            try:
+                ok, status = await self._reload(self._running)
+            finally:
+                if not self._stop.is_set():  # back to serving, whatever the outcome
+                    sdnotify.ready(status)
+            return ok
+
+    async def _reload(self, running: Running) -> tuple[bool, str]:
+        """One reload; (applied, the status line for systemd)."""
+        path = self.config_path
+        where = str(path) if path is not None else "(no configuration file: defaults)"
+        try:
+            new = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            log.error("configuration reload refused, the running configuration stays in "
+                      "force: %s", exc.message, extra={"operation": "config_reload"})
+            await self._audit_reload(running, "error", exc.reason, {
+                "file": exc.metadata.get("file", where), "key": exc.metadata.get("key", ""),
+                "error": exc.message})
+            return False, f"configuration reload refused: {exc.message}"
+        plan = plan_reload(self.cfg, new)
+        try:
+            await self._apply(running, self.cfg, plan.config)
+        except Exception as exc:  # every value was validated: a bug, but keep serving
+            log.exception("configuration reload from %s failed while applying it; some "
+                          "changes may be in force, restart to be sure", where)
+            await self._audit_reload(running, "error", "RELOAD_FAILED", {
+                "file": where, "error": f"{type(exc).__name__}: {exc}"})
+            return False, "configuration reload failed: restart cardapd"
+        self.cfg = plan.config
+        log.info("configuration reloaded from %s: %s", where,
+                 f"applied {', '.join(plan.live)}" if plan.live else "no change to apply",
+                 extra={"operation": "config_reload"})
+        if plan.restart:
+            log.warning("configuration reloaded from %s: %s changed but take(s) effect only "
+                        "after a restart (systemctl restart cardapd); the running values "
+                        "stay in force until then", where, ", ".join(plan.restart),
+                        extra={"operation": "config_reload"})
+        await self._audit_reload(running, "ok", "", {
+            "file": where, "applied": list(plan.live), "restart_required": list(plan.restart)})
+        if plan.restart:
+            return True, f"configuration reloaded; restart needed for {', '.join(plan.restart)}"
+        return True, "configuration reloaded"
+
+    async def _apply(self, run: Running, old: Config, new: Config) -> None:
+        """Apply a validated configuration to the running parts: new objects are built
+        first, then swapped in. Nothing here touches a socket, a stream or a store."""
+        engine, loader = run.engine, run.loader
+        client = loader.client if new.loading == old.loading else LoadingClient(new.loading,
+                                                                                self.metrics)
+        secure = SecureReads(engine, new.read_aps, new.pin.floor)
+        apply_logging(old.daemon, new.daemon)
+        engine.apply_settings(engine_settings(new))
+        engine.secure = secure
+        replaced = client is not loader.client
+        loader.reconfigure(client, new.presets)  # a session in progress keeps the old one
+        if replaced:
+            self.metrics.watch(client.check_link)
+        organisations = [ap.organisation for ap in new.read_aps]
+        if (new.loading, new.revocation, organisations) != (
+                old.loading, old.revocation, [ap.organisation for ap in old.read_aps]):
+            run.revocation.reconfigure(client if new.loading.configured else None,
+                                       organisations, new.revocation)
+        run.operators.verify_timeout_s = new.operators.verify_timeout_s
+        run.operators.enroll_timeout_s = new.operators.enroll_timeout_s
+        # New sessions get the new timeouts; open ones keep theirs.
+        run.sessions.idle_timeout = timedelta(seconds=new.operators.idle_timeout_s)
+        run.sessions.absolute_timeout = timedelta(seconds=new.operators.absolute_timeout_s)
+        await add_organisations(new, run.roster, run.sink)
+
+    async def _audit_reload(self, running: Running, result: str, reason: str,
+                            detail: Mapping[str, object]) -> None:
+        """The durable `config_reload` row (a store failure is logged, not raised)."""
+        try:
+            await running.sink.record(None, "config_reload", result=result, reason=reason,
+                                      detail=detail, durable=True)
+        except CardapError:
+            log.exception("could not audit the configuration reload")
 
     async def _watchdog(self, engine: Engine) -> None:
         """Feed the systemd watchdog only while the event loop and the monitor are healthy."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cardapd.config import Config, load_config
+from cardapd.config import Config, changed_keys, load_config, needs_restart, plan_reload
 from cardapd.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "config.example.toml"
@@ -166,3 +166,59 @@ def test_config_is_frozen() -> None:
     cfg = Config.default()
     with pytest.raises(AttributeError):
         cfg.daemon.log_level = "debug"  # type: ignore[misc]
+
+
+# --- reload (SIGHUP, docs/decisions.md D19) -----------------------------------------------
+
+def test_reload_plan_applies_live_keys_and_keeps_restart_keys(tmp_path: Path) -> None:
+    running = load_config(write(tmp_path, '[tap]\nread_on_insert = true\n'
+                                          '[metrics]\nlisten = "127.0.0.1:9750"\n'))
+    new = load_config(write(tmp_path, '[tap]\nread_on_insert = false\n'
+                                      '[metrics]\nlisten = "127.0.0.1:9751"\n'
+                                      '[sockets.kiosk]\npath = "/run/other/kiosk.sock"\n'
+                                      '[pin]\nfloor = 2\n[presets]\nday = ["ap-1"]\n'))
+    plan = plan_reload(running, new)
+    assert plan.live == ("tap.read_on_insert", "presets", "pin.floor")
+    assert plan.restart == ("sockets.kiosk.path", "metrics.listen")
+    assert (plan.config.tap, plan.config.pin, plan.config.presets) == (new.tap, new.pin,
+                                                                       new.presets)
+    assert (plan.config.sockets, plan.config.metrics) == (running.sockets, running.metrics)
+    # What runs after the reload differs from before in the live keys only.
+    assert changed_keys(running, plan.config) == plan.live
+    # Reloading the same file again applies nothing and still names the restart keys.
+    again = plan_reload(plan.config, new)
+    assert (again.live, again.restart) == ((), plan.restart)
+
+
+def test_every_restart_key_keeps_its_running_value(tmp_path: Path) -> None:
+    running = load_config(write(tmp_path, ""))
+    new = load_config(write(tmp_path, '[daemon]\nstate_dir = "/srv/s"\nruntime_dir = "/srv/r"\n'
+                                      'log_level = "debug"\n'
+                                      '[sockets]\ndir = "/srv/sock"\n'
+                                      '[sockets.ops]\ngroup = "wheel"\nmode = "0600"\n'
+                                      '[pcsc]\nreconnect_interval_s = 5\nhotplug = "pnp"\n'
+                                      '[metrics]\nenabled = false\n'
+                                      '[audit]\npath = "/srv/audit.db"\n'
+                                      '[operators]\nroster = "/srv/roster.db"\n'
+                                      'biometric = "none"\nbus_address = "unix:path=/x"\n'))
+    plan = plan_reload(running, new)
+    assert plan.live == ("daemon.log_level",)
+    assert set(plan.restart) == {
+        "daemon.state_dir", "daemon.runtime_dir", "sockets.dir", "sockets.kiosk.path",
+        "sockets.gate.path", "sockets.ops.path", "sockets.ops.group", "sockets.ops.mode",
+        "pcsc.reconnect_interval_s", "pcsc.hotplug", "metrics.enabled", "audit.path",
+        "operators.roster", "operators.biometric", "operators.bus_address"}
+    assert all(needs_restart(k) for k in plan.restart)
+    assert changed_keys(running, plan.config) == ("daemon.log_level",)
+
+
+def test_read_aps_and_secrets_compare_by_value(tmp_path: Path) -> None:
+    key = tmp_path / "a.key"
+    key.write_text("00" * 16)
+    key.chmod(0o600)
+    text = (f'[[read.aps]]\naid = "D392F000410A0002"\ntype = "A"\norganisation = "org-a"\n'
+            f'access_key_file = "{key}"\npin = "caller"\n')
+    first = load_config(write(tmp_path, text))
+    assert changed_keys(first, load_config(write(tmp_path, text))) == ()
+    key.write_text("11" * 16)
+    assert plan_reload(first, load_config(write(tmp_path, text))).live == ("read.aps",)

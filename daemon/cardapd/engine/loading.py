@@ -4,18 +4,23 @@ The daemon checks the operator's rights and the organisation's catalogue before 
 a card session; the service checks again. A journal row is written before the first APDU
 and finished after the last; a load cut short (card pulled, service lost, daemon killed)
 is reconciled by `engine.reconcile` the next time that card is identified.
+
+Every card write (load, preset, delete) is tracked for a graceful stop (D20): once the
+daemon is stopping, new writes are refused with UNAVAILABLE `SHUTTING_DOWN`; the stop waits
+(bounded) for the writes in progress, then cuts the rest short, leaving them to the journal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cardap.v1 import cards_pb2, loading_pb2
 from cardapd.engine.cardaps import Candidate, CardAp, read_card_aps
@@ -29,6 +34,8 @@ from cardapd.errors import (
     NotAuthorized,
     NotFound,
     NotMyNumberCard,
+    ReaderRemoved,
+    ServiceUnavailable,
 )
 from cardapd.loading.client import LoadingClient, SessionOutcome
 from cardapd.loading.operators import Operator, OperatorSessions, Right
@@ -44,10 +51,25 @@ _TYPES = {cards_pb2.AP_TYPE_A: "A", cards_pb2.AP_TYPE_C: "C", cards_pb2.AP_TYPE_
 # After these the reader's connection is dropped (a stale or confused handle would fail the
 # next exchange or the next insertion's identification).
 _CONNECTION_LOST = frozenset({"CARD_REMOVED", "CARD_UNRESPONSIVE", "PCSC_UNAVAILABLE",
-                              "CARD_PROTOCOL_ERROR"})
+                              "CARD_PROTOCOL_ERROR", "READER_REMOVED"})
 PHASES = {1: "secure_channel", 2: "loading", 3: "installing", 4: "personalising"}
 # A failed session ending with these may have changed the card: reconcile it later.
 RECONCILE_AFTER = frozenset({"CARD_REMOVED", "CARD_REJECTED", "PROTOCOL_ERROR", "INTERNAL"})
+
+
+class ShuttingDown(ServiceUnavailable):
+    """The daemon is stopping: no card write starts, or one was cut short (UNAVAILABLE)."""
+
+    reason = "SHUTTING_DOWN"
+
+
+@dataclass
+class _Write:
+    """A card write in progress, as a graceful stop sees it."""
+
+    operation: str
+    cancel: threading.Event
+    settling: bool = False  # its card session is over: only journal and audit are left
 
 
 @dataclass(frozen=True)
@@ -112,6 +134,11 @@ class Loader:
         self.presets = dict(presets)
         self._locks: dict[str, asyncio.Lock] = {}
         self.reconciling: dict[str, asyncio.Task[None]] = {}
+        self._writes: dict[asyncio.Task[Any], _Write] = {}
+        self._stopping = False  # new card writes are refused
+        self._aborting = False  # the grace period ended: writes in progress are cut short
+        self._retired: list[LoadingClient] = []  # replaced by a reload, closed when idle
+        self._closing: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ operators
 
@@ -135,6 +162,15 @@ class Loader:
                    cancel: threading.Event | None = None) -> None:
         """Load one AP or a preset in order; a failure is reported, then raised."""
         ctx = dataclasses.replace(ctx, operator=operator.actor)
+        cancel = cancel or threading.Event()
+        async with self._write(ctx, "load", {"ap_id": ap_id, "preset": preset}, cancel):
+            await self._load(ctx, operator, reader=reader, ap_id=ap_id, preset=preset,
+                             custom_user_id=custom_user_id, progress=progress, result=result,
+                             cancel=cancel)
+
+    async def _load(self, ctx: OpContext, operator: Operator, *, reader: str, ap_id: str,
+                    preset: str, custom_user_id: str, progress: Callable[[Progress], None],
+                    result: Callable[[LoadOutcome], None], cancel: threading.Event) -> None:
         start = time.perf_counter()
         target: CardTarget | None = None
         try:
@@ -175,6 +211,11 @@ class Loader:
         start = time.perf_counter()
         ap_id = entry.ap_id
         detail: dict[str, object] = {"ap_id": ap_id, "aid": entry.instance_aid}
+        if self._aborting:  # the next AP of a preset, after the grace period ended
+            stopped = self._interrupted("load")
+            await self.audit_end(ctx, "load", start, stopped, target, detail)
+            raise stopped
+        self._settling(False)
         progress(Progress(ap_id, "connecting", 0))
         await self._check_present(target)
         jid = await asyncio.to_thread(
@@ -194,12 +235,15 @@ class Loader:
         try:
             await self._audit_step(ctx, "load_started", target, detail)
             outcome = await self.relay_session(target, open_, cancel, on_batch)
+            self._settling(True)
         except BaseException as exc:
-            await self._end_journal(jid, None, exc)
-            err = exc if isinstance(exc, CardapError) else None
-            if err is not None:
-                await self.audit_end(ctx, "load", start, err, target, detail)
-            raise
+            cause = self._as_stop(exc, "load")
+            await self._end_journal(jid, None, cause)
+            if isinstance(cause, CardapError):
+                await self.audit_end(ctx, "load", start, cause, target, detail)
+            if cause is exc:
+                raise
+            raise cause from None
         done = outcome.done
         await self._end_journal(jid, outcome, None)
         detail.update(round_trips=done.round_trips, billed=done.billed)
@@ -219,6 +263,12 @@ class Loader:
                      aid: bytes, cancel: threading.Event | None = None) -> DeleteOutcome:
         """Delete the AP with instance `aid`; ALREADY_ABSENT is a success."""
         ctx = dataclasses.replace(ctx, operator=operator.actor)
+        cancel = cancel or threading.Event()
+        async with self._write(ctx, "delete", {"aid": aid.hex().upper()}, cancel):
+            return await self._delete(ctx, operator, reader=reader, aid=aid, cancel=cancel)
+
+    async def _delete(self, ctx: OpContext, operator: Operator, *, reader: str,
+                      aid: bytes, cancel: threading.Event) -> DeleteOutcome:
         start = time.perf_counter()
         aid_hex = aid.hex().upper()
         detail: dict[str, object] = {"aid": aid_hex}
@@ -251,11 +301,15 @@ class Loader:
             try:
                 await self._audit_step(ctx, "delete_started", target, detail)
                 outcome = await self.relay_session(target, open_, cancel, None)
+                self._settling(True)
             except BaseException as exc:
-                await self._end_journal(jid, None, exc)
-                if isinstance(exc, CardapError):
-                    await self.audit_end(ctx, "delete", start, exc, target, detail)
-                raise
+                cause = self._as_stop(exc, "delete")
+                await self._end_journal(jid, None, cause)
+                if isinstance(cause, CardapError):
+                    await self.audit_end(ctx, "delete", start, cause, target, detail)
+                if cause is exc:
+                    raise
+                raise cause from None
             await self._end_journal(jid, outcome, None)
         done = outcome.done
         if not done.ok:
@@ -303,6 +357,124 @@ class Loader:
         out += [Candidate(aid, "C") for aid in self.engine.settings.type_c_aids]
         return out
 
+    # ------------------------------------------------------------------ reload and stop
+
+    def reconfigure(self, client: LoadingClient,
+                    presets: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+        """A reloaded configuration: presets at once, `client` from the next call on. A
+        session in progress finishes on the old client, closed once no write is left."""
+        self.presets = dict(presets)
+        if client is not self.client:
+            self._retired.append(self.client)
+            self.client = client
+            if not self._writes:
+                self._close_retired()
+
+    def begin_stop(self) -> None:
+        """Refuse every new card write from now on (UNAVAILABLE `SHUTTING_DOWN`)."""
+        self._stopping = True
+
+    def in_progress(self) -> list[str]:
+        """The card writes and reconciliations running now, by operation name."""
+        return ([w.operation for w in self._writes.values()]
+                + ["reconcile" for t in self.reconciling.values() if not t.done()])
+
+    async def drain(self, timeout_s: float, hurry: asyncio.Event | None = None) -> bool:
+        """Refuse new writes and wait (at most `timeout_s`, less once `hurry` is set) for
+        those in progress; True when none is left."""
+        self.begin_stop()
+        await self._until_quiet(timeout_s, hurry)
+        return not self.in_progress()
+
+    async def abort(self, wait_s: float = 3.0) -> None:
+        """The grace period ended: cut the writes in progress short (their card sessions are
+        cancelled, journal rows stay marked for reconciliation) and wait for their
+        bookkeeping (at most `wait_s`). A write whose card session is over is not cut."""
+        self.begin_stop()
+        self._aborting = True
+        for task, write in list(self._writes.items()):
+            write.cancel.set()  # the reader thread stops before its next APDU
+            if not write.settling:
+                task.cancel()
+        for rtask in list(self.reconciling.values()):
+            rtask.cancel()
+        await self._until_quiet(wait_s)
+
+    async def _until_quiet(self, timeout_s: float, hurry: asyncio.Event | None = None) -> None:
+        """Wait until no write or reconciliation runs: at most `timeout_s`, or `hurry`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        hurried = asyncio.ensure_future(hurry.wait()) if hurry is not None else None
+        try:
+            while self.in_progress() and (left := deadline - loop.time()) > 0:
+                if hurried is not None and hurried.done():
+                    break
+                tasks: set[asyncio.Future[Any]] = {
+                    *self._writes, *(t for t in self.reconciling.values() if not t.done())}
+                if hurried is not None:
+                    tasks.add(hurried)
+                await asyncio.wait(tasks, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if hurried is not None:
+                hurried.cancel()
+
+    @contextlib.asynccontextmanager
+    async def _write(self, ctx: OpContext, operation: str, detail: Mapping[str, object],
+                     cancel: threading.Event) -> AsyncIterator[None]:
+        """Track one card write for a graceful stop; refused (and audited) once stopping."""
+        start = time.perf_counter()
+        task = asyncio.current_task()
+        assert task is not None
+        if self._stopping:
+            err = ShuttingDown(f"the daemon is stopping: no new {operation} starts now; "
+                               "try again once it is back", metadata={"operation": operation})
+            await self.audit_end(ctx, operation, start, err, None, detail)
+            raise err
+        self._writes[task] = _Write(operation, cancel)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not self._aborting:
+                raise
+            task.uncancel()  # cut short before its card session: nothing to reconcile
+            err = self._interrupted(operation)
+            await self.audit_end(ctx, operation, start, err, None, detail)
+            raise err from None
+        finally:
+            del self._writes[task]
+            if not self._writes:
+                self._close_retired()
+
+    def _settling(self, settled: bool) -> None:
+        """Mark the current write's card session as over (or starting again: presets)."""
+        task = asyncio.current_task()
+        write = self._writes.get(task) if task is not None else None
+        if write is not None:
+            write.settling = settled
+
+    def _interrupted(self, operation: str) -> ShuttingDown:
+        return ShuttingDown(f"the daemon stopped before this {operation} finished (its "
+                            "shutdown grace period ended); the card is checked again "
+                            "(reconciled) the next time it is seen",
+                            metadata={"operation": operation, "interrupted": "true"})
+
+    def _as_stop(self, exc: BaseException, operation: str) -> BaseException:
+        """A cancellation by `abort` becomes ShuttingDown (the task is un-cancelled);
+        anything else is returned as it is."""
+        if not (isinstance(exc, asyncio.CancelledError) and self._aborting):
+            return exc
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return self._interrupted(operation)
+
+    def _close_retired(self) -> None:
+        """Close the service clients a reload replaced (in the background)."""
+        while self._retired:
+            task = asyncio.ensure_future(self._retired.pop().close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
     # ------------------------------------------------------------------ helpers
 
     def lock(self, reader: str) -> asyncio.Lock:
@@ -343,18 +515,31 @@ class Loader:
                        on_batch: Callable[[loading_pb2.ApduBatch], None] | None
                        ) -> SessionOutcome:
         """Relay one card session; batches run on the reader's thread."""
+        if self._stopping and open_.action == "reconcile":
+            raise ShuttingDown("the daemon is stopping: the reconciliation is left for the "
+                               "next time the card is seen")
         owner = target.owner
+        lost: list[str] = []
 
         async def run(batch: loading_pb2.ApduBatch) -> loading_pb2.BatchResult:
             if owner.generation != target.generation:
                 return loading_pb2.BatchResult(batch_id=batch.batch_id, complete=False,
                                                transport_error="CARD_REMOVED")
             result = await owner.run(lambda proto: run_batch(proto, batch, cancel))
+            if result.transport_error:
+                lost.append(result.transport_error)
             if result.transport_error in _CONNECTION_LOST:
                 await owner.card_gone()  # a stale connection would fail the next insertion
             return result
 
-        return await self.client.session(open_, run, on_batch)
+        outcome = await self.client.session(open_, run, on_batch)
+        if lost and lost[-1] == ReaderRemoved.reason and not outcome.done.ok:
+            # The service only knows the terminal lost the card; the terminal knows why.
+            raise ReaderRemoved(
+                f"the reader {owner.name!r} was unplugged during the operation; the card is "
+                "checked again (reconciled) when it is next seen",
+                metadata={"reader": owner.name, "service_reason": outcome.done.reason})
+        return outcome
 
     async def _end_journal(self, jid: str, outcome: SessionOutcome | None,
                            exc: BaseException | None) -> None:
@@ -391,6 +576,8 @@ class Loader:
         """Stop reconciliations and close the service channel."""
         for task in list(self.reconciling.values()):
             task.cancel()
+        self._close_retired()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         await self.client.close()
         await asyncio.to_thread(self.journal.close)
 
