@@ -444,6 +444,7 @@ class TerminalServicer(terminal_pb2_grpc.TerminalServicer):
     async def GetYearlyReport(self, request: terminal_pb2.GetYearlyReportRequest, context: Any,
                               ctx: OpContext) -> terminal_pb2.YearlyReport:
         rep = await audit_api.yearly(self._audit_path(), request.year)
+        self.engine.metrics.audit_chain(rep.audit.ok)  # the report verified the whole chain
         await self.engine.audit.record(ctx, "yearly_report", result="ok", detail={
             "year": rep.year, "audit_ok": rep.audit.ok}, durable=True)
         return audit_api.report(rep)

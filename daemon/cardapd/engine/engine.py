@@ -16,7 +16,7 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
-from cardapd import __version__
+from cardapd import __version__, logcontext
 from cardapd.engine.audit import AuditSink, finish_operation
 from cardapd.engine.diagnose import Diagnosis, diagnose_reader, no_reader_diagnosis
 from cardapd.engine.hub import EventHub, Subscription, now
@@ -285,6 +285,7 @@ class Engine:
             self.hub.set_reader(view)
 
     async def _identify(self, owner: ReaderOwner, generation: int, status: ReaderStatus) -> None:
+        logcontext.set_fields(operation="identify", reader=owner.name)  # this task only
         # Let the streams write CARD_DETECTED before the reader thread starts competing
         # for the GIL: the first event of an insertion must not wait for identification.
         for _ in range(3):
