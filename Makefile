@@ -64,8 +64,11 @@ certs: setup
 wheel: setup
 	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .
 
+# Every benchmark; each replaces its own section of docs/benchmarks.md.
 bench: setup
 	$(PY) -m bench.run --out docs/benchmarks.md
+	$(PY) -m bench.load --out docs/benchmarks.md
+	$(PY) -m bench.reads --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .stamp-* build dist *.egg-info .mypy_cache .ruff_cache

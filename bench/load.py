@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from typing import Any
 import grpc
 
 from bench.netns import DelayProxy, netem_available
+from bench.sections import write_section
 from bench.stats import percentile
 from cardap.v1 import loading_pb2, loading_pb2_grpc
 from cardap_sim.loadsvc import cli as loadsvc_cli
@@ -75,8 +75,6 @@ SIZES = (2048, 8192, 32768)
 RTTS_MS = (0, 10, 30)
 BENCH_AREA = 1 << 16
 INS_LOAD = 0xE8
-BEGIN = "<!-- bench.load:begin -->"
-END = "<!-- bench.load:end -->"
 
 
 def ap_id(size: int) -> str:
@@ -380,7 +378,7 @@ async def measure(work: Path, sizes: tuple[int, ...], rtts: tuple[int, ...], run
 
 def report(res: Results, sizes: tuple[int, ...], rtts: tuple[int, ...]) -> str:
     """The Markdown section."""
-    lines = [BEGIN, "## Load (issue 4): the loading-service relay", "",
+    lines = ["## Load (issue 4): the loading-service relay", "",
              f"Run {res.started}, {res.seconds:.0f} s, Python {platform.python_version()}, "
              f"{platform.machine()}; `python -m bench.load` ({res.runs} batched loads and "
              "fewer per-APDU loads per cell, medians).", "",
@@ -442,20 +440,10 @@ def report(res: Results, sizes: tuple[int, ...], rtts: tuple[int, ...]) -> str:
               f"* Link: {res.netem_note}",
               "* Bytes: every command APDU the terminal sent to the card, counted at the "
               "terminal; LOAD bytes against `cardapd.gp.commands.minimum_bytes` for the load "
-              "file (`C4 len image`), the profile's max command data and security level 33.",
-              END]
+              "file (`C4 len image`), the profile's max command data and security level 33."]
     return "\n".join(lines) + "\n"
 
 
-def write_section(out: Path, section: str) -> None:
-    """Replace our marked section in `out`, or append it."""
-    text = out.read_text(encoding="utf-8") if out.exists() else "# cardapd benchmarks\n"
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    out.write_text(text, encoding="utf-8")
 
 
 @contextlib.contextmanager
@@ -507,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(res, SIZES, RTTS_MS)
     print(section)
     if a.out is not None:
-        write_section(a.out, section)
+        write_section(a.out, "bench.load", section)
     return 0
 
 

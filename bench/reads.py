@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import datetime as dt
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -47,11 +46,10 @@ from bench.run import (
     machine,
     wait_for_event,
 )
+from bench.sections import write_section
 from bench.stats import Summary
 from cardap_sim.stack import Stack
 
-BEGIN = "<!-- bench.reads:begin -->"
-END = "<!-- bench.reads:end -->"
 SESSION: tuple[tuple[str, str | bytes], ...] = (("cardap-session", "test:org-a:op-1"),)
 ORGANISATION = "org-a"
 AP_IDS = {"C": "org-a-staff-c", "A": "org-a-cert-a", "D": "org-a-records-d"}
@@ -463,7 +461,6 @@ def report(opts: Options, res: Results, command: str, started: dt.datetime) -> s
            f"{opts.batch} (order rotated each round; {opts.warmup} warm-up calls each first); "
            f"whole run {res.seconds:.1f} s.")
     lines = [
-        BEGIN,
         "## Secure reads (issue 6): Type C, A and D",
         "",
         "Produced by `bench/reads.py` (the command below); one run on one private stack "
@@ -518,20 +515,10 @@ def report(opts: Options, res: Results, command: str, started: dt.datetime) -> s
         "GET CHALLENGE, MUTUAL AUTHENTICATE, the guard's retry-counter read (VERIFY without "
         "data), VERIFY, then the reads.",
         "- Every path was checked to return the loaded AP's user ID before timing.",
-        END,
     ]
     return "\n".join(lines) + "\n"
 
 
-def write_section(out: Path, section: str) -> None:
-    """Replace the bench.reads section of `out`, or append it; other sections are untouched."""
-    text = out.read_text(encoding="utf-8") if out.exists() else "# cardapd benchmarks\n"
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    out.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -573,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     if opts.out is not None:
         opts.out.parent.mkdir(parents=True, exist_ok=True)
-        write_section(opts.out, section)
+        write_section(opts.out, "bench.reads", section)
         print(f"wrote the Secure reads section of {opts.out} ({results.seconds:.1f} s)",
               file=sys.stderr)
     return 0

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.interleave import measure_interleaved
+from bench.sections import write_section
 from bench.stats import Summary
 
 READER = "Virtual PCD 00 00"  # vpcd slot 0
@@ -420,10 +421,11 @@ def report(opts: Options, res: Results, command: str, started: dt.datetime) -> t
                  f"rounds of {opts.batch} (order rotated each round; {opts.warmup} warm-up calls "
                  f"each first); {opts.insertions} insertions for insert-to-event; whole run "
                  f"{res.seconds:.1f} s.")
-    md = f"""# cardapd benchmarks
+    md = f"""## Unary reads and insert-to-event (issue 3)
 
-Produced by `bench/run.py`; regenerate with `make bench` (the command below). All numbers
-come from **one run on one private stack** (pcscd socket-activated on a private socket,
+Produced by `bench/run.py`; `make bench` regenerates every section of this file (this one,
+then the load and secure-read sections). All numbers of a section come from **one run on
+one private stack** (pcscd socket-activated on a private socket,
 vpcd, the virtual card simulator, cardapd), client and server on this machine.
 
 - Command: `{command}`
@@ -474,6 +476,7 @@ vpcd, the virtual card simulator, cardapd), client and server on this machine.
     extra = INTERPRETATION.read_text().strip() if INTERPRETATION.exists() else ""
     if extra:
         md += "\n" + extra + "\n"
+    md = md.replace("\n## ", "\n### ")  # this report is one section of benchmarks.md
     stdout = f"{table}\n\n{failures}\n\n{ratios}\n\n{targets}\n\n{at_p99}\n"
     return stdout, md
 
@@ -544,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     table, md = report(opts, results, command, started)
     print(table)
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(md)
+    write_section(opts.out, "bench.run", md)
     print(f"wrote {opts.out} ({results.seconds:.1f} s)", file=sys.stderr)
     return 0
 
