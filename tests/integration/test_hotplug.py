@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -238,56 +238,50 @@ def _load_in_background(stack: Stack, ap_id: str) -> tuple[threading.Thread, dic
     return t, outcome
 
 
-def test_reader_pulled_during_a_load_is_aborted_then_reconciled(lstack: LoadStack) -> None:
-    path, card_id = fresh_card(lstack, "unplugged")
+def _cut_mid_load(stack: LoadStack, name: str, cut: Callable[[], None]
+                  ) -> tuple[CardapClientError, Path, str, int]:
+    """A slowed load of AP_C on a fresh card, `cut()` once it is in its LOAD blocks; the
+    client's error, the card file, its id and the extended area used before."""
+    path, card_id = fresh_card(stack, name)
     before_space = inspect_card(path).ext_used()
-    lstack.control.fault(0, slow_ms=60)
-    start = apdu_count(lstack, 0)
-    t, outcome = _load_in_background(lstack, AP_C)
-    wait_until(lambda: apdu_count(lstack, 0) >= start + 12, 30, "the load to be in its LOADs")
-    lstack.unplug_reader()
+    stack.control.fault(0, slow_ms=60)
+    start = apdu_count(stack, 0)
+    t, outcome = _load_in_background(stack, AP_C)
+    wait_until(lambda: apdu_count(stack, 0) >= start + 12, 30, "the load to be in its LOADs")
+    cut()
     t.join(60)
     err = outcome.get("error")
     assert isinstance(err, CardapClientError), outcome
-    assert (err.code, err.reason) == (grpc.StatusCode.ABORTED, "READER_REMOVED"), err
-    rows = [r for r in journal_rows(lstack) if r["card_id"] == card_id]
+    rows = [r for r in journal_rows(stack) if r["card_id"] == card_id]
     assert rows
     assert rows[-1]["needs_reconcile"], rows
+    stack.control.fault(0, clear=True)
+    return err, path, card_id, before_space
 
-    lstack.control.fault(0, clear=True)
-    lstack.replug_reader()
-    wait_reconciled(lstack, card_id)
+
+def _assert_reconciled_to_nothing(stack: LoadStack, path: Path, card_id: str,
+                                  before_space: int) -> None:
+    wait_reconciled(stack, card_id, timeout=45)
     loaded = assert_all_or_nothing(inspect_card(path), AP_C, before_space)
-    assert not loaded, "a load pulled in its LOAD blocks cannot have completed"
-    audit_failure_and_reconcile(lstack, card_id)
-    assert_audit_chain(lstack)
+    assert not loaded, "a load cut in its LOAD blocks cannot have completed"
+    audit_failure_and_reconcile(stack, card_id)
+    assert_audit_chain(stack)
+
+
+def test_reader_pulled_during_a_load_is_aborted_then_reconciled(lstack: LoadStack) -> None:
+    err, path, card_id, before = _cut_mid_load(lstack, "unplugged", lstack.unplug_reader)
+    assert (err.code, err.reason) == (grpc.StatusCode.ABORTED, "READER_REMOVED"), err
+    lstack.replug_reader()
+    _assert_reconciled_to_nothing(lstack, path, card_id, before)
 
 
 def test_pcscd_restarted_during_a_load_is_failed_then_reconciled(lstack: LoadStack) -> None:
-    path, card_id = fresh_card(lstack, "restart")
-    before_space = inspect_card(path).ext_used()
-    lstack.control.fault(0, slow_ms=60)
-    start = apdu_count(lstack, 0)
-    t, outcome = _load_in_background(lstack, AP_C)
-    wait_until(lambda: apdu_count(lstack, 0) >= start + 12, 30, "the load to be in its LOADs")
-    lstack.restart_pcscd()
-    t.join(60)
-    err = outcome.get("error")
-    assert isinstance(err, CardapClientError), outcome
+    err, path, card_id, before = _cut_mid_load(lstack, "restart", lstack.restart_pcscd)
     # pcscd's death reaches the exchange either as the service going away or as the card
     # being reset under the handle; both end the load and leave it to reconciliation.
     assert (err.code, err.reason) in {(grpc.StatusCode.UNAVAILABLE, "PCSC_UNAVAILABLE"),
                                       (grpc.StatusCode.ABORTED, "CARD_REMOVED")}, err
-    rows = [r for r in journal_rows(lstack) if r["card_id"] == card_id]
-    assert rows
-    assert rows[-1]["needs_reconcile"], rows
-
-    lstack.control.fault(0, clear=True)
-    wait_reconciled(lstack, card_id, timeout=45)
-    loaded = assert_all_or_nothing(inspect_card(path), AP_C, before_space)
-    assert not loaded, "a load cut in its LOAD blocks cannot have completed"
-    audit_failure_and_reconcile(lstack, card_id)
-    assert_audit_chain(lstack)
+    _assert_reconciled_to_nothing(lstack, path, card_id, before)
     # and the daemon loads again once pcscd is back
     events = load(lstack, AP_C)
     assert any(e.WhichOneof("event") == "result" and e.result.ok for e in events)

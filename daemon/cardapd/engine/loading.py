@@ -232,20 +232,9 @@ class Loader:
             progress(Progress(ap_id, PHASES.get(batch.phase, "loading"),
                               min(int(batch.percent), 99)))
 
-        try:
-            await self._audit_step(ctx, "load_started", target, detail)
-            outcome = await self.relay_session(target, open_, cancel, on_batch)
-            self._settling(True)
-        except BaseException as exc:
-            cause = self._as_stop(exc, "load")
-            await self._end_journal(jid, None, cause)
-            if isinstance(cause, CardapError):
-                await self.audit_end(ctx, "load", start, cause, target, detail)
-            if cause is exc:
-                raise
-            raise cause from None
+        outcome = await self._journaled_session(ctx, "load", start, target, detail, jid,
+                                                open_, cancel, on_batch)
         done = outcome.done
-        await self._end_journal(jid, outcome, None)
         detail.update(round_trips=done.round_trips, billed=done.billed)
         if not done.ok:
             err = error_for(done)
@@ -298,19 +287,8 @@ class Loader:
                 organisation=operator.organisation, operator_id=operator.operator_id,
                 action="delete", ap_id=entry.ap_id, aid=aid_hex, card_id=target.card_id,
                 profile=target.profile, journal_id=jid)
-            try:
-                await self._audit_step(ctx, "delete_started", target, detail)
-                outcome = await self.relay_session(target, open_, cancel, None)
-                self._settling(True)
-            except BaseException as exc:
-                cause = self._as_stop(exc, "delete")
-                await self._end_journal(jid, None, cause)
-                if isinstance(cause, CardapError):
-                    await self.audit_end(ctx, "delete", start, cause, target, detail)
-                if cause is exc:
-                    raise
-                raise cause from None
-            await self._end_journal(jid, outcome, None)
+            outcome = await self._journaled_session(ctx, "delete", start, target, detail, jid,
+                                                    open_, cancel, None)
         done = outcome.done
         if not done.ok:
             err = error_for(done)
@@ -509,6 +487,28 @@ class Loader:
         if target.owner.generation != target.generation:
             raise CardRemoved(f"the card left {target.owner.name!r}",
                               metadata={"reader": target.owner.name})
+
+    async def _journaled_session(
+            self, ctx: OpContext, operation: str, start: float, target: CardTarget,
+            detail: Mapping[str, object], jid: str, open_: loading_pb2.SessionOpen,
+            cancel: threading.Event | None,
+            on_batch: Callable[[loading_pb2.ApduBatch], None] | None) -> SessionOutcome:
+        """Audit the start and relay the card session; the journal row is finished with
+        its outcome, or on any failure for reconciliation (the end audited, then raised)."""
+        try:
+            await self._audit_step(ctx, f"{operation}_started", target, detail)
+            outcome = await self.relay_session(target, open_, cancel, on_batch)
+            self._settling(True)
+        except BaseException as exc:
+            cause = self._as_stop(exc, operation)
+            await self._end_journal(jid, None, cause)
+            if isinstance(cause, CardapError):
+                await self.audit_end(ctx, operation, start, cause, target, detail)
+            if cause is exc:
+                raise
+            raise cause from None
+        await self._end_journal(jid, outcome, None)
+        return outcome
 
     async def relay_session(self, target: CardTarget, open_: loading_pb2.SessionOpen,
                        cancel: threading.Event | None,
