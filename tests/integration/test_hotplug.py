@@ -21,7 +21,7 @@ import pytest
 from cardap.client import CardapClient, CardapClientError
 from cardap.v1 import cards_pb2, terminal_pb2
 from cardap_sim.hotplug import udev_event
-from cardap_sim.stack import Stack, demo_user_id
+from cardap_sim.stack import Stack, demo_user_id, running_stack
 from cardapd.store import query
 
 from .conftest import client, insert_and_wait, reader_name, wait_event, wait_until
@@ -36,6 +36,7 @@ from .test_load_faults import (
     inspect_card,
     journal_rows,
     load,
+    load_stack,
     wait_reconciled,
 )
 
@@ -90,12 +91,8 @@ class EventLog:
 @pytest.fixture
 def hstack(tmp_path: Path) -> Iterator[Stack]:
     """A stack whose reader can be unplugged."""
-    s = Stack(tmp_path / "stack", unpluggable=True)
-    try:
-        s.start()
+    with running_stack(tmp_path / "stack", unpluggable=True) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def _readers(stack: Stack) -> dict[str, int]:
@@ -216,12 +213,8 @@ def test_diagnose_during_unplug_reports_the_reader(hstack: Stack) -> None:
 @pytest.fixture
 def lstack(tmp_path: Path) -> Iterator[LoadStack]:
     """A loading stack (service + test sessions) whose reader can be unplugged."""
-    s = LoadStack(tmp_path / "stack", unpluggable=True)
-    try:
-        s.start()
+    with load_stack(tmp_path / "stack", unpluggable=True) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def _load_in_background(stack: Stack, ap_id: str) -> tuple[threading.Thread, dict[str, Any]]:
@@ -293,12 +286,8 @@ def test_pcscd_restarted_during_a_load_is_failed_then_reconciled(lstack: LoadSta
 @pytest.fixture
 def ustack(tmp_path: Path) -> Iterator[Stack]:
     """An unpluggable stack whose daemon also follows udev (`[pcsc] hotplug = "udev"`)."""
-    s = Stack(tmp_path / "stack", unpluggable=True, hotplug="udev")
-    try:
-        s.start()
+    with running_stack(tmp_path / "stack", unpluggable=True, hotplug="udev") as s:
         yield s
-    finally:
-        s.stop()
 
 
 def _no_reader_diagnosis(stack: Stack) -> Any:
