@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cardap_sim.procs import tied
+
 FPRINTD = Path("/usr/libexec/fprintd")
 DBUS_DAEMON = "dbus-daemon"
-SHARED_PRINTS = Path(os.environ.get(
-    "CARDAP_FINGERPRINTS",
-    Path(__file__).resolve().parents[2].parent / "shared/fixtures/fingerprints"))
+PRINTS_DIR = Path(__file__).resolve().parent / "fingerprints"
+"""The four NIST test prints carried in this package (see fingerprints/README.md)."""
 PRINT_NAMES = ("arch", "loop-right", "tented_arch", "whorl")
 FPRINT_NAME = "net.reactivated.Fprint"
 MANAGER_PATH = "/net/reactivated/Fprint/Manager"
@@ -136,8 +137,8 @@ def read_print(path: Path) -> GreyImage:
     return GreyImage(width, height, bytes(px[channel::channels]))
 
 
-def shared_print(name: str, directory: Path = SHARED_PRINTS) -> GreyImage:
-    """One of the four shared NIST prints by name (arch, loop-right, tented_arch, whorl)."""
+def nist_print(name: str, directory: Path = PRINTS_DIR) -> GreyImage:
+    """One of the four NIST test prints by name (arch, loop-right, tented_arch, whorl)."""
     return read_print(directory / f"{name}.png")
 
 
@@ -251,14 +252,20 @@ class PrivateBus:
         conf = self.directory / "bus.conf"
         conf.write_text(BUS_CONFIG.format(path=self.socket_path))
         self._proc = subprocess.Popen(
-            [DBUS_DAEMON, f"--config-file={conf}", "--nofork", "--print-address=1"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            tied([DBUS_DAEMON, f"--config-file={conf}", "--nofork", "--print-address=1"]),
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            start_new_session=True)
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline().decode().strip()
         if not line:
             raise RuntimeError("dbus-daemon exited without printing its address")
         self.address = line.split(",")[0]
         return self.address
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The dbus-daemon process (None before `start`)."""
+        return self._proc
 
     def stop(self) -> None:
         """Stop the bus."""
@@ -377,6 +384,11 @@ class Fprintd:
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The fprintd process (None before `start`)."""
+        return self._proc
+
+    @property
     def pid(self) -> int | None:
         """The running fprintd's pid."""
         return None if self._proc is None or self._proc.poll() is not None else self._proc.pid
@@ -393,9 +405,9 @@ class Fprintd:
                    G_MESSAGES_DEBUG="all")
         env.pop("DBUS_SESSION_BUS_ADDRESS", None)
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen([str(FPRINTD), "-t"], env=env, umask=0,
+            self._proc = subprocess.Popen(tied([str(FPRINTD), "-t"]), env=env, umask=0,
                                           stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL)
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
         found: list[str] = []
 
         def ready() -> bool:
@@ -506,6 +518,10 @@ class BiometricStack:
     def bus_address(self) -> str:
         """The private bus's address (export as DBUS_SYSTEM_BUS_ADDRESS)."""
         return self.bus.address
+
+    def processes(self) -> dict[str, subprocess.Popen[bytes] | None]:
+        """The processes of this stack, by name."""
+        return {"dbus-daemon": self.bus.proc, "fprintd": self.fprintd.proc}
 
 
 @contextlib.contextmanager

@@ -11,12 +11,10 @@ from jeepney import DBusAddress, new_method_call
 from jeepney.io.blocking import open_dbus_connection
 
 from cardap_sim.biometric import (
-    FPRINTD,
-    SHARED_PRINTS,
     BiometricStack,
     GreyImage,
     biometric_stack,
-    shared_print,
+    nist_print,
     variants,
 )
 from cardapd.errors import Cancelled, InvalidArgument, NotAuthorized, NotFound, ServiceUnavailable
@@ -25,8 +23,6 @@ from cardapd.operators.fprintd import FprintdClient
 from cardapd.operators.prompts import Prompt, PromptCode
 
 pytestmark = [
-    pytest.mark.skipif(not FPRINTD.exists(), reason=f"{FPRINTD} missing: apt-get install fprintd"),
-    pytest.mark.skipif(not SHARED_PRINTS.is_dir(), reason=f"no images in {SHARED_PRINTS}"),
     pytest.mark.timeout(20),
 ]
 
@@ -37,7 +33,7 @@ FINGER = "right-index-finger"
 @pytest.fixture(scope="module")
 def arch() -> list[GreyImage]:
     """The arch print and its variants: [0:6] enrol, [6:] probe."""
-    return variants(shared_print("arch"))
+    return variants(nist_print("arch"))
 
 
 @pytest.fixture
@@ -101,7 +97,7 @@ async def test_other_print_does_not_match(stack: BiometricStack, client: Fprintd
     """A different NIST print is no match; authenticate() turns that into NotAuthorized."""
     await enrol(stack, client, arch[:6])
     seen: list[Prompt] = []
-    whorl = shared_print("whorl")
+    whorl = nist_print("whorl")
     assert not await client.verify(USER, on_prompt=feeder(stack, [whorl], seen), timeout_s=10)
     assert seen[-1] == Prompt(PromptCode.NOT_MATCHED, "verify-no-match")
     with pytest.raises(NotAuthorized) as err:

@@ -9,25 +9,21 @@ import pytest
 
 from cardap_sim.biometric import (
     PRINT_NAMES,
-    SHARED_PRINTS,
     blurred,
     cropped,
+    nist_print,
     read_print,
     rotated,
-    shared_print,
     shifted,
     variants,
     write_pgm,
 )
 
-pytestmark = pytest.mark.skipif(not SHARED_PRINTS.is_dir(),
-                                reason=f"shared fingerprint images missing: {SHARED_PRINTS}")
-
 
 @pytest.mark.parametrize("name", PRINT_NAMES)
 def test_decodes_alpha_channel(name: str) -> None:
     """Each NIST PNG decodes to a grey image whose print has real contrast."""
-    img = shared_print(name)
+    img = nist_print(name)
     assert 200 < img.width <= 300
     assert 200 < img.height <= 300
     assert len(img.pixels) == img.width * img.height
@@ -36,7 +32,7 @@ def test_decodes_alpha_channel(name: str) -> None:
 
 def test_frame_layout() -> None:
     """A frame is (width, height) as two native ints, then the grey bytes."""
-    img = shared_print("arch")
+    img = nist_print("arch")
     frame = img.frame()
     assert struct.unpack("ii", frame[:8]) == (img.width, img.height)
     assert frame[8:] == img.pixels
@@ -44,7 +40,7 @@ def test_frame_layout() -> None:
 
 def test_variants_are_deterministic_and_distinct() -> None:
     """Variants are the same on every run and differ from the original and each other."""
-    img = shared_print("whorl")
+    img = nist_print("whorl")
     first, second = variants(img), variants(img)
     assert first == second
     assert len({v.pixels for v in first} | {img.pixels}) == len(first) + 1
@@ -52,7 +48,7 @@ def test_variants_are_deterministic_and_distinct() -> None:
 
 def test_transforms_keep_or_shrink_size() -> None:
     """Rotation, shift and blur keep the size; crop removes the margins."""
-    img = shared_print("arch")
+    img = nist_print("arch")
     for out in (rotated(img, 3.0), shifted(img, 4, -2), blurred(img)):
         assert (out.width, out.height) == (img.width, img.height)
     small = cropped(img, 2, 3, 4, 5)
@@ -70,5 +66,5 @@ def test_rejects_non_png(tmp_path: Path) -> None:
 
 def test_pgm_for_inspection(tmp_path: Path) -> None:
     """A variant can be saved as PGM to look at."""
-    out = write_pgm(shared_print("arch"), tmp_path / "arch.pgm")
+    out = write_pgm(nist_print("arch"), tmp_path / "arch.pgm")
     assert out.read_bytes().startswith(b"P5\n256 240\n255\n")
