@@ -4,7 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/cardap/v1/*.proto)
-APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc pcsc-tools dbus fprintd libfprint-2-2 systemd iproute2 prometheus
+APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc pcsc-tools dbus fprintd libfprint-2-2 \
+  systemd udev iproute2 prometheus util-linux
 
 .PHONY: setup system-deps proto run test test-unit test-stack lint bench certs wheel clean help
 
@@ -18,6 +19,7 @@ help:
 # Debian packages for the real stack (skipped when already installed).
 .stamp-system: Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -42,8 +44,10 @@ proto: .stamp-proto
 
 setup: .stamp-system $(VENV)/.stamp .stamp-proto
 
+# RUN_DIR: the stack's working directory (emptied at start); RUN_ARGS: e.g. --no-demo
+RUN_DIR ?= run
 run: setup
-	$(PY) -m cardap_sim.stack
+	$(PY) -m cardap_sim.demo --dir $(RUN_DIR) $(RUN_ARGS)
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider

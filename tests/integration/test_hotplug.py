@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+from testenv import machine_lacks
 
 from cardap.client import CardapClient, CardapClientError
 from cardap.v1 import cards_pb2, terminal_pb2
@@ -302,7 +303,7 @@ def test_udev_tells_a_plugged_but_unoffered_reader_from_no_reader(ustack: Stack)
     try:
         udev_event.broadcast(udev_event.ccid_reader_properties("remove", name="probe"))
     except PermissionError:
-        pytest.skip("broadcasting a udev event needs root (CAP_NET_ADMIN)")
+        machine_lacks("CAP_NET_ADMIN (root) to broadcast a udev event on the netlink group")
     ustack.unplug_reader()  # PC/SC now offers no reader at all
     wait_until(lambda: _readers(ustack) == {}, 15, "the readers to leave")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from testenv import machine_lacks, need
 
 from cardap.client import CardapClient
 from cardap_sim.stack import Stack
@@ -31,7 +31,6 @@ from cardapd.journald import SOCKET_ENV, JournalSender, encode
 
 from .conftest import insert_and_wait
 
-JOURNALD = Path("/lib/systemd/systemd-journald")
 CONF = """[Journal]
 Storage=volatile
 ReadKMsg=no
@@ -85,23 +84,18 @@ class Journald:
             time.sleep(0.1)
 
 
-def _missing() -> str:
+def _check_machine() -> None:
+    """journald runs in private mount/PID namespaces: root, and the tools make setup installs."""
     if os.geteuid() != 0:
-        return "needs root (journald runs in private mount/PID namespaces)"
-    if not JOURNALD.exists():
-        return f"{JOURNALD} is not installed"
-    for tool in ("unshare", "journalctl", "mount"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    return ""
+        machine_lacks("root (a private journald needs its own mount and PID namespaces)")
+    for tool in ("systemd-journald", "unshare", "journalctl", "mount"):
+        need(tool)
 
 
 @pytest.fixture
 def journald(tmp_path: Path) -> Iterator[Journald]:
     """A standalone systemd-journald private to this test."""
-    missing = _missing()
-    if missing:
-        pytest.skip(missing)
+    _check_machine()
     base = tmp_path / "jd"
     (base / "sock").mkdir(parents=True)
     (base / "log").mkdir()
@@ -113,7 +107,8 @@ def journald(tmp_path: Path) -> Iterator[Journald]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             ["unshare", "--mount", "--pid", "--net", "--fork", "--kill-child",
-             "--propagation", "private", "sh", str(base / "run.sh"), str(base), str(JOURNALD)],
+             "--propagation", "private", "sh", str(base / "run.sh"), str(base),
+             need("systemd-journald")],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib.util
 import shutil
 import sqlite3
 import subprocess
@@ -62,9 +61,6 @@ def custom_id(profile: str) -> str:
     body = f"CUSTMUSER{time.time_ns() % 1000:03d}"[:11] + profile[-1].upper()
     return body + check_char(body)
 
-needs_daemon_side = pytest.mark.skipif(
-    importlib.util.find_spec(TEST_ENTRY) is None,
-    reason=f"blocked on the daemon side: {TEST_ENTRY} (test operator sessions) does not exist")
 
 
 # ------------------------------------------------------------------------------ harness
@@ -352,8 +348,6 @@ def applet_user_id(applet: object) -> str | None:
 
 @pytest.fixture(scope="module")
 def lstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadStack]:
-    if importlib.util.find_spec(TEST_ENTRY) is None:
-        pytest.skip(f"blocked on the daemon side: {TEST_ENTRY} does not exist")
     with load_stack(tmp_path_factory.mktemp("load") / "stack") as s:
         yield s
 

@@ -14,7 +14,6 @@ import pytest
 
 from cardap.client import CardapClientError
 from cardap.v1 import terminal_pb2
-from cardap_sim.biometric import FPRINTD
 from cardap_sim.loadsvc.devca import DevCa, write_private
 from cardap_sim.stack import Stack
 
@@ -222,7 +221,6 @@ def test_background_verify_and_nothing_configured(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ real fprintd
 
 
-@pytest.mark.skipif(not FPRINTD.exists(), reason="fprintd missing")
 def test_biometric_device_state_follows_fprintd(tmp_path: Path) -> None:
     s = Stack(tmp_path / "stack", biometric=True)
     state = "cardapd_biometric_device_state"

@@ -10,7 +10,6 @@ import pytest
 
 from cardap.v1 import cards_pb2, terminal_pb2
 from cardap_sim.stack import Stack
-from cardap_sim.vcard.profiles import PROFILES
 
 from .conftest import (
     cardapctl,
@@ -69,12 +68,6 @@ def test_no_reader(no_reader_stack: Stack) -> None:
     assert stack.control.selects(0) == []  # the daemon never touched the filtered reader
 
 
-needs_foreign = pytest.mark.skipif(
-    FOREIGN not in PROFILES,
-    reason=f"the simulator has no {FOREIGN!r} card profile (a card that is not a My Number "
-           "Card) yet")
-
-
 @pytest.fixture
 def st(shared_stack: Stack) -> Iterator[Stack]:
     yield shared_stack
@@ -83,7 +76,6 @@ def st(shared_stack: Stack) -> Iterator[Stack]:
             shared_stack.control.remove(entry["slot"])
 
 
-@needs_foreign
 def test_other_card_is_told_apart(st: Stack) -> None:
     card = st.new_card("foreign", profile=FOREIGN, serial=0x0A0B0C0D)
     with client(st) as gate:
@@ -115,7 +107,6 @@ def test_other_card_is_told_apart(st: Stack) -> None:
         assert gate.read_user_id(reader_name(st, 1)).user_id
 
 
-@needs_foreign
 def test_other_card_never_sees_the_input_assist_aid(st: Stack) -> None:
     card = st.new_card("foreign2", profile=FOREIGN)
     reader = insert_and_wait(st, 1, card)

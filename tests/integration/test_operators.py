@@ -14,15 +14,10 @@ import pytest
 
 from cardap.client import CardapClientError
 from cardap.v1 import operators_pb2, terminal_pb2, terminal_pb2_grpc
-from cardap_sim.biometric import FPRINTD, SHARED_PRINTS, GreyImage, shared_print, variants
+from cardap_sim.biometric import GreyImage, nist_print, variants
 from cardap_sim.stack import Stack
 
 from .conftest import expect_error, insert_and_wait
-
-pytestmark = [
-    pytest.mark.skipif(not FPRINTD.exists(), reason="fprintd missing"),
-    pytest.mark.skipif(not SHARED_PRINTS.is_dir(), reason="no fingerprint images"),
-]
 
 ORG = "org-a"
 STAFF_C = "org-a-staff-c"
@@ -123,7 +118,7 @@ def bstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def prints() -> dict[str, list[GreyImage]]:
-    return {n: variants(shared_print(n)) for n in ("arch", "loop-right", "whorl")}
+    return {n: variants(nist_print(n)) for n in ("arch", "loop-right", "whorl")}
 
 
 @pytest.fixture(scope="module")

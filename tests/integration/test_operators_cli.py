@@ -24,17 +24,12 @@ import grpc
 import pytest
 
 from cardap.v1 import operators_pb2, terminal_pb2
-from cardap_sim.biometric import FPRINTD, SHARED_PRINTS, GreyImage, shared_print, variants
+from cardap_sim.biometric import GreyImage, nist_print, variants
 from cardap_sim.stack import Stack
 from cardapd.store.report import JST
 
 from .conftest import expect_error, insert_and_wait
 from .test_operators import ORG, PASSWORD, STAFF_C, audit_rows, enrol, login, rpc
-
-pytestmark = [
-    pytest.mark.skipif(not FPRINTD.exists(), reason="fprintd missing"),
-    pytest.mark.skipif(not SHARED_PRINTS.is_dir(), reason="no fingerprint images"),
-]
 
 ADMIN = "admin-1"
 FINGER_OP = "op-d"
@@ -105,7 +100,7 @@ def cstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def prints() -> dict[str, list[GreyImage]]:
-    return {n: variants(shared_print(n)) for n in ("arch", "loop-right")}
+    return {n: variants(nist_print(n)) for n in ("arch", "loop-right")}
 
 
 @pytest.fixture(scope="module")

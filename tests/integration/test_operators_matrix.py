@@ -11,17 +11,13 @@ import pytest
 
 from cardap.client import CardapClientError
 from cardap.v1 import operators_pb2, terminal_pb2
-from cardap_sim.biometric import FPRINTD, SHARED_PRINTS, shared_print, variants
+from cardap_sim.biometric import nist_print, variants
 from cardap_sim.stack import Stack
 from cardapd.api.roles import METHOD_ROLES, Role
 
 from .test_operators import ORG, PASSWORD, enrol, login, rpc
 from .test_roles import METHODS, call_empty
 
-pytestmark = [
-    pytest.mark.skipif(not FPRINTD.exists(), reason="fprintd missing"),
-    pytest.mark.skipif(not SHARED_PRINTS.is_dir(), reason="no fingerprint images"),
-]
 KINDS = ("none", "operator", "administrator")
 NEEDS_SESSION = {"LoadAP", "DeleteAP", "ListLoadableAPs"}
 TARGET = {"organisation": ORG, "operator_id": "op-9"}
@@ -39,7 +35,7 @@ def mstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = Stack(tmp_path_factory.mktemp("matrix") / "s", biometric=True)
     try:
         s.start()
-        arch = variants(shared_print("arch"))
+        arch = variants(nist_print("arch"))
         rpc(s, "ops", "AddOperator", terminal_pb2.AddOperatorRequest(
             organisation=ORG, operator_id="admin-1", display_name="Admin"))
         enrol(s, "admin-1", arch[:8])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -12,13 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testenv import need
 
 from cardap_sim.stack import Stack, free_port
 
 from .conftest import client, insert_and_wait
-
-PROMTOOL = shutil.which("promtool")
-PROMETHEUS = shutil.which("prometheus")
 
 
 def scrape(stack: Stack) -> bytes:
@@ -28,14 +25,12 @@ def scrape(stack: Stack) -> bytes:
         return bytes(resp.read())
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool missing: make setup installs prometheus")
 def test_promtool_finds_nothing_to_report(shared_stack: Stack) -> None:
     insert_and_wait(shared_stack, 0, shared_stack.demo_card("prom"))
     with client(shared_stack) as gate:
         gate.read_user_id()
     body = scrape(shared_stack)
-    assert PROMTOOL is not None
-    result = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True,
+    result = subprocess.run([need("promtool"), "check", "metrics"], input=body, capture_output=True,
                             timeout=30, check=False)
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b""), result
     shared_stack.control.remove(0)
@@ -44,7 +39,6 @@ def test_promtool_finds_nothing_to_report(shared_stack: Stack) -> None:
 @pytest.fixture
 def prometheus(shared_stack: Stack, tmp_path: Path) -> Iterator[int]:
     """A Prometheus server on loopback scraping the daemon every second; yields its port."""
-    assert PROMETHEUS is not None
     port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -53,7 +47,7 @@ def prometheus(shared_stack: Stack, tmp_path: Path) -> Iterator[int]:
         f"      - targets: ['127.0.0.1:{shared_stack.metrics_port}']\n")
     log = (tmp_path / "prometheus.log").open("wb")
     proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        [need("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
     try:
         yield port
@@ -76,7 +70,6 @@ def query(port: int, expr: str) -> list[dict[str, object]]:
     return list(body["data"]["result"])
 
 
-@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus missing: make setup installs it")
 def test_a_real_prometheus_scrapes_the_daemon(shared_stack: Stack, prometheus: int) -> None:
     with client(shared_stack, "ops") as ops:
         readers = ops.status().readers

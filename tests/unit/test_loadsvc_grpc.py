@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_loadsvc_session import card_supports_loading, new_card
+from test_loadsvc_session import new_card
 
 from cardap.v1 import loading_pb2, loading_pb2_grpc
 from cardap_sim.loadsvc.billing import Billing
@@ -132,8 +132,6 @@ async def test_revocation_feed(server: tuple[LoadingServer, ServiceCore], ca: De
 
 async def test_card_session_over_grpc(server: tuple[LoadingServer, ServiceCore],
                                       ca: DevCa) -> None:
-    if not card_supports_loading():
-        pytest.skip("the virtual card does not support GP content management yet")
     srv, core = server
     card, conn = new_card("vendor-a")
     term = ca.terminal_cert("kiosk-01", "org-a")

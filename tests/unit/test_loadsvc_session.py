@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 
 import pytest
 
@@ -27,6 +26,7 @@ from cardap_sim.loadsvc.session import (
     ServiceCore,
     SessionRequest,
 )
+from cardap_sim.vcard import cardkeys
 from cardap_sim.vcard.card import VirtualCard
 from cardapd.gp.commands import minimum_bytes
 from cardapd.gp.keys import StaticKeys
@@ -37,27 +37,9 @@ from cardapd.transport.sim import InProcessConnection
 OPEN = dt.datetime(2026, 11, 23, 10, tzinfo=JST)
 
 
-@functools.cache
-def card_supports_loading() -> bool:
-    """Whether the virtual card has the ISD content management of issue 4 (FF21, SCP03)."""
-    try:
-        from cardap_sim.vcard import cardkeys
-    except ImportError:
-        return False
-    if cardkeys.DEV_MASTER_KEYS != DEV_MASTER_KEYS:
-        return False
-    try:
-        card = VirtualCard.create(profile="vendor-a")
-        conn = InProcessConnection(card)
-        resp = conn.transmit(bytes.fromhex("80CAFF2100"))
-    except Exception:
-        return False
-    return resp[-2:] == b"\x90\x00"
-
-
-needs_card = pytest.mark.skipif("not card_supports_loading()",
-                                reason="the virtual card does not support GP content "
-                                       "management (issue 4, card side) yet")
+def test_card_and_service_share_the_dev_master_keys() -> None:
+    """The virtual card diversifies its SCP03 keys from the service's dev master keys."""
+    assert cardkeys.DEV_MASTER_KEYS == DEV_MASTER_KEYS
 
 
 def new_card(profile: str = "vendor-a") -> tuple[VirtualCard, InProcessConnection]:
@@ -150,7 +132,6 @@ def test_terminal_that_lies_is_a_protocol_error(core: ServiceCore) -> None:
 # --- end to end against the virtual card ---------------------------------------------------
 
 
-@needs_card
 @pytest.mark.parametrize("profile", ["vendor-a", "vendor-b"])
 @pytest.mark.parametrize("ap_id", ["org-a-staff-c", "org-a-cert-a", "org-a-records-d"])
 def test_load_each_type(core: ServiceCore, profile: str, ap_id: str) -> None:
@@ -167,7 +148,6 @@ def test_load_each_type(core: ServiceCore, profile: str, ap_id: str) -> None:
     assert entry.get("user_id") == done.user_id
 
 
-@needs_card
 def test_load_custom(core: ServiceCore) -> None:
     _, conn = new_card()
     done, _ = load(core, conn, "org-a-custom", "j-custom", custom_user_id="EMP-000000042")
@@ -175,7 +155,6 @@ def test_load_custom(core: ServiceCore) -> None:
     assert done.user_id == "EMP-000000042"
 
 
-@needs_card
 @pytest.mark.parametrize(("profile", "size"), [("vendor-a", 2048), ("vendor-a", 8192),
                                                ("vendor-a", 32000), ("vendor-b", 2048),
                                                ("vendor-b", 8192), ("vendor-b", 24000)])
@@ -199,7 +178,6 @@ def core_level() -> SecurityLevel:
     return FULL_SECURITY
 
 
-@needs_card
 def test_card_full_on_vendor_b_before_writing() -> None:
     core = ServiceCore(sized_catalogue({"s": 32000}), dev_keystore(), Issuer(), Billing(),
                        FixedClock(OPEN))
@@ -214,7 +192,6 @@ def test_card_full_on_vendor_b_before_writing() -> None:
     assert core.billing.count("org-a", 2026) == 0
 
 
-@needs_card
 def test_already_exists_then_idempotent_retry(core: ServiceCore) -> None:
     _card, conn = new_card()
     first, _ = load(core, conn, "org-a-staff-c", "j1")
@@ -229,7 +206,6 @@ def test_already_exists_then_idempotent_retry(core: ServiceCore) -> None:
     assert core.billing.count("org-a", 2026) == 1
 
 
-@needs_card
 def test_delete_then_absent(core: ServiceCore) -> None:
     _card, conn = new_card()
     loaded, _ = load(core, conn, "org-a-cert-a", "j1")
@@ -247,7 +223,6 @@ def test_delete_then_absent(core: ServiceCore) -> None:
     assert again.reason is Reason.ALREADY_ABSENT
 
 
-@needs_card
 def test_wrong_master_keys_is_card_auth_failed(core: ServiceCore) -> None:
     _, conn = new_card()
     other = StaticKeys(bytes(16), bytes(16), bytes(16), 0x30)
@@ -258,7 +233,6 @@ def test_wrong_master_keys_is_card_auth_failed(core: ServiceCore) -> None:
     assert done.round_trips == 1
 
 
-@needs_card
 def test_card_mismatch(core: ServiceCore) -> None:
     _, conn = new_card()
     done, _ = load(core, conn, "org-a-staff-c", "j1", card_id="4790-00000000")
@@ -279,7 +253,6 @@ def _tear_after(conn: InProcessConnection, n: int):  # type: ignore[no-untyped-d
     return tx
 
 
-@needs_card
 def test_torn_load_is_reconciled_then_loads(core: ServiceCore) -> None:
     card, conn = new_card()
     # probe (5) + EXT AUTH + 2 GET STATUS + INSTALL + 3 LOAD blocks, then the card goes
@@ -301,7 +274,6 @@ def test_torn_load_is_reconciled_then_loads(core: ServiceCore) -> None:
     assert ok.billed
 
 
-@needs_card
 def test_torn_load_retried_directly_deletes_stale_copy(core: ServiceCore) -> None:
     _card, conn = new_card()
     s = CardSession(core, SessionRequest("org-a", "load", ap_id="org-a-cert-a",
@@ -313,7 +285,6 @@ def test_torn_load_retried_directly_deletes_stale_copy(core: ServiceCore) -> Non
     assert done.round_trips == 4
 
 
-@needs_card
 def test_reconcile_after_lost_done_bills_once(core: ServiceCore) -> None:
     _card, conn = new_card()
     s = CardSession(core, SessionRequest("org-a", "load", ap_id="org-a-staff-c",
@@ -334,7 +305,6 @@ def test_reconcile_after_lost_done_bills_once(core: ServiceCore) -> None:
     assert core.billing.count("org-a", 2026) == 1
 
 
-@needs_card
 def test_no_secret_or_store_data_in_logs(core: ServiceCore,
                                          caplog: pytest.LogCaptureFixture) -> None:
     import logging
@@ -360,7 +330,6 @@ def test_no_secret_or_store_data_in_logs(core: ServiceCore,
 # --- the contract with the daemon's readers -------------------------------------------------
 
 
-@needs_card
 @pytest.mark.parametrize(("ap_id", "session_cls"), [
     ("org-a-cert-a", "TypeASession"), ("org-a-records-d", "TypeDSession")])
 def test_loaded_type_a_and_d_read_back_with_the_daemons_sessions(

@@ -4,7 +4,6 @@ the background checks that feed them; promtool's verdict on the whole exposition
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sqlite3
 import subprocess
 import threading
@@ -15,6 +14,7 @@ import grpc
 import pytest
 from prometheus_client import generate_latest
 from test_revocation_store import Audit, Source
+from testenv import need
 
 from cardapd.api.audit import chain_check, verify_log
 from cardapd.config import LoadingConfig
@@ -293,9 +293,7 @@ async def test_watch_repeats_retries_and_stops(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_promtool_accepts_every_state_metric(tmp_path: Path) -> None:
-    tool = shutil.which("promtool")
-    if tool is None:
-        pytest.skip("promtool is not installed (Debian package prometheus; make setup)")
+    tool = need("promtool")
     m = Metrics()
     m.link_ok()
     m.link_failed("tls")

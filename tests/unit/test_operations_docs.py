@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from testenv import need
 
 from cardap.cli import CODE_EXIT, VERDICT_EXIT
 from cardapd.config import load_config
@@ -28,10 +28,7 @@ FILE_SD_GLOB = "/etc/prometheus/file_sd/cardapd-gates-*.yml"
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.skip("promtool is not installed (Debian package prometheus; make setup)")
-    return path
+    return need("promtool")
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

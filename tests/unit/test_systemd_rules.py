@@ -11,12 +11,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from testenv import machine_lacks, need
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 POLKIT_RULE = SYSTEMD / "cardapd-pcscd.rules"
@@ -59,9 +59,7 @@ process.stdout.write(JSON.stringify({rules: rules.length, results: out}));
 def evaluate_polkit(tmp_path: Path, rule: Path,
                     cases: list[tuple[str, str, list[str]]]) -> tuple[int, list[str]]:
     """(number of rules added, the first non-undefined result for each case)."""
-    node = shutil.which("node") or shutil.which("nodejs")
-    if node is None:
-        pytest.skip("Node.js is not installed (needed to evaluate the polkit rule)")
+    node = need("node")
     harness = tmp_path / "harness.js"
     harness.write_text(HARNESS)
     proc = subprocess.run([node, str(harness), str(rule), json.dumps(cases)],
@@ -101,7 +99,7 @@ def test_polkit_action_ids_match_the_installed_policy() -> None:
     """Where pcscd ships its polkit policy, our action ids are the ones it declares."""
     policy = Path("/usr/share/polkit-1/actions/org.debian.pcsc-lite.policy")
     if not policy.exists():
-        pytest.skip(f"{policy} is not installed (this pcscd is built without polkit)")
+        machine_lacks(f"{policy} (this distribution's pcscd is built without polkit)")
     declared = set(re.findall(r'<action id="([^"]+)"', policy.read_text()))
     assert {ACCESS_PCSC, ACCESS_CARD} <= declared
 
@@ -267,13 +265,11 @@ def test_udev_rule_grants_no_device_access() -> None:
 
 
 def test_udevadm_verify() -> None:
-    udevadm = shutil.which("udevadm")
-    if udevadm is None:
-        pytest.skip("udevadm is not installed (Debian package udev)")
+    udevadm = need("udevadm")
     probe = subprocess.run([udevadm, "verify", "--help"], capture_output=True, text=True,
                            timeout=30, check=False)
     if probe.returncode != 0:
-        pytest.skip("this udevadm has no `verify` (systemd < 253)")
+        machine_lacks("`udevadm verify` (it arrived with systemd 253)")
     proc = subprocess.run([udevadm, "verify", "--resolve-names=never", str(UDEV_RULE)],
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -9,12 +9,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from testenv import machine_lacks, need
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 MAX_EXPOSURE = 2.0
 
-pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                                reason="systemd-analyze is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _systemd_tools() -> None:
+    for tool in ("systemd-analyze", "systemd-sysusers", "systemd-tmpfiles"):
+        need(tool)
 
 
 @pytest.fixture
@@ -64,8 +69,6 @@ def test_unit_has_the_required_settings() -> None:
 
 
 def test_sysusers_creates_the_user_and_role_groups(tmp_path: Path) -> None:
-    if shutil.which("systemd-sysusers") is None:
-        pytest.skip("systemd-sysusers is not installed")
     (tmp_path / "etc").mkdir()
     result = run("systemd-sysusers", f"--root={tmp_path}", str(SYSTEMD / "cardapd.sysusers"))
     assert result.returncode == 0, result.stderr
@@ -77,10 +80,8 @@ def test_sysusers_creates_the_user_and_role_groups(tmp_path: Path) -> None:
 
 
 def test_tmpfiles_creates_the_directories(tmp_path: Path) -> None:
-    if shutil.which("systemd-tmpfiles") is None or shutil.which("systemd-sysusers") is None:
-        pytest.skip("systemd-tmpfiles/systemd-sysusers are not installed")
     if os.geteuid() != 0:
-        pytest.skip("systemd-tmpfiles --create needs root to set ownership")
+        machine_lacks("root (systemd-tmpfiles --create sets ownership)")
     (tmp_path / "etc").mkdir()
     assert run("systemd-sysusers", f"--root={tmp_path}",
                str(SYSTEMD / "cardapd.sysusers")).returncode == 0

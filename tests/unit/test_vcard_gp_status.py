@@ -90,10 +90,13 @@ def test_get_status_forms_per_profile(card: VirtualCard) -> None:
     assert secure(card, session, CommandApdu(0x80, 0xF2, 0x30, 0x00, b"\x4F\x00")).sw == 0x6A86
 
 
-@pytest.mark.parametrize("tlv", [True, False])
-def test_get_status_continuation_6310(card: VirtualCard, tlv: bool) -> None:
-    if tlv and not card.profile.get_status_tlv:
-        pytest.skip("vendor-b answers the legacy form only")
+@pytest.mark.parametrize(("profile", "tlv"), [
+    ("vendor-a", True), ("vendor-a", False),
+    ("vendor-b", False)])  # vendor-b answers GET STATUS in the legacy form only
+def test_get_status_continuation_6310(profile: str, tlv: bool, tmp_path: Path) -> None:
+    card = VirtualCard.create(profile=profile, path=tmp_path / "card.json", serial=0x01020304)
+    card.power_on()
+    assert card.profile.get_status_tlv or not tlv
     ap = spec("C")
     assert load_ap(card, ap)[-1].sw == 0x9000
     session = open_scp(card)

@@ -29,8 +29,6 @@ INFOS = (bytes.fromhex("00000001"), bytes.fromhex("20261123"), bytes.fromhex("DE
 
 pytestmark = [
     pytest.mark.stack,
-    pytest.mark.skipif(not (Path(PCSCD).exists() and VPCD_DRIVER.exists()),
-                       reason="pcscd and vsmartcard-vpcd are not installed"),
 ]
 
 # Runs in a child process: pcsc-lite caches PCSCLITE_CSOCK_NAME on first use per process.
