@@ -94,7 +94,7 @@ class FakeStub:
 
 def client(script: list[Any] | None = None, session: str | None = None
            ) -> tuple[CardapClient, FakeStub]:
-    c = CardapClient("/nonexistent.sock", session=session)
+    c = CardapClient("/nonexistent/cardapd.sock", session=session)
     stub = FakeStub(script or [])
     c.stub = stub  # type: ignore[assignment]
     return c, stub

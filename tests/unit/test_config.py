@@ -200,7 +200,7 @@ def test_every_restart_key_keeps_its_running_value(tmp_path: Path) -> None:
                                       '[metrics]\nenabled = false\n'
                                       '[audit]\npath = "/srv/audit.db"\n'
                                       '[operators]\nroster = "/srv/roster.db"\n'
-                                      'biometric = "none"\nbus_address = "unix:path=/x"\n'))
+                                      'biometric = "none"\nbus_address = "unix:path=/run/x"\n'))
     plan = plan_reload(running, new)
     assert plan.live == ("daemon.log_level",)
     assert set(plan.restart) == {

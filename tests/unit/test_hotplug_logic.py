@@ -21,9 +21,9 @@ def test_a_device_with_a_ccid_interface_is_a_reader() -> None:
 
 
 def test_other_devices_and_interfaces_are_not_readers() -> None:
-    assert ccid_reader({**CCID, "ID_USB_INTERFACES": ":030101:080650:"}, "/x") is None
-    assert ccid_reader({**CCID, "DEVTYPE": "usb_interface"}, "/x") is None
-    assert ccid_reader({"DEVTYPE": "usb_device"}, "/x") is None
+    assert ccid_reader({**CCID, "ID_USB_INTERFACES": ":030101:080650:"}, "/sys/devices/x") is None
+    assert ccid_reader({**CCID, "DEVTYPE": "usb_interface"}, "/sys/devices/x") is None
+    assert ccid_reader({"DEVTYPE": "usb_device"}, "/sys/devices/x") is None
 
 
 def test_hotplug_source_setting() -> None:

@@ -68,18 +68,19 @@ def test_test_tokens() -> None:
 
 def test_loading_config(tmp_path: Path) -> None:
     path = tmp_path / "cardapd.toml"
-    path.write_text('[loading]\naddress = "127.0.0.1:7443"\nca = "/c/ca.pem"\n'
-                    'cert = "/c/t.pem"\nkey = "/c/t.key"\ntimeout_s = 5\n'
+    path.write_text('[loading]\naddress = "127.0.0.1:7443"\nca = "/etc/cardapd/tls/ca.pem"\n'
+                    'cert = "/etc/cardapd/tls/t.pem"\nkey = "/etc/cardapd/tls/t.key"\n'
+                    'timeout_s = 5\n'
                     '[presets]\nstaff = ["org-a-staff-c", "org-a-records-d"]\n')
     cfg = load_config(path)
     assert cfg.loading.configured
     assert cfg.loading.timeout_s == 5.0
-    assert cfg.loading.key == Path("/c/t.key")
+    assert cfg.loading.key == Path("/etc/cardapd/tls/t.key")
     assert cfg.presets == (("staff", ("org-a-staff-c", "org-a-records-d")),)
     assert not load_config(None).loading.configured
     for text, expected in [
         ('[loading]\naddress = "127.0.0.1:7443"\n', "loading.ca: required"),
-        ('[loading]\naddress = "nohost"\nca = "/a"\ncert = "/b"\nkey = "/c"\n',
+        ('[loading]\naddress = "nohost"\nca = "/etc/a"\ncert = "/etc/b"\nkey = "/etc/c"\n',
          "loading.address: expected host:port"),
         ('[presets]\nx = []\n', "presets.x: a preset names at least one AP"),
         ('[presets]\nx = ["a", "a"]\n', "presets.x: names an AP twice"),

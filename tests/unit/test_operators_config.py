@@ -27,10 +27,10 @@ def test_defaults_follow_the_state_dir(tmp_path: Path) -> None:
 
 def test_keys_and_organisations(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, '[operators]\nbiometric = "none"\nidle_timeout_s = 60\n'
-                                      'bus_address = "unix:path=/x"\n'
+                                      'bus_address = "unix:path=/run/x"\n'
                                       '[operators.organisations]\norg-a = "A"\n'))
     assert cfg.operators.organisations == (("org-a", "A"),)
-    assert cfg.operators.bus_address == "unix:path=/x"
+    assert cfg.operators.bus_address == "unix:path=/run/x"
 
 
 @pytest.mark.parametrize(("text", "expected"), [
