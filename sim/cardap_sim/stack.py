@@ -3,12 +3,11 @@
 Each stack is private: its own pcscd (socket-activated on a socket in the stack's
 directory, so it never touches /run/pcscd), its own vpcd port pair, its own simulator,
 daemon sockets, audit database and metrics port. The integration tests start one per test
-(or module), and `make run` (`python -m cardap_sim.stack`) starts one for a person to try.
+(or module), and `make run` (`python -m cardap_sim.demo`) starts one for a person to try.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -22,7 +21,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from cardap_sim import hotplug
+from cardap_sim import hotplug, procs
+from cardap_sim.procs import tied
 from cardap_sim.vcard.card import TypeCSpec, VirtualCard
 from cardap_sim.vcard.control import SimControl
 
@@ -181,7 +181,7 @@ class Stack:
         # pcscd takes its socket as fd 3 (socket activation). subprocess closes every fd not
         # in pass_fds *after* preexec_fn, so let the shell move it to 3 at exec time.
         self.pcscd = subprocess.Popen(
-            ["bash", "-c", f'LISTEN_PID=$$ exec "{pcscd}" -f -c "{conf}" {move}'],
+            tied(["bash", "-c", f'LISTEN_PID=$$ exec "{pcscd}" -f -c "{conf}" {move}']),
             env=env, stdout=log, stderr=subprocess.STDOUT,
             pass_fds=(fd,), start_new_session=True)
         listener.close()
@@ -218,8 +218,8 @@ class Stack:
         """Start `cardap-sim serve` on this stack's vpcd port."""
         log = (self.dir / "sim.log").open("ab")
         self.sim = subprocess.Popen(
-            [sys.executable, "-m", "cardap_sim.vcard", "serve", "--vpcd-port",
-             str(self.vpcd_port), "--slots", "2", "--control", str(self.control_path)],
+            tied([sys.executable, "-m", "cardap_sim.vcard", "serve", "--vpcd-port",
+                  str(self.vpcd_port), "--slots", "2", "--control", str(self.control_path)]),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         wait_for(self.control_path.exists, 10, "the simulator's control socket")
@@ -268,7 +268,7 @@ class Stack:
         if self.catalogue is not None:
             cmd += ["--catalogue", str(self.catalogue)]
         log = (self.dir / "loadsvc.log").open("ab")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
+        proc = subprocess.Popen(tied(cmd), stdout=subprocess.PIPE, stderr=log,
                                 start_new_session=True)
         log.close()
         assert proc.stdout is not None
@@ -339,7 +339,7 @@ class Stack:
             env["DBUS_SYSTEM_BUS_ADDRESS"] = self.bio.bus_address
         entry = "cardapd.testing.main" if self.test_sessions else "cardapd.main"
         self.daemon = subprocess.Popen(
-            [sys.executable, "-m", entry, "--config", str(self.config_path)],
+            tied([sys.executable, "-m", entry, "--config", str(self.config_path)]),
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         wait_for(lambda: all(self.socket(r).exists() for r in ("kiosk", "gate", "ops"))
@@ -386,18 +386,20 @@ class Stack:
             self.start_daemon()
         return self
 
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The processes this stack started and holds, by name."""
+        found = {"pcscd": self.pcscd, "simulator": self.sim, "loading service": self.loadsvc,
+                 "cardapd": self.daemon}
+        if self.bio is not None:
+            found.update(self.bio.processes())
+        return {name: p for name, p in found.items() if p is not None}
+
     def stop(self) -> None:
         """Stop everything this stack started (daemon first, pcscd last)."""
         self.stop_daemon()
         self.stop_loadsvc()
         for proc in (self.sim, self.pcscd):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            procs.stop(proc)
         self.sim = self.pcscd = None
         if self._bio_cm is not None:
             cm, self._bio_cm, self.bio = self._bio_cm, None, None
@@ -418,132 +420,3 @@ def running_stack(workdir: Path, **kw: Any) -> Iterator[Stack]:
         yield stack.start()
     finally:
         stack.stop()
-
-
-def demo(argv: list[str] | None = None) -> int:
-    """`make run`: bring the stack up with a demo card, show it working, run until Ctrl-C."""
-    p = argparse.ArgumentParser(prog="cardap_sim.stack", description=demo.__doc__)
-    p.add_argument("--dir", type=Path, default=Path("run"), help="working directory")
-    p.add_argument("--no-demo", action="store_true", help="skip the demonstration calls")
-    args = p.parse_args(argv)
-    workdir = args.dir.resolve()
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    # The production daemon (`cardapd.main`): operators log in by fingerprint through real
-    # fprintd on a private bus, fed by the virtual sensor with the NIST test prints.
-    stack = Stack(workdir, loading=True, biometric=True)
-    print(f"starting pcscd + vpcd (port {stack.vpcd_port}) + virtual cards + loading service "
-          f"(mTLS) + fprintd (private bus, virtual sensor) + cardapd in {workdir} ...",
-          flush=True)
-    try:
-        stack.start()
-        card = stack.demo_card()
-        other = stack.new_card("second", profile="vendor-b")
-        from cardap.client import CardapClient
-        with CardapClient(stack.socket("gate")) as gate:
-            events = gate.watch(timeout=10)
-            for ev in events:  # wait for the snapshot before inserting
-                if ev.kind == 2:  # SNAPSHOT_END
-                    break
-            stack.control.insert(0, card)
-            for ev in events:
-                if ev.kind == 5:  # CARD_INSERTED
-                    print(f"card inserted in {ev.reader.name!r}: card {ev.reader.card.card_id}"
-                          f" ({ev.reader.card.profile}), tap-to-ID user ID "
-                          f"{ev.reader.card.tap[0].user_id}", flush=True)
-                    break
-            if not args.no_demo:
-                read = gate.read_user_id()
-                print(f"ReadUserID → {read.user_id} (cached={read.cached})", flush=True)
-        session = ""
-        if not args.no_demo:
-            session = demo_operators(stack)
-            with CardapClient(stack.socket("kiosk"), session=session,
-                              timeout=60) as kiosk:
-                diag = kiosk.diagnose()
-                for d in diag.readers:
-                    print(f"Diagnose {d.reader.name!r}: {d.next_action}", flush=True)
-                for step in kiosk.load_ap("org-a-staff-c"):
-                    if step.WhichOneof("event") == "result":
-                        r = step.result
-                        print(f"LoadAP org-a-staff-c → instance {r.aid}, user ID {r.user_id}, "
-                              f"{r.free_bytes} bytes free in the extended area "
-                              "(relayed to the loading service in 2 round trips)", flush=True)
-                        with CardapClient(stack.socket("gate")) as gate:
-                            read = gate.read_user_id(aid=r.aid, fresh=True)
-                            print(f"ReadUserID of the new AP → {read.user_id}", flush=True)
-                aps = kiosk.card_aps()
-                print("ListCardAPs → " + ", ".join(a.aid for a in aps.aps), flush=True)
-        sockets = stack.socket_dir
-        print(f"""
-The stack is up. In another terminal (from this directory):
-
-  export CARDAPD_SOCKET_DIR={sockets}
-  .venv/bin/cardapctl watch                      # card events (gate socket)
-  .venv/bin/cardapctl read-id                    # user ID from the tap cache
-  .venv/bin/cardapctl read-id --fresh            # read the card now
-  .venv/bin/cardapctl diagnose                   # card fault isolation (kiosk socket)
-  .venv/bin/cardapctl status                     # daemon status (ops socket)
-  export CARDAPD_SESSION={session or "<token from cardapctl login>"}  # op-1's session
-  .venv/bin/cardapctl loadable                   # what org-a may load
-  .venv/bin/cardapctl aps                        # APs on the card, free space
-  .venv/bin/cardapctl load --ap org-a-records-d  # load a Type D AP (progress shown)
-  .venv/bin/cardapctl delete --aid D392F000440A0003
-  export CARDAP_SIM_CONTROL={stack.control_path}
-  .venv/bin/cardap-sim remove --slot 0           # pull the card
-  .venv/bin/cardap-sim insert --slot 0 {card}
-  .venv/bin/cardap-sim insert --slot 1 {other}
-  curl -s http://127.0.0.1:{stack.metrics_port}/metrics | grep cardapd_
-
-Logs: {workdir}/*.log   Press Ctrl-C to stop.""", flush=True)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        print("stopping ...", flush=True)
-        stack.stop()
-    return 0
-
-
-def feed(stack: Stack, prompts: Any, images: list[Any]) -> Any:
-    """Present the next image at each PLACE_FINGER prompt; returns the last item."""
-    last = None
-    for item in prompts:  # Prompt / OperatorSession (login) or EnrollEvent (enrolment)
-        prompt = item.prompt if item.DESCRIPTOR.name == "EnrollEvent" else item
-        if getattr(prompt, "code", "") == "PLACE_FINGER" and images:
-            stack.bio.sensor.image(images.pop(0))
-        last = item
-    return last
-
-
-def demo_operators(stack: Stack) -> str:
-    """Bootstrap admin-1, enrol op-1's finger, log op-1 in by fingerprint; op-1's token."""
-    from cardap.client import CardapClient
-    from cardap_sim.biometric import shared_print, variants
-
-    arch, loop = variants(shared_print("arch")), variants(shared_print("loop-right"))
-    org = stack.organisation
-    with CardapClient(stack.socket("ops"), timeout=60) as ops:
-        ops.add_operator(org, "admin-1", "Administrator", rights=("load", "delete"))
-        feed(stack, ops.enroll_finger(org, "admin-1", "right-index-finger"), arch[:8])
-        ops.appoint_administrator(org, "admin-1")
-        admin = feed(stack, ops.authenticate(org, "admin-1"), arch[6:])
-    print("admin-1 appointed, enrolled and logged in by fingerprint (ops socket)", flush=True)
-    with CardapClient(stack.socket("ops"), timeout=60, session=admin.token) as ops:
-        ops.add_operator(org, "op-1", "Operator 1", rights=("load", "delete", "diagnose"))
-        feed(stack, ops.enroll_finger(org, "op-1", "right-index-finger"), loop[:8])
-    with CardapClient(stack.socket("kiosk"), timeout=60) as kiosk:
-        session = feed(stack, kiosk.authenticate(org, "op-1"), loop[6:])
-    print(f"op-1 enrolled by admin-1 and logged in by fingerprint at the kiosk "
-          f"(session until {session.expires_at.ToDatetime():%H:%M} UTC)", flush=True)
-    return str(session.token)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _interrupt)
-    sys.exit(demo())
