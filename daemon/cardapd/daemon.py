@@ -69,7 +69,7 @@ class StoreAuditSink:
             request_id=ctx.request_id if ctx else None, detail=dict(detail or {}))
         try:
             rec = await self._log.append(
-                entry, Durability.FULL if durable else Durability.PROCESS)
+                entry, Durability.POWER if durable else Durability.PROCESS)
         except StoreError:
             raise
         except Exception as exc:  # never let a store fault look like success

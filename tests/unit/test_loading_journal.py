@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cardapd.engine.journal import Journal
+from cardapd.engine.journal import JOURNAL_SCHEMA, Journal
 
 
 def test_start_finish_and_unfinished(tmp_path: Path) -> None:
@@ -42,12 +42,11 @@ def test_started_rows_become_interrupted_at_the_next_start(tmp_path: Path) -> No
     j2.close()
 
 
-def test_wal_and_full_sync(tmp_path: Path) -> None:
-    j = Journal(tmp_path / "journal.db")
-    assert j._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    j.close()
+def test_wal_and_versioned(tmp_path: Path) -> None:
+    Journal(tmp_path / "journal.db").close()
     with sqlite3.connect(tmp_path / "journal.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == JOURNAL_SCHEMA.latest
         assert db.execute("SELECT count(*) FROM operations").fetchone()[0] == 0
 
 

@@ -15,7 +15,7 @@ from cardapd.errors import AlreadyExists, InvalidArgument, NotAuthorized, NotFou
 from cardapd.loading.operators import Operator, Right
 from cardapd.roster import Hasher, Roster
 from cardapd.roster.model import check_id
-from cardapd.roster.schema import LATEST_VERSION
+from cardapd.roster.schema import ROSTER_SCHEMA
 
 NOW = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 FAST = Hasher(time_cost=1, memory_cost_kib=8, parallelism=1)
@@ -172,9 +172,9 @@ def test_migrations_and_newer_schema_refused(tmp_path: Path) -> None:
     path = tmp_path / "roster.db"
     Roster(path, hasher=FAST).close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == ROSTER_SCHEMA.latest
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
+    conn.execute(f"PRAGMA user_version = {ROSTER_SCHEMA.latest + 1}")
     conn.close()
     with pytest.raises(StoreError):
         Roster(path, hasher=FAST)

@@ -22,7 +22,7 @@ async def test_concurrent_appends_are_group_committed(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     async with AsyncAuditLog(path) as log:
         records = await asyncio.gather(*(
-            log.append(entry(i), Durability.FULL if i % 50 == 0 else Durability.PROCESS)
+            log.append(entry(i), Durability.POWER if i % 50 == 0 else Durability.PROCESS)
             for i in range(1000)))
         batches = log.batches
         assert log.last_seq() == 1000
@@ -50,11 +50,11 @@ async def test_a_batch_is_committed_at_its_strongest_durability(
 
     monkeypatch.setattr(AuditLog, "append_batch", spy)
     async with AsyncAuditLog(tmp_path / "audit.db") as log:
-        first = asyncio.ensure_future(log.append(entry(0), Durability.FULL))
+        first = asyncio.ensure_future(log.append(entry(0), Durability.POWER))
         await asyncio.sleep(0.05)  # the writer now holds the first batch at the gate
         # the writer is busy: PROCESS appends queue behind it instead of going inline
         rest = [asyncio.ensure_future(log.append(entry(i), d)) for i, d in
-                ((1, Durability.PROCESS), (2, Durability.FULL), (3, Durability.PROCESS))]
+                ((1, Durability.PROCESS), (2, Durability.POWER), (3, Durability.PROCESS))]
         await asyncio.sleep(0.05)
         gate.set()
         await asyncio.gather(first, *rest)

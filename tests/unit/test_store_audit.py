@@ -14,8 +14,8 @@ import pytest
 from cardapd.errors import StoreError
 from cardapd.store import AuditEntry, AuditLog, Durability, Problem, head_path_for, verify
 from cardapd.store.audit import ANCHOR_RESET_OPERATION, looks_like_my_number
-from cardapd.store.db import LATEST_VERSION
 from cardapd.store.head import SLOT, HeadWriter, read_head
+from cardapd.store.schema import AUDIT_SCHEMA
 
 
 def entry(i: int = 0, **kw: Any) -> AuditEntry:
@@ -29,7 +29,7 @@ def entry(i: int = 0, **kw: Any) -> AuditEntry:
 
 def test_append_returns_seq_and_hash_and_verifies(tmp_path: Path) -> None:
     with AuditLog(tmp_path / "audit.db") as log:
-        records = [log.append(entry(i), Durability.FULL if i % 3 == 0 else Durability.PROCESS)
+        records = [log.append(entry(i), Durability.POWER if i % 3 == 0 else Durability.PROCESS)
                    for i in range(20)]
     assert [r.seq for r in records] == list(range(1, 21))
     assert records[0].prev_hash == bytes(32)
@@ -73,13 +73,14 @@ def test_schema_is_versioned_and_newer_databases_are_refused(tmp_path: Path) -> 
     path = tmp_path / "audit.db"
     AuditLog(path).close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
-    assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == LATEST_VERSION
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == AUDIT_SCHEMA.latest
+    latest = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    assert latest == AUDIT_SCHEMA.latest
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
+    conn.execute(f"PRAGMA user_version = {AUDIT_SCHEMA.latest + 1}")
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match="newer than this daemon"):
+    with pytest.raises(StoreError, match="written by a newer cardapd"):
         AuditLog(path)
 
 

@@ -23,7 +23,7 @@ CHILD = textwrap.dedent("""
         i = 0
         while True:
             i += 1
-            d = Durability.FULL if i % 10 == 0 else Durability.PROCESS
+            d = Durability.POWER if i % 10 == 0 else Durability.PROCESS
             rec = await log.append(AuditEntry("read_user_id", "ok", actor=f"w{w}",
                                               detail={"i": i}), d)
             sys.stdout.write(f"{rec.seq}\\n")

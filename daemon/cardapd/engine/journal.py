@@ -4,37 +4,40 @@ A row is `started` before anything reaches the card and becomes `done`/`failed` 
 last answer; a row still `started` when the daemon starts again was interrupted (killed
 mid-load) and is marked `interrupted`. Unfinished rows (`started`/`interrupted`, or
 `failed` with the card pulled) are reconciled the next time their card is seen.
-WAL with synchronous=FULL: a row that said "started" survives a power loss.
+Every write is `Durability.POWER`: a row that said "started" survives a power loss.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cardapd.storage import Durability, Migration, Schema, open_database
+
 STATES = ("started", "done", "failed", "interrupted", "reconciled")
 ACTIONS = ("load", "delete")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS operations (
-    id TEXT PRIMARY KEY,
-    card_id TEXT NOT NULL,
-    action TEXT NOT NULL,
-    ap_id TEXT NOT NULL,
-    aid TEXT NOT NULL,
-    organisation TEXT NOT NULL,
-    operator TEXT NOT NULL,
-    state TEXT NOT NULL,
-    needs_reconcile INTEGER NOT NULL DEFAULT 0,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    outcome TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS operations_card ON operations (card_id, needs_reconcile);
-"""
+JOURNAL_SCHEMA = Schema("operations journal", (
+    # IF NOT EXISTS: the journal had no version before; version 1 adopts such a file.
+    Migration(1, "operations journal: one row per load or delete", (
+        """CREATE TABLE IF NOT EXISTS operations (
+            id TEXT PRIMARY KEY,
+            card_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            ap_id TEXT NOT NULL,
+            aid TEXT NOT NULL,
+            organisation TEXT NOT NULL,
+            operator TEXT NOT NULL,
+            state TEXT NOT NULL,
+            needs_reconcile INTEGER NOT NULL DEFAULT 0,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            outcome TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX IF NOT EXISTS operations_card ON operations (card_id, needs_reconcile)",
+    )),
+))
 
 
 @dataclass(frozen=True)
@@ -69,17 +72,11 @@ class Journal:
     """The journal database (blocking calls; the engine runs them in a thread)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(path, JOURNAL_SCHEMA)
 
     def close(self) -> None:
         """Close the database."""
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def start(self, *, card_id: str, action: str, ap_id: str, aid: str, organisation: str,
               operator: str, journal_id: str | None = None) -> str:
@@ -87,8 +84,8 @@ class Journal:
         if action not in ACTIONS:
             raise ValueError(f"unknown journal action {action!r}")
         jid = journal_id or new_id()
-        with self._lock:
-            self._db.execute(
+        with self._db.write(Durability.POWER) as conn:
+            conn.execute(
                 "INSERT INTO operations (id, card_id, action, ap_id, aid, organisation, "
                 "operator, state, needs_reconcile, started_at) VALUES (?,?,?,?,?,?,?,?,1,?)",
                 (jid, card_id, action, ap_id, aid, organisation, operator, "started", _now()))
@@ -99,39 +96,35 @@ class Journal:
         """Record the end of an operation; `reconcile` keeps it on the card's to-do list."""
         if state not in STATES:
             raise ValueError(f"unknown journal state {state!r}")
-        with self._lock:
-            self._db.execute(
+        with self._db.write(Durability.POWER) as conn:
+            conn.execute(
                 "UPDATE operations SET state = ?, outcome = ?, finished_at = ?, "
                 "needs_reconcile = ?, aid = COALESCE(?, aid) WHERE id = ?",
                 (state, outcome, _now(), int(reconcile), aid, jid))
 
     def mark_interrupted(self) -> int:
         """At start: every row still `started` was cut short; returns how many."""
-        with self._lock:
-            cur = self._db.execute(
+        with self._db.write(Durability.POWER) as conn:
+            cur = conn.execute(
                 "UPDATE operations SET state = 'interrupted', needs_reconcile = 1, "
                 "outcome = 'daemon stopped during the operation' WHERE state = 'started'")
             return cur.rowcount
 
     def unfinished(self, card_id: str) -> list[JournalRow]:
         """Rows of `card_id` that still need a reconciliation, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM operations WHERE card_id = ? AND needs_reconcile = 1 "
-                "ORDER BY started_at", (card_id,)).fetchall()
+        rows = self._db.read("SELECT * FROM operations WHERE card_id = ? AND "
+                             "needs_reconcile = 1 ORDER BY started_at", (card_id,))
         return [_row(r) for r in rows]
 
     def get(self, jid: str) -> JournalRow | None:
         """One row by id."""
-        with self._lock:
-            r = self._db.execute("SELECT * FROM operations WHERE id = ?", (jid,)).fetchone()
+        r = self._db.read_one("SELECT * FROM operations WHERE id = ?", (jid,))
         return None if r is None else _row(r)
 
     def for_card(self, card_id: str) -> list[JournalRow]:
         """Every row of a card, oldest first."""
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM operations WHERE card_id = ? "
-                                    "ORDER BY started_at", (card_id,)).fetchall()
+        rows = self._db.read("SELECT * FROM operations WHERE card_id = ? "
+                             "ORDER BY started_at", (card_id,))
         return [_row(r) for r in rows]
 
 

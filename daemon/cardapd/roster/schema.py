@@ -1,24 +1,11 @@
-"""The roster database: connection (WAL, synchronous=FULL) and forward-only migrations.
-
-As in `cardapd.store.db`, `PRAGMA user_version` holds the schema version and the
-`schema_version` table its history; a database from a newer daemon is refused.
-"""
+"""The roster's schema: its forward-only migrations (opened through `cardapd.storage`)."""
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
+from cardapd.storage import Migration, Schema
 
-from cardapd.errors import StoreError
-from cardapd.store.db import BUSY_TIMEOUT_MS, Migration, apply_migrations
-
-MIGRATIONS: tuple[Migration, ...] = (
+ROSTER_SCHEMA = Schema("roster", (
     Migration(1, "roster: organisations, operators, permitted APs, preset sets", (
-        """CREATE TABLE schema_version (
-               version INTEGER PRIMARY KEY,
-               applied_us INTEGER NOT NULL,
-               description TEXT NOT NULL
-           ) STRICT""",
         """CREATE TABLE organisations (
                organisation TEXT PRIMARY KEY,
                display_name TEXT NOT NULL,
@@ -56,39 +43,4 @@ MIGRATIONS: tuple[Migration, ...] = (
                PRIMARY KEY (organisation, name, position)
            ) STRICT""",
     )),
-)
-
-LATEST_VERSION = MIGRATIONS[-1].version
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating and migrating) the roster database at `path`."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    except (sqlite3.Error, OSError) as exc:
-        raise StoreError(f"cannot open roster {path}: {exc}") from exc
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"{path}: cannot switch to WAL mode (got {mode})")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        migrate(conn, path)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StoreError(f"roster {path}: {exc}") from exc
-    except StoreError:
-        conn.close()
-        raise
-    return conn
-
-
-def migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Apply every newer migration, each in one transaction with its version bump."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version > LATEST_VERSION:
-        raise StoreError(f"roster {path}: schema version {version} is newer than this "
-                         f"daemon understands ({LATEST_VERSION}); refusing to touch it")
-    apply_migrations(conn, MIGRATIONS, version)
+), foreign_keys=True)

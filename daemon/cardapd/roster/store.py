@@ -18,16 +18,14 @@ password or its hash.
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cardapd.errors import AlreadyExists, InvalidArgument, NotAuthorized, NotFound, StoreError
+from cardapd.errors import AlreadyExists, InvalidArgument, NotAuthorized, NotFound
 from cardapd.loading.operators import Operator, Right
-from cardapd.roster import schema
 from cardapd.roster.model import (
     FINGERS,
     OperatorRecord,
@@ -42,6 +40,8 @@ from cardapd.roster.model import (
     to_us,
 )
 from cardapd.roster.passwords import Hasher, PasswordCheck, check_password, check_policy
+from cardapd.roster.schema import ROSTER_SCHEMA
+from cardapd.storage import Durability, open_database
 
 MAX_APPROVAL = timedelta(days=366)
 """Longest password-fallback approval an administrator may grant at once."""
@@ -74,13 +74,11 @@ class Roster:
         self.path = Path(path)
         self.hasher = hasher or Hasher()
         self._clock = clock
-        self._lock = threading.Lock()
-        self._conn = schema.connect(self.path)
+        self._db = open_database(self.path, ROSTER_SCHEMA)
 
     def close(self) -> None:
         """Close the database."""
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> Roster:
         return self
@@ -90,31 +88,13 @@ class Roster:
 
     # --- plumbing ------------------------------------------------------------------
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE … COMMIT), StoreError on SQLite faults."""
-        with self._lock:
-            conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"roster {self.path}: {exc}") from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                raise StoreError(f"roster {self.path}: {exc}") from exc
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One write transaction. Every roster write is administration (or a password
+        attempt's counter): committed to survive a power loss."""
+        return self._db.write(Durability.POWER)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            try:
-                return self._conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise StoreError(f"roster {self.path}: {exc}") from exc
+        return self._db.read(sql, params)
 
     @staticmethod
     def _get(conn: sqlite3.Connection, organisation: str, operator_id: str
@@ -325,8 +305,8 @@ class Roster:
 
     def get(self, organisation: str, operator_id: str) -> OperatorRecord:
         """One operator; NotFound (OPERATOR_NOT_FOUND) when not on the roster."""
-        with self._lock:
-            return self._get(self._conn, organisation, operator_id)[0]
+        with self._db.lock:
+            return self._get(self._db.conn, organisation, operator_id)[0]
 
     def list_operators(self, organisation: str = "") -> list[OperatorRecord]:
         """Operators of `organisation` ("" for all), by organisation then id."""

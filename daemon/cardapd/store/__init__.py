@@ -5,11 +5,11 @@ Public API (import from here): `AuditLog`, `AsyncAuditLog`, `AuditEntry`, `Audit
 `export_jsonl`, `export_csv`.
 """
 
+from cardapd.storage import Durability
 from cardapd.store.audit import (
     AuditEntry,
     AuditLog,
     AuditRecord,
-    Durability,
 )
 from cardapd.store.export import AuditFilter, export_csv, export_jsonl, query
 from cardapd.store.head import head_path_for

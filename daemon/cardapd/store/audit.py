@@ -10,19 +10,13 @@ written to a small side file, `audit.head` (see `cardapd.store.head`), after eac
 commit, so that cutting rows off the *end* is detected too (see `cardapd.store.verify`
 for the honest limits).
 
-Durability, and why there are two levels:
-
-* `Durability.FULL` commits with `synchronous=FULL`: SQLite fsyncs the WAL before the
-  commit returns, so the row survives `kill -9` *and* power loss. Costs one fsync
-  (milliseconds on real disks). For loads, deletes, operator logins, roster changes:
-  rare, slow anyway (a load takes seconds of card I/O) and legally relevant.
-* `Durability.PROCESS` commits with `synchronous=NORMAL`: the WAL frame is written to
-  the OS (a `write()`, no fsync) before the commit returns, so the row survives the
-  death of the process (`kill -9`, a crash) but a power cut may lose the most recent
-  ones. For high-rate gate reads, whose latency budget (~0.1 ms for the log) is far
-  below one fsync. Because the WAL is one append-only file, any later FULL commit
-  (or checkpoint) hardens every earlier PROCESS row with it: a power loss can only
-  lose a *suffix* of PROCESS rows after the last FULL commit, never a hole.
+Durability is chosen per row (`cardapd.storage.Durability`, docs/decisions.md D8):
+`POWER` (an fsync per commit: survives a power loss) for loads, deletes, logins, roster
+changes and the daemon's start and stop — rare, slow anyway and legally relevant;
+`PROCESS` (no fsync: survives `kill -9` of the daemon, not a power loss) for the gate's
+high-rate reads, whose latency budget (~0.1 ms for the log) is far below one fsync. A
+later POWER commit hardens every earlier PROCESS row with it, so a power loss can only
+lose a *suffix* of PROCESS rows after the last POWER commit, never a hole.
 
 A batch that mixes both levels is committed with the strongest one asked for.
 Every failure (disk full, database locked or corrupt) raises `StoreError`; the caller
@@ -31,7 +25,6 @@ must then refuse the operation, since an operation that is not logged must not h
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import logging
@@ -45,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from cardapd.errors import StoreError
-from cardapd.store import db
+from cardapd.storage import Durability, open_database
 from cardapd.store.head import HeadWriter, head_path_for, read_head
+from cardapd.store.schema import AUDIT_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +53,6 @@ ANCHOR_RESET_OPERATION = "audit_anchor_reset"
 """Operation of the row the log writes itself when `audit.head` disagrees with the DB."""
 
 _MY_NUMBER_RE = re.compile(r"(?<!\d)\d{12}(?!\d)")
-
-
-class Durability(enum.Enum):
-    """How hard a commit must be before `append` returns (see the module docstring)."""
-
-    PROCESS = 1
-    FULL = 2
 
 
 def looks_like_my_number(text: str) -> bool:
@@ -218,9 +205,9 @@ class AuditLog:
     def __init__(self, path: Path, *, head_path: Path | None = None) -> None:
         self.path = Path(path)
         self.head_path = head_path or head_path_for(self.path)
-        self._conn = db.connect(self.path)
+        self._db = open_database(self.path, AUDIT_SCHEMA)
+        self._conn = self._db.conn
         self._head_writer = HeadWriter(self.head_path)
-        self._sync: Durability | None = None
         self._head: tuple[int, bytes] = (0, GENESIS_HASH)
         self._tail_cache: tuple[int, bytes, int] | None = None
         self._dirty = False
@@ -265,12 +252,12 @@ class AuditLog:
                       "head_hash": None if head is None else head[1].hex()}
             self.append(AuditEntry(ANCHOR_RESET_OPERATION, "failed", actor="system",
                                    reason="AUDIT_ANCHOR_MISMATCH", detail=detail),
-                        Durability.FULL)
+                        Durability.POWER)
         elif head is None or head[0] < seq:
             self.write_head()
 
     def append(self, entry: AuditEntry,
-               durability: Durability = Durability.FULL) -> AuditRecord:
+               durability: Durability = Durability.POWER) -> AuditRecord:
         """Commit one entry, anchor the head; raises `StoreError` on any failure."""
         (record,) = self.append_batch([(entry, durability)])
         self.write_head()
@@ -285,13 +272,11 @@ class AuditLog:
         """
         if not items:
             return []
-        durability = max((d for _, d in items), key=lambda d: d.value)
+        durability = (Durability.POWER if any(d is Durability.POWER for _, d in items)
+                      else Durability.PROCESS)
         conn = self._conn
         try:
-            if durability is not self._sync:
-                level = "FULL" if durability is Durability.FULL else "NORMAL"
-                conn.execute(f"PRAGMA synchronous = {level}")
-                self._sync = durability
+            self._db.set_durability(durability)
             single = len(items) == 1
             if not single:  # one row is one autocommit INSERT: the same atomic commit
                 conn.execute("BEGIN IMMEDIATE")
@@ -351,7 +336,7 @@ class AuditLog:
     def close(self) -> None:
         """Close the connection (the WAL stays valid; nothing is lost)."""
         self._head_writer.close()
-        self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> AuditLog:
         return self

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cardapd.errors import StoreError
-from cardapd.store import db
+from cardapd.storage import open_database
 from cardapd.store.audit import AuditRecord
+from cardapd.store.schema import AUDIT_SCHEMA
 
 CSV_FIELDS = ("seq", "ts", "actor", "operation", "card_id", "reader", "result", "reason",
               "request_id", "detail", "prev_hash", "hash")
@@ -74,7 +75,7 @@ class AuditFilter:
 def query(path: Path, flt: AuditFilter | None = None) -> Iterator[AuditRecord]:
     """Stream the matching rows in seq order (a generator; close it to stop early)."""
     clause, params = (flt or AuditFilter()).sql()
-    conn = db.connect(Path(path), readonly=True)
+    conn = open_database(Path(path), AUDIT_SCHEMA, readonly=True).conn
     try:
         conn.execute("BEGIN")  # one snapshot, even while the daemon appends
         cursor = conn.execute(f"SELECT {AuditRecord.COLUMNS} FROM audit{clause}",  # noqa: S608

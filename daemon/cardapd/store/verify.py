@@ -29,13 +29,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cardapd.errors import Cancelled, StoreError
-from cardapd.store import db
+from cardapd.storage import open_database
 from cardapd.store.audit import (
     ANCHOR_RESET_OPERATION,
     GENESIS_HASH,
     AuditRecord,
 )
 from cardapd.store.head import head_path_for, read_head
+from cardapd.store.schema import AUDIT_SCHEMA
 
 
 class Problem(enum.StrEnum):
@@ -118,7 +119,7 @@ def verify(path: Path, *, head_path: Path | None = None,
             head_problem = Problem.HEAD_MISSING
     except (ValueError, OSError):
         head, head_problem = None, Problem.HEAD_CORRUPT
-    conn = db.connect(Path(path), readonly=True)
+    conn = open_database(Path(path), AUDIT_SCHEMA, readonly=True).conn
     try:
         conn.execute("BEGIN")  # one consistent snapshot for the whole walk
         return _walk(conn, head, head_problem, cancel)

@@ -1,6 +1,6 @@
 """`AsyncAuditLog`: the audit log for asyncio, one writer thread with group commit.
 
-SQLite calls block (an fsync for FULL), so they never run on the event loop. One
+SQLite calls block (an fsync for POWER), so they never run on the event loop. One
 dedicated thread owns the connection: concurrent `await append(...)` calls enqueue
 their entry; the thread takes *everything* queued, commits it in one transaction at
 the strongest durability asked for in the batch, anchors the head file (one pwrite,
@@ -9,7 +9,7 @@ Under load, many appends share one fsync. When the writer is idle, a PROCESS-dur
 append (the gate's reads) commits inline on the caller's thread under the same lock: no
 thread hand-off and no loop wake-up, which on a busy 2-core machine is most of the cost.
 The commit is a WAL write without fsync (tens of microseconds), so the event loop is
-never held for long; a FULL append always goes through the writer thread.
+never held for long; a POWER append always goes through the writer thread.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cardapd.errors import StoreError
-from cardapd.store.audit import AuditEntry, AuditLog, AuditRecord, Durability
+from cardapd.storage import Durability
+from cardapd.store.audit import AuditEntry, AuditLog, AuditRecord
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class AsyncAuditLog:
         return self._last_seq
 
     async def append(self, entry: AuditEntry,
-                     durability: Durability = Durability.FULL) -> AuditRecord:
+                     durability: Durability = Durability.POWER) -> AuditRecord:
         """Log one entry; returns once committed at `durability`; raises `StoreError`."""
         if self._thread is None or self._closing or not self._thread.is_alive():
             raise StoreError(f"audit log {self.path} is not open")

@@ -1,0 +1,147 @@
+"""Databases written by the code before "One storage layer" (tests/fixtures/stores/v1, see
+its README) open with today's code, are brought to the current version, and every row is
+still there."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cardapd.engine.journal import JOURNAL_SCHEMA, Journal
+from cardapd.engine.revocation_store import REVOCATION_SCHEMA, IdStatus, RevocationStore
+from cardapd.loading.operators import Right
+from cardapd.roster.passwords import Hasher
+from cardapd.roster.schema import ROSTER_SCHEMA
+from cardapd.roster.store import Roster
+from cardapd.storage import Schema
+from cardapd.store import AuditLog, verify
+from cardapd.store.export import AuditFilter, query
+from cardapd.store.schema import AUDIT_SCHEMA
+
+V1 = Path(__file__).resolve().parents[1] / "fixtures" / "stores" / "v1"
+APPROVED_AT = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Path:
+    """A copy of the version-1 files (the originals stay untouched)."""
+    for name in ("audit.db", "audit.head", "roster.db", "journal.db", "revocation.db"):
+        shutil.copy2(V1 / name, tmp_path / name)
+    return tmp_path
+
+
+def _version_and_history(path: Path) -> tuple[int, list[int]]:
+    """The file's version and the versions its history lists (opened immutable: no -wal or
+    -shm file is made beside it)."""
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchone():
+            history = [r[0] for r in conn.execute("SELECT version FROM schema_version "
+                                                  "ORDER BY version")]
+        else:
+            history = []
+    finally:
+        conn.close()
+    return version, history
+
+
+def _upgraded(path: Path, schema: Schema) -> None:
+    version, history = _version_and_history(path)
+    assert version == schema.latest
+    assert history == list(range(1, schema.latest + 1))
+
+
+def test_audit_log(stores: Path) -> None:
+    path = stores / "audit.db"
+    with AuditLog(path) as log:
+        assert log.last_seq == 6  # no anchor reset: the head file agreed
+    _upgraded(path, AUDIT_SCHEMA)
+    result = verify(path)
+    assert (result.ok, result.rows_checked) == (True, 6)
+    rows = list(query(path, AuditFilter()))
+    assert [(r.operation, r.result, r.reason) for r in rows] == [
+        ("daemon_started", "ok", None), ("card_inserted", "ok", None),
+        ("read_user_id", "ok", None), ("load", "ok", None), ("load", "error", "CARD_FULL"),
+        ("daemon_stopped", "ok", None)]
+    assert rows[2].actor == "gate"
+    assert rows[2].request_id == "0a1b2c3d-4e5f6a7b"
+    assert rows[3].detail == {"ap_id": "org-a-staff-c", "aid": "D392F0004C0A0001",
+                              "billed": True}
+    assert rows[4].card_id == "4790-C4486216"
+
+
+def test_roster(stores: Path) -> None:
+    path = stores / "roster.db"
+    with Roster(path, hasher=Hasher(time_cost=1, memory_cost_kib=1024),
+                clock=lambda: APPROVED_AT) as roster:
+        assert [(o.organisation, o.display_name) for o in roster.organisations()] == [
+            ("org-a", "Organisation A"), ("org-b", "Organisation B")]
+        ops = {(r.organisation, r.operator_id): r for r in roster.list_operators()}
+        assert sorted(ops) == [("org-a", "admin-1"), ("org-a", "op-1"), ("org-a", "op-2"),
+                               ("org-b", "b-op")]
+        admin = ops[("org-a", "admin-1")]
+        assert (admin.administrator, admin.enabled, admin.enrolled_fingers) == (
+            True, True, ("right-index-finger",))
+        assert ops[("org-a", "op-1")].enabled is False
+        assert ops[("org-a", "op-1")].rights == frozenset({Right.LOAD, Right.DELETE,
+                                                           Right.DIAGNOSE})
+        approval = ops[("org-a", "op-2")].password_approval
+        assert approval is not None
+        assert (approval.approved_by, approval.reason) == ("admin-1", "no usable fingerprint")
+        _, check = roster.check_password("org-a", "op-2", "correct horse battery")
+        assert check.ok
+        assert roster.permitted_aps("org-a") == ["org-a-records-d", "org-a-staff-c"]
+        assert roster.presets("org-a") == {"new-staff": ["org-a-staff-c", "org-a-records-d"]}
+    _upgraded(path, ROSTER_SCHEMA)
+
+
+def test_journal(stores: Path) -> None:
+    path = stores / "journal.db"
+    assert _version_and_history(path)[0] == 0  # written before the journal had versions
+    journal = Journal(path)
+    try:
+        assert journal.mark_interrupted() == 0  # nothing was left `started`
+        rows = {r.id: r for r in journal.for_card("4790-C4486216")}
+        assert {jid: (r.action, r.state, r.needs_reconcile) for jid, r in rows.items()} == {
+            "j-00000001-aaaaaaaa": ("load", "done", False),
+            "j-00000002-bbbbbbbb": ("load", "failed", True),
+            "j-00000003-cccccccc": ("delete", "interrupted", True)}
+        assert rows["j-00000002-bbbbbbbb"].outcome == "CARD_REMOVED: the card left"
+        other = journal.unfinished("5110-0A0B0C0D")
+        assert [(r.id, r.ap_id, r.operator) for r in other] == [
+            ("j-00000004-dddddddd", "org-a-cert-a", "op-2")]
+    finally:
+        journal.close()
+    _upgraded(path, JOURNAL_SCHEMA)
+
+
+def test_revocation_store(stores: Path) -> None:
+    path = stores / "revocation.db"
+    assert _version_and_history(path)[0] == 0  # written before the store had versions
+    store = RevocationStore(path, clock=lambda: 1795000060.0)
+    try:
+        feed = store.feed("org-a")
+        assert feed is not None
+        assert (feed.version, feed.pulled_at, feed.generated_at) == (
+            3, 1795000000.0, "2026-11-20T00:00:00+09:00")
+        aid = "D392F000440A0003"
+        assert store.lookup("org-a", aid, "A1B2C3D4E5F6M").status is IdStatus.SUSPENDED
+        assert store.lookup("org-a", aid, "Z9Y8X7W6V5U4T").status is IdStatus.ABOLISHED
+        local = store.lookup("org-a", aid, "K7Q2M9X4B1C8P")
+        assert (local.status, local.locally_suspended) == (IdStatus.SUSPENDED, True)
+        assert store.lookup("org-a", aid, "UNLISTEDUSER1").status is IdStatus.IN_OPERATION
+        assert store.lookup("org-a", aid, "A1B2C3D4E5F6M").feed_age_s == 60.0
+    finally:
+        store.close()
+    _upgraded(path, REVOCATION_SCHEMA)
+
+
+def test_the_fixtures_stay_version_1() -> None:
+    """Nothing in the suite may upgrade the committed files in place."""
+    assert {p.name: _version_and_history(p)[0] for p in sorted(V1.glob("*.db"))} == {
+        "audit.db": 1, "journal.db": 0, "revocation.db": 0, "roster.db": 1}
