@@ -7,7 +7,7 @@ PROTOS := $(wildcard proto/cardap/v1/*.proto)
 APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc pcsc-tools dbus fprintd libfprint-2-2 \
   systemd udev iproute2 prometheus util-linux
 
-.PHONY: setup system-deps proto run test test-unit test-stack lint bench certs wheel clean help
+.PHONY: setup system-deps proto run test test-unit test-stack lint bench certs wheel clean help docs
 
 help:
 	@echo "make run    - bring up pcscd + vpcd + virtual card + cardapd and show it working"
@@ -76,3 +76,8 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .stamp-* build dist *.egg-info .mypy_cache .ruff_cache
+
+# Generated documentation: the configuration reference and example (from the schema).
+docs: setup
+	$(PY) -m cardapd.config.reference markdown > docs/configuration.md
+	$(PY) -m cardapd.config.reference example > docs/config.example.toml

@@ -130,9 +130,9 @@ def test_full_values(tmp_path: Path) -> None:
     ('[pcsc]\nreaders_include = ["ok", ""]', "readers_include[1]: expected a non-empty string"),
     ("[pcsc]\nreconnect_interval_s = 0", "pcsc.reconnect_interval_s: must be greater than 0"),
     ('[audit]\npath = "audit.db"', "audit.path: must be an absolute path"),
-    ('[loading]\nservice = "x"', "loading.service: not supported yet"),
+    ('[loading]\nservice = "x"', "loading.service: unknown key; known: address, ca, cert"),
     ('[operators]\nroster = []', "operators.roster: expected a string, got a list"),
-    ("loading = 3", "loading: not supported yet"),
+    ("loading = 3", "loading: expected a table, got an integer"),
     ("[daemon\n", "invalid TOML"),
 ])
 def test_errors_name_the_file_the_key_and_the_problem(tmp_path: Path, text: str,

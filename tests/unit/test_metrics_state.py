@@ -16,14 +16,14 @@ from prometheus_client import generate_latest
 from test_revocation_store import Audit, Source
 from testenv import need
 
+from cardap_sim.loadsvc.devca import write_bundle
 from cardapd.api.audit import chain_check, verify_log
-from cardapd.config import LoadingConfig
+from cardapd.config import LoadingConfig, RevocationConfig
 from cardapd.engine.model import OpContext
 from cardapd.engine.operators import OperatorService
 from cardapd.engine.revocation import Revocation
 from cardapd.engine.revocation_store import RevocationStore
 from cardapd.errors import Cancelled, ServiceUnavailable
-from cardapd.gateconfig import RevocationConfig
 from cardapd.loading.client import LoadingClient, link_failure
 from cardapd.metrics import BIOMETRIC_STATES, Metrics
 from cardapd.operators.fprintd import device_state_of, unavailable
@@ -71,10 +71,13 @@ async def test_loading_not_configured_exports_zeros_and_never_checks() -> None:
     assert value(m, "cardapd_loading_link_errors_total", reason="unreachable") == 0
 
 
-async def test_unreachable_service_sets_the_link_down(unused_tcp_port: int) -> None:
+async def test_unreachable_service_sets_the_link_down(unused_tcp_port: int,
+                                                      tmp_path: Path) -> None:
     m = Metrics()
-    client = LoadingClient(LoadingConfig(address=f"127.0.0.1:{unused_tcp_port}",
-                                         timeout_s=3), m)
+    write_bundle(tmp_path, [("kiosk-01", "org-a")])
+    client = LoadingClient(LoadingConfig(
+        address=f"127.0.0.1:{unused_tcp_port}", ca=tmp_path / "ca.pem",
+        cert=tmp_path / "kiosk-01.pem", key=tmp_path / "kiosk-01.key", timeout_s=3), m)
     assert value(m, "cardapd_loading_configured") == 1
     try:
         delay = await client.check_link()  # nobody listens: down, retry soon
@@ -92,8 +95,9 @@ async def test_unreachable_service_sets_the_link_down(unused_tcp_port: int) -> N
 
 async def test_unreadable_tls_files_count_as_tls_files(tmp_path: Path) -> None:
     m = Metrics()
-    client = LoadingClient(LoadingConfig(address="127.0.0.1:1", ca=tmp_path / "missing.pem"),
-                           m)
+    client = LoadingClient(LoadingConfig(address="127.0.0.1:1", ca=tmp_path / "missing.pem",
+                                         cert=tmp_path / "missing.pem",
+                                         key=tmp_path / "missing.key"), m)
     with pytest.raises(ServiceUnavailable):
         await client.revocation_feed("org-a", 0)
     assert value(m, "cardapd_loading_link_errors_total", reason="tls_files") == 1

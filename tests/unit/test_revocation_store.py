@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from cardap.v1 import cards_pb2, loading_pb2
+from cardapd.config import RevocationConfig
 from cardapd.engine.model import OpContext
 from cardapd.engine.revocation import Revocation, RevocationFeedStale
 from cardapd.engine.revocation_store import FeedEntry, IdStatus, RevocationStore
-from cardapd.gateconfig import RevocationConfig
 from cardapd.metrics import Metrics
 
 AID = "D392F000410A0002"

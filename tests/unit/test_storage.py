@@ -43,9 +43,13 @@ def test_durability_is_chosen_per_write(tmp_path: Path) -> None:
 def test_a_failed_write_is_rolled_back(tmp_path: Path) -> None:
     db = open_database(tmp_path / "t.db", TEST)
     try:
-        with pytest.raises(StoreError, match="test store"), db.write(Durability.POWER) as conn:
-            conn.execute("INSERT INTO t1 VALUES (1)")
-            conn.execute("INSERT INTO nowhere VALUES (1)")
+        def insert_twice() -> None:
+            with db.write(Durability.POWER) as conn:
+                conn.execute("INSERT INTO t1 VALUES (1)")
+                conn.execute("INSERT INTO nowhere VALUES (1)")
+
+        with pytest.raises(StoreError, match="test store"):
+            insert_twice()
         assert db.read("SELECT count(*) FROM t1") == [(0,)]
     finally:
         db.close()

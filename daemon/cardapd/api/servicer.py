@@ -26,6 +26,7 @@ from cardapd.api import convert, validate
 from cardapd.api import operators as ops_api
 from cardapd.api.roles import Role, allowed
 from cardapd.api.status import internal, to_status
+from cardapd.config import ApKind
 from cardapd.engine.diagnose import worst
 from cardapd.engine.engine import Engine
 from cardapd.engine.hub import now
@@ -43,7 +44,6 @@ from cardapd.errors import (
     NotImplementedYet,
     Unauthenticated,
 )
-from cardapd.gateconfig import ApKind
 from cardapd.loading import convert as loading_convert
 from cardapd.loading.operators import SESSION_METADATA, Operator
 from cardapd.myna.userid import validate_user_id

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cardapd.config import RevocationConfig
 from cardapd.engine.audit import AuditSink, finish_operation
 from cardapd.engine.model import OpContext
 from cardapd.engine.revocation_store import FeedEntry, IdStatus, Lookup, RevocationStore
 from cardapd.errors import CardapError, InvalidArgument, ServiceUnavailable
-from cardapd.gateconfig import RevocationConfig
 from cardapd.metrics import Metrics
 from cardapd.myna.userid import validate_user_id
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from cardapd.config import ApKind, ReadApConfig
 from cardapd.engine.model import CardKind, OpContext, UserIdRead
 from cardapd.engine.revocation import StatusView
 from cardapd.engine.revocation_store import IdStatus
@@ -22,7 +23,6 @@ from cardapd.errors import (
     NotMyNumberCard,
     PinError,
 )
-from cardapd.gateconfig import ApKind, ReadApConfig
 from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.myna.custom import CustomApSession
 from cardapd.myna.pin_guard import PinGuard
@@ -46,7 +46,7 @@ class SecureReads:
 
     def __init__(self, engine: Engine, aps: Sequence[ReadApConfig], floor: int) -> None:
         self.engine = engine
-        self.aps = {ap.aid: ap for ap in aps}
+        self.aps: dict[bytes, ReadApConfig] = {ap.aid: ap for ap in aps}
         self.guard = PinGuard(floor)
 
     def config_for(self, aid: bytes) -> ReadApConfig | None:
@@ -83,7 +83,7 @@ class SecureReads:
         if caller_pin:
             raise InvalidArgument("pin: this AP is read without a caller PIN; send none",
                                   metadata={"field": "pin"})
-        return ap.system_pin.value if ap.system_pin is not None else b""
+        return ap.pin_secret.value if ap.pin_secret is not None else b""
 
     def on_card(self, proto: ApduProtocol, ap: ReadApConfig, pin: bytes,
                 cancel: threading.Event | None) -> tuple[str, tuple[bytes, ...]]:

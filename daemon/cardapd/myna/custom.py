@@ -19,8 +19,14 @@ _TAG_KEYS = frozenset({"tag", "offset", "search_length"})
 _PADDING = (0x00, 0xFF)  # ISO 7816-4 allows 00/FF before, between and after BER-TLV objects
 
 
+class UserIdLocator:
+    """Where a custom AP keeps its user ID (configuration, `[[read.aps]] locator`)."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
-class OffsetLocator:
+class OffsetLocator(UserIdLocator):
     """The user ID is `length` (13) bytes at `offset` of the AP's binary file."""
 
     offset: int
@@ -34,7 +40,7 @@ class OffsetLocator:
 
 
 @dataclass(frozen=True)
-class TagLocator:
+class TagLocator(UserIdLocator):
     """The user ID is the value of the first top-level BER-TLV `tag` from `offset` on."""
 
     tag: int
@@ -46,9 +52,6 @@ class TagLocator:
         if (self.offset < 0 or self.search_length < 1
                 or self.offset + self.search_length - 1 > MAX_OFFSET):
             raise ValueError(f"cannot search {self.search_length} bytes at offset {self.offset}")
-
-
-UserIdLocator = OffsetLocator | TagLocator
 
 
 def _int(value: object, key: str) -> int:
@@ -118,6 +121,7 @@ class CustomApSession:
                 raise CardDataInvalid(f"custom AP: the file ends before offset "
                                       f"{locator.offset} + {locator.length}")
         else:
+            assert isinstance(locator, TagLocator)
             region = read_binary(self.proto, locator.search_length, locator.offset,
                                  cancel=cancel)
             raw = find_tag(region, locator.tag)
