@@ -50,7 +50,7 @@ def test_kill_9_in_a_loop_loses_no_acknowledged_operation(stack: Stack) -> None:
             gate = terminal_pb2_grpc.TerminalStub(gate_ch)
             kiosk = terminal_pb2_grpc.TerminalStub(kiosk_ch)
             while done < OPERATIONS:
-                if target is not None and done == target:
+                if target is not None and done >= target:  # two kill points may be close
                     reached.set()
                 rid = f"loop-{seed:08x}-{done:04d}"
                 meta = (("x-request-id", rid),)
