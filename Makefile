@@ -56,8 +56,8 @@ test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
 lint: setup
-	$(VENV)/bin/ruff check daemon clients sim tests bench
-	$(VENV)/bin/mypy daemon clients sim
+	$(VENV)/bin/ruff check lib daemon clients sim tests bench
+	$(VENV)/bin/mypy lib daemon clients sim
 
 # Dev CA, loading-service and terminal certificates, dev master keys (test-only).
 certs: setup

@@ -64,8 +64,8 @@ from cardap_sim.loadsvc.session import (
     SessionRequest,
 )
 from cardap_sim.vcard.card import VirtualCard
-from cardapd.gp.commands import load_file_data_block, minimum_bytes
-from cardapd.gp.scp03 import FULL_SECURITY
+from cardlib.gp.commands import load_file_data_block, minimum_bytes
+from cardlib.gp.scp03 import FULL_SECURITY
 from cardapd.transport.sim import InProcessConnection
 
 ORG = "org-bench"
@@ -439,7 +439,7 @@ def report(res: Results, sizes: tuple[int, ...], rtts: tuple[int, ...]) -> str:
               "the AP is deleted in-process (untimed) between loads.",
               f"* Link: {res.netem_note}",
               "* Bytes: every command APDU the terminal sent to the card, counted at the "
-              "terminal; LOAD bytes against `cardapd.gp.commands.minimum_bytes` for the load "
+              "terminal; LOAD bytes against `cardlib.gp.commands.minimum_bytes` for the load "
               "file (`C4 len image`), the profile's max command data and security level 33."]
     return "\n".join(lines) + "\n"
 

@@ -239,7 +239,7 @@ def insert_and_wait(stack: Any, card: Path) -> None:
 
 
 class PyscardConnection:
-    """A `cardapd.transport.connection.CardConnection` over low-level `smartcard.scard`.
+    """A `cardlib.connection.CardConnection` over low-level `smartcard.scard`.
 
     SHARED, held open like the daemon's own; `PCSCLITE_CSOCK_NAME` must already point at
     the stack's pcscd when the first context is made.
@@ -283,7 +283,7 @@ class PyscardConnection:
 @contextlib.contextmanager
 def direct_readers(aps: dict[str, ReadAp]) -> Iterator[dict[str, Callable[[], str]]]:
     """Per type, a function running the daemon's APDU sequence directly; returns the user ID."""
-    from cardapd.iso7816.protocol import ApduProtocol
+    from cardlib.protocol import ApduProtocol
     from cardapd.myna.pin_guard import PinGuard
     from cardapd.myna.typea import TypeASession
     from cardapd.myna.typec import TypeCSession

@@ -34,7 +34,6 @@ from cardapd.engine.revocation_store import RevocationStore
 from cardapd.engine.secure_read import SecureReads
 from cardapd.engine.settings import EngineSettings
 from cardapd.errors import CardapError, ConfigError, StoreError, Unauthenticated
-from cardapd.iso7816.traffic import TRAFFIC
 from cardapd.loading.client import LoadingClient
 from cardapd.loading.operators import Operator, OperatorSessions
 from cardapd.logsetup import JsonFormatter, TextFormatter
@@ -44,6 +43,7 @@ from cardapd.operators.fprintd import FprintdClient
 from cardapd.roster import Roster, SessionManager
 from cardapd.store import AsyncAuditLog, AuditEntry, Durability
 from cardapd.transport.udev import resolve_source
+from cardlib.traffic import TRAFFIC
 
 log = logging.getLogger(__name__)
 SERVER_GRACE_S = 2.0  # after the card writes: what reads in flight get before streams end

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from cardlib import errors as card
+
 
 class CardapError(Exception):
     """Base class: a failure the daemon understands and can explain to a client."""
@@ -222,3 +224,22 @@ class ConfigError(CardapError):
     """The configuration is invalid; the message names the file, key and the problem."""
 
     reason = "CONFIG_INVALID"
+
+
+def from_card(exc: card.CardLibError) -> CardapError:
+    """The daemon's error for a card library error (same reason, message and metadata).
+
+    Card work runs on a reader's thread (`readers.owner.ReaderOwner.run`), which turns
+    what the card library raises into these, so nothing above it sees a foreign error.
+    """
+    made: CardapError
+    if isinstance(exc, card.Cancelled):
+        made = Cancelled(exc.message)
+    elif isinstance(exc, card.StatusWordError):
+        made = StatusWordError(exc.sw, exc.context)
+    elif isinstance(exc, card.CardProtocolError):
+        made = CardProtocolError(exc.message, reason=exc.reason)
+    else:
+        made = CardError(exc.message, reason=exc.reason)
+    made.metadata.update(exc.metadata)
+    return made

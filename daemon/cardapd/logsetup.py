@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from cardapd.iso7816.traffic import TRAFFIC
 from cardapd.journald import JournalHandler, JournalSender
 from cardapd.logcontext import ContextFilter
+from cardlib.traffic import TRAFFIC
 
 _TWELVE_DIGITS = re.compile(r"(?<!\d)\d{12}(?!\d)")
 FIELDS = ("request_id", "operation", "reader", "card_id", "role")

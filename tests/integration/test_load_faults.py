@@ -31,13 +31,13 @@ from cardap.v1 import terminal_pb2, terminal_pb2_grpc
 from cardap_sim.loadsvc.devca import DevCa, write_private
 from cardap_sim.stack import Stack
 from cardap_sim.vcard.card import DEV_MASTER_KEYS, VirtualCard
-from cardapd.gp.keys import DiversifyingKeyStore
-from cardapd.gp.registry import RegistryEntry, Scope, read_registry
-from cardapd.gp.scp03 import Scp03Session
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu, parse_response
 from cardapd.myna.userid import check_char
 from cardapd.store import AuditRecord, query, verify
 from cardapd.transport.sim import InProcessConnection
+from cardlib.apdu import CommandApdu, ResponseApdu, parse_response
+from cardlib.gp.keys import DiversifyingKeyStore
+from cardlib.gp.registry import RegistryEntry, Scope, read_registry
+from cardlib.gp.scp03 import Scp03Session
 
 from .conftest import insert_and_wait, reader_name, remove_and_wait, wait_until
 

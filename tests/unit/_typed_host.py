@@ -6,7 +6,8 @@ import secrets
 from dataclasses import dataclass
 
 from cardap_sim.vcard.card import DEV_MASTER_KEYS, VirtualCard
-from cardapd.gp.commands import (
+from cardlib.apdu import CommandApdu, ResponseApdu, parse_response
+from cardlib.gp.commands import (
     StoreDataEncryption,
     StoreDataOptions,
     dgi,
@@ -19,8 +20,8 @@ from cardapd.gp.commands import (
     select,
     store_data_commands,
 )
-from cardapd.gp.keys import DiversifyingKeyStore
-from cardapd.gp.primitives import (
+from cardlib.gp.keys import DiversifyingKeyStore
+from cardlib.gp.primitives import (
     aes_cbc_decrypt,
     aes_cbc_encrypt,
     aes_cmac,
@@ -28,9 +29,8 @@ from cardapd.gp.primitives import (
     pad80,
     unpad80,
 )
-from cardapd.gp.scp03 import Scp03Session
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu, parse_response
-from cardapd.iso7816.tlv import encode_tlv, parse_all
+from cardlib.gp.scp03 import Scp03Session
+from cardlib.tlv import encode_tlv, parse_all
 
 ISD = bytes.fromhex("A000000151000000")
 EXT = bytes.fromhex("A000000151455854")

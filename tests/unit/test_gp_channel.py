@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from cardapd.gp.channel import PlainChannel, Scp03Channel, relay, send_ok
-from cardapd.gp.commands import get_data, load_commands, max_block_size
-from cardapd.gp.errors import CommandRejected, ResponseIntegrityError
-from cardapd.gp.keys import DiversifyingKeyStore, StaticKeys
-from cardapd.gp.registry import Scope, read_registry
-from cardapd.gp.scp03 import Scp03CardSession, Scp03Session
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu, parse_response
-from cardapd.iso7816.protocol import ApduProtocol
-from cardapd.iso7816.tlv import encode_tlv
+from cardlib.apdu import CommandApdu, ResponseApdu, parse_response
+from cardlib.errors import CommandRejected, ResponseIntegrityError
+from cardlib.gp.channel import PlainChannel, Scp03Channel, relay, send_ok
+from cardlib.gp.commands import get_data, load_commands, max_block_size
+from cardlib.gp.keys import DiversifyingKeyStore, StaticKeys
+from cardlib.gp.registry import Scope, read_registry
+from cardlib.gp.scp03 import Scp03CardSession, Scp03Session
+from cardlib.protocol import ApduProtocol
+from cardlib.tlv import encode_tlv
 
 MASTER = StaticKeys(bytes(range(0x40, 0x50)), bytes(range(0x50, 0x60)),
                     bytes(range(0x60, 0x70)), kvn=0x30)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cardapd.gp.commands import (
+from cardlib.gp.commands import (
     StoreDataEncryption,
     StoreDataOptions,
     StoreDataStructure,
@@ -26,7 +26,7 @@ from cardapd.gp.commands import (
     store_data,
     store_data_commands,
 )
-from cardapd.gp.scp03 import SecurityLevel, wrapped_length
+from cardlib.gp.scp03 import SecurityLevel, wrapped_length
 
 h = bytes.fromhex
 ISD = h("A000000151000000")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cardapd.gp.errors import UnknownKeyVersion
-from cardapd.gp.keys import (
+from cardlib.errors import UnknownKeyVersion
+from cardlib.gp.keys import (
     DiversifyingKeyStore,
     FixedKeyStore,
     KeyStore,

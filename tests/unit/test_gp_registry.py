@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cardapd.errors import CardProtocolError, StatusWordError
-from cardapd.gp.registry import (
+from cardlib.apdu import CommandApdu, ResponseApdu
+from cardlib.errors import CardProtocolError, StatusWordError
+from cardlib.gp.registry import (
     EntryKind,
     RegistryEntry,
     Scope,
@@ -16,8 +17,7 @@ from cardapd.gp.registry import (
     parse_get_status,
     read_registry,
 )
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu
-from cardapd.iso7816.tlv import encode_tlv
+from cardlib.tlv import encode_tlv
 
 h = bytes.fromhex
 ISD = "A000000151000000"

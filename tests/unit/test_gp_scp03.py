@@ -8,15 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cardapd.errors import CardProtocolError, StatusWordError
-from cardapd.gp.errors import (
+from cardlib.apdu import CommandApdu, ResponseApdu
+from cardlib.errors import (
     CardAuthenticationError,
+    CardProtocolError,
     CommandRejected,
     ResponseIntegrityError,
     SecureChannelError,
+    StatusWordError,
 )
-from cardapd.gp.keys import FixedKeyStore, StaticKeys, kcv
-from cardapd.gp.scp03 import (
+from cardlib.gp.keys import FixedKeyStore, StaticKeys, kcv
+from cardlib.gp.scp03 import (
     DERIVE_S_ENC,
     DERIVE_S_MAC,
     DERIVE_S_RMAC,
@@ -30,7 +32,6 @@ from cardapd.gp.scp03 import (
     max_plain_length,
     wrapped_length,
 )
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu
 
 h = bytes.fromhex
 KEY_16 = bytes(range(0x40, 0x50))
@@ -71,7 +72,7 @@ def test_session_key_kdf_reproduces_gppro_kcvs() -> None:
 
 def test_derive_layout_and_lengths() -> None:
     """Counter mode: 256-bit output is two CMAC blocks with i = 01, 02 and L = 0100."""
-    from cardapd.gp.primitives import aes_cmac
+    from cardlib.gp.primitives import aes_cmac
     prefix = bytes(11) + b"\x04\x00\x01\x00"
     out = derive(KEY_16, 0x04, b"ctx", 256)
     assert out == aes_cmac(KEY_16, prefix + b"\x01ctx") + aes_cmac(KEY_16, prefix + b"\x02ctx")
@@ -415,7 +416,7 @@ def test_wrap_refuses_what_cannot_fit_a_short_apdu() -> None:
 
 
 def test_encrypt_sensitive_uses_the_static_dek() -> None:
-    from cardapd.gp.primitives import aes_cbc_decrypt
+    from cardlib.gp.primitives import aes_cbc_decrypt
     dek = bytes(range(16))
     host, _ = pair(0x33, StaticKeys(KEY_16, KEY_16, dek))
     secret = b"\x11" * 32

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from cardapd.errors import CardProtocolError
-from cardapd.iso7816.apdu import (
+from cardlib.apdu import (
     SW_FILE_NOT_FOUND,
     SW_OK,
     CommandApdu,
     describe_sw,
     parse_response,
 )
+from cardlib.errors import CardProtocolError
 
 
 @pytest.mark.parametrize(("cmd", "hexstr"), [

@@ -7,9 +7,9 @@ import threading
 import pytest
 from test_iso7816_scripted import ScriptedConnection, scripted
 
-from cardapd.errors import Cancelled, CardProtocolError, StatusWordError
-from cardapd.iso7816.apdu import CommandApdu
-from cardapd.iso7816.protocol import ApduProtocol
+from cardlib.apdu import CommandApdu
+from cardlib.errors import Cancelled, CardProtocolError, StatusWordError
+from cardlib.protocol import ApduProtocol
 
 READ = CommandApdu(0x00, 0xB0, 0x00, 0x00, le=256)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cardapd.iso7816.protocol import ApduProtocol
+from cardlib.protocol import ApduProtocol
 
 
 class ScriptedConnection:

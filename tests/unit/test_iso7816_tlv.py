@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cardapd.errors import CardProtocolError
-from cardapd.iso7816.tlv import (
+from cardlib.errors import CardProtocolError
+from cardlib.tlv import (
     Tlv,
     encode_length,
     encode_tag,

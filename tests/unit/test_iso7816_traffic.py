@@ -7,9 +7,9 @@ import logging
 import pytest
 from test_iso7816_scripted import ScriptedConnection
 
-from cardapd.iso7816.apdu import CommandApdu
-from cardapd.iso7816.protocol import ApduProtocol
-from cardapd.iso7816.traffic import TRAFFIC, TrafficLoggingConnection
+from cardlib.apdu import CommandApdu
+from cardlib.protocol import ApduProtocol
+from cardlib.traffic import TRAFFIC, TrafficLoggingConnection
 
 LOGGER = "test.traffic"
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from cardapd import logcontext, logsetup
-from cardapd.iso7816.traffic import TRAFFIC
 from cardapd.journald import (
     SOCKET_ENV,
     JournalHandler,
@@ -27,6 +26,7 @@ from cardapd.journald import (
     valid_field_name,
 )
 from cardapd.logsetup import JsonFormatter, choose_target, scrub, setup_logging, under_journal
+from cardlib.traffic import TRAFFIC
 
 MY_NUMBER_SHAPE = "123456789012"
 

@@ -28,11 +28,11 @@ from cardap_sim.loadsvc.session import (
 )
 from cardap_sim.vcard import cardkeys
 from cardap_sim.vcard.card import VirtualCard
-from cardapd.gp.commands import minimum_bytes
-from cardapd.gp.keys import StaticKeys
-from cardapd.gp.scp03 import FULL_SECURITY, SecurityLevel
 from cardapd.myna.userid import validate_user_id
 from cardapd.transport.sim import InProcessConnection
+from cardlib.gp.commands import minimum_bytes
+from cardlib.gp.keys import StaticKeys
+from cardlib.gp.scp03 import FULL_SECURITY, SecurityLevel
 
 OPEN = dt.datetime(2026, 11, 23, 10, tzinfo=JST)
 
@@ -335,9 +335,9 @@ def test_no_secret_or_store_data_in_logs(core: ServiceCore,
 def test_loaded_type_a_and_d_read_back_with_the_daemons_sessions(
         core: ServiceCore, ap_id: str, session_cls: str) -> None:
     """What the service personalises is what the daemon's strict Type A/D readers accept."""
-    from cardapd.iso7816.protocol import ApduProtocol
     from cardapd.myna import typea, typed
     from cardapd.myna.pin_guard import PinGuard
+    from cardlib.protocol import ApduProtocol
 
     _, conn = new_card()
     done, _ = load(core, conn, ap_id, "j-read")

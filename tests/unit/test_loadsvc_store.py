@@ -27,8 +27,8 @@ from cardap_sim.loadsvc.keystore import (
     dev_keystore,
     write_dev_key_file,
 )
-from cardapd.gp.keys import KeyStore, kcv
 from cardapd.myna.userid import validate_user_id
+from cardlib.gp.keys import KeyStore, kcv
 
 # --- issuer ----------------------------------------------------------------------------
 
@@ -221,6 +221,6 @@ def test_keys_never_shown(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
 
 
 def test_unknown_key_version() -> None:
-    from cardapd.gp.errors import UnknownKeyVersion
+    from cardlib.errors import UnknownKeyVersion
     with pytest.raises(UnknownKeyVersion):
         dev_keystore().card_keys(bytes(10), 0x31)

@@ -18,10 +18,10 @@ from cardapd.api.roles import Role
 from cardapd.api.servicer import unary
 from cardapd.engine.model import OpContext
 from cardapd.engine.owner import ReaderOwner
-from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.logsetup import JsonFormatter
 from cardapd.metrics import Metrics
 from cardapd.transport.pcsc import PcscContext
+from cardlib.protocol import ApduProtocol
 
 LOGGER = "cardapd.tests.logcontext"
 

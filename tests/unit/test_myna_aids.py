@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from test_iso7816_scripted import scripted
 
-from cardapd.errors import InvalidArgument, NotAuthorized, StatusWordError
+from cardapd.errors import InvalidArgument, NotAuthorized
 from cardapd.myna.aids import (
     CARD_FACE_AID,
     DENY_LIST,
@@ -15,6 +15,7 @@ from cardapd.myna.aids import (
     is_denied,
     select_aid,
 )
+from cardlib.errors import StatusWordError
 
 # The public AID of the text input assist AP, written here only to pin the deny constant.
 PUBLIC_DENIED = "D3 92 10 00 31 00 01 01 04 08"  # deny: never selected, holds the My Number

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_iso7816_scripted import scripted
 
-from cardapd.errors import CardProtocolError
 from cardapd.myna.cplc import parse_cplc, read_cplc
+from cardlib.errors import CardProtocolError
 
 RAW = bytes.fromhex(
     "4790" "5032" "4791" "4123" "0102" "4200" "1A2B3C4D" "0001" "1111" "2222"

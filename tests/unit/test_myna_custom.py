@@ -6,8 +6,7 @@ import pytest
 from test_myna_type_helpers import PROFILES, Ap, connect, load, make_ap, make_card
 
 from cardap_sim.vcard.card import VirtualCard
-from cardapd.errors import ApNotFound, CardDataInvalid, StatusWordError
-from cardapd.iso7816.tlv import encode_tlv
+from cardapd.errors import ApNotFound, CardDataInvalid
 from cardapd.myna.custom import (
     CustomApSession,
     CustomRecord,
@@ -15,6 +14,8 @@ from cardapd.myna.custom import (
     TagLocator,
     parse_locator,
 )
+from cardlib.errors import StatusWordError
+from cardlib.tlv import encode_tlv
 
 X = make_ap("custom")  # 00 FF | 5F20 03 "ORG" | C1 0D uid | 20 zero bytes
 UID_AT = 10

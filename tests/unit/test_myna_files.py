@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from test_iso7816_scripted import scripted
 
-from cardapd.errors import StatusWordError
 from cardapd.myna.files import read_binary, select_ef
+from cardlib.errors import StatusWordError
 
 
 def test_select_ef() -> None:

@@ -10,9 +10,9 @@ from test_iso7816_scripted import scripted
 from test_myna_cplc import RAW as CPLC_RAW
 from test_myna_vcard import PROFILES, assert_deny_list_untouched, vcard
 
-from cardapd.errors import Cancelled, CardProtocolError
 from cardapd.myna.aids import JPKI_AID
 from cardapd.myna.identify import CardKind, atr_card_id, identify
+from cardlib.errors import Cancelled, CardProtocolError
 
 ATR_A = bytes.fromhex("3BC5FF8131FB458073C6010000")
 GET_CPLC = "80CA9F7F00"

@@ -7,14 +7,10 @@ from cryptography import x509
 from test_iso7816_scripted import scripted
 from test_myna_vcard import PROFILES, assert_deny_list_untouched, vcard
 
-from cardapd.errors import (
-    CardDataInvalid,
-    InvalidArgument,
-    NotMyNumberCard,
-    StatusWordError,
-)
+from cardapd.errors import CardDataInvalid, InvalidArgument, NotMyNumberCard
 from cardapd.myna.jpki import JpkiSession, check_pin_format
 from cardapd.myna.pin_guard import PinGuard
+from cardlib.errors import StatusWordError
 
 SELECT_CERT = "00A4020C02000A"
 

@@ -9,17 +9,12 @@ from test_iso7816_scripted import scripted
 from test_myna_vcard import PROFILES, RecordingConnection, assert_deny_list_untouched, vcard
 
 from cardap_sim.vcard.card import VirtualCard
-from cardapd.errors import (
-    Cancelled,
-    InvalidPinError,
-    PinBlocked,
-    PinGuardRefused,
-    StatusWordError,
-)
-from cardapd.iso7816.protocol import ApduProtocol
-from cardapd.iso7816.traffic import TRAFFIC
+from cardapd.errors import InvalidPinError, PinBlocked, PinGuardRefused
 from cardapd.myna.jpki import JpkiSession
 from cardapd.myna.pin_guard import PinGuard
+from cardlib.errors import Cancelled, StatusWordError
+from cardlib.protocol import ApduProtocol
+from cardlib.traffic import TRAFFIC
 
 RIGHT_AUTH, RIGHT_SIGN = b"1234", b"ABC123"
 

@@ -9,14 +9,15 @@ from test_myna_type_helpers import PIN, connect, make_ap, make_card
 
 from cardap_sim.vcard import apdu as sim_apdu
 from cardap_sim.vcard.sm import SmSession
-from cardapd.errors import CardProtocolError, IntegrityError, InvalidArgument, StatusWordError
-from cardapd.gp.primitives import aes_cmac, pad80
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu
-from cardapd.iso7816.tlv import encode_tlv
+from cardapd.errors import IntegrityError, InvalidArgument
 from cardapd.myna.mutual_auth import ApAuthFailed, SessionKeys, mutual_authenticate
 from cardapd.myna.pin_guard import PinGuard
 from cardapd.myna.secure_messaging import SecureMessaging
 from cardapd.myna.typea import TypeASession
+from cardlib.apdu import CommandApdu, ResponseApdu
+from cardlib.errors import CardProtocolError, StatusWordError
+from cardlib.gp.primitives import aes_cmac, pad80
+from cardlib.tlv import encode_tlv
 
 KEYS = SessionKeys(enc=bytes(range(16)), mac=bytes(range(16, 32)), ssc=2**64 - 3)
 

@@ -13,7 +13,9 @@ from _typed_host import C9_TYPE, MODULE, open_scp, secure
 
 from cardap_sim.vcard.card import VirtualCard
 from cardap_sim.vcard.typea import TypeAApplet
-from cardapd.gp.commands import (
+from cardapd.myna.userid import generate_user_id
+from cardapd.transport.sim import InProcessConnection
+from cardlib.gp.commands import (
     StoreDataEncryption,
     StoreDataOptions,
     dgi,
@@ -25,11 +27,9 @@ from cardapd.gp.commands import (
     max_block_size,
     store_data_commands,
 )
-from cardapd.gp.primitives import pad80
-from cardapd.iso7816.protocol import ApduProtocol
-from cardapd.iso7816.tlv import encode_tlv
-from cardapd.myna.userid import generate_user_id
-from cardapd.transport.sim import InProcessConnection
+from cardlib.gp.primitives import pad80
+from cardlib.protocol import ApduProtocol
+from cardlib.tlv import encode_tlv
 
 PROFILES = ("vendor-a", "vendor-b")
 ACCESS_KEY = bytes(range(0x10, 0x20))

@@ -26,12 +26,12 @@ from cardapd.errors import (
     InvalidPinError,
     PinBlocked,
     PinGuardRefused,
-    StatusWordError,
 )
-from cardapd.iso7816.traffic import TRAFFIC
 from cardapd.myna.mutual_auth import ApAuthFailed
 from cardapd.myna.pin_guard import PinGuard
 from cardapd.myna.typea import TypeARecord, TypeASession
+from cardlib.errors import StatusWordError
+from cardlib.traffic import TRAFFIC
 
 A = make_ap("A")
 A32 = make_ap("A", 2, access_key=ACCESS_KEY_32)

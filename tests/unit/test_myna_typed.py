@@ -19,17 +19,11 @@ from test_myna_type_helpers import (
 )
 
 from cardap_sim.vcard.card import VirtualCard
-from cardapd.errors import (
-    CardProtocolError,
-    CardRemoved,
-    IntegrityError,
-    InvalidPinError,
-    PinBlocked,
-    PinGuardRefused,
-)
+from cardapd.errors import CardRemoved, IntegrityError, InvalidPinError, PinBlocked, PinGuardRefused
 from cardapd.myna.mutual_auth import ApAuthFailed
 from cardapd.myna.pin_guard import PinGuard
 from cardapd.myna.typed import TypeDRecord, TypeDSession
+from cardlib.errors import CardProtocolError
 
 D = make_ap("D")
 D32 = make_ap("D", 2, access_key=ACCESS_KEY_32)

@@ -9,8 +9,6 @@ from collections.abc import Iterable
 import pytest
 
 from cardap_sim.vcard.card import TypeCSpec, VirtualCard
-from cardapd.iso7816.protocol import ApduProtocol
-from cardapd.iso7816.traffic import TRAFFIC
 from cardapd.myna.aids import DENY_MY_NUMBER_AP, is_denied
 from cardapd.myna.identify import identify
 from cardapd.myna.jpki import JpkiSession
@@ -18,6 +16,8 @@ from cardapd.myna.pin_guard import PinGuard
 from cardapd.myna.typec import TypeCSession
 from cardapd.myna.userid import generate_user_id
 from cardapd.transport.sim import InProcessConnection
+from cardlib.protocol import ApduProtocol
+from cardlib.traffic import TRAFFIC
 
 TYPE_C_AID = bytes.fromhex("D392F00043010001")
 PROFILES = ("vendor-a", "vendor-b")

@@ -9,9 +9,10 @@ import pytest
 
 from cardap_sim.vcard.card import VirtualCard
 from cardap_sim.vcard.errors import CardMute, CardTorn
-from cardapd.errors import CardProtocolError, CardRemoved, CardUnresponsive, ReaderError
-from cardapd.transport.connection import CardConnection
+from cardapd.errors import CardRemoved, CardUnresponsive, ReaderError
 from cardapd.transport.sim import InProcessConnection
+from cardlib.connection import CardConnection
+from cardlib.errors import CardProtocolError
 
 CPLC = bytes.fromhex("80CA9F7F2D")
 

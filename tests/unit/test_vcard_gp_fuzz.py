@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cardap_sim.vcard.card import VirtualCard
-from cardapd.gp.commands import select
+from cardlib.gp.commands import select
 
 INS = st.sampled_from([0x50, 0x82, 0xCA, 0xE2, 0xE4, 0xE6, 0xE8, 0xF2, 0xA4, 0xC0, 0xB0, 0x20])
 CLA = st.sampled_from([0x00, 0x80, 0x84, 0x0C, 0x04])

@@ -1,4 +1,4 @@
-"""Virtual card: full host-side loads of each AP type under SCP03 (cardapd.gp), both profiles."""
+"""Virtual card: full host-side loads of each AP type under SCP03 (cardlib.gp), both profiles."""
 
 from __future__ import annotations
 
@@ -24,17 +24,17 @@ from _typed_host import (
 )
 
 from cardap_sim.vcard.card import DEV_MASTER_KEYS, VirtualCard
-from cardapd.gp.commands import (
+from cardlib.apdu import CommandApdu
+from cardlib.errors import CardAuthenticationError
+from cardlib.gp.commands import (
     delete,
     get_data,
     install_for_install,
     install_for_load,
     install_parameters,
 )
-from cardapd.gp.errors import CardAuthenticationError
-from cardapd.gp.keys import DiversifyingKeyStore, StaticKeys
-from cardapd.gp.scp03 import Scp03Session
-from cardapd.iso7816.apdu import CommandApdu
+from cardlib.gp.keys import DiversifyingKeyStore, StaticKeys
+from cardlib.gp.scp03 import Scp03Session
 
 EXT_HEX = "A000000151455854"
 EXT = bytes.fromhex(EXT_HEX)

@@ -8,7 +8,8 @@ import pytest
 from _typed_host import EXT, ISD, MODULE, REG, load_ap, open_scp, secure, send, spec
 
 from cardap_sim.vcard.card import VirtualCard
-from cardapd.gp.commands import (
+from cardlib.apdu import CommandApdu, ResponseApdu
+from cardlib.gp.commands import (
     delete,
     get_data,
     install_for_install,
@@ -17,9 +18,8 @@ from cardapd.gp.commands import (
     load_commands,
     load_file_data_block,
 )
-from cardapd.gp.registry import Scope, get_status, parse_get_status, read_registry
-from cardapd.gp.scp03 import Scp03Session
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu
+from cardlib.gp.registry import Scope, get_status, parse_get_status, read_registry
+from cardlib.gp.scp03 import Scp03Session
 
 
 @pytest.fixture(params=["vendor-a", "vendor-b"])

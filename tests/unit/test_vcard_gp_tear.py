@@ -12,8 +12,8 @@ from _typed_host import EXT, load_script, open_scp, secure, send, spec
 
 from cardap_sim.vcard.card import VirtualCard
 from cardap_sim.vcard.errors import CardTorn
-from cardapd.gp.commands import delete, get_data, select
-from cardapd.gp.registry import Scope, read_registry
+from cardlib.gp.commands import delete, get_data, select
+from cardlib.gp.registry import Scope, read_registry
 
 AP = spec("D", image_size=700)
 

@@ -18,7 +18,7 @@ from _typed_host import (
 )
 
 from cardap_sim.vcard.card import VirtualCard
-from cardapd.iso7816.apdu import CommandApdu
+from cardlib.apdu import CommandApdu
 
 A = spec("A")
 D = spec("D")

@@ -8,8 +8,8 @@ import pytest
 from _typed_host import USER_ID, load_ap, load_script, open_scp, secure, send, spec
 
 from cardap_sim.vcard.card import VirtualCard
-from cardapd.gp.commands import dgi, store_data
-from cardapd.iso7816.apdu import CommandApdu
+from cardlib.apdu import CommandApdu
+from cardlib.gp.commands import dgi, store_data
 
 
 @pytest.fixture(params=["vendor-a", "vendor-b"])
@@ -51,8 +51,8 @@ def test_pre_issued_type_c_is_listed_and_deletable(tmp_path: Path) -> None:
     card = VirtualCard.create(path=tmp_path / "c.json",
                               type_c=[TypeCSpec(aid, USER_ID)])
     card.power_on()
-    from cardapd.gp.commands import delete
-    from cardapd.gp.registry import Scope, read_registry
+    from cardlib.gp.commands import delete
+    from cardlib.gp.registry import Scope, read_registry
     session = open_scp(card)
     apps = read_registry(lambda c: secure(card, session, c), Scope.APPLICATIONS)
     assert apps[-1].aid == aid

@@ -13,10 +13,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from cardapd.errors import CardProtocolError, NotAuthorized, StatusWordError
-from cardapd.iso7816.apdu import CommandApdu
-from cardapd.iso7816.protocol import ApduProtocol
+from cardapd.errors import NotAuthorized
 from cardapd.myna.aids import select_aid
+from cardlib.apdu import CommandApdu
+from cardlib.errors import CardProtocolError, StatusWordError
+from cardlib.protocol import ApduProtocol
 
 ISD_AID = bytes.fromhex("A000000151000000")
 AREAS = {"A000000151455854": "extended", "A000000151524547": "regional"}

@@ -23,9 +23,7 @@ from cardapd.errors import (
     CardRemoved,
     CardUnresponsive,
     ReaderRemoved,
-    StatusWordError,
 )
-from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.myna.aids import CARD_FACE_AID, ISD_AID, JPKI_AID, JUKI_AID, select_aid
 from cardapd.myna.identify import CardKind as MynaKind
 from cardapd.myna.identify import identify
@@ -33,6 +31,8 @@ from cardapd.myna.jpki import JpkiSession, PinKind
 from cardapd.myna.profiles import load_profiles
 from cardapd.myna.typec import TypeCSession
 from cardapd.transport.udev import UsbReader
+from cardlib.errors import StatusWordError
+from cardlib.protocol import ApduProtocol
 
 
 class Verdict(enum.IntEnum):

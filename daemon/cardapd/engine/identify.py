@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from cardapd.engine.model import CardKind, CardView, TapResult
-from cardapd.errors import ApNotFound, CardDataInvalid, StatusWordError
-from cardapd.iso7816.protocol import ApduProtocol
+from cardapd.errors import ApNotFound, CardDataInvalid
 from cardapd.myna.identify import CardKind as MynaKind
 from cardapd.myna.identify import atr_card_id, identify
 from cardapd.myna.typec import TypeCSession
+from cardlib.errors import StatusWordError
+from cardlib.protocol import ApduProtocol
 
 
 def identify_card(proto: ApduProtocol, atr: bytes, type_c_aids: Sequence[bytes],

@@ -17,11 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from cardapd import logcontext
-from cardapd.errors import CardRemoved, PcscUnavailable, ReaderRemoved
-from cardapd.iso7816.protocol import ApduProtocol
+from cardapd.errors import CardRemoved, PcscUnavailable, ReaderRemoved, from_card
 from cardapd.metrics import Metrics
-from cardapd.transport.connection import CardConnection
 from cardapd.transport.pcsc import PcscContext
+from cardlib.connection import CardConnection
+from cardlib.errors import CardLibError
+from cardlib.protocol import ApduProtocol
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class ReaderOwner:
         proto = self._open()
         try:
             return fn(proto)
+        except CardLibError as exc:  # the card library's errors stop here
+            raise from_card(exc) from exc
         except (CardRemoved, ReaderRemoved):
             self._drop()
             raise

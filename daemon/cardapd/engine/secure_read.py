@@ -23,11 +23,11 @@ from cardapd.errors import (
     NotMyNumberCard,
     PinError,
 )
-from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.myna.custom import CustomApSession
 from cardapd.myna.pin_guard import PinGuard
 from cardapd.myna.typea import TypeASession
 from cardapd.myna.typed import TypeDSession
+from cardlib.protocol import ApduProtocol
 
 if TYPE_CHECKING:
     from cardapd.engine.engine import Engine

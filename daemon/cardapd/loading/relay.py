@@ -13,8 +13,8 @@ import threading
 
 from cardap.v1 import loading_pb2
 from cardapd.errors import Cancelled, CardapError, NotAuthorized
-from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.myna.aids import is_denied
+from cardlib.protocol import ApduProtocol
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 
-from cardapd.errors import InvalidArgument, NotAuthorized, StatusWordError
-from cardapd.iso7816.apdu import SW_FILE_NOT_FOUND, CommandApdu
-from cardapd.iso7816.protocol import ApduProtocol
+from cardapd.errors import InvalidArgument, NotAuthorized
+from cardlib.apdu import SW_FILE_NOT_FOUND, CommandApdu
+from cardlib.errors import StatusWordError
+from cardlib.protocol import ApduProtocol
 
 ISD_AID = bytes.fromhex("A000000151000000")
 JPKI_AID = bytes.fromhex("D392F000260100000001")

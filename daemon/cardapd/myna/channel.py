@@ -6,8 +6,8 @@ import threading
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu
-from cardapd.iso7816.protocol import ApduProtocol
+from cardlib.apdu import CommandApdu, ResponseApdu
+from cardlib.protocol import ApduProtocol
 
 
 class ApduTransport(Protocol):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, fields
 
-from cardapd.errors import CardProtocolError
-from cardapd.iso7816.apdu import CommandApdu
-from cardapd.iso7816.protocol import ApduProtocol
-from cardapd.iso7816.tlv import parse_single
+from cardlib.apdu import CommandApdu
+from cardlib.errors import CardProtocolError
+from cardlib.protocol import ApduProtocol
+from cardlib.tlv import parse_single
 
 CPLC_TAG = 0x9F7F
 CPLC_LEN = 42

@@ -6,13 +6,14 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cardapd.errors import ApNotFound, CardDataInvalid, CardProtocolError
-from cardapd.iso7816.protocol import ApduProtocol
-from cardapd.iso7816.tlv import encode_tag, parse_one
+from cardapd.errors import ApNotFound, CardDataInvalid
 from cardapd.myna.aids import select_aid
 from cardapd.myna.files import MAX_OFFSET, read_binary
 from cardapd.myna.records import decode_user_id
 from cardapd.myna.userid import USER_ID_LEN
+from cardlib.errors import CardProtocolError
+from cardlib.protocol import ApduProtocol
+from cardlib.tlv import encode_tag, parse_one
 
 DEFAULT_SEARCH_LENGTH = 256
 _TAG_KEYS = frozenset({"tag", "offset", "search_length"})

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import threading
 
-from cardapd.errors import StatusWordError
-from cardapd.iso7816.apdu import (
+from cardlib.apdu import (
     SW_EOF_BEFORE_LE,
     SW_FILE_NOT_FOUND,
     SW_OK,
     SW_WRONG_P1P2,
     CommandApdu,
 )
-from cardapd.iso7816.protocol import ApduProtocol
+from cardlib.errors import StatusWordError
+from cardlib.protocol import ApduProtocol
 
 MAX_OFFSET = 0x7FFF  # P1 bit 8 set would mean a short EF identifier
 

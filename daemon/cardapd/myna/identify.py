@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from cardapd.errors import NotMyNumberCard
-from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.myna.aids import JPKI_AID, select_aid
 from cardapd.myna.cplc import Cplc, read_cplc
 from cardapd.myna.jpki import MY_NUMBER_CARD_TOKEN, JpkiSession
 from cardapd.myna.profiles import profile_for
+from cardlib.protocol import ApduProtocol
 
 
 class CardKind(StrEnum):

@@ -7,17 +7,16 @@ from typing import Literal
 
 from cardapd.errors import (
     CardDataInvalid,
-    CardProtocolError,
     InvalidArgument,
     NotMyNumberCard,
-    StatusWordError,
 )
-from cardapd.iso7816.apdu import SW_FILE_NOT_FOUND
-from cardapd.iso7816.protocol import ApduProtocol
-from cardapd.iso7816.tlv import read_header
 from cardapd.myna.aids import JPKI_AID, select_aid
 from cardapd.myna.files import MAX_OFFSET, read_binary, select_ef
 from cardapd.myna.pin_guard import PinGuard, PinSelector, read_retry_counter
+from cardlib.apdu import SW_FILE_NOT_FOUND
+from cardlib.errors import CardProtocolError, StatusWordError
+from cardlib.protocol import ApduProtocol
+from cardlib.tlv import read_header
 
 PinKind = Literal["auth", "sign"]
 

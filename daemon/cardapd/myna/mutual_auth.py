@@ -7,10 +7,11 @@ import secrets
 import threading
 from dataclasses import dataclass
 
-from cardapd.errors import CardError, CardProtocolError, InvalidArgument, StatusWordError
-from cardapd.gp.primitives import aes_cbc_decrypt, aes_cbc_encrypt, aes_cmac
-from cardapd.iso7816.apdu import CommandApdu
-from cardapd.iso7816.protocol import ApduProtocol
+from cardapd.errors import CardError, InvalidArgument
+from cardlib.apdu import CommandApdu
+from cardlib.errors import CardProtocolError, StatusWordError
+from cardlib.gp.primitives import aes_cbc_decrypt, aes_cbc_encrypt, aes_cmac
+from cardlib.protocol import ApduProtocol
 
 ACCESS_KEY_SIZES = (16, 32)
 CHALLENGE_LEN = 8

@@ -11,11 +11,11 @@ from cardapd.errors import (
     InvalidPinError,
     PinBlocked,
     PinGuardRefused,
-    StatusWordError,
 )
-from cardapd.iso7816.apdu import SW_AUTH_METHOD_BLOCKED, SW_REF_DATA_NOT_USABLE, CommandApdu
-from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.myna.channel import ApduTransport
+from cardlib.apdu import SW_AUTH_METHOD_BLOCKED, SW_REF_DATA_NOT_USABLE, CommandApdu
+from cardlib.errors import StatusWordError
+from cardlib.protocol import ApduProtocol
 
 PinSelector = Callable[[ApduProtocol], None]
 """Makes the PIN reference current (e.g. SELECT EF 0018); raises if it cannot."""

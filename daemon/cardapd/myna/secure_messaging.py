@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hmac
 
-from cardapd.errors import CardProtocolError, IntegrityError
-from cardapd.gp.primitives import (
+from cardapd.errors import IntegrityError
+from cardapd.myna.mutual_auth import SessionKeys
+from cardlib.apdu import CommandApdu, ResponseApdu
+from cardlib.errors import CardProtocolError
+from cardlib.gp.primitives import (
     BLOCK,
     aes_cbc_decrypt,
     aes_cbc_encrypt,
@@ -14,9 +17,7 @@ from cardapd.gp.primitives import (
     pad80,
     unpad80,
 )
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu
-from cardapd.iso7816.tlv import Tlv, encode_tlv, parse_one
-from cardapd.myna.mutual_auth import SessionKeys
+from cardlib.tlv import Tlv, encode_tlv, parse_one
 
 SM_CLA = 0x0C
 TAG_CRYPTOGRAM = 0x87

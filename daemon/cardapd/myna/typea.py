@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from cardapd.errors import ApNotFound, StatusWordError
-from cardapd.iso7816.apdu import CommandApdu
-from cardapd.iso7816.protocol import ApduProtocol
+from cardapd.errors import ApNotFound
 from cardapd.myna.aids import select_aid
 from cardapd.myna.mutual_auth import SessionKeys, mutual_authenticate
 from cardapd.myna.pin_guard import PinGuard, no_pin_select
@@ -18,6 +16,9 @@ from cardapd.myna.records import (
     split_fields,
 )
 from cardapd.myna.userid import USER_ID_LEN
+from cardlib.apdu import CommandApdu
+from cardlib.errors import StatusWordError
+from cardlib.protocol import ApduProtocol
 
 AP_PIN_P2 = 0x81
 INS_READ_RECORD = 0xB2

@@ -6,10 +6,10 @@ import threading
 from dataclasses import dataclass
 
 from cardapd.errors import ApNotFound, CardDataInvalid
-from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.myna.aids import select_aid
 from cardapd.myna.files import read_binary
 from cardapd.myna.userid import USER_ID_LEN, validate_user_id
+from cardlib.protocol import ApduProtocol
 
 TYPE_C_LEN = 33
 INFO_LEN = 4

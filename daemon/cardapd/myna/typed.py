@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 
-from cardapd.errors import StatusWordError
-from cardapd.iso7816.apdu import SW_EOF_BEFORE_LE, SW_OK, CommandApdu
-from cardapd.iso7816.protocol import ApduProtocol
 from cardapd.myna.channel import WrappedTransport
 from cardapd.myna.pin_guard import PinGuard, no_pin_select
 from cardapd.myna.records import AP_DATA_LEN, TypeARecord, check_ap_pin, parse_user_data
 from cardapd.myna.secure_messaging import SecureMessaging
 from cardapd.myna.typea import AP_PIN_P2, open_authenticated
+from cardlib.apdu import SW_EOF_BEFORE_LE, SW_OK, CommandApdu
+from cardlib.errors import StatusWordError
+from cardlib.protocol import ApduProtocol
 
 TypeDRecord = TypeARecord
 TYPE_D_TAGS = (0xD1, 0xD2, 0xD3)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from cardap_sim.vcard.card import VirtualCard
 from cardap_sim.vcard.errors import CardMute, CardTorn
-from cardapd.errors import CardProtocolError, CardRemoved, CardUnresponsive, ReaderError
+from cardapd.errors import CardRemoved, CardUnresponsive, ReaderError
+from cardlib.errors import CardProtocolError
 
 
 class InProcessConnection:

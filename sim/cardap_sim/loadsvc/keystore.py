@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from cardapd.gp.errors import UnknownKeyVersion
-from cardapd.gp.keys import DEFAULT_KVN, DiversifyingKeyStore, StaticKeys, kcv
+from cardlib.errors import UnknownKeyVersion
+from cardlib.gp.keys import DEFAULT_KVN, DiversifyingKeyStore, StaticKeys, kcv
 
 FORMAT = "cardap-loadsvc-keys/1"
 DEV_MASTER_KEY = bytes(range(0x40, 0x50))

@@ -26,15 +26,20 @@ from cardap_sim.loadsvc.catalogue import ApType, Catalogue, CatalogueAp
 from cardap_sim.loadsvc.hours import Clock, ServiceHours
 from cardap_sim.loadsvc.issuer import Issued, Issuer, JournalConflict, UserIdTaken
 from cardap_sim.loadsvc.keystore import ApSecrets
-from cardapd.errors import CardapError, CardProtocolError, StatusWordError
-from cardapd.gp import commands as gpc
-from cardapd.gp.errors import CardAuthenticationError, SecureChannelError
-from cardapd.gp.keys import KeyStore
-from cardapd.gp.primitives import pad80
-from cardapd.gp.registry import RegistryEntry, Scope, get_status, parse_get_status
-from cardapd.gp.scp03 import FULL_SECURITY, Scp03Session
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu, parse_response
-from cardapd.iso7816.tlv import Tlv, encode_tlv, parse_all
+from cardlib.apdu import CommandApdu, ResponseApdu, parse_response
+from cardlib.errors import (
+    CardAuthenticationError,
+    CardLibError,
+    CardProtocolError,
+    SecureChannelError,
+    StatusWordError,
+)
+from cardlib.gp import commands as gpc
+from cardlib.gp.keys import KeyStore
+from cardlib.gp.primitives import pad80
+from cardlib.gp.registry import RegistryEntry, Scope, get_status, parse_get_status
+from cardlib.gp.scp03 import FULL_SECURITY, Scp03Session
+from cardlib.tlv import Tlv, encode_tlv, parse_all
 
 log = logging.getLogger("cardap_sim.loadsvc.session")
 
@@ -290,7 +295,7 @@ class CardSession:
             return self._finish(self._fail(Reason.CARD_AUTH_FAILED, exc.message))
         except CardProtocolError as exc:
             return self._finish(self._fail(Reason.PROTOCOL_ERROR, exc.message))
-        except CardapError as exc:
+        except CardLibError as exc:
             return self._finish(self._fail(Reason.CARD_REJECTED, exc.message))
         except Exception:
             log.exception("card session failed", extra=self._log_fields())

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from cardapd.gp.keys import StaticKeys
+from cardlib.gp.keys import StaticKeys
 
 from . import apdu
 from .apdu import Command, SwError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cardapd.gp.keys import DEFAULT_KVN, DiversifyingKeyStore, StaticKeys
+from cardlib.gp.keys import DEFAULT_KVN, DiversifyingKeyStore, StaticKeys
 
 # TEST-ONLY master keys (ENC = MAC = DEK = 40 41 .. 4F, key version 30), the well-known
 # GlobalPlatform test key. Real cards are diversified from the loading service's masters.

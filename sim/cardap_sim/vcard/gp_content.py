@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cardapd.errors import CardProtocolError
-from cardapd.gp.primitives import aes_cbc_decrypt, unpad80
-from cardapd.iso7816.tlv import parse_all, parse_single
+from cardlib.errors import CardProtocolError
+from cardlib.gp.primitives import aes_cbc_decrypt, unpad80
+from cardlib.tlv import parse_all, parse_single
 
 from . import apdu
 from .apdu import Command, SwError

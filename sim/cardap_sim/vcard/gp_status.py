@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cardapd.iso7816.tlv import encode_tlv
+from cardlib.tlv import encode_tlv
 
 from .areas import LoadFile
 from .loaded import GpInstance

@@ -1,18 +1,18 @@
 """The Issuer Security Domain: GET DATA (CPLC, 9F65, FF21), SCP03 and content management.
 
-SCP03 runs on `cardapd.gp.scp03.Scp03CardSession` (shared, vector-tested crypto); the
+SCP03 runs on `cardlib.gp.scp03.Scp03CardSession` (shared, vector-tested crypto); the
 state machine, status words and areas are the card's own (gp_content.py).
 """
 
 from __future__ import annotations
 
-from cardapd.gp.errors import CommandRejected
-from cardapd.gp.scp03 import (
+from cardlib.apdu import CommandApdu, ResponseApdu
+from cardlib.errors import CommandRejected
+from cardlib.gp.scp03 import (
     INS_EXTERNAL_AUTHENTICATE,
     INS_INITIALIZE_UPDATE,
     Scp03CardSession,
 )
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu
 
 from . import apdu
 from .apdu import Command, SwError

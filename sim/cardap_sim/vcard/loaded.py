@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from cardapd.errors import CardProtocolError
-from cardapd.iso7816.tlv import parse_all
+from cardlib.errors import CardProtocolError
+from cardlib.tlv import parse_all
 
 from . import apdu
 from .apdu import SwError

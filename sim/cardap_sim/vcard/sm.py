@@ -6,8 +6,8 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from cardapd.errors import CardProtocolError
-from cardapd.gp.primitives import (
+from cardlib.errors import CardProtocolError
+from cardlib.gp.primitives import (
     aes_cbc_decrypt,
     aes_cbc_encrypt,
     aes_cmac,
@@ -15,7 +15,7 @@ from cardapd.gp.primitives import (
     pad80,
     unpad80,
 )
-from cardapd.iso7816.tlv import encode_tlv, parse_all
+from cardlib.tlv import encode_tlv, parse_all
 
 from .apdu import Command
 

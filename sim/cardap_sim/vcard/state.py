@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cardapd.gp.keys import StaticKeys
+from cardlib.gp.keys import StaticKeys
 
 from .applet import LoadedApplet
 from .areas import EXTENDED_AREA_AID, REGIONAL_AREA_AID, REGIONAL_AREA_CAPACITY, LoadFile

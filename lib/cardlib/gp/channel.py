@@ -6,10 +6,10 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from cardapd.errors import StatusWordError
-from cardapd.gp.scp03 import Scp03Session
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu
-from cardapd.iso7816.protocol import ApduProtocol
+from cardlib.apdu import CommandApdu, ResponseApdu
+from cardlib.errors import StatusWordError
+from cardlib.gp.scp03 import Scp03Session
+from cardlib.protocol import ApduProtocol
 
 
 class SecureChannel(Protocol):

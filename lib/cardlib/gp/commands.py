@@ -5,10 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from cardapd.gp.primitives import BLOCK
-from cardapd.gp.scp03 import MAC_LEN, SecurityLevel, max_plain_length, wrapped_length
-from cardapd.iso7816.apdu import CommandApdu
-from cardapd.iso7816.tlv import encode_tlv
+from cardlib.apdu import CommandApdu
+from cardlib.gp.primitives import BLOCK
+from cardlib.gp.scp03 import MAC_LEN, SecurityLevel, max_plain_length, wrapped_length
+from cardlib.tlv import encode_tlv
 
 CLA_GP = 0x80
 INS_INSTALL = 0xE6

@@ -7,8 +7,8 @@ import hmac
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from cardapd.gp.errors import UnknownKeyVersion
-from cardapd.gp.primitives import aes_ecb_block, check_aes_key, kdf_counter
+from cardlib.errors import UnknownKeyVersion
+from cardlib.gp.primitives import aes_ecb_block, check_aes_key, kdf_counter
 
 KDD_LEN = 10
 DEFAULT_KVN = 0x30

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from cardapd.transport.connection import CardConnection
+from cardlib.connection import CardConnection
 
 TRAFFIC = 5
 logging.addLevelName(TRAFFIC, "TRAFFIC")
@@ -57,7 +57,7 @@ class TrafficLoggingConnection:
 
     def __init__(self, conn: CardConnection, logger: logging.Logger | None = None) -> None:
         self._conn = conn
-        self._log = logger or logging.getLogger("cardapd.traffic")
+        self._log = logger or logging.getLogger("cardlib.traffic")
         self._sensitive_depth = 0
 
     @property

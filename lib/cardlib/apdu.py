@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from cardapd.errors import CardProtocolError
+from cardlib.errors import CardProtocolError
 
 SW_OK = 0x9000
 SW_EOF_BEFORE_LE = 0x6282

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from cardapd.errors import CardProtocolError
+from cardlib.errors import CardProtocolError
 
 MAX_TAG_BYTES = 3
 MAX_LENGTH = 0xFFFFFF  # 83 xx xx xx

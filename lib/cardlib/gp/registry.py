@@ -6,15 +6,15 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cardapd.errors import CardProtocolError, StatusWordError
-from cardapd.iso7816.apdu import (
+from cardlib.apdu import (
     SW_GP_MORE_DATA,
     SW_OK,
     SW_REF_DATA_NOT_FOUND,
     CommandApdu,
     ResponseApdu,
 )
-from cardapd.iso7816.tlv import Tlv, parse_all
+from cardlib.errors import CardProtocolError, StatusWordError
+from cardlib.tlv import Tlv, parse_all
 
 MIN_AID = 5
 MAX_AID = 16

@@ -7,10 +7,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from cardapd.errors import Cancelled, CardProtocolError, StatusWordError
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu, describe_sw, parse_response
-from cardapd.iso7816.traffic import TrafficLoggingConnection
-from cardapd.transport.connection import CardConnection
+from cardlib.apdu import CommandApdu, ResponseApdu, describe_sw, parse_response
+from cardlib.connection import CardConnection
+from cardlib.errors import Cancelled, CardProtocolError, StatusWordError
+from cardlib.traffic import TrafficLoggingConnection
 
 MAX_GET_RESPONSE = 64  # 64 x 256 bytes = 16 KiB: far above anything the model returns
 MAX_RESPONSE_BYTES = 32768

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 
-from cardapd.errors import CardProtocolError
+from cardlib.errors import CardProtocolError
 
 BLOCK = 16
 AES_KEY_SIZES = (16, 24, 32)

@@ -2,7 +2,7 @@
 
 Both sessions are pure state machines over CommandApdu/ResponseApdu: no I/O, so the host
 side can run in the loading service (which holds the keys) and the card side in the
-virtual card. `cardapd.gp.channel` runs a host session over an ApduProtocol.
+virtual card. `cardlib.gp.channel` runs a host session over an ApduProtocol.
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ import secrets
 from collections import deque
 from dataclasses import dataclass
 
-from cardapd.errors import CardProtocolError, StatusWordError
-from cardapd.gp.errors import (
+from cardlib.apdu import CommandApdu, ResponseApdu
+from cardlib.errors import (
     CardAuthenticationError,
+    CardProtocolError,
     CommandRejected,
     ResponseIntegrityError,
     SecureChannelError,
+    StatusWordError,
 )
-from cardapd.gp.keys import KDD_LEN, KeyStore, StaticKeys
-from cardapd.gp.primitives import (
+from cardlib.gp.keys import KDD_LEN, KeyStore, StaticKeys
+from cardlib.gp.primitives import (
     BLOCK,
     aes_cbc_decrypt,
     aes_cbc_encrypt,
@@ -32,7 +34,6 @@ from cardapd.gp.primitives import (
     pad80,
     unpad80,
 )
-from cardapd.iso7816.apdu import CommandApdu, ResponseApdu
 
 # Derivation constants (Amendment D table 4-1)
 DERIVE_CARD_CRYPTOGRAM = 0x00
