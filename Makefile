@@ -28,11 +28,11 @@ help:
 	@touch $@
 system-deps: .stamp-system
 
-$(VENV)/.stamp: pyproject.toml | .stamp-system
+$(VENV)/.stamp: pyproject.toml dev/pyproject.toml | .stamp-system
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' -e ./dev
 	@touch $@
 
 .stamp-proto: $(PROTOS) $(VENV)/.stamp
@@ -56,8 +56,8 @@ test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
 lint: setup
-	$(VENV)/bin/ruff check lib daemon clients sim tests bench
-	$(VENV)/bin/mypy lib daemon clients sim
+	$(VENV)/bin/ruff check lib daemon clients dev tests bench
+	$(VENV)/bin/mypy lib daemon clients dev
 
 # Dev CA, loading-service and terminal certificates, dev master keys (test-only).
 certs: setup

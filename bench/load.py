@@ -64,9 +64,9 @@ from cardap_sim.loadsvc.session import (
     SessionRequest,
 )
 from cardap_sim.vcard.card import VirtualCard
+from cardap_sim.vcard.connection import InProcessConnection
 from cardlib.gp.commands import load_file_data_block, minimum_bytes
 from cardlib.gp.scp03 import FULL_SECURITY
-from cardapd.transport.sim import InProcessConnection
 
 ORG = "org-bench"
 TERMINAL = "bench-kiosk"

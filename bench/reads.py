@@ -283,11 +283,11 @@ class PyscardConnection:
 @contextlib.contextmanager
 def direct_readers(aps: dict[str, ReadAp]) -> Iterator[dict[str, Callable[[], str]]]:
     """Per type, a function running the daemon's APDU sequence directly; returns the user ID."""
-    from cardlib.protocol import ApduProtocol
     from cardapd.myna.pin_guard import PinGuard
     from cardapd.myna.typea import TypeASession
     from cardapd.myna.typec import TypeCSession
     from cardapd.myna.typed import TypeDSession
+    from cardlib.protocol import ApduProtocol
 
     conn = PyscardConnection(READER)
     try:
@@ -465,7 +465,7 @@ def report(opts: Options, res: Results, command: str, started: dt.datetime) -> s
         "",
         "Produced by `bench/reads.py` (the command below); one run on one private stack "
         "(pcscd, vpcd, the virtual card, the reference loading service, cardapd through "
-        "the TEST-ONLY `cardapd.testing.main`), client and server on this machine.",
+        "the TEST-ONLY `cardapd_testing.main`), client and server on this machine.",
         "",
         f"- Command: `{command}`",
         f"- Date: {started.strftime('%Y-%m-%d %H:%M:%S %Z')}",

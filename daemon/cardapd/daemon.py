@@ -115,7 +115,7 @@ class RosterSessions:
 
     def __init__(self, real: SessionManager, test: OperatorSessions | None = None) -> None:
         self._real = real
-        self._test = test  # TEST-ONLY (cardapd.testing.main): `test:` tokens go there
+        self._test = test  # TEST-ONLY (cardapd_testing.main): `test:` tokens go there
 
     def validate(self, token: str) -> Operator:
         """The operator of a live session on the calling socket."""
@@ -190,7 +190,7 @@ class Daemon:
                  operator_sessions: OperatorSessions | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
-        # Production: roster sessions; cardapd.testing.main adds its test tokens (D14).
+        # Production: roster sessions; cardapd_testing.main adds its test tokens (D14).
         self.test_sessions = operator_sessions
         self.metrics = Metrics()
         self._stop = asyncio.Event()

@@ -1,7 +1,7 @@
 """Load/delete through the real stack: every fault of issue 4 and every AP type on both vendors.
 
 The stack here is pcscd + vpcd + the simulator + the daemon started by the test-only entry
-point `python -m cardapd.testing.main` (it accepts gRPC metadata
+point `python -m cardapd_testing.main` (it accepts gRPC metadata
 `cardap-session: test:<organisation>:<operator>`), plus the reference loading service
 (`python -m cardap_sim.loadsvc serve`) with a fresh dev CA, started by `LoadStack` below,
 which also writes the daemon's `[loading]` section. The helpers here are shared by
@@ -31,9 +31,9 @@ from cardap.v1 import terminal_pb2, terminal_pb2_grpc
 from cardap_sim.loadsvc.devca import DevCa, write_private
 from cardap_sim.stack import Stack
 from cardap_sim.vcard.card import DEV_MASTER_KEYS, VirtualCard
+from cardap_sim.vcard.connection import InProcessConnection
 from cardapd.myna.userid import check_char
 from cardapd.store import AuditRecord, query, verify
-from cardapd.transport.sim import InProcessConnection
 from cardlib.apdu import CommandApdu, ResponseApdu, parse_response
 from cardlib.gp.keys import DiversifyingKeyStore
 from cardlib.gp.registry import RegistryEntry, Scope, read_registry
@@ -44,7 +44,7 @@ from .conftest import insert_and_wait, reader_name, remove_and_wait, wait_until
 OPEN_NOW = "2026-11-24T10:00:00+09:00"  # a Tuesday inside service hours
 ORG = "org-a"
 SESSION_MD = (("cardap-session", f"test:{ORG}:op-1"),)
-TEST_ENTRY = "cardapd.testing.main"
+TEST_ENTRY = "cardapd_testing.main"
 ISD = bytes.fromhex("A000000151000000")
 EXT = bytes.fromhex("A000000151455854")
 # dev catalogue (cardap_sim.loadsvc.catalogue.dev_catalogue), organisation org-a

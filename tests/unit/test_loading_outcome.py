@@ -14,7 +14,7 @@ from cardapd.config import load_config
 from cardapd.errors import ConfigError, NotAuthorized, Unauthenticated
 from cardapd.loading.operators import NoOperatorSessions, Right
 from cardapd.loading.outcome import error_for
-from cardapd.testing.sessions import TestOperatorSessions
+from cardapd_testing.sessions import TestOperatorSessions
 
 
 @pytest.mark.parametrize(("reason", "code", "err_reason"), [

@@ -16,8 +16,8 @@ from cardap_sim.loadsvc.keystore import dev_keystore
 from cardap_sim.loadsvc.server import answer_from, batch_message
 from cardap_sim.loadsvc.session import Batch, CardSession, Done, ServiceCore, SessionRequest
 from cardap_sim.vcard.card import VirtualCard
+from cardap_sim.vcard.connection import InProcessConnection
 from cardapd.loading.relay import run_batch
-from cardapd.transport.sim import InProcessConnection
 from cardlib.protocol import ApduProtocol
 
 OPEN = dt.datetime(2026, 11, 24, 10, tzinfo=JST)

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("daemon", "clients", "sim")
+PACKAGES = ("lib", "daemon", "clients", "dev")
 
 
 def private_imports(path: Path) -> list[str]:

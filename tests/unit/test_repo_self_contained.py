@@ -145,7 +145,7 @@ def test_no_code_or_config_names_a_path_outside_the_repository() -> None:
 ])
 def test_the_check_catches_a_path_out(bad: str) -> None:
     """The scanner flags each way out when placed in a file two levels deep."""
-    where = ROOT / "sim" / "cardap_sim" / "_probe_outside.py"
+    where = ROOT / "dev" / "cardap_sim" / "_probe_outside.py"
     try:
         where.write_text("from pathlib import Path\nname = 'x'\n" + bad.replace("@", "/"))
         assert problems([where]), bad
@@ -154,7 +154,7 @@ def test_the_check_catches_a_path_out(bad: str) -> None:
 
 
 def test_system_and_in_repo_paths_pass() -> None:
-    where = ROOT / "sim" / "cardap_sim" / "_probe_inside.py"
+    where = ROOT / "dev" / "cardap_sim" / "_probe_inside.py"
     try:
         where.write_text('from pathlib import Path\nA = Path(__file__).resolve().parent / '
                          '"fingerprints"\nB = "/usr/libexec/fprintd"\nC = "../cardap_sim/x"\n'

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from cardap_sim.vcard.card import VirtualCard
+from cardap_sim.vcard.connection import InProcessConnection
 from cardap_sim.vcard.errors import CardMute, CardTorn
 from cardapd.errors import CardRemoved, CardUnresponsive, ReaderError
-from cardapd.transport.sim import InProcessConnection
 from cardlib.connection import CardConnection
 from cardlib.errors import CardProtocolError
 

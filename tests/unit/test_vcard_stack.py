@@ -139,7 +139,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         f"LIBPATH      {VPCD_DRIVER}\nCHANNELID    0x{port:04X}\n")
     csock = tmp_path / "pcscd.comm"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        str(REPO / d) for d in ("daemon", "clients", "sim")))
+        str(REPO / d) for d in ("lib", "daemon", "clients", "dev")))
     procs: list[subprocess.Popen[bytes]] = []
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -2,7 +2,7 @@
 
 Until then the daemon has no production provider: `NoOperatorSessions` refuses every
 token, so LoadAP/DeleteAP/ListLoadableAPs answer UNAUTHENTICATED. Tests get a provider
-only through `python -m cardapd.testing.main` (see docs/decisions.md, D14).
+only through `python -m cardapd_testing.main` (see docs/decisions.md, D14).
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class Stack:
                  biometric: bool = False, unpluggable: bool = False,
                  hotplug: str = "auto") -> None:
         # loading: also run the loading service (mTLS, dev CA) and write [loading];
-        # test_sessions: run the daemon through the TEST-ONLY cardapd.testing.main
+        # test_sessions: run the daemon through the TEST-ONLY cardapd_testing.main
         # (operator tokens test:<org>:<operator>); fake_now: the service clock's start
         # (None: the real time).
         self.dir = workdir
@@ -337,7 +337,7 @@ class Stack:
         env.update(extra_env or {})
         if self.bio is not None:
             env["DBUS_SYSTEM_BUS_ADDRESS"] = self.bio.bus_address
-        entry = "cardapd.testing.main" if self.test_sessions else "cardapd.main"
+        entry = "cardapd_testing.main" if self.test_sessions else "cardapd.main"
         self.daemon = subprocess.Popen(
             tied([sys.executable, "-m", entry, "--config", str(self.config_path)]),
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -2,7 +2,7 @@
 
 Until issue 5 brings fingerprint login, integration tests need an operator. This provider
 accepts any token of that shape (default rights: load and delete). It is wired only by
-`cardapd.testing.main`; the production entry point always uses `NoOperatorSessions`.
+`cardapd_testing.main`; the production entry point always uses `NoOperatorSessions`.
 """
 
 from __future__ import annotations

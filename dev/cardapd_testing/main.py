@@ -1,7 +1,7 @@
 """TEST-ONLY daemon entry point: cardapd with `test:` operator sessions.
 
-`python -m cardapd.testing.main --config FILE` runs exactly what `cardapd` runs, except
-that the operator session provider accepts test tokens (`cardapd.testing.sessions`). It
+`python -m cardapd_testing.main --config FILE` runs exactly what `cardapd` runs, except
+that the operator session provider accepts test tokens (`cardapd_testing.sessions`). It
 is not a console script, no configuration key selects it, and the systemd unit runs
 `cardapd`; see docs/decisions.md (D14).
 """
@@ -16,7 +16,7 @@ from cardapd.config import load_config
 from cardapd.errors import CardapError, ConfigError
 from cardapd.logsetup import setup_logging
 from cardapd.main import DEFAULT_CONFIG, parse_args
-from cardapd.testing.sessions import TestOperatorSessions
+from cardapd_testing.sessions import TestOperatorSessions
 
 
 def main(argv: list[str] | None = None) -> int:
