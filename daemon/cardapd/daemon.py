@@ -1,10 +1,10 @@
-"""The daemon: builds the store, metrics, engine and role servers from the configuration,
+"""The daemon: builds every part from the configuration and wires each its ports,
 runs until SIGTERM/SIGINT, and stops in order (fwupd's main → daemon → IPC shape).
 
 SIGHUP re-reads the configuration file and applies what can change live, keeping every
 socket and stream open (docs/decisions.md D19). SIGTERM/SIGINT refuse new card writes at
 once, wait (at most [daemon] shutdown_grace_s) for those in progress, then stop the
-servers and the engine (D20); a second signal stops without waiting.
+servers and the parts (D20); a second signal stops without waiting.
 """
 
 from __future__ import annotations
@@ -15,33 +15,36 @@ import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cardapd import sdnotify
-from cardapd.api.audit import chain_check
+from cardapd import __version__, sdnotify
+from cardapd.api.base import Services
 from cardapd.api.roles import Role
 from cardapd.api.server import RoleServer, SocketSpec, check_specs
+from cardapd.audit import AsyncAuditLog
+from cardapd.audit.service import AuditService
+from cardapd.audit.sink import StoreAuditSink
 from cardapd.config import Config, DaemonConfig, load_config, plan_reload
-from cardapd.engine.engine import Engine
-from cardapd.engine.journal import Journal
-from cardapd.engine.loading import Loader
-from cardapd.engine.model import OpContext
-from cardapd.engine.operators import OperatorService
-from cardapd.engine.revocation import Revocation
-from cardapd.engine.revocation_store import RevocationStore
-from cardapd.engine.secure_read import SecureReads
-from cardapd.engine.settings import EngineSettings
+from cardapd.domain import AuditSink, DaemonStatus, Operator, OperatorSessions
 from cardapd.errors import CardapError, ConfigError, StoreError, Unauthenticated
-from cardapd.loading.client import LoadingClient
-from cardapd.loading.operators import Operator, OperatorSessions
-from cardapd.logsetup import JsonFormatter, TextFormatter
-from cardapd.metrics import Metrics
+from cardapd.loading.journal import Journal
+from cardapd.loading.loader import Loader
+from cardapd.operators.admin import RosterAdmin
 from cardapd.operators.biometric import BiometricBackend
 from cardapd.operators.fprintd import FprintdClient
-from cardapd.roster import Roster, SessionManager
-from cardapd.store import AsyncAuditLog, AuditEntry, Durability
+from cardapd.operators.login import OperatorService
+from cardapd.operators.roster import Roster, SessionManager
+from cardapd.readers.service import Readers
+from cardapd.readers.settings import ReaderSettings
+from cardapd.reads.revocation import Revocation
+from cardapd.reads.revocation_store import RevocationStore
+from cardapd.reads.service import UserIdReads
+from cardapd.servicelink.client import LoadingClient
+from cardapd.telemetry.logsetup import JsonFormatter, TextFormatter
+from cardapd.telemetry.metrics import Metrics
+from cardapd.telemetry.recorder import Recorder
 from cardapd.transport.udev import resolve_source
 from cardlib.traffic import TRAFFIC
 
@@ -50,47 +53,9 @@ SERVER_GRACE_S = 2.0  # after the card writes: what reads in flight get before s
 ABORT_WAIT_S = 3.0  # after the grace period: the cut writes' journal and audit rows
 
 
-class StoreAuditSink:
-    """The engine's `AuditSink` on the SQLite audit log; counts rows in the metrics."""
-
-    def __init__(self, log_: AsyncAuditLog, metrics: Metrics) -> None:
-        self._log = log_
-        self._metrics = metrics
-        self._head = 0
-
-    async def record(self, ctx: OpContext | None, operation: str, *, result: str,
-                     reason: str = "", reader: str = "", card_id: str = "",
-                     detail: Mapping[str, object] | None = None,
-                     durable: bool = False) -> int:
-        """Append one row; returns once it is committed (see `Durability`)."""
-        entry = AuditEntry(
-            operation=operation, result=result, actor=ctx.actor if ctx else "system",
-            card_id=card_id or None, reader=reader or None, reason=reason or None,
-            request_id=ctx.request_id if ctx else None, detail=dict(detail or {}))
-        try:
-            rec = await self._log.append(
-                entry, Durability.POWER if durable else Durability.PROCESS)
-        except StoreError:
-            raise
-        except Exception as exc:  # never let a store fault look like success
-            raise StoreError(f"the audit log could not be written: {exc}") from exc
-        self._head = rec.seq
-        self._metrics.audit_rows.inc()
-        self._metrics.audit_head.set(rec.seq)
-        return rec.seq
-
-    def head(self) -> int:
-        """Newest sequence number written by this process (or found at open)."""
-        return self._head
-
-    def set_head(self, seq: int) -> None:
-        """Seed the head from the store at start."""
-        self._head = seq
-
-
-def engine_settings(cfg: Config) -> EngineSettings:
-    """The engine's knobs from the configuration."""
-    return EngineSettings(
+def reader_settings(cfg: Config) -> ReaderSettings:
+    """The readers' knobs from the configuration."""
+    return ReaderSettings(
         type_c_aids=tuple(cfg.tap.type_c_aids), read_on_insert=cfg.tap.read_on_insert,
         readers_include=tuple(cfg.pcsc.readers_include),
         readers_exclude=tuple(cfg.pcsc.readers_exclude),
@@ -143,7 +108,7 @@ def biometric(cfg: Config) -> BiometricBackend | None:
     return FprintdClient(address)
 
 
-async def add_organisations(cfg: Config, roster: Roster, sink: StoreAuditSink) -> None:
+async def add_organisations(cfg: Config, roster: Roster, sink: AuditSink) -> None:
     """Add the configured organisations the roster lacks (audited durably)."""
     known = {o.organisation for o in await asyncio.to_thread(roster.organisations)}
     for org, name in cfg.operators.organisations:
@@ -170,17 +135,32 @@ def apply_logging(old: DaemonConfig, new: DaemonConfig) -> None:
                                      else TextFormatter())
 
 
+LOADING_CAPABILITIES = ["load_ap", "delete_ap", "list_card_aps", "reconcile"]
+BASE_CAPABILITIES = ["events", "tap_to_id", "diagnose.v1", "metrics", "audit.append"]
+
+
 @dataclass(frozen=True)
 class Running:
-    """The parts of a running daemon that a reload reconfigures."""
+    """The parts of a running daemon: what the API serves and what a reload reconfigures
+    through each part's documented replace point (D19)."""
 
-    engine: Engine
-    loader: Loader
-    revocation: Revocation
-    operators: OperatorService
+    services: Services
     sessions: SessionManager
     roster: Roster
-    sink: StoreAuditSink
+    started_at: datetime
+
+    def status(self) -> DaemonStatus:
+        """Daemon health for GetStatus."""
+        s = self.services
+        readers, cards = s.readers.counts()
+        caps = list(BASE_CAPABILITIES) + s.reads.capabilities()
+        if s.loading.service.configured:
+            caps += LOADING_CAPABILITIES
+        caps += ["revocation", "user_id_status.local"]
+        return DaemonStatus(version=__version__, started_at=self.started_at,
+                            pcsc_available=s.readers.pcsc_available, readers=readers,
+                            cards=cards, audit_head_seq=s.sink.head(),
+                            capabilities=tuple(caps))
 
 
 class Daemon:
@@ -198,6 +178,7 @@ class Daemon:
         self._ready = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._running: Running | None = None
+        self._link: LoadingClient | None = None  # the loading service link in use
         self._tasks: set[asyncio.Task[Any]] = set()
         self.metrics_port: int | None = None
 
@@ -208,31 +189,34 @@ class Daemon:
         audit_log = AsyncAuditLog(Path(cfg.audit.path))
         await audit_log.open()
         sink = StoreAuditSink(audit_log, self.metrics)
-        sink.set_head(audit_log.last_seq())
-        engine = Engine(engine_settings(cfg), sink, self.metrics)
+        recorder = Recorder(sink, self.metrics)
+        readers = Readers(reader_settings(cfg), recorder)
         journal = await asyncio.to_thread(Journal, Path(cfg.daemon.state_dir) / "journal.db")
         interrupted = await asyncio.to_thread(journal.mark_interrupted)
-        client = LoadingClient(cfg.loading, self.metrics)
+        link = self._link = LoadingClient(cfg.loading, self.metrics)
         roster = await asyncio.to_thread(Roster, Path(cfg.operators.roster))
         sessions = session_manager(cfg, roster)
-        engine.operators = OperatorService(
+        operators = OperatorService(
             roster, sessions, biometric(cfg), sink,
             verify_timeout_s=cfg.operators.verify_timeout_s,
             enroll_timeout_s=cfg.operators.enroll_timeout_s, metrics=self.metrics)
-        engine.audit_path = Path(cfg.audit.path)
-        engine.loading = Loader(engine, client, journal,
-                                RosterSessions(sessions, self.test_sessions), cfg.presets)
-        engine.secure = SecureReads(engine, cfg.read_aps, cfg.pin.floor)
+        loader = Loader(readers, link, journal, RosterSessions(sessions, self.test_sessions),
+                        recorder, cfg.presets)
         store = await asyncio.to_thread(RevocationStore,
                                         Path(cfg.daemon.state_dir) / "revocation.db")
-        engine.revocation = Revocation(
-            store, client if cfg.loading.configured else None,
-            [ap.organisation for ap in cfg.read_aps], cfg.revocation, sink, self.metrics)
-        self.metrics.watch(client.check_link, engine.operators.check_device, chain_check(
-            Path(cfg.audit.path), self.metrics, cfg.audit.verify_interval_s))
-        assert engine.loading is not None
-        self._running = Running(engine, engine.loading, engine.revocation, engine.operators,
-                                sessions, roster, sink)
+        revocation = Revocation(store, link if cfg.loading.configured else None,
+                                [ap.organisation for ap in cfg.read_aps], cfg.revocation,
+                                recorder)
+        reads = UserIdReads(readers, revocation, recorder, cfg.read_aps, cfg.pin.floor)
+        audit = AuditService(Path(cfg.audit.path), sink, self.metrics)
+        services = Services(readers=readers, reads=reads, revocation=revocation,
+                            loading=loader, operators=operators, admin=RosterAdmin(operators),
+                            audit_log=audit, sink=sink, metrics=self.metrics,
+                            status=lambda: running.status())
+        running = Running(services, sessions, roster, started_at=readers.started_at)
+        self._running = running
+        self.metrics.watch(link.check_link, operators.check_device,
+                           audit.chain_check(cfg.audit.verify_interval_s))
         servers: list[RoleServer] = []
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -245,13 +229,13 @@ class Daemon:
                 host, port = cfg.metrics.host, cfg.metrics.port
                 self.metrics_port = self.metrics.serve(host, port)
                 log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
-            await engine.start()
+            await readers.start()
             for spec in socket_specs(cfg):
-                server = RoleServer(engine, spec)
+                server = RoleServer(services, spec)
                 await server.start()
                 servers.append(server)
             await sink.record(None, "daemon_started", result="ok", durable=True,
-                              detail={"version": engine.status().version})
+                              detail={"version": __version__})
             await add_organisations(cfg, roster, sink)
             if interrupted:
                 await sink.record(None, "journal_interrupted", result="ok", durable=True,
@@ -260,13 +244,13 @@ class Daemon:
                             "they are reconciled when their card is seen", interrupted)
             sdnotify.ready()
             sdnotify.status(f"serving {len(servers)} sockets; "
-                            f"pcsc {'up' if engine.pcsc_available else 'down'}")
-            watchdog = asyncio.create_task(self._watchdog(engine))
-            engine.revocation.start()
+                            f"pcsc {'up' if readers.pcsc_available else 'down'}")
+            watchdog = asyncio.create_task(self._watchdog(readers))
+            revocation.start()
             log.info("cardapd ready")
             self._ready.set()
             await self._stop.wait()
-            stopped = await self._drain(self._running.loader)
+            stopped = await self._drain(loader)
         finally:
             self._stop.set()  # also after a failed start: no reload from here on
             for task in list(self._tasks):
@@ -275,7 +259,9 @@ class Daemon:
                 watchdog.cancel()
             for server in servers:
                 await server.stop(grace=min(self.cfg.daemon.shutdown_grace_s, SERVER_GRACE_S))
-            await engine.stop()
+            await readers.stop()
+            await loader.close()
+            await revocation.stop()
             try:
                 await sink.record(None, "daemon_stopped", result="ok", durable=True,
                                   detail=stopped)
@@ -294,7 +280,7 @@ class Daemon:
             self._hurry.set()
         self._stop.set()
         if self._running is not None:
-            self._running.loader.begin_stop()
+            self._running.services.loading.begin_stop()
 
     async def _drain(self, loader: Loader) -> dict[str, object]:
         """The first half of a graceful stop (D20): new card writes are refused, those in
@@ -386,46 +372,48 @@ class Daemon:
     async def _apply(self, run: Running, old: Config, new: Config) -> None:
         """Apply a validated configuration to the running parts: new objects are built
         first, then swapped in. Nothing here touches a socket, a stream or a store."""
-        engine, loader = run.engine, run.loader
-        client = loader.client if new.loading == old.loading else LoadingClient(new.loading,
-                                                                                self.metrics)
-        secure = SecureReads(engine, new.read_aps, new.pin.floor)
+        s = run.services
+        link = self._link
+        assert link is not None  # set at start
+        if new.loading != old.loading:
+            link = LoadingClient(new.loading, self.metrics)
         apply_logging(old.daemon, new.daemon)
-        engine.apply_settings(engine_settings(new))
-        engine.secure = secure
-        replaced = client is not loader.client
-        loader.reconfigure(client, new.presets)  # a session in progress keeps the old one
-        if replaced:
-            self.metrics.watch(client.check_link)
+        s.readers.apply_settings(reader_settings(new))
+        s.reads.reconfigure(new.read_aps, new.pin.floor)
+        s.loading.reconfigure(link, new.presets)  # a session in progress keeps the old one
+        if link is not self._link:
+            self._link = link
+            self.metrics.watch(link.check_link)
         organisations = [ap.organisation for ap in new.read_aps]
         if (new.loading, new.revocation, organisations) != (
                 old.loading, old.revocation, [ap.organisation for ap in old.read_aps]):
-            run.revocation.reconfigure(client if new.loading.configured else None,
-                                       organisations, new.revocation)
-        run.operators.verify_timeout_s = new.operators.verify_timeout_s
-        run.operators.enroll_timeout_s = new.operators.enroll_timeout_s
+            s.revocation.reconfigure(link if new.loading.configured else None,
+                                     organisations, new.revocation)
+        s.operators.reconfigure(verify_timeout_s=new.operators.verify_timeout_s,
+                                enroll_timeout_s=new.operators.enroll_timeout_s)
         # New sessions get the new timeouts; open ones keep theirs.
-        run.sessions.idle_timeout = timedelta(seconds=new.operators.idle_timeout_s)
-        run.sessions.absolute_timeout = timedelta(seconds=new.operators.absolute_timeout_s)
-        await add_organisations(new, run.roster, run.sink)
+        run.sessions.reconfigure(
+            idle_timeout=timedelta(seconds=new.operators.idle_timeout_s),
+            absolute_timeout=timedelta(seconds=new.operators.absolute_timeout_s))
+        await add_organisations(new, run.roster, s.sink)
 
     async def _audit_reload(self, running: Running, result: str, reason: str,
                             detail: Mapping[str, object]) -> None:
         """The durable `config_reload` row (a store failure is logged, not raised)."""
         try:
-            await running.sink.record(None, "config_reload", result=result, reason=reason,
-                                      detail=detail, durable=True)
+            await running.services.sink.record(None, "config_reload", result=result,
+                                               reason=reason, detail=detail, durable=True)
         except CardapError:
             log.exception("could not audit the configuration reload")
 
-    async def _watchdog(self, engine: Engine) -> None:
+    async def _watchdog(self, readers: Readers) -> None:
         """Feed the systemd watchdog only while the event loop and the monitor are healthy."""
         interval = sdnotify.watchdog_interval()
         if interval is None:
             return
         while True:
             await asyncio.sleep(interval / 2)
-            if engine.healthy():
+            if readers.healthy():
                 sdnotify.watchdog_ping()
             else:
                 log.error("reader monitor is not running: withholding the watchdog ping")

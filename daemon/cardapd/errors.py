@@ -48,18 +48,6 @@ class NotAuthorized(CardapError):
     reason = "PERMISSION_DENIED"
 
 
-class NotImplementedYet(CardapError):
-    """A method of the designed API whose capability has not been built yet."""
-
-    reason = "NOT_IMPLEMENTED"
-
-    def __init__(self, capability: str, issue: int) -> None:
-        super().__init__(
-            f"{capability} is not implemented yet (tracked in issue #{issue})",
-            metadata={"capability": capability, "issue": str(issue)},
-        )
-
-
 class ReaderError(CardapError):
     """The reader or the PC/SC service failed or is absent."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from cardapd import __version__
 from cardapd.config import load_config
 from cardapd.errors import CardapError, ConfigError
-from cardapd.logsetup import setup_logging
+from cardapd.telemetry.logsetup import setup_logging
 
 DEFAULT_CONFIG = Path("/etc/cardapd/cardapd.toml")
 

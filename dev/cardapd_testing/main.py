@@ -14,8 +14,8 @@ import sys
 
 from cardapd.config import load_config
 from cardapd.errors import CardapError, ConfigError
-from cardapd.logsetup import setup_logging
 from cardapd.main import DEFAULT_CONFIG, parse_args
+from cardapd.telemetry.logsetup import setup_logging
 from cardapd_testing.sessions import TestOperatorSessions
 
 

@@ -1,16 +1,17 @@
 """TEST-ONLY operator sessions: `test:<organisation>:<operator>[:<right>,<right>]` tokens.
 
-Until issue 5 brings fingerprint login, integration tests need an operator. This provider
-accepts any token of that shape (default rights: load and delete). It is wired only by
-`cardapd_testing.main`; the production entry point always uses `NoOperatorSessions`.
+Integration tests of loading need an operator without a fingerprint at every step. This
+provider accepts any token of that shape (default rights: load and delete). It is wired
+only by `cardapd_testing.main`; the production entry point `cardapd` knows no test tokens
+(they are refused like any unknown session).
 """
 
 from __future__ import annotations
 
 import re
 
+from cardapd.domain import Operator, Right
 from cardapd.errors import Unauthenticated
-from cardapd.loading.operators import Operator, Right
 
 _TOKEN = re.compile(r"test:([a-z0-9][a-z0-9._-]{0,63}):([A-Za-z0-9._-]{1,64})(?::([a-z,]*))?")
 DEFAULT_RIGHTS = frozenset({Right.LOAD, Right.DELETE})

@@ -17,7 +17,7 @@ import grpc
 
 from cardap.v1 import terminal_pb2, terminal_pb2_grpc
 from cardap_sim.stack import Stack
-from cardapd.store import query, verify
+from cardapd.audit import query, verify
 
 from .conftest import daemon_alive, insert_and_wait, restart_daemon
 

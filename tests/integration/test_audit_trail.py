@@ -14,7 +14,7 @@ import pytest
 from cardap.client import CardapClient, CardapClientError
 from cardap.v1 import terminal_pb2, terminal_pb2_grpc
 from cardap_sim.stack import Stack, demo_user_id
-from cardapd.store import AuditRecord, query, verify
+from cardapd.audit import AuditRecord, query, verify
 
 from .conftest import (
     client,

@@ -23,7 +23,7 @@ from cardap.client import CardapClient, CardapClientError
 from cardap.v1 import cards_pb2, terminal_pb2
 from cardap_sim.hotplug import udev_event
 from cardap_sim.stack import Stack, demo_user_id, running_stack
-from cardapd.store import query
+from cardapd.audit import query
 
 from .conftest import client, insert_and_wait, reader_name, wait_event, wait_until
 from .test_load_faults import (

@@ -27,7 +27,7 @@ from testenv import machine_lacks, need
 
 from cardap.client import CardapClient
 from cardap_sim.stack import Stack
-from cardapd.journald import SOCKET_ENV, JournalSender, encode
+from cardapd.telemetry.journald import SOCKET_ENV, JournalSender, encode
 
 from .conftest import insert_and_wait
 

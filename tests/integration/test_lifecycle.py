@@ -23,7 +23,7 @@ import pytest
 from cardap.client import CardapClient, CardapClientError
 from cardap.v1 import cards_pb2
 from cardap_sim.stack import demo_user_id, port_open
-from cardapd.store import AuditRecord
+from cardapd.audit import AuditRecord
 
 from .conftest import client, restart_daemon, wait_event, wait_until
 from .test_load_faults import (

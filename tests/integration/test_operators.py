@@ -183,7 +183,7 @@ def test_finger_login_then_load(bstack: Stack, admin: str,
 
 
 def timezone_jst() -> Any:
-    from cardapd.store.report import JST
+    from cardapd.audit.report import JST
     return JST
 
 

@@ -26,7 +26,7 @@ import pytest
 from cardap.v1 import operators_pb2, terminal_pb2
 from cardap_sim.biometric import GreyImage, nist_print, variants
 from cardap_sim.stack import Stack
-from cardapd.store.report import JST
+from cardapd.audit.report import JST
 
 from .conftest import expect_error, insert_and_wait
 from .test_operators import ORG, PASSWORD, STAFF_C, audit_rows, enrol, login, rpc

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from cardapd import logcontext, logsetup
-from cardapd.journald import (
+from cardapd.telemetry import logcontext, logsetup
+from cardapd.telemetry.journald import (
     SOCKET_ENV,
     JournalHandler,
     JournalSender,
@@ -25,7 +25,13 @@ from cardapd.journald import (
     priority,
     valid_field_name,
 )
-from cardapd.logsetup import JsonFormatter, choose_target, scrub, setup_logging, under_journal
+from cardapd.telemetry.logsetup import (
+    JsonFormatter,
+    choose_target,
+    scrub,
+    setup_logging,
+    under_journal,
+)
 from cardlib.traffic import TRAFFIC
 
 MY_NUMBER_SHAPE = "123456789012"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cardapd.engine.journal import JOURNAL_SCHEMA, Journal
+from cardapd.loading.journal import JOURNAL_SCHEMA, Journal
 
 
 def test_start_finish_and_unfinished(tmp_path: Path) -> None:

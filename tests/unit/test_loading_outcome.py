@@ -11,9 +11,12 @@ import pytest
 from cardap.v1 import loading_pb2
 from cardapd.api.status import code_for
 from cardapd.config import load_config
+from cardapd.daemon import RosterSessions
+from cardapd.domain import Right
 from cardapd.errors import ConfigError, NotAuthorized, Unauthenticated
-from cardapd.loading.operators import NoOperatorSessions, Right
 from cardapd.loading.outcome import error_for
+from cardapd.operators.sessions import SessionManager, connection_scope
+from cardapd.servicelink.convert import session_done
 from cardapd_testing.sessions import TestOperatorSessions
 
 
@@ -31,26 +34,29 @@ from cardapd_testing.sessions import TestOperatorSessions
     ("SOMETHING_NEW", grpc.StatusCode.UNAVAILABLE, "LOADING_SERVICE_ERROR"),
 ])
 def test_reasons_map_to_codes(reason: str, code: grpc.StatusCode, err_reason: str) -> None:
-    err = error_for(loading_pb2.SessionDone(ok=False, reason=reason, message="why"))
+    err = error_for(session_done(loading_pb2.SessionDone(ok=False, reason=reason,
+                                                         message="why")))
     assert (code_for(err), err.reason) == (code, err_reason)
     assert err.message.endswith("why")
     assert err.metadata["service_reason"] == reason
 
 
 def test_card_full_carries_the_space_and_hours_the_next_opening() -> None:
-    full = error_for(loading_pb2.SessionDone(reason="CARD_FULL", free_bytes=100,
-                                             needed_bytes=6144, aid="AA"))
+    full = error_for(session_done(loading_pb2.SessionDone(
+        reason="CARD_FULL", free_bytes=100, needed_bytes=6144, aid="AA")))
     assert (full.metadata["free_bytes"], full.metadata["needed_bytes"]) == ("100", "6144")
     done = loading_pb2.SessionDone(reason="OUTSIDE_SERVICE_HOURS")
     done.next_opening.FromDatetime(dt.datetime(2026, 1, 4, 8, tzinfo=dt.UTC))
-    assert error_for(done).metadata["next_opening"] == "2026-01-04T08:00:00Z"
+    assert error_for(session_done(done)).metadata["next_opening"] == "2026-01-04T08:00:00Z"
 
 
-def test_production_has_no_operator_sessions() -> None:
-    with pytest.raises(Unauthenticated) as info:
-        NoOperatorSessions().validate("test:org-a:op")
-    assert code_for(info.value) == grpc.StatusCode.UNAUTHENTICATED
-    assert info.value.metadata["issue"] == "5"
+def test_production_refuses_test_tokens() -> None:
+    """Without the test-only provider (cardapd_testing) a `test:` token is no session."""
+    sessions = RosterSessions(SessionManager())
+    for token in ("test:org-a:op", ""):
+        with connection_scope("socket:kiosk"), pytest.raises(Unauthenticated) as info:
+            sessions.validate(token)
+        assert code_for(info.value) == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_test_tokens() -> None:

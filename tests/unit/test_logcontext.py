@@ -13,13 +13,13 @@ from typing import Any
 import grpc
 import pytest
 
-from cardapd import logcontext
 from cardapd.api.roles import Role
-from cardapd.api.servicer import unary
-from cardapd.engine.model import OpContext
-from cardapd.engine.owner import ReaderOwner
-from cardapd.logsetup import JsonFormatter
-from cardapd.metrics import Metrics
+from cardapd.api.rpc import unary
+from cardapd.domain import OpContext
+from cardapd.readers.owner import ReaderOwner
+from cardapd.telemetry import logcontext
+from cardapd.telemetry.logsetup import JsonFormatter
+from cardapd.telemetry.metrics import Metrics
 from cardapd.transport.pcsc import PcscContext
 from cardlib.protocol import ApduProtocol
 
@@ -136,6 +136,7 @@ class FakeServicer:
     def __init__(self, owner: ReaderOwner) -> None:
         self.role = Role.KIOSK
         self.connection = "socket:kiosk"
+        self.audit = None  # never reached: the role table admits Diagnose on kiosk
         self.owner = owner
         self.counted: list[tuple[str, str]] = []
 

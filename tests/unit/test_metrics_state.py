@@ -17,18 +17,19 @@ from test_revocation_store import Audit, Source
 from testenv import need
 
 from cardap_sim.loadsvc.devca import write_bundle
-from cardapd.api.audit import chain_check, verify_log
+from cardapd.audit import AuditEntry, AuditLog, Durability, verify
+from cardapd.audit.service import AuditService
+from cardapd.audit.verify import CANCEL_EVERY
 from cardapd.config import LoadingConfig, RevocationConfig
-from cardapd.engine.model import OpContext
-from cardapd.engine.operators import OperatorService
-from cardapd.engine.revocation import Revocation
-from cardapd.engine.revocation_store import RevocationStore
+from cardapd.domain import OpContext
 from cardapd.errors import Cancelled, ServiceUnavailable
-from cardapd.loading.client import LoadingClient, link_failure
-from cardapd.metrics import BIOMETRIC_STATES, Metrics
 from cardapd.operators.fprintd import device_state_of, unavailable
-from cardapd.store import AuditEntry, AuditLog, Durability, verify
-from cardapd.store.verify import CANCEL_EVERY
+from cardapd.operators.login import OperatorService
+from cardapd.reads.revocation import Revocation
+from cardapd.reads.revocation_store import RevocationStore
+from cardapd.servicelink.client import LoadingClient, link_failure
+from cardapd.telemetry.metrics import BIOMETRIC_STATES, Metrics
+from cardapd.telemetry.recorder import Recorder
 
 
 def value(m: Metrics, name: str, **labels: str) -> float | None:
@@ -122,7 +123,7 @@ def _revocation(tmp_path: Path, m: Metrics, clock: float = 0.0,
     store = RevocationStore(tmp_path / "r.db",
                             clock=(lambda: time.time() - clock) if clock else None)
     cfg = RevocationConfig(86400.0, max_age, "allow_with_warning")
-    return Revocation(store, source, ["org-a", "org-b"], cfg, Audit(), m), source
+    return Revocation(store, source, ["org-a", "org-b"], cfg, Recorder(Audit(), m)), source
 
 
 async def test_feed_age_absent_until_pulled_then_grows(tmp_path: Path) -> None:
@@ -235,14 +236,15 @@ async def test_chain_check_sets_the_gauges(tmp_path: Path) -> None:
     _audit_db(path, 20)
     m = Metrics()
     assert value(m, "cardapd_audit_chain_last_verified_timestamp_seconds") == 0
-    check = chain_check(path, m, 3600.0)
+    service = AuditService(path, Audit(), m)
+    check = service.chain_check(3600.0)
     assert await check() == 3600.0
     assert value(m, "cardapd_audit_chain_verified") == 1
     assert (value(m, "cardapd_audit_chain_last_verified_timestamp_seconds") or 0) > 0
     _tamper(path, 7)
     assert await check() == 3600.0
     assert value(m, "cardapd_audit_chain_verified") == 0
-    result = await verify_log(path, m)  # the VerifyAudit path records the same way
+    result = await service.check()  # the VerifyAudit path records the same way
     assert (result.ok, result.first_bad_seq) == (False, 7)
     assert value(m, "cardapd_audit_chain_verified") == 0
 
@@ -250,7 +252,7 @@ async def test_chain_check_sets_the_gauges(tmp_path: Path) -> None:
 async def test_an_unreadable_log_is_not_verified(tmp_path: Path) -> None:
     m = Metrics()
     m.audit_chain(True)
-    check = chain_check(tmp_path / "absent" / "audit.db", m, 60.0)
+    check = AuditService(tmp_path / "absent" / "audit.db", Audit(), m).chain_check(60.0)
     assert await check() == 60.0
     assert value(m, "cardapd_audit_chain_verified") == 0
 
@@ -269,7 +271,7 @@ def test_verify_can_be_cancelled(tmp_path: Path) -> None:
 
 
 async def test_watch_repeats_retries_and_stops(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("cardapd.metrics.WATCH_RETRY_S", 0.01)
+    monkeypatch.setattr("cardapd.telemetry.metrics.WATCH_RETRY_S", 0.01)
     m = Metrics()
     calls: list[str] = []
 

@@ -21,8 +21,8 @@ from cardapd.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "docs" / "prometheus"
-METRICS_PY = ROOT / "daemon" / "cardapd" / "metrics.py"
-DIAGNOSE_PY = ROOT / "daemon" / "cardapd" / "engine" / "diagnose.py"
+METRICS_PY = ROOT / "daemon" / "cardapd" / "telemetry" / "metrics.py"
+DIAGNOSE_PY = ROOT / "daemon" / "cardapd" / "readers" / "diagnose.py"
 OPERATIONS = ROOT / "docs" / "operations.md"
 FILE_SD_GLOB = "/etc/prometheus/file_sd/cardapd-gates-*.yml"
 
@@ -139,7 +139,7 @@ def test_alerts_use_only_metrics_the_daemon_exports() -> None:
     used = set(re.findall(r"\bcardapd_[a-z_]+", (PROM / "alerts.yml").read_text()))
     assert used
     for name in used:
-        assert family(name) in known, f"{name} is not a metric of daemon/cardapd/metrics.py"
+        assert family(name) in known, f"{name} is not a metric of telemetry/metrics.py"
     assert family("cardapd_no_such_metric_total") not in known  # the check can fail
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from cardapd.config import load_config
-from cardapd.engine.operators import fprint_user
 from cardapd.errors import ConfigError
 from cardapd.operators.biometric import check_user
+from cardapd.operators.login import fprint_user
 
 
 def write(tmp_path: Path, text: str) -> Path:

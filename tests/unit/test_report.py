@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cardapd.errors import InvalidArgument
-from cardapd.store import AuditEntry, AuditLog
-from cardapd.store.report import (
+from cardapd.audit import AuditEntry, AuditLog
+from cardapd.audit.report import (
     JST,
     OrganisationLoads,
     build_report,
@@ -21,6 +20,7 @@ from cardapd.store.report import (
     organisation_of,
     period,
 )
+from cardapd.errors import InvalidArgument
 
 YEAR = datetime.now(JST).year
 
@@ -112,8 +112,8 @@ def test_organisation_of(actor: str, org: str) -> None:
 
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.booleans()), max_size=30))
 def test_counts_match_a_model(rows: list[tuple[str, bool]]) -> None:
-    from cardapd.store.audit import AuditRecord
-    from cardapd.store.report import count_loads
+    from cardapd.audit.log import AuditRecord
+    from cardapd.audit.report import count_loads
 
     records = [AuditRecord(i + 1, 0, f"kiosk:{org}/op", "load", None, None,
                            "ok" if ok else "error", None, None,

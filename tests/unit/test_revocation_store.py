@@ -6,16 +6,17 @@ import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from cardap.v1 import cards_pb2, loading_pb2
 from cardapd.config import RevocationConfig
-from cardapd.engine.model import OpContext
-from cardapd.engine.revocation import Revocation, RevocationFeedStale
-from cardapd.engine.revocation_store import FeedEntry, IdStatus, RevocationStore
-from cardapd.metrics import Metrics
+from cardapd.domain import OpContext
+from cardapd.reads.revocation import PulledFeed, Revocation, RevocationFeedStale
+from cardapd.reads.revocation_store import FeedEntry, IdStatus, RevocationStore
+from cardapd.servicelink.convert import revocation_feed
+from cardapd.telemetry.metrics import Metrics
+from cardapd.telemetry.recorder import Recorder
 
 AID = "D392F000410A0002"
 U1, U2, U3 = "000000000001C", "000000000002Q", "0000000000032"
@@ -95,7 +96,8 @@ class Source:
         self.version = 2
         self.calls: list[int] = []
 
-    async def revocation_feed(self, organisation: str, since_version: int) -> Any:
+    async def revocation_feed(self, organisation: str, since_version: int) -> PulledFeed:
+        """The loading service's answer as the link adapter hands it on."""
         self.calls.append(since_version)
         feed = loading_pb2.RevocationFeed(version=self.version, organisation=organisation)
         feed.generated_at.FromDatetime(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
@@ -105,15 +107,15 @@ class Source:
         if since_version < 2 <= self.version:
             feed.entries.add(aid=AID, user_id=U2, status=cards_pb2.USER_ID_STATUS_ABOLISHED,
                              version=2)
-        return feed
+        return revocation_feed(organisation, feed)
 
 
 def _service(tmp_path: Path, policy: str, max_age: float) -> tuple[Revocation, Source, Audit]:
     source, audit = Source(), Audit()
     cfg = RevocationConfig(86400.0, max_age, "deny" if policy == "deny"
                            else "allow_with_warning")
-    rev = Revocation(RevocationStore(tmp_path / "r.db"), source, ["org-a"], cfg, audit,
-                     Metrics())
+    rev = Revocation(RevocationStore(tmp_path / "r.db"), source, ["org-a"], cfg,
+                     Recorder(audit, Metrics()))
     return rev, source, audit
 
 

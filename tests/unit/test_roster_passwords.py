@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cardapd.domain import Operator, Right
 from cardapd.errors import CardapError, InvalidArgument, NotAuthorized, Unauthenticated
-from cardapd.loading.operators import Operator, Right
-from cardapd.roster import MAX_TRIES, Hasher, PasswordOutcome, Roster, check_policy
-from cardapd.roster.model import OperatorRecord, PasswordApproval
-from cardapd.roster.passwords import check_password
+from cardapd.operators.roster import MAX_TRIES, Hasher, PasswordOutcome, Roster, check_policy
+from cardapd.operators.roster.model import OperatorRecord, PasswordApproval
+from cardapd.operators.roster.passwords import check_password
 
 NOW = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 FAST = Hasher(time_cost=1, memory_cost_kib=8, parallelism=1)

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cardapd.domain import Operator, Right
 from cardapd.errors import AlreadyExists, InvalidArgument, NotAuthorized, NotFound, StoreError
-from cardapd.loading.operators import Operator, Right
-from cardapd.roster import Hasher, Roster
-from cardapd.roster.model import check_id
-from cardapd.roster.schema import ROSTER_SCHEMA
+from cardapd.operators.roster import Hasher, Roster
+from cardapd.operators.roster.model import check_id
+from cardapd.operators.roster.schema import ROSTER_SCHEMA
 
 NOW = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 FAST = Hasher(time_cost=1, memory_cost_kib=8, parallelism=1)

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cardapd.domain import Operator, OperatorSessions, Right
 from cardapd.errors import InvalidArgument, NotAuthorized, NotFound, Unauthenticated
-from cardapd.loading.operators import Operator, OperatorSessions, Right
-from cardapd.roster import Hasher, Roster, SessionManager, connection_scope
+from cardapd.operators.roster import Hasher, Roster, SessionManager, connection_scope
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 OP = Operator("city", "op1", frozenset({Right.LOAD}))

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from cardapd.engine.journal import JOURNAL_SCHEMA, Journal
-from cardapd.engine.revocation_store import REVOCATION_SCHEMA, RevocationStore
+from cardapd.audit.log import AuditLog
+from cardapd.audit.schema import AUDIT_SCHEMA
 from cardapd.errors import StoreError
-from cardapd.roster.schema import ROSTER_SCHEMA
-from cardapd.roster.store import Roster
+from cardapd.loading.journal import JOURNAL_SCHEMA, Journal
+from cardapd.operators.roster.schema import ROSTER_SCHEMA
+from cardapd.operators.roster.store import Roster
+from cardapd.reads.revocation_store import REVOCATION_SCHEMA, RevocationStore
 from cardapd.storage import Durability, Migration, Schema, open_database, schema_version
-from cardapd.store.audit import AuditLog
-from cardapd.store.schema import AUDIT_SCHEMA
 
 V1 = Migration(1, "first", ("CREATE TABLE t1 (x INTEGER)",))
 TEST = Schema("test store", (V1,))

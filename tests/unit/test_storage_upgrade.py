@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from cardapd.engine.journal import JOURNAL_SCHEMA, Journal
-from cardapd.engine.revocation_store import REVOCATION_SCHEMA, IdStatus, RevocationStore
-from cardapd.loading.operators import Right
-from cardapd.roster.passwords import Hasher
-from cardapd.roster.schema import ROSTER_SCHEMA
-from cardapd.roster.store import Roster
+from cardapd.audit import AuditLog, verify
+from cardapd.audit.export import AuditFilter, query
+from cardapd.audit.schema import AUDIT_SCHEMA
+from cardapd.domain import Right
+from cardapd.loading.journal import JOURNAL_SCHEMA, Journal
+from cardapd.operators.roster.passwords import Hasher
+from cardapd.operators.roster.schema import ROSTER_SCHEMA
+from cardapd.operators.roster.store import Roster
+from cardapd.reads.revocation_store import REVOCATION_SCHEMA, IdStatus, RevocationStore
 from cardapd.storage import Schema
-from cardapd.store import AuditLog, verify
-from cardapd.store.export import AuditFilter, query
-from cardapd.store.schema import AUDIT_SCHEMA
 
 V1 = Path(__file__).resolve().parents[1] / "fixtures" / "stores" / "v1"
 APPROVED_AT = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cardapd.audit import AsyncAuditLog, AuditEntry, AuditLog, AuditRecord, Durability, verify
 from cardapd.errors import StoreError
-from cardapd.store import AsyncAuditLog, AuditEntry, AuditLog, AuditRecord, Durability, verify
 
 
 def entry(i: int) -> AuditEntry:

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from cardapd.audit import AuditEntry, AuditLog, Durability, Problem, head_path_for, verify
+from cardapd.audit.head import SLOT, HeadWriter, read_head
+from cardapd.audit.log import ANCHOR_RESET_OPERATION, looks_like_my_number
+from cardapd.audit.schema import AUDIT_SCHEMA
 from cardapd.errors import StoreError
-from cardapd.store import AuditEntry, AuditLog, Durability, Problem, head_path_for, verify
-from cardapd.store.audit import ANCHOR_RESET_OPERATION, looks_like_my_number
-from cardapd.store.head import SLOT, HeadWriter, read_head
-from cardapd.store.schema import AUDIT_SCHEMA
 
 
 def entry(i: int = 0, **kw: Any) -> AuditEntry:

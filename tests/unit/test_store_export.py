@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cardapd.store import AuditEntry, AuditFilter, AuditLog, export_csv, export_jsonl, query
+from cardapd.audit import AuditEntry, AuditFilter, AuditLog, export_csv, export_jsonl, query
 
 
 @pytest.fixture

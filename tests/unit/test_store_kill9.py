@@ -12,12 +12,12 @@ import textwrap
 import time
 from pathlib import Path
 
-from cardapd.store import verify
+from cardapd.audit import verify
 
 CHILD = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
-    from cardapd.store import AsyncAuditLog, AuditEntry, Durability
+    from cardapd.audit import AsyncAuditLog, AuditEntry, Durability
 
     async def worker(log, w):
         i = 0

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cardapd.store import AuditEntry, AuditLog, Durability, Problem, verify
-from cardapd.store.audit import AuditRecord, chain_hash
-from cardapd.store.head import HeadWriter, head_path_for
+from cardapd.audit import AuditEntry, AuditLog, Durability, Problem, verify
+from cardapd.audit.head import HeadWriter, head_path_for
+from cardapd.audit.log import AuditRecord, chain_hash
 
 ROWS = 10
 COLS = "ts_us, actor, operation, card_id, reader, result, reason, request_id, detail"

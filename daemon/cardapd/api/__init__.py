@@ -1,1 +1,2 @@
-"""Layer 6: thin gRPC servicers over the engine; role table, error mapping, servers."""
+"""The API edge: gRPC servers per socket role, one thin servicer part per capability, the
+role table, the one wrapper of every call, and protobuf conversion."""

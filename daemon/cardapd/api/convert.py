@@ -1,4 +1,4 @@
-"""Engine domain types → protobuf messages."""
+"""The daemon's plain types → protobuf messages (readers, cards, reads, status, metrics)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cardap.v1 import cards_pb2, terminal_pb2
-from cardapd.engine.diagnose import Diagnosis, Verdict
-from cardapd.engine.model import (
+from cardapd.config import ApKind
+from cardapd.domain import DaemonStatus, IdStatus
+from cardapd.readers.diagnose import Diagnosis, Verdict
+from cardapd.readers.model import (
     CardEvent,
     CardKind,
     CardView,
-    DaemonStatus,
     EventKind,
     ReaderState,
     ReaderView,
 )
-from cardapd.metrics import Sample
+from cardapd.reads.model import UserIdRead
+from cardapd.telemetry.metrics import Sample
 
 READER_STATE = {
     ReaderState.EMPTY: cards_pb2.READER_STATE_EMPTY,
@@ -33,6 +35,14 @@ CARD_KIND = {
 }
 EVENT_KIND = {k: getattr(cards_pb2, f"CARD_EVENT_KIND_{k.name}") for k in EventKind}
 VERDICT = {v: getattr(terminal_pb2, f"VERDICT_{v.name}") for v in Verdict}
+AP_KINDS: dict[int, ApKind] = {
+    cards_pb2.AP_TYPE_UNSPECIFIED: "C", cards_pb2.AP_TYPE_C: "C", cards_pb2.AP_TYPE_A: "A",
+    cards_pb2.AP_TYPE_D: "D", cards_pb2.AP_TYPE_CUSTOM: "custom"}
+ID_STATUS = {
+    IdStatus.UNKNOWN: cards_pb2.USER_ID_STATUS_UNKNOWN,
+    IdStatus.IN_OPERATION: cards_pb2.USER_ID_STATUS_IN_OPERATION,
+    IdStatus.SUSPENDED: cards_pb2.USER_ID_STATUS_SUSPENDED,
+    IdStatus.ABOLISHED: cards_pb2.USER_ID_STATUS_ABOLISHED}
 
 
 def timestamp(dt: datetime) -> Timestamp:
@@ -43,7 +53,7 @@ def timestamp(dt: datetime) -> Timestamp:
 
 
 def card(view: CardView) -> cards_pb2.Card:
-    """A Card message (never with the My Number: the engine never has it)."""
+    """A Card message (never with the My Number: the daemon never has it)."""
     return cards_pb2.Card(
         card_id=view.card_id, atr=view.atr.hex().upper(), kind=CARD_KIND[view.kind],
         profile=view.profile, inserted_at=timestamp(view.inserted_at),
@@ -93,3 +103,11 @@ def samples(items: list[Sample]) -> list[terminal_pb2.MetricSample]:
     """MetricSample messages."""
     return [terminal_pb2.MetricSample(name=s.name, labels=s.labels, value=s.value)
             for s in items]
+
+
+def user_id_read(r: UserIdRead) -> terminal_pb2.ReadUserIDResponse:
+    """A ReadUserIDResponse message."""
+    return terminal_pb2.ReadUserIDResponse(
+        user_id=r.user_id, info=list(r.info), card_id=r.card_id, reader=r.reader,
+        cached=r.cached, status=ID_STATUS[r.status], feed_age_s=r.feed_age_s,
+        aid=r.aid.hex().upper(), feed_stale=r.feed_stale, warning=r.warning)

@@ -1,7 +1,7 @@
 """The gRPC servers: one per socket role, each on its own Unix socket (0660, role group).
 
 Each server carries the Terminal servicer bound to its role, the standard health service
-and server reflection. Optionally (issue 7) a localhost TCP listener with mutual TLS.
+and server reflection.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from cardap.v1 import terminal_pb2
+from cardapd.api.base import Services
 from cardapd.api.roles import Role
-from cardapd.api.servicer import MalformedRequest, TerminalServicer
-from cardapd.engine.engine import Engine
+from cardapd.api.rpc import MalformedRequest
+from cardapd.api.servicer import TerminalServicer
 from cardapd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class SocketSpec:
 class RoleServer:
     """One grpc.aio server for one role."""
 
-    def __init__(self, engine: Engine, spec: SocketSpec) -> None:
+    def __init__(self, services: Services, spec: SocketSpec) -> None:
         self.spec = spec
         self.server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -86,7 +87,7 @@ class RoleServer:
             ("grpc.so_reuseport", 0),
         ])
         self.server.add_generic_rpc_handlers((terminal_handlers(
-            TerminalServicer(engine, spec.role)),))
+            TerminalServicer(services, spec.role)),))
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -13,9 +13,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from cardapd import errors as e
-from cardapd.engine.revocation import RevocationFeedStale
-from cardapd.engine.secure_read import ApNotConfigured
 from cardapd.myna.mutual_auth import ApAuthFailed
+from cardapd.reads.revocation import RevocationFeedStale
+from cardapd.reads.service import ApNotConfigured
 
 DOMAIN = "cardapd"
 
@@ -23,7 +23,6 @@ DOMAIN = "cardapd"
 CODE_FOR: tuple[tuple[type[e.CardapError], grpc.StatusCode], ...] = (
     (e.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (e.NotAuthorized, grpc.StatusCode.PERMISSION_DENIED),
-    (e.NotImplementedYet, grpc.StatusCode.UNIMPLEMENTED),
     (e.NotFound, grpc.StatusCode.NOT_FOUND),
     (e.ApNotFound, grpc.StatusCode.NOT_FOUND),
     (e.NoReader, grpc.StatusCode.FAILED_PRECONDITION),

@@ -1,1 +1,2 @@
-"""The daemon's side of the loading service: mTLS client, card-session relay, operators."""
+"""Loading: load and delete card APs through the loading service, journalled, audited and
+reconciled when cut short; the card APs a card holds."""

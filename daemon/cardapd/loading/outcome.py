@@ -1,10 +1,13 @@
-"""SessionDone → the daemon's domain errors (the service's reasons, one table)."""
+"""How a card session ended, in the daemon's terms: the service's reasons as domain errors
+(one table), and the one rule for when a card may have been touched and must be
+reconciled (docs/decisions.md D27).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC
 
-from cardap.v1 import loading_pb2
 from cardapd.errors import (
     AlreadyExists,
     CardapError,
@@ -16,12 +19,24 @@ from cardapd.errors import (
     ResourceExhausted,
     ServiceUnavailable,
 )
+from cardapd.loading.ports import SessionDone
 
-OK_REASONS = frozenset({"LOADED", "DELETED", "ALREADY_ABSENT", "RECONCILED",
-                        "NOTHING_TO_RECONCILE"})
-# A load that ended with these may have left something on the card: reconcile it.
 TOUCHED_CARD = frozenset({"CARD_REMOVED", "CARD_REJECTED", "PROTOCOL_ERROR", "INTERNAL",
                           "CARD_FULL", "ALREADY_EXISTS", "CARD_AUTH_FAILED"})
+"""A session that failed with one of these may have changed the card (a file half loaded,
+an instance half personalised): its journal row stays for reconciliation, which reads the
+card back and is idempotent. Every other failure (refusals before the first card command:
+not permitted, outside service hours, unknown AP, …) left the card as it was."""
+
+CONNECTION_LOST = frozenset({"CARD_REMOVED", "CARD_UNRESPONSIVE", "PCSC_UNAVAILABLE",
+                             "CARD_PROTOCOL_ERROR", "READER_REMOVED"})
+"""After these transport errors the reader's connection is dropped (a stale or confused
+handle would fail the next exchange or the next insertion's identification)."""
+
+
+def may_have_touched_the_card(reason: str) -> bool:
+    """Whether a session that failed with the service's `reason` needs reconciling."""
+    return reason in TOUCHED_CARD
 
 _ERRORS: dict[str, Callable[[str, dict[str, str]], CardapError]] = {
     "CARD_FULL": lambda m, md: ResourceExhausted(m, reason="CARD_FULL", metadata=md),
@@ -41,7 +56,7 @@ _ERRORS: dict[str, Callable[[str, dict[str, str]], CardapError]] = {
 }
 
 
-def metadata_of(done: loading_pb2.SessionDone) -> dict[str, str]:
+def metadata_of(done: SessionDone) -> dict[str, str]:
     """The facts of a SessionDone worth passing to the client."""
     md: dict[str, str] = {"service_reason": done.reason}
     if done.aid:
@@ -49,12 +64,13 @@ def metadata_of(done: loading_pb2.SessionDone) -> dict[str, str]:
     if done.reason == "CARD_FULL":
         md["free_bytes"] = str(done.free_bytes)
         md["needed_bytes"] = str(done.needed_bytes)
-    if done.HasField("next_opening"):
-        md["next_opening"] = done.next_opening.ToJsonString()
+    if done.next_opening is not None:
+        md["next_opening"] = done.next_opening.astimezone(UTC).isoformat().replace(
+            "+00:00", "Z")
     return md
 
 
-def error_for(done: loading_pb2.SessionDone) -> CardapError:
+def error_for(done: SessionDone) -> CardapError:
     """The domain error of a failed SessionDone (ServiceUnavailable for the unknown)."""
     make = _ERRORS.get(done.reason)
     message = done.message or f"the loading service answered {done.reason}"

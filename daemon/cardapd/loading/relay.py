@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from cardap.v1 import loading_pb2
 from cardapd.errors import Cancelled, CardapError, NotAuthorized
+from cardapd.loading.ports import ApduBatch, BatchResult
 from cardapd.myna.aids import is_denied
 from cardlib.protocol import ApduProtocol
 
@@ -29,13 +29,13 @@ def _check_allowed(command: bytes) -> None:
                                 "never selects", reason="AID_FORBIDDEN")
 
 
-def run_batch(proto: ApduProtocol, batch: loading_pb2.ApduBatch,
-              cancel: threading.Event | None = None) -> loading_pb2.BatchResult:
+def run_batch(proto: ApduProtocol, batch: ApduBatch,
+              cancel: threading.Event | None = None) -> BatchResult:
     """Send the batch's APDUs; return the raw responses (the failing one last)."""
-    result = loading_pb2.BatchResult(batch_id=batch.batch_id, complete=True)
+    responses: list[bytes] = []
     conn = proto.connection
     for apdu in batch.apdus:
-        command = bytes(apdu.command)
+        command = apdu.command
         try:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("the operation was cancelled")
@@ -46,13 +46,11 @@ def run_batch(proto: ApduProtocol, batch: loading_pb2.ApduBatch,
             else:
                 resp = conn.transmit(command)
         except CardapError as exc:
-            result.complete = False
-            result.transport_error = exc.reason
             log.info("batch %d (%s) stopped: %s", batch.batch_id, batch.step, exc.reason)
-            return result
-        result.responses.append(resp)
+            return BatchResult(batch.batch_id, tuple(responses), complete=False,
+                               transport_error=exc.reason)
+        responses.append(resp)
         sw = int.from_bytes(resp[-2:], "big") if len(resp) >= 2 else -1
         if sw not in apdu.expect_sw:
-            result.complete = False
-            return result
-    return result
+            return BatchResult(batch.batch_id, tuple(responses), complete=False)
+    return BatchResult(batch.batch_id, tuple(responses), complete=True)

@@ -1,1 +1,2 @@
-"""Layer 4: the My Number Card model: built-in APs, identification, Type C, JPKI, the PIN guard."""
+"""The My Number Card: the AID deny list, identification, the Type A/C/D/custom AP sessions,
+JPKI PIN counters, the PIN guard, vendor profiles as data."""

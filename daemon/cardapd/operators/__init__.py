@@ -1,1 +1,2 @@
-"""Operators: biometric login and enrolment through fprintd (roster and sessions come later)."""
+"""Operators: the roster (organisations, operators, rights, approvals), sessions bound to the
+socket, login by fingerprint through fprintd or by an approved password, enrolment."""

@@ -37,7 +37,7 @@ def check_finger(finger: str, *, allow_any: bool = False) -> str:
 
 
 class BiometricBackend(Protocol):
-    """What the engine needs from a fingerprint service (fprintd, or a test double)."""
+    """What login and enrolment need from a fingerprint service (fprintd)."""
 
     async def enroll(self, user: str, finger: str, *, cancel: asyncio.Event | None = None,
                      on_prompt: PromptSink | None = None, timeout_s: float = 60.0) -> None:

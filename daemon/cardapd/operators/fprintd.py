@@ -35,8 +35,8 @@ from cardapd.errors import (
     ResourceExhausted,
     ServiceUnavailable,
 )
-from cardapd.operators._link import LOST, DBusCallError, Link, LinkLost
 from cardapd.operators.biometric import ANY_FINGER, check_finger, check_user
+from cardapd.operators.dbus import LOST, DBusCallError, Link, LinkLost
 from cardapd.operators.prompts import Prompt, PromptCode, PromptSink
 
 SERVICE = "net.reactivated.Fprint"

@@ -1,1 +1,2 @@
-"""Layer 1: talking to readers and cards (PC/SC through pcscd, or an in-process card)."""
+"""Transport: PC/SC through pcscd (the pyscard adapter, the reader monitor) and USB reader
+hotplug through udev."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from smartcard import scard
 
-from cardapd import logcontext
+from cardapd.telemetry import logcontext
 from cardapd.transport.pcsc import SERVICE_GONE, rc
 
 log = logging.getLogger(__name__)

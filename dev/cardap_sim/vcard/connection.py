@@ -1,8 +1,9 @@
-"""In-process adapter: a `CardConnection` around a `cardap_sim` VirtualCard (no pcscd).
+"""In-process adapter: a cardlib `CardConnection` around a VirtualCard (no pcscd).
 
-Lets unit tests drive `iso7816`, `myna` and the engine against the virtual card with the
-same error semantics as the PC/SC adapter. Only this module of the daemon imports
-`cardap_sim`, and only when it is imported itself (tests), never at daemon start-up.
+Lets unit tests and benchmarks drive cardlib, the daemon's `myna` sessions and the loading
+service against the virtual card with the same error semantics as the daemon's PC/SC
+adapter (the transport's own errors for a removed or mute card, cardlib's
+CardProtocolError for an answer without a status word).
 """
 
 from __future__ import annotations

@@ -1,0 +1,80 @@
+"""Card APs at the kiosk: ListLoadableAPs, LoadAP (progress streamed), DeleteAP, ListCardAPs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from cardap.v1 import terminal_pb2
+from cardapd.api import convert_loading, validate
+from cardapd.api.base import RpcBase
+from cardapd.api.rpc import Ctx, session_token, stream, unary
+from cardapd.domain import OpContext
+from cardapd.errors import InvalidArgument
+from cardapd.loading.loader import LoadOutcome, Progress
+
+
+class LoadingRpc(RpcBase):
+    """Loads and deletes need an operator session (metadata `cardap-session`)."""
+
+    @unary
+    async def ListLoadableAPs(self, request: terminal_pb2.ListLoadableAPsRequest, context: Ctx,
+                              ctx: OpContext) -> terminal_pb2.ListLoadableAPsResponse:
+        loader = self.services.loading
+        operator = loader.operator(session_token(context))
+        entries, presets = await loader.list_loadable(operator)
+        return terminal_pb2.ListLoadableAPsResponse(
+            aps=[convert_loading.catalogue_entry(e) for e in entries],
+            presets=[terminal_pb2.PresetSet(name=n, ap_ids=ids) for n, ids in presets.items()])
+
+    @stream
+    async def LoadAP(self, request: terminal_pb2.LoadAPRequest, context: Ctx,
+                     ctx: OpContext) -> AsyncIterator[terminal_pb2.LoadAPEvent]:
+        loader = self.services.loading
+        operator = loader.operator(session_token(context))
+        reader = validate.reader_name(request.reader)
+        which = request.WhichOneof("what")
+        ap_id = request.ap_id if which == "ap_id" else ""
+        preset = request.preset if which == "preset" else ""
+        if not (ap_id or preset) or len(ap_id) > 128 or len(preset) > 128:
+            raise InvalidArgument("ap_id or preset: name one AP or one preset (≤ 128 bytes)",
+                                  metadata={"field": "what"})
+        if len(request.custom_user_id) > 13:
+            raise InvalidArgument("custom_user_id: 13 characters",
+                                  metadata={"field": "custom_user_id"})
+        queue: asyncio.Queue[Progress | LoadOutcome] = asyncio.Queue()
+        task = asyncio.ensure_future(loader.load(
+            ctx, operator, reader=reader, ap_id=ap_id, preset=preset,
+            custom_user_id=request.custom_user_id, progress=queue.put_nowait,
+            result=queue.put_nowait))
+        # Should the client go away, the wrapper sets ctx.cancel: the load stops before its
+        # next APDU and finishes its journal and audit rows on its own.
+        while not (task.done() and queue.empty()):
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait([getter, task], return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield convert_loading.event(getter.result())
+            else:
+                getter.cancel()
+        task.result()
+
+    @unary
+    async def DeleteAP(self, request: terminal_pb2.DeleteAPRequest, context: Ctx,
+                       ctx: OpContext) -> terminal_pb2.DeleteAPResponse:
+        loader = self.services.loading
+        operator = loader.operator(session_token(context))
+        reader = validate.reader_name(request.reader)
+        aid = validate.aid(request.aid)
+        if aid is None:
+            raise InvalidArgument("aid: the AID of the AP to delete is required",
+                                  reason="AID_REQUIRED", metadata={"field": "aid"})
+        out = await loader.delete(ctx, operator, reader=reader, aid=aid)
+        return terminal_pb2.DeleteAPResponse(outcome=out.outcome, free_bytes=out.free_bytes)
+
+    @unary
+    async def ListCardAPs(self, request: terminal_pb2.ListCardAPsRequest, context: Ctx,
+                          ctx: OpContext) -> terminal_pb2.ListCardAPsResponse:
+        found, free = await self.services.loading.list_card_aps(
+            ctx, reader=validate.reader_name(request.reader))
+        return terminal_pb2.ListCardAPsResponse(
+            aps=[convert_loading.card_ap(a) for a in found], free_bytes=free)

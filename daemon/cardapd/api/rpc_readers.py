@@ -1,0 +1,71 @@
+"""Readers and cards: status, the reader table, card events, fault isolation, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from cardap.v1 import cards_pb2, terminal_pb2
+from cardapd.api import convert, validate
+from cardapd.api.base import RpcBase
+from cardapd.api.rpc import Ctx, stream, unary
+from cardapd.domain import OpContext
+from cardapd.errors import CardapError
+from cardapd.readers.diagnose import worst
+from cardapd.readers.hub import now
+
+
+class ReadersRpc(RpcBase):
+    """GetStatus, ListReaders, WatchCardEvents, Diagnose, WatchMetrics."""
+
+    @unary
+    async def GetStatus(self, request: terminal_pb2.GetStatusRequest, context: Ctx,
+                        ctx: OpContext) -> terminal_pb2.GetStatusResponse:
+        return convert.status(self.services.status(), str(self.role))
+
+    @unary
+    async def ListReaders(self, request: terminal_pb2.ListReadersRequest, context: Ctx,
+                          ctx: OpContext) -> terminal_pb2.ListReadersResponse:
+        readers = self.services.readers
+        return terminal_pb2.ListReadersResponse(
+            readers=[convert.reader(v) for v in readers.readers()],
+            pcsc_available=readers.pcsc_available)
+
+    @stream
+    async def WatchCardEvents(self, request: terminal_pb2.WatchCardEventsRequest,
+                              context: Ctx, ctx: OpContext
+                              ) -> AsyncIterator[cards_pb2.CardEvent]:
+        readers = self.services.readers
+        sub = readers.subscribe(validate.reader_filter(list(request.readers)))
+        try:
+            async for event in sub.events():
+                yield convert.event(event)
+            if sub.overflowed:
+                raise CardapError("this client fell too far behind the card events; "
+                                  "reconnect to get a fresh snapshot",
+                                  reason="EVENT_QUEUE_OVERFLOW")
+        finally:
+            readers.unsubscribe(sub)
+
+    @unary
+    async def Diagnose(self, request: terminal_pb2.DiagnoseRequest, context: Ctx,
+                       ctx: OpContext) -> terminal_pb2.DiagnoseResponse:
+        readers = self.services.readers
+        diags = await readers.diagnose(ctx, reader=validate.reader_name(request.reader))
+        bad = worst(diags)
+        return terminal_pb2.DiagnoseResponse(
+            pcsc_available=readers.pcsc_available,
+            readers=[convert.diagnosis(d) for d in diags],
+            verdict=convert.VERDICT[bad.verdict] if bad else terminal_pb2.VERDICT_OK,
+            next_action=bad.next_action if bad else "")
+
+    @stream
+    async def WatchMetrics(self, request: terminal_pb2.WatchMetricsRequest, context: Ctx,
+                           ctx: OpContext) -> AsyncIterator[terminal_pb2.MetricsSnapshot]:
+        interval = validate.interval(request.interval_s)
+        prefixes = validate.prefixes(list(request.prefixes))
+        while True:
+            yield terminal_pb2.MetricsSnapshot(
+                time=convert.timestamp(now()),
+                samples=convert.samples(self.services.metrics.samples(prefixes)))
+            await asyncio.sleep(interval)

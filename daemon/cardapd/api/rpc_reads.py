@@ -1,0 +1,67 @@
+"""User ID reads and revocation: ReadUserID, SyncRevocation, SetUserIDStatus."""
+
+from __future__ import annotations
+
+from cardap.v1 import cards_pb2, terminal_pb2
+from cardapd.api import convert, validate
+from cardapd.api.base import RpcBase
+from cardapd.api.rpc import Ctx, unary
+from cardapd.domain import OpContext
+from cardapd.errors import InvalidArgument
+from cardapd.myna.userid import validate_user_id
+
+
+class ReadsRpc(RpcBase):
+    """The gate's read path and the ops socket's revocation calls."""
+
+    @unary
+    async def ReadUserID(self, request: terminal_pb2.ReadUserIDRequest, context: Ctx,
+                         ctx: OpContext) -> terminal_pb2.ReadUserIDResponse:
+        reader = validate.reader_name(request.reader)
+        aid = validate.aid(request.aid)
+        pin = validate.pin(request.pin)
+        kind = convert.AP_KINDS.get(request.type)
+        if kind is None:
+            raise InvalidArgument(f"type: unknown AP type {request.type}",
+                                  metadata={"field": "type"})
+        if kind == "C" and request.pin:
+            raise InvalidArgument("pin: a Type C AP is read without a PIN; send none",
+                                  metadata={"field": "pin"})
+        result = await self.services.reads.read(ctx, reader=reader, kind=kind, aid=aid,
+                                                pin=pin, fresh=request.fresh)
+        return convert.user_id_read(result)
+
+    @unary
+    async def SyncRevocation(self, request: terminal_pb2.SyncRevocationRequest, context: Ctx,
+                             ctx: OpContext) -> terminal_pb2.SyncRevocationResponse:
+        result = await self.services.revocation.sync(ctx)
+        response = terminal_pb2.SyncRevocationResponse(entries=result.entries)
+        if result.feed_time is not None:
+            response.feed_time.FromDatetime(result.feed_time)
+        return response
+
+    @unary
+    async def SetUserIDStatus(self, request: terminal_pb2.SetUserIDStatusRequest, context: Ctx,
+                              ctx: OpContext) -> terminal_pb2.SetUserIDStatusResponse:
+        if not 1 <= len(request.organisation) <= 64:
+            raise InvalidArgument("organisation: 1-64 characters",
+                                  metadata={"field": "organisation"})
+        aid = validate.aid(request.aid)
+        if aid is None:
+            raise InvalidArgument("aid: the AP's AID is required", reason="AID_REQUIRED",
+                                  metadata={"field": "aid"})
+        if not validate_user_id(request.user_id):
+            raise InvalidArgument("user_id: 13 symbols with a right check character",
+                                  metadata={"field": "user_id"})
+        if request.status not in (cards_pb2.USER_ID_STATUS_SUSPENDED,
+                                  cards_pb2.USER_ID_STATUS_IN_OPERATION):
+            raise InvalidArgument("status: SUSPENDED or IN_OPERATION (abolition comes from "
+                                  "the feed only)", metadata={"field": "status"})
+        if len(request.reason) > 256:
+            raise InvalidArgument("reason: at most 256 characters",
+                                  metadata={"field": "reason"})
+        await self.services.revocation.set_local(
+            ctx, organisation=request.organisation, aid=aid, user_id=request.user_id,
+            suspend=request.status == cards_pb2.USER_ID_STATUS_SUSPENDED,
+            reason=request.reason)
+        return terminal_pb2.SetUserIDStatusResponse()

@@ -1,0 +1,216 @@
+"""The yearly report: loads per organisation (10 yen each) and the audit-verification result.
+
+Counted from the audit log, not from a separate counter, so the figures and the chain
+that proves them are one thing. A load is a row with operation `load` and result `ok`
+committed in the calendar year **in Japan time** (JST, as the loading service bills);
+its organisation is taken from the actor (`role:organisation/operator`, see
+`OpContext.actor`); a row whose detail says `billed: false` (the service matched a
+retry of an already-billed journal id) is not charged, and a journal id is counted once.
+Reconciliations that completed an interrupted load (`reconcile` rows) are listed
+separately: their audit detail does not say whether the service billed them, so the
+administrator checks them against the service's own statement.
+
+The document (UTF-8 text, and the same content as JSON) states the period, the counts
+and charges, the verification of the *whole* chain (rows checked, first bad row, the
+head seq and hash so a copy of the log kept elsewhere can be compared), the generation
+time and a SHA-256 of the body, so a copy handed over can be checked for alteration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+from cardapd.audit.export import AuditFilter, query
+from cardapd.audit.log import AuditRecord
+from cardapd.audit.verify import VerifyResult, verify
+from cardapd.errors import InvalidArgument
+
+JST = timezone(timedelta(hours=9), "JST")
+CHARGE_YEN_PER_LOAD = 10
+UNKNOWN_ORGANISATION = "(unknown)"
+
+
+@dataclass(frozen=True, slots=True)
+class OrganisationLoads:
+    """Loads of one organisation in the year (cardap.v1.OrganisationLoads)."""
+
+    organisation: str
+    loads: int
+    charge_yen: int
+    reconciled: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerification:
+    """The chain check (cardap.v1.VerifyAuditResponse, plus the head for comparison)."""
+
+    ok: bool
+    rows_checked: int
+    first_bad_seq: int
+    problem: str
+    head_seq: int
+    head_hash: str
+
+    @classmethod
+    def from_result(cls, result: VerifyResult) -> AuditVerification:
+        """From `cardapd.audit.verify`'s result."""
+        return cls(result.ok, result.rows_checked, result.first_bad_seq or 0,
+                   result.problem.value if result.problem else "", result.head_seq,
+                   result.head_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class YearlyReport:
+    """The report (cardap.v1.YearlyReport): figures, verification and the documents."""
+
+    year: int
+    period_start: datetime
+    period_end: datetime
+    organisations: tuple[OrganisationLoads, ...]
+    audit: AuditVerification
+    generated_at: datetime
+    document: str
+    document_sha256: str
+    json_document: str
+
+    @property
+    def total_loads(self) -> int:
+        """Loads of every organisation."""
+        return sum(o.loads for o in self.organisations)
+
+    @property
+    def total_charge_yen(self) -> int:
+        """Charges of every organisation."""
+        return sum(o.charge_yen for o in self.organisations)
+
+
+def organisation_of(actor: str) -> str:
+    """The organisation in `role:organisation/operator` (UNKNOWN_ORGANISATION if none)."""
+    _, _, who = actor.partition(":")
+    organisation, slash, _ = who.partition("/")
+    return organisation if slash and organisation else UNKNOWN_ORGANISATION
+
+
+def period(year: int) -> tuple[datetime, datetime]:
+    """[1 January, next 1 January) of `year` in JST."""
+    if not 2000 <= year <= 9998:
+        raise InvalidArgument(f"year {year} is out of range", reason="INVALID_YEAR")
+    return datetime(year, 1, 1, tzinfo=JST), datetime(year + 1, 1, 1, tzinfo=JST)
+
+
+def count_loads(records: list[AuditRecord]) -> list[OrganisationLoads]:
+    """Per-organisation counts from `load`/`reconcile` rows (see the module docstring)."""
+    loads: Counter[str] = Counter()
+    reconciled: Counter[str] = Counter()
+    seen: set[tuple[str, str]] = set()
+    for record in records:
+        if record.result != "ok":
+            continue
+        organisation = organisation_of(record.actor)
+        detail = record.detail
+        if record.operation == "reconcile":
+            if detail.get("action") == "load":
+                reconciled[organisation] += 1
+            continue
+        if record.operation != "load" or detail.get("billed") is False:
+            continue
+        journal_id = detail.get("journal_id")
+        if isinstance(journal_id, str) and journal_id:
+            if (organisation, journal_id) in seen:
+                continue
+            seen.add((organisation, journal_id))
+        loads[organisation] += 1
+    names = sorted(set(loads) | set(reconciled))
+    return [OrganisationLoads(n, loads[n], loads[n] * CHARGE_YEN_PER_LOAD, reconciled[n])
+            for n in names]
+
+
+def _text(year: int, start: datetime, end: datetime, orgs: tuple[OrganisationLoads, ...],
+          audit: AuditVerification, generated_at: datetime, terminal: str) -> str:
+    """The human document body."""
+    width = max([len(o.organisation) for o in orgs] + [len("organisation")])
+    lines = [
+        f"cardapd yearly report — card AP loads {year}",
+        "",
+        f"terminal:      {terminal or '-'}",
+        f"period (JST):  {start.isoformat()} to {end.isoformat()} (end excluded)",
+        f"generated at:  {generated_at.isoformat()}",
+        f"charge:        {CHARGE_YEN_PER_LOAD} yen per load",
+        "",
+        f"{'organisation'.ljust(width)}  {'loads':>10}  {'charge (yen)':>14}  "
+        f"{'reconciled':>10}",
+    ]
+    for o in orgs:
+        lines.append(f"{o.organisation.ljust(width)}  {o.loads:>10}  {o.charge_yen:>14}  "
+                     f"{o.reconciled:>10}")
+    total_loads = sum(o.loads for o in orgs)
+    total_yen = sum(o.charge_yen for o in orgs)
+    lines += [f"{'total'.ljust(width)}  {total_loads:>10}  {total_yen:>14}", ""]
+    if not orgs:
+        lines.insert(-2, "(no loads in this period)")
+    verdict = ("OK: the chain verifies" if audit.ok else
+               f"FAILED: {audit.problem} at row {audit.first_bad_seq}")
+    lines += [
+        "audit log verification (whole log)",
+        f"  result:        {verdict}",
+        f"  rows checked:  {audit.rows_checked}",
+        f"  head:          seq {audit.head_seq}, sha256 {audit.head_hash}",
+        "",
+        "'reconciled' counts interrupted loads completed later; whether the loading",
+        "service billed them is in its own statement, not in this terminal's log.",
+    ]
+    if not audit.ok:
+        lines += ["", "WARNING: the audit log failed verification; the counts above come "
+                  "from a log that was altered and cannot be relied on."]
+    return "\n".join(lines) + "\n"
+
+
+def build_report(audit_path: Path, year: int, *, now: datetime | None = None,
+                 head_path: Path | None = None, terminal: str = "") -> YearlyReport:
+    """Count the year's loads in the audit log at `audit_path` and verify the chain."""
+    start, end = period(year)
+    generated_at = (now or datetime.now(UTC)).astimezone(JST)
+    result = verify(Path(audit_path), head_path=head_path)
+    records = list(query(Path(audit_path), AuditFilter(
+        since=start, until=end, operations=frozenset({"load", "reconcile"}),
+        results=frozenset({"ok"}))))
+    orgs = tuple(count_loads(records))
+    audit = AuditVerification.from_result(result)
+    body = _text(year, start, end, orgs, audit, generated_at, terminal)
+    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    document = body + f"\nSHA-256 of the text above: {digest}\n"
+    content = {
+        "year": year, "terminal": terminal,
+        "period": {"start": start.isoformat(), "end": end.isoformat(), "zone": "JST"},
+        "charge_yen_per_load": CHARGE_YEN_PER_LOAD,
+        "organisations": [{"organisation": o.organisation, "loads": o.loads,
+                           "charge_yen": o.charge_yen, "reconciled": o.reconciled}
+                          for o in orgs],
+        "total": {"loads": sum(o.loads for o in orgs),
+                  "charge_yen": sum(o.charge_yen for o in orgs)},
+        "audit": {"ok": audit.ok, "rows_checked": audit.rows_checked,
+                  "first_bad_seq": audit.first_bad_seq, "problem": audit.problem,
+                  "head_seq": audit.head_seq, "head_hash": audit.head_hash},
+        "generated_at": generated_at.isoformat(),
+    }
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    json_document = json.dumps(
+        {"report": content,
+         "sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+         "sha256_of": "canonical JSON of 'report' (sorted keys, no spaces, UTF-8)"},
+        sort_keys=True, ensure_ascii=False, indent=2) + "\n"
+    return YearlyReport(year, start, end, orgs, audit, generated_at, document, digest,
+                        json_document)
+
+
+def check_document(document: str) -> bool:
+    """True when a text report's SHA-256 line matches its body (for whoever receives it)."""
+    body, sep, tail = document.rpartition("\nSHA-256 of the text above: ")
+    if not sep:
+        return False
+    return hashlib.sha256(body.encode("utf-8")).hexdigest() == tail.strip()

@@ -1,0 +1,117 @@
+"""The daemon's shared domain types: who asks, who operates, what a user ID's status is,
+and the audit sink every operation is recorded through. Plain dataclasses and protocols;
+no I/O, no gRPC. Each capability package defines the rest of its types itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from cardapd.errors import NotAuthorized
+
+
+@dataclass(frozen=True)
+class OpContext:
+    """Who asks (the socket role, the operator), the request id for the audit row and the
+    logs, and the call's cancel event: set when the client goes away, so that work on a
+    reader's thread stops before its next APDU."""
+
+    role: str
+    request_id: str
+    operator: str = ""
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False,
+                                    repr=False)
+
+    @property
+    def actor(self) -> str:
+        """`role` or `role:organisation/operator`."""
+        return f"{self.role}:{self.operator}" if self.operator else self.role
+
+
+def system_context(request_id: str = "", operator: str = "") -> OpContext:
+    """The context of work the daemon does on its own (reconciliation, schedules)."""
+    return OpContext(role="system", request_id=request_id, operator=operator)
+
+
+class Right(enum.Enum):
+    """What an operator may do (mirrors cardap.v1.Right)."""
+
+    LOAD = "load"
+    DELETE = "delete"
+    DIAGNOSE = "diagnose"
+    ADMINISTER = "administer"
+
+
+@dataclass(frozen=True)
+class Operator:
+    """An authenticated operator."""
+
+    organisation: str
+    operator_id: str
+    rights: frozenset[Right]
+
+    @property
+    def actor(self) -> str:
+        """`organisation/operator` for audit rows."""
+        return f"{self.organisation}/{self.operator_id}"
+
+    def require(self, right: Right) -> None:
+        """PERMISSION_DENIED unless the operator holds `right`."""
+        if right not in self.rights:
+            raise NotAuthorized(f"operator {self.actor} has no {right.value} right",
+                                reason="RIGHT_MISSING", metadata={"right": right.value})
+
+
+class OperatorSessions(Protocol):
+    """Validates an operator session token (gRPC metadata `cardap-session`)."""
+
+    def validate(self, token: str) -> Operator:
+        """The token's operator; raises Unauthenticated when it is not a live session."""
+        ...
+
+
+class IdStatus(enum.Enum):
+    """A user ID's revocation status (mirrors cards.proto UserIDStatus)."""
+
+    UNKNOWN = "unknown"
+    IN_OPERATION = "in_operation"
+    SUSPENDED = "suspended"
+    ABOLISHED = "abolished"
+
+
+class AuditSink(Protocol):
+    """Appends one audit row; returns its sequence number once it is committed.
+
+    `durable=True` asks for power-loss safety (card writes, administration, logins);
+    False for process-crash safety only (high-rate reads). Raises `StoreError` when the
+    row cannot be written: the operation must then be refused.
+    """
+
+    async def record(self, ctx: OpContext | None, operation: str, *, result: str,
+                     reason: str = "", reader: str = "", card_id: str = "",
+                     detail: Mapping[str, object] | None = None,
+                     durable: bool = False) -> int:
+        """Append one row."""
+        ...
+
+    def head(self) -> int:
+        """Sequence number of the newest row."""
+        ...
+
+
+@dataclass(frozen=True)
+class DaemonStatus:
+    """Daemon health for GetStatus."""
+
+    version: str
+    started_at: datetime
+    pcsc_available: bool
+    readers: int
+    cards: int
+    audit_head_seq: int
+    capabilities: tuple[str, ...] = ()

@@ -1,0 +1,123 @@
+"""Reconciliation: finish or undo, on the card, a load or delete that was cut short.
+
+When a My Number Card is identified and the journal holds unfinished rows for it, a
+reconcile session per row runs in the background (the reader's loading lock held, so a
+new load waits for it): the service deletes a half-loaded file or records a completed
+install. The row becomes `reconciled`, the step is audited, and the user is told by a
+CARD_INSERTED event whose detail starts with "reconciled:".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from cardapd.domain import system_context
+from cardapd.errors import CardapError
+from cardapd.loading.journal import Journal, JournalRow
+from cardapd.loading.outcome import error_for
+from cardapd.loading.ports import CardAccess, CardTarget, SessionOpen, SessionOutcome
+from cardapd.readers.model import EventKind, ReaderView
+from cardapd.telemetry.recorder import Recorder
+
+log = logging.getLogger(__name__)
+
+_SAID = {"RECONCILED": "{what}: {message}",
+         "NOTHING_TO_RECONCILE": "{what}: nothing left on the card ({message})"}
+
+RelaySession = Callable[[CardTarget, SessionOpen], Awaitable[SessionOutcome]]
+
+
+class Reconciler:
+    """Runs and tracks the reconciliations of identified cards."""
+
+    def __init__(self, cards: CardAccess, journal: Journal, recorder: Recorder,
+                 lock: Callable[[str], asyncio.Lock], relay: RelaySession) -> None:
+        self.cards = cards
+        self.journal = journal
+        self.recorder = recorder
+        self._lock = lock
+        self._relay = relay
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, view: ReaderView, generation: int) -> None:
+        """Schedule the reconciliation of `view`'s card (a no-op when its journal is clean);
+        called on identification, before the CARD_INSERTED event goes out."""
+        owner = self.cards.owner(view.name)
+        if owner is None or view.card is None:
+            return
+        target = CardTarget(owner, view, generation)
+        task = asyncio.ensure_future(self._card(target))
+        self._running[view.name] = task
+
+        def done(t: asyncio.Task[None], name: str = view.name) -> None:
+            if self._running.get(name) is t:
+                del self._running[name]
+            if not t.cancelled() and t.exception() is not None:
+                log.error("reconciliation of %s failed", target.card_id, exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    async def wait(self, reader: str, timeout_s: float) -> None:
+        """Wait (bounded) for a reconciliation in progress on `reader`."""
+        task = self._running.get(reader)
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=timeout_s)
+
+    def running(self) -> list[asyncio.Task[None]]:
+        """The reconciliations in progress."""
+        return [t for t in self._running.values() if not t.done()]
+
+    def in_progress(self) -> list[str]:
+        """One "reconcile" per reconciliation in progress (for a graceful stop)."""
+        return ["reconcile" for _ in self.running()]
+
+    def cancel_all(self) -> None:
+        """Cut every reconciliation short (the journal keeps its rows)."""
+        for task in list(self._running.values()):
+            task.cancel()
+
+    async def _card(self, target: CardTarget) -> None:
+        """Every unfinished journal row of the card, oldest first."""
+        rows = await asyncio.to_thread(self.journal.unfinished, target.card_id)
+        if not rows:
+            return
+        async with self._lock(target.owner.name):
+            for row in rows:
+                if target.owner.generation != target.generation:
+                    return  # the card left again: next time
+                await self._row(target, row)
+
+    async def _row(self, target: CardTarget, row: JournalRow) -> None:
+        """One reconcile session; the row is closed only when the service finished it."""
+        start = time.perf_counter()
+        ctx = system_context(request_id=row.id, operator=f"{row.organisation}/{row.operator}")
+        what = f"{row.state} {row.action} of {row.ap_id}"
+        detail: dict[str, object] = {"journal_id": row.id, "ap_id": row.ap_id, "aid": row.aid,
+                                     "action": row.action, "was": row.state}
+        open_ = SessionOpen(organisation=row.organisation, operator_id=row.operator,
+                            action="reconcile", ap_id=row.ap_id, aid=row.aid,
+                            card_id=target.card_id, profile=target.profile, journal_id=row.id)
+        where = {"reader": target.owner.name, "card_id": target.card_id}
+        try:
+            outcome = await self._relay(target, open_)
+        except CardapError as exc:
+            await self.recorder.finish(ctx, "reconcile", start, exc, detail=detail,
+                                       durable=True, **where)
+            return
+        done = outcome.done
+        if not done.ok:
+            await self.recorder.finish(ctx, "reconcile", start, error_for(done), detail=detail,
+                                       durable=True, **where)
+            return
+        text = _SAID.get(done.reason, "{what}: {message}").format(what=what,
+                                                                    message=done.message)
+        await asyncio.to_thread(self.journal.finish, row.id, "reconciled",
+                                f"{done.reason}: {done.message}")
+        await self.recorder.finish(ctx, "reconcile", start, None,
+                                   detail={**detail, "outcome": done.reason}, durable=True,
+                                   **where)
+        self.cards.tell(target.owner.name, target.generation, EventKind.CARD_INSERTED,
+                        f"reconciled: {text}")

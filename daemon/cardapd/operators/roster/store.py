@@ -1,0 +1,411 @@
+"""The roster (SQLite): organisations, operators and their rights, permitted APs, presets.
+
+Administration rules, enforced here whatever the API layer checks:
+
+* every change is made `by` an administrator session's `Operator` of the **same**
+  organisation, re-read from the roster (enabled, still an administrator);
+* `by=None` is the bootstrap (the local ops socket without a session, e.g.
+  `cardapctl` as root): it may add organisations, and add operators and appoint an
+  administrator only while the organisation has no enabled administrator;
+* password fallback is granted only by an administrator (never bootstrap, never to
+  oneself), with a reason and an expiry in the future (at most `MAX_APPROVAL`);
+* an administrator cannot disable themselves (an organisation keeps a way back in).
+
+Every change returns a `RosterChange` for the caller's audit row; nothing here logs a
+password or its hash.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cardapd.domain import Operator, Right
+from cardapd.errors import AlreadyExists, InvalidArgument, NotAuthorized, NotFound
+from cardapd.operators.roster.model import (
+    FINGERS,
+    OperatorRecord,
+    Organisation,
+    PasswordApproval,
+    RosterChange,
+    check_id,
+    check_rights,
+    check_text,
+    check_time,
+    from_us,
+    to_us,
+)
+from cardapd.operators.roster.passwords import Hasher, PasswordCheck, check_password, check_policy
+from cardapd.operators.roster.schema import ROSTER_SCHEMA
+from cardapd.storage import Durability, open_database
+
+MAX_APPROVAL = timedelta(days=366)
+"""Longest password-fallback approval an administrator may grant at once."""
+
+_COLS = ("organisation, operator_id, display_name, rights, enabled, administrator, locked, "
+         "failed_password_tries, enrolled_fingers, approved_by, approval_reason, "
+         "approved_at_us, expires_at_us")
+
+
+def _record(row: Sequence[Any]) -> OperatorRecord:
+    """An `OperatorRecord` from a `SELECT {_COLS}` row."""
+    approval = None
+    if row[9] is not None:
+        approval = PasswordApproval(row[9], row[10], from_us(row[11]), from_us(row[12]))
+    rights = frozenset(Right(r) for r in row[3].split(",") if r)
+    fingers = tuple(f for f in row[8].split(",") if f)
+    return OperatorRecord(row[0], row[1], row[2], rights, bool(row[4]), bool(row[5]),
+                          fingers, approval, bool(row[6]), int(row[7]))
+
+
+def _rights_text(rights: Iterable[Right]) -> str:
+    return ",".join(sorted(r.value for r in rights))
+
+
+class Roster:
+    """The roster database; thread-safe (one connection under a lock)."""
+
+    def __init__(self, path: Path, *, hasher: Hasher | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.path = Path(path)
+        self.hasher = hasher or Hasher()
+        self._clock = clock
+        self._db = open_database(self.path, ROSTER_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def __enter__(self) -> Roster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing ------------------------------------------------------------------
+
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One write transaction. Every roster write is administration (or a password
+        attempt's counter): committed to survive a power loss."""
+        return self._db.write(Durability.POWER)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._db.read(sql, params)
+
+    @staticmethod
+    def _get(conn: sqlite3.Connection, organisation: str, operator_id: str
+             ) -> tuple[OperatorRecord, str | None]:
+        row = conn.execute(f"SELECT {_COLS}, password_hash FROM operators "  # noqa: S608
+                           "WHERE organisation = ? AND operator_id = ?",
+                           (organisation, operator_id)).fetchone()
+        if row is None:
+            raise NotFound(f"no operator {organisation}/{operator_id} on the roster",
+                           reason="OPERATOR_NOT_FOUND",
+                           metadata={"organisation": organisation, "operator_id": operator_id})
+        return _record(row), row[13]
+
+    @staticmethod
+    def _require_org(conn: sqlite3.Connection, organisation: str) -> None:
+        if conn.execute("SELECT 1 FROM organisations WHERE organisation = ?",
+                        (organisation,)).fetchone() is None:
+            raise NotFound(f"no organisation {organisation!r} on the roster",
+                           reason="ORGANISATION_NOT_FOUND",
+                           metadata={"organisation": organisation})
+
+    def _authorise(self, conn: sqlite3.Connection, organisation: str, by: Operator | None,
+                   *, bootstrap: bool) -> str:
+        """The acting administrator's actor string ("" for bootstrap), or NotAuthorized."""
+        if by is None:
+            has_admin = conn.execute(
+                "SELECT 1 FROM operators WHERE organisation = ? AND administrator = 1 "
+                "AND enabled = 1", (organisation,)).fetchone() is not None
+            if bootstrap and not has_admin:
+                return ""
+            raise NotAuthorized("this change needs an administrator session of "
+                                f"{organisation}", reason="ADMINISTRATOR_REQUIRED")
+        if by.organisation != organisation:
+            raise NotAuthorized(f"administrator {by.actor} cannot change organisation "
+                                f"{organisation}", reason="OTHER_ORGANISATION")
+        try:
+            admin, _ = self._get(conn, by.organisation, by.operator_id)
+        except NotFound:
+            admin = None
+        if admin is None or not admin.enabled or not admin.administrator:
+            raise NotAuthorized(f"{by.actor} is not an enabled administrator of "
+                                f"{organisation}", reason="NOT_ADMINISTRATOR")
+        return admin.actor
+
+    def _now(self, now: datetime | None) -> datetime:
+        return check_time("now", now if now is not None else self._clock())
+
+    # --- organisations and operators -------------------------------------------------
+
+    def add_organisation(self, organisation: str, display_name: str, *,
+                         now: datetime | None = None) -> RosterChange:
+        """Add an organisation (bootstrap only: the terminal's owner sets these up)."""
+        check_id("organisation", organisation)
+        name = check_text("display name", display_name)
+        with self._tx() as conn:
+            try:
+                conn.execute("INSERT INTO organisations VALUES (?, ?, ?)",
+                             (organisation, name, to_us(self._now(now))))
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExists(f"organisation {organisation} already exists",
+                                    reason="ORGANISATION_EXISTS") from exc
+        return RosterChange("", "roster_add_organisation", organisation, None,
+                            {"display_name": name})
+
+    def organisations(self) -> list[Organisation]:
+        """Every organisation, by id."""
+        rows = self._read("SELECT organisation, display_name FROM organisations "
+                          "ORDER BY organisation")
+        return [Organisation(r[0], r[1]) for r in rows]
+
+    def add_operator(self, organisation: str, operator_id: str, display_name: str,
+                     rights: Iterable[Right], *, by: Operator | None,
+                     now: datetime | None = None) -> RosterChange:
+        """Add an enabled operator with `rights` (never ADMINISTER: appoint instead)."""
+        check_id("organisation", organisation)
+        check_id("operator_id", operator_id)
+        name = check_text("display name", display_name)
+        granted = check_rights(rights)
+        stamp = to_us(self._now(now))
+        with self._tx() as conn:
+            self._require_org(conn, organisation)
+            actor = self._authorise(conn, organisation, by, bootstrap=True)
+            try:
+                conn.execute("INSERT INTO operators (organisation, operator_id, display_name, "
+                             "rights, created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?)",
+                             (organisation, operator_id, name, _rights_text(granted),
+                              stamp, stamp))
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExists(f"operator {organisation}/{operator_id} already exists",
+                                    reason="OPERATOR_EXISTS") from exc
+            record, _ = self._get(conn, organisation, operator_id)
+        return RosterChange(actor, "roster_add_operator", organisation, operator_id,
+                            {"rights": sorted(r.value for r in granted)}, record)
+
+    def _update(self, organisation: str, operator_id: str, by: Operator | None,
+                operation: str, apply: Callable[[sqlite3.Connection, OperatorRecord, str],
+                                                Mapping[str, Any]],
+                *, bootstrap: bool = False, now: datetime | None = None) -> RosterChange:
+        """Authorise, apply one change to an existing operator, re-read it."""
+        check_id("organisation", organisation)
+        check_id("operator_id", operator_id)
+        stamp = to_us(self._now(now))
+        with self._tx() as conn:
+            self._require_org(conn, organisation)
+            actor = self._authorise(conn, organisation, by, bootstrap=bootstrap)
+            record, _ = self._get(conn, organisation, operator_id)
+            detail = apply(conn, record, actor)
+            conn.execute("UPDATE operators SET updated_us = ? WHERE organisation = ? AND "
+                         "operator_id = ?", (stamp, organisation, operator_id))
+            record, _ = self._get(conn, organisation, operator_id)
+        return RosterChange(actor, operation, organisation, operator_id, detail, record)
+
+    def set_enabled(self, organisation: str, operator_id: str, enabled: bool, *,
+                    by: Operator | None, now: datetime | None = None) -> RosterChange:
+        """Enable or disable an operator (an administrator cannot disable themselves)."""
+        def apply(conn: sqlite3.Connection, record: OperatorRecord, actor: str
+                  ) -> Mapping[str, Any]:
+            if not enabled and actor == record.actor:
+                raise InvalidArgument("an administrator cannot disable themselves",
+                                      reason="SELF_DISABLE")
+            conn.execute("UPDATE operators SET enabled = ? WHERE organisation = ? AND "
+                         "operator_id = ?", (int(enabled), organisation, operator_id))
+            return {"enabled": enabled, "was": record.enabled}
+        return self._update(organisation, operator_id, by, "roster_set_enabled", apply,
+                            now=now)
+
+    def appoint_administrator(self, organisation: str, operator_id: str, *,
+                              by: Operator | None, now: datetime | None = None
+                              ) -> RosterChange:
+        """Make an enabled operator an administrator of their organisation."""
+        def apply(conn: sqlite3.Connection, record: OperatorRecord, actor: str
+                  ) -> Mapping[str, Any]:
+            if not record.enabled:
+                raise InvalidArgument(f"operator {record.actor} is disabled",
+                                      reason="OPERATOR_DISABLED")
+            conn.execute("UPDATE operators SET administrator = 1 WHERE organisation = ? AND "
+                         "operator_id = ?", (organisation, operator_id))
+            return {"was_administrator": record.administrator}
+        return self._update(organisation, operator_id, by, "roster_appoint_administrator",
+                            apply, bootstrap=True, now=now)
+
+    def grant_password_fallback(self, organisation: str, operator_id: str, *, reason: str,
+                                expires_at: datetime, password: str,
+                                by: Operator | None, now: datetime | None = None) -> RosterChange:
+        """Record an approval of password login and set the operator's initial password."""
+        if by is None:
+            raise NotAuthorized("password fallback needs an administrator's approval",
+                                reason="ADMINISTRATOR_REQUIRED")
+        why = check_text("reason", reason)
+        when = self._now(now)
+        until = check_time("expires_at", expires_at)
+        if until <= when:
+            raise InvalidArgument("the approval must expire in the future",
+                                  reason="EXPIRY_IN_PAST")
+        if until - when > MAX_APPROVAL:
+            raise InvalidArgument(f"an approval lasts at most {MAX_APPROVAL.days} days",
+                                  reason="EXPIRY_TOO_FAR")
+        check_policy(password, organisation=organisation, operator_id=operator_id)
+        encoded = self.hasher.hash(password)
+
+        def apply(conn: sqlite3.Connection, record: OperatorRecord, actor: str
+                  ) -> Mapping[str, Any]:
+            if actor == record.actor:
+                raise NotAuthorized("an administrator cannot approve their own password "
+                                    "login", reason="SELF_APPROVAL")
+            conn.execute("UPDATE operators SET password_hash = ?, approved_by = ?, "
+                         "approval_reason = ?, approved_at_us = ?, expires_at_us = ?, "
+                         "failed_password_tries = 0, locked = 0 WHERE organisation = ? "
+                         "AND operator_id = ?",
+                         (encoded, by.operator_id, why, to_us(when), to_us(until),
+                          organisation, operator_id))
+            return {"approved_by": by.operator_id, "reason": why,
+                    "approved_at": when.isoformat(), "expires_at": until.isoformat()}
+        return self._update(organisation, operator_id, by, "roster_grant_password_fallback",
+                            apply, now=when)
+
+    def unlock(self, organisation: str, operator_id: str, *, by: Operator | None,
+               now: datetime | None = None) -> RosterChange:
+        """Clear the lock and the wrong-password count."""
+        def apply(conn: sqlite3.Connection, record: OperatorRecord, actor: str
+                  ) -> Mapping[str, Any]:
+            conn.execute("UPDATE operators SET locked = 0, failed_password_tries = 0 "
+                         "WHERE organisation = ? AND operator_id = ?",
+                         (organisation, operator_id))
+            return {"was_locked": record.locked,
+                    "failed_password_tries": record.failed_password_tries}
+        return self._update(organisation, operator_id, by, "roster_unlock", apply, now=now)
+
+    def set_enrolled_fingers(self, organisation: str, operator_id: str,
+                             fingers: Iterable[str], *, by: Operator | None,
+                             now: datetime | None = None) -> RosterChange:
+        """Record which fingers fprintd holds for the operator (after an enrolment)."""
+        names = tuple(sorted(set(fingers)))
+        if not set(names) <= FINGERS:
+            raise InvalidArgument("unknown finger name", reason="INVALID_FINGER",
+                                  metadata={"fingers": ",".join(sorted(set(names) - FINGERS))})
+
+        def apply(conn: sqlite3.Connection, record: OperatorRecord, actor: str
+                  ) -> Mapping[str, Any]:
+            conn.execute("UPDATE operators SET enrolled_fingers = ? WHERE organisation = ? "
+                         "AND operator_id = ?", (",".join(names), organisation, operator_id))
+            return {"fingers": list(names), "was": list(record.enrolled_fingers)}
+        # Bootstrap allowed: the first administrator is enrolled before being appointed.
+        return self._update(organisation, operator_id, by, "roster_set_fingers", apply,
+                            bootstrap=True, now=now)
+
+    # --- reading -------------------------------------------------------------------
+
+    def get(self, organisation: str, operator_id: str) -> OperatorRecord:
+        """One operator; NotFound (OPERATOR_NOT_FOUND) when not on the roster."""
+        with self._db.lock:
+            return self._get(self._db.conn, organisation, operator_id)[0]
+
+    def list_operators(self, organisation: str = "") -> list[OperatorRecord]:
+        """Operators of `organisation` ("" for all), by organisation then id."""
+        where, params = ("WHERE organisation = ? ", [organisation]) if organisation else ("", [])
+        rows = self._read(f"SELECT {_COLS} FROM operators {where}"  # noqa: S608
+                          "ORDER BY organisation, operator_id", params)
+        return [_record(r) for r in rows]
+
+    def current(self, operator: Operator) -> Operator:
+        """The operator as the roster has it now; NotAuthorized if gone or disabled."""
+        try:
+            record = self.get(operator.organisation, operator.operator_id)
+        except NotFound as exc:
+            raise NotAuthorized(f"operator {operator.actor} is no longer on the roster",
+                                reason="OPERATOR_NOT_FOUND") from exc
+        if not record.enabled:
+            raise NotAuthorized(f"operator {operator.actor} is disabled",
+                                reason="OPERATOR_DISABLED")
+        return record.to_operator()
+
+    # --- password login --------------------------------------------------------------
+
+    def check_password(self, organisation: str, operator_id: str, password: str,
+                       now: datetime | None = None) -> tuple[OperatorRecord, PasswordCheck]:
+        """One password attempt, counters persisted; the caller audits and raises."""
+        when = self._now(now)
+        with self._tx() as conn:
+            try:
+                record, encoded = self._get(conn, organisation, operator_id)
+            except NotFound:
+                self.hasher.burn(password)  # an unknown id costs the same time
+                raise
+            check = check_password(record, encoded, password, when, self.hasher)
+            new_hash = self.hasher.hash(password) if check.ok and check.rehash else encoded
+            conn.execute("UPDATE operators SET failed_password_tries = ?, locked = ?, "
+                         "password_hash = ? WHERE organisation = ? AND operator_id = ?",
+                         (check.failed_tries, int(check.locked), new_hash, organisation,
+                          operator_id))
+            record, _ = self._get(conn, organisation, operator_id)
+        return record, check
+
+    # --- permitted APs and preset sets -------------------------------------------------
+
+    def set_permitted_aps(self, organisation: str, ap_ids: Iterable[str], *,
+                          by: Operator | None) -> RosterChange:
+        """Replace the APs the organisation may load (from the service's catalogue)."""
+        check_id("organisation", organisation)
+        ids = sorted({check_id("ap_id", a) for a in ap_ids})
+        with self._tx() as conn:
+            self._require_org(conn, organisation)
+            actor = self._authorise(conn, organisation, by, bootstrap=True)
+            conn.execute("DELETE FROM organisation_aps WHERE organisation = ?", (organisation,))
+            conn.executemany("INSERT INTO organisation_aps VALUES (?, ?)",
+                             [(organisation, a) for a in ids])
+            orphans = conn.execute(
+                "SELECT DISTINCT name FROM presets WHERE organisation = ? AND ap_id NOT IN "
+                "(SELECT ap_id FROM organisation_aps WHERE organisation = ?)",
+                (organisation, organisation)).fetchall()
+            if orphans:
+                raise InvalidArgument("preset sets use APs that would no longer be permitted: "
+                                      + ", ".join(sorted(r[0] for r in orphans)),
+                                      reason="PRESET_USES_AP")
+        return RosterChange(actor, "roster_set_permitted_aps", organisation, None,
+                            {"ap_ids": ids})
+
+    def permitted_aps(self, organisation: str) -> list[str]:
+        """The APs the organisation may load, sorted."""
+        rows = self._read("SELECT ap_id FROM organisation_aps WHERE organisation = ? "
+                          "ORDER BY ap_id", (organisation,))
+        return [r[0] for r in rows]
+
+    def set_preset(self, organisation: str, name: str, ap_ids: Sequence[str], *,
+                   by: Operator | None) -> RosterChange:
+        """Create or replace a preset set (ordered permitted APs); empty deletes it."""
+        check_id("organisation", organisation)
+        check_id("preset", name)
+        ids = [check_id("ap_id", a) for a in ap_ids]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("a preset names each AP once", reason="PRESET_DUPLICATE")
+        with self._tx() as conn:
+            self._require_org(conn, organisation)
+            actor = self._authorise(conn, organisation, by, bootstrap=True)
+            allowed = {r[0] for r in conn.execute(
+                "SELECT ap_id FROM organisation_aps WHERE organisation = ?", (organisation,))}
+            if not set(ids) <= allowed:
+                raise InvalidArgument("a preset may only hold the organisation's permitted "
+                                      "APs", reason="AP_NOT_PERMITTED",
+                                      metadata={"ap_ids": ",".join(sorted(set(ids) - allowed))})
+            conn.execute("DELETE FROM presets WHERE organisation = ? AND name = ?",
+                         (organisation, name))
+            conn.executemany("INSERT INTO presets VALUES (?, ?, ?, ?)",
+                             [(organisation, name, i, a) for i, a in enumerate(ids)])
+        return RosterChange(actor, "roster_set_preset", organisation, None,
+                            {"preset": name, "ap_ids": ids})
+
+    def presets(self, organisation: str) -> dict[str, list[str]]:
+        """The organisation's preset sets: name → AP ids in load order."""
+        out: dict[str, list[str]] = {}
+        for name, ap_id in self._read("SELECT name, ap_id FROM presets WHERE organisation = ? "
+                                      "ORDER BY name, position", (organisation,)):
+            out.setdefault(name, []).append(ap_id)
+        return out

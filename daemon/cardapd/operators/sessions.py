@@ -1,0 +1,195 @@
+"""Operator sessions: bearer tokens bound to the kiosk connection, with idle and absolute expiry.
+
+`SessionManager` implements `cardapd.loading.operators.OperatorSessions`. A token is 256
+random bits (`secrets.token_urlsafe(32)`), handed to the kiosk once; only its SHA-256 is
+kept, so a memory dump of the table cannot be replayed. A token is valid only on the
+connection it was opened on: `validate(token, connection_id)` compares the two, and the
+protocol's one-argument `validate(token)` takes the connection from `current_connection`,
+a context variable the API layer sets per call (`with connection_scope(conn_id): ...`);
+with no connection known the token is refused (fail closed). A session ends on the
+idle timeout (each successful validation restarts it), the absolute timeout, `end`,
+`end_connection` (the kiosk disconnected) or a new login on the same connection. When
+given `current`, each validation re-reads the operator from the roster, so a disabled
+operator's session stops at once and rights changes apply to the next call.
+The clock is wall time (UTC) and injectable; expiry is inclusive of the limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import hmac
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from cardapd.domain import Operator
+from cardapd.errors import InvalidArgument, ResourceExhausted, Unauthenticated
+from cardapd.operators.roster.model import check_time
+
+DEFAULT_IDLE = timedelta(minutes=5)
+DEFAULT_ABSOLUTE = timedelta(hours=8)
+MAX_SESSIONS = 1024
+
+current_connection: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "cardapd_current_connection", default=None)
+"""The kiosk connection of the call being served (set by the API layer)."""
+
+
+@contextlib.contextmanager
+def connection_scope(connection_id: str) -> Iterator[None]:
+    """Run the body with `current_connection` set to `connection_id`."""
+    token = current_connection.set(connection_id)
+    try:
+        yield
+    finally:
+        current_connection.reset(token)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One live session (no token inside: only its hash is the key)."""
+
+    operator: Operator
+    connection_id: str
+    opened_at: datetime
+    last_used: datetime
+    expires_at: datetime
+    idle_timeout: timedelta
+
+    @property
+    def idle_deadline(self) -> datetime:
+        """When the session ends unless used before."""
+        return min(self.last_used + self.idle_timeout, self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedSession:
+    """What `open` hands the kiosk (cardap.v1.OperatorSession): the token, once."""
+
+    token: str
+    operator: Operator
+    expires_at: datetime
+    idle_timeout_s: int
+
+
+class SessionManager:
+    """In-memory session table keyed by token hash; thread-safe."""
+
+    def __init__(self, *, idle_timeout: timedelta = DEFAULT_IDLE,
+                 absolute_timeout: timedelta = DEFAULT_ABSOLUTE,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 current: Callable[[Operator], Operator] | None = None,
+                 max_sessions: int = MAX_SESSIONS) -> None:
+        if idle_timeout <= timedelta(0) or absolute_timeout < idle_timeout:
+            raise InvalidArgument("session timeouts: 0 < idle <= absolute",
+                                  reason="INVALID_TIMEOUTS")
+        self.idle_timeout = idle_timeout
+        self.absolute_timeout = absolute_timeout
+        self._clock = clock
+        self._current = current
+        self._max = max_sessions
+        self._lock = threading.Lock()
+        self._sessions: dict[bytes, Session] = {}
+
+    def reconfigure(self, *, idle_timeout: timedelta, absolute_timeout: timedelta) -> None:
+        """A reloaded configuration (D19): new sessions get these; open ones keep theirs."""
+        self.idle_timeout = idle_timeout
+        self.absolute_timeout = absolute_timeout
+
+    def _now(self, now: datetime | None) -> datetime:
+        return check_time("now", now if now is not None else self._clock())
+
+    def open(self, operator: Operator, connection_id: str,
+             now: datetime | None = None) -> OpenedSession:
+        """Start a session for an authenticated operator on `connection_id`."""
+        if not connection_id:
+            raise InvalidArgument("a session needs the kiosk connection id",
+                                  reason="NO_CONNECTION")
+        when = self._now(now)
+        token = secrets.token_urlsafe(32)
+        session = Session(operator, connection_id, when, when,
+                          when + self.absolute_timeout, self.idle_timeout)
+        with self._lock:
+            self._sweep(when)
+            for key in [k for k, s in self._sessions.items()
+                        if s.connection_id == connection_id]:
+                del self._sessions[key]  # one operator per kiosk connection
+            if len(self._sessions) >= self._max:
+                raise ResourceExhausted("too many operator sessions",
+                                        reason="TOO_MANY_SESSIONS")
+            self._sessions[_digest(token)] = session
+        return OpenedSession(token, operator, session.expires_at,
+                             int(self.idle_timeout.total_seconds()))
+
+    def validate(self, token: str, connection_id: str | None = None,
+                 now: datetime | None = None) -> Operator:
+        """The token's operator; Unauthenticated unless live and on this connection."""
+        conn = connection_id if connection_id is not None else current_connection.get()
+        when = self._now(now)
+        key = _digest(token) if token else b""
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None:
+                raise Unauthenticated("no such operator session; log in again",
+                                      reason="SESSION_UNKNOWN")
+            if conn is None or not hmac.compare_digest(conn.encode(),
+                                                       session.connection_id.encode()):
+                raise Unauthenticated("the session belongs to another kiosk connection",
+                                      reason="SESSION_WRONG_CONNECTION")
+            if when >= session.expires_at:
+                del self._sessions[key]
+                raise Unauthenticated("the operator session has ended (maximum length); "
+                                      "log in again", reason="SESSION_EXPIRED")
+            if when >= session.idle_deadline:
+                del self._sessions[key]
+                raise Unauthenticated("the operator session ended after inactivity; "
+                                      "log in again", reason="SESSION_IDLE")
+        operator = session.operator
+        if self._current is not None:
+            try:
+                operator = self._current(operator)
+            except Exception:
+                self.end(token)
+                raise
+        with self._lock:
+            if key in self._sessions:
+                self._sessions[key] = replace(session, last_used=max(when, session.last_used),
+                                              operator=operator)
+        return operator
+
+    def end(self, token: str) -> bool:
+        """End the session; True when there was one."""
+        with self._lock:
+            return self._sessions.pop(_digest(token), None) is not None
+
+    def end_connection(self, connection_id: str) -> int:
+        """End every session of a closed connection; returns how many."""
+        with self._lock:
+            keys = [k for k, s in self._sessions.items() if s.connection_id == connection_id]
+            for key in keys:
+                del self._sessions[key]
+        return len(keys)
+
+    def _sweep(self, now: datetime) -> None:
+        """Drop expired sessions (caller holds the lock)."""
+        for key in [k for k, s in self._sessions.items() if now >= s.idle_deadline]:
+            del self._sessions[key]
+
+    def sweep(self, now: datetime | None = None) -> int:
+        """Drop expired sessions; returns how many are left."""
+        with self._lock:
+            self._sweep(self._now(now))
+            return len(self._sessions)
+
+    def sessions(self) -> list[Session]:
+        """A snapshot of the live sessions (for status pages; no tokens)."""
+        with self._lock:
+            return list(self._sessions.values())

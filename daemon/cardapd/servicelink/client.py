@@ -1,0 +1,243 @@
+"""The link to the loading service: a grpc.aio mutual TLS channel, the catalogue, card
+sessions and the revocation feeds — the daemon's one adapter of the loading-service wire
+protocol (it implements `loading.ports.LoadingService` and `reads.revocation.FeedSource`;
+nothing below `cardapd.api` sees protobuf or gRPC).
+
+A card session is one bidirectional stream: SessionOpen, then for each ApduBatch the
+caller's `run` executes it on the card and the BatchResult goes back, until SessionDone.
+The service is reached before any APDU: when it is unreachable or refuses this
+terminal's certificate the session fails with ServiceUnavailable and the card saw nothing.
+
+Every call's outcome sets the link metrics (`cardapd_loading_link_*`): an answer, even a
+refusal, means the link is up; unreachable, a refused handshake or certificate, a
+timeout or unreadable TLS files mean it is down. `check_link` (run in the background by
+`Metrics.watch`) contacts the service at start and whenever no call did for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from cardap.v1 import loading_pb2, loading_pb2_grpc
+from cardapd.config import LoadingConfig
+from cardapd.errors import CardapError, NotAuthorized, ServiceUnavailable
+from cardapd.loading.ports import (
+    CatalogueEntry,
+    OnBatch,
+    RunBatch,
+    SessionOpen,
+    SessionOutcome,
+)
+from cardapd.reads.revocation import PulledFeed
+from cardapd.servicelink import convert
+from cardapd.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE_BYTES = 4 << 20
+_EOF: Any = getattr(grpc.aio, "EOF")  # noqa: B009 - missing from the type stubs
+LINK_CHECK_S = 300.0  # link up: check when no call answered for this long
+LINK_RETRY_S = 30.0  # link down: check again this often
+LINK_PROBE_TIMEOUT_S = 10.0
+_TLS_MARKERS = ("ssl", "tls", "handshake", "certificate")
+
+
+def link_failure(code: grpc.StatusCode, details: str) -> str | None:
+    """The link error reason of a failed call (see metrics.LINK_ERRORS); None when the
+    service was reached and answered (a refusal or an application error)."""
+    text = details.lower()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "timeout"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return "tls"  # the service did not accept this terminal's certificate
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+        if any(marker in text for marker in _TLS_MARKERS):
+            return "tls"
+        if "failed to connect" in text and "socket closed" in text:
+            # TCP connected, then closed during the handshake: under TLS 1.3 that is all
+            # the terminal sees when the service refuses its certificate
+            return "tls"
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return "unreachable"
+    return None
+
+
+def service_error(exc: grpc.aio.AioRpcError, what: str) -> CardapError:
+    """A gRPC failure of the service as a domain error."""
+    code = exc.code()
+    detail = exc.details() or code.name
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return NotAuthorized(f"the loading service refused {what}: {detail}",
+                             reason="SERVICE_REFUSED")
+    return ServiceUnavailable(f"the loading service is unavailable ({what}): {detail}",
+                              reason="LOADING_SERVICE_UNAVAILABLE",
+                              metadata={"grpc_code": code.name})
+
+
+class LoadingClient:
+    """One mTLS channel to the loading service (opened lazily, reused)."""
+
+    def __init__(self, cfg: LoadingConfig, metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self._channel: Any = None  # grpc.aio.Channel (the stubs type it as sync)
+        self._closed = False
+        self.link_up: bool | None = None  # None: no contact yet
+        self._last_contact = 0.0  # monotonic time of the last call's outcome
+        if metrics is not None:
+            metrics.loading_configured.set(1 if cfg.configured else 0)
+
+    @property
+    def configured(self) -> bool:
+        """Whether a loading service is configured."""
+        return self.cfg.configured
+
+    @property
+    def timeout_s(self) -> float:
+        """How long the service's answers may take."""
+        return self.cfg.timeout_s
+
+    # ------------------------------------------------------------------ link state
+
+    def _link(self, reason: str | None) -> None:
+        """Record a call's outcome: None = the service answered, else the failure reason."""
+        self.link_up = reason is None
+        self._last_contact = time.monotonic()
+        if self.metrics is not None:
+            if reason is None:
+                self.metrics.link_ok()
+            else:
+                self.metrics.link_failed(reason)
+
+    def _rpc_failed(self, exc: grpc.aio.AioRpcError) -> None:
+        """Record a failed call (an answer unless the link itself failed)."""
+        if exc.code() == grpc.StatusCode.CANCELLED:
+            return  # we gave up, the link says nothing
+        self._link(link_failure(exc.code(), exc.details() or ""))
+
+    async def check_link(self) -> float | None:
+        """A background link check (see `Metrics.watch`): ask for the terminal's catalogue
+        unless a call had an outcome recently; the seconds until the next check (None: no
+        service configured, or the client is closed)."""
+        if not self.cfg.configured or self._closed:
+            return None
+        interval = LINK_CHECK_S if self.link_up else LINK_RETRY_S
+        idle = time.monotonic() - self._last_contact
+        if self.link_up is not None and idle < interval:
+            return interval - idle
+        with contextlib.suppress(CardapError):
+            await self.catalogue("", timeout_s=min(self.cfg.timeout_s, LINK_PROBE_TIMEOUT_S))
+        return LINK_CHECK_S if self.link_up else LINK_RETRY_S
+
+    def _stub(self) -> Any:
+        """The LoadingService stub on the (lazily opened) channel."""
+        if not self.cfg.configured:
+            raise ServiceUnavailable("no loading service is configured ([loading] address)",
+                                     reason="LOADING_SERVICE_NOT_CONFIGURED")
+        if self._channel is None:
+            try:
+                creds = grpc.ssl_channel_credentials(
+                    root_certificates=_read(self.cfg.ca),
+                    private_key=_read(self.cfg.key), certificate_chain=_read(self.cfg.cert))
+            except OSError as exc:
+                self._link("tls_files")
+                raise ServiceUnavailable(f"cannot read the loading service TLS files: "
+                                         f"{exc.strerror or exc}",
+                                         reason="LOADING_SERVICE_UNAVAILABLE") from exc
+            # Bounded reconnect backoff: after a short outage of the service the next load
+            # must not be refused for minutes (gRPC's default grows to 120 s).
+            self._channel = grpc.aio.secure_channel(self.cfg.address, creds, options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000)])
+        return loading_pb2_grpc.LoadingServiceStub(self._channel)
+
+    async def close(self) -> None:
+        """Close the channel (and end the background link checks)."""
+        self._closed = True
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None
+
+    async def catalogue(self, organisation: str, *, timeout_s: float | None = None
+                        ) -> list[CatalogueEntry]:
+        """The APs `organisation` may load (the service checks it against the certificate)."""
+        stub = self._stub()
+        try:
+            resp = await stub.GetCatalogue(
+                loading_pb2.GetCatalogueRequest(organisation=organisation),
+                timeout=timeout_s or self.cfg.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            self._rpc_failed(exc)
+            raise service_error(exc, "the catalogue") from None
+        self._link(None)
+        return [convert.catalogue_entry(e) for e in resp.aps]
+
+    async def revocation_feed(self, organisation: str, since_version: int) -> PulledFeed:
+        """Entries of `organisation`'s feed changed after `since_version` (0: all)."""
+        stub = self._stub()
+        try:
+            feed: loading_pb2.RevocationFeed = await stub.GetRevocationFeed(
+                loading_pb2.GetRevocationFeedRequest(organisation=organisation,
+                                                     since_version=since_version),
+                timeout=self.cfg.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            self._rpc_failed(exc)
+            raise service_error(exc, f"the revocation feed of {organisation}") from None
+        self._link(None)
+        return convert.revocation_feed(organisation, feed)
+
+    async def session(self, open_: SessionOpen, run: RunBatch,
+                      on_batch: OnBatch | None = None) -> SessionOutcome:
+        """Run one card session to its SessionDone."""
+        call: Any = self._stub().CardSession()
+        batches = apdus = 0
+        try:
+            await call.write(loading_pb2.TerminalMessage(open=convert.session_open(open_)))
+            while True:
+                msg = await asyncio.wait_for(call.read(), self.cfg.timeout_s)
+                if msg is _EOF:
+                    raise ServiceUnavailable("the loading service ended the session without "
+                                             "a result", reason="LOADING_SERVICE_UNAVAILABLE",
+                                             metadata={"batches": str(batches)})
+                if batches == 0:
+                    self._link(None)  # the service answered the SessionOpen
+                kind = msg.WhichOneof("msg")
+                if kind == "done":
+                    await call.done_writing()
+                    return SessionOutcome(convert.session_done(msg.done), batches, apdus)
+                if kind != "batch":
+                    raise ServiceUnavailable("the loading service sent an empty message",
+                                             reason="LOADING_SERVICE_PROTOCOL")
+                batches += 1
+                batch = convert.batch(msg.batch)
+                result = await run(batch)
+                apdus += len(result.responses)
+                await call.write(loading_pb2.TerminalMessage(
+                    result=convert.batch_result(result)))
+                if on_batch is not None:
+                    on_batch(batch)
+        except grpc.aio.AioRpcError as exc:
+            self._rpc_failed(exc)
+            raise service_error(exc, f"card session, after {batches} batches") from None
+        except TimeoutError:
+            self._link("timeout")
+            call.cancel()
+            raise ServiceUnavailable(f"the loading service did not answer within "
+                                     f"{self.cfg.timeout_s:g} s",
+                                     reason="LOADING_SERVICE_TIMEOUT") from None
+        except BaseException:
+            call.cancel()
+            raise
+
+
+def _read(path: Path | None) -> bytes | None:
+    return None if path is None else path.read_bytes()
