@@ -12,7 +12,7 @@ APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc pcsc-tools dbus f
 help:
 	@echo "make run    - bring up pcscd + vpcd + virtual card + cardapd and show it working"
 	@echo "make test   - install everything and run all tests (unit + real stack)"
-	@echo "make lint   - ruff + mypy"
+	@echo "make lint   - ruff + mypy + import contracts (lint-imports)"
 	@echo "make bench  - benchmarks (results go to docs/benchmarks.md)"
 	@echo "make proto  - generate Python code and .pyi stubs from proto/"
 
@@ -58,6 +58,7 @@ test-unit: setup
 lint: setup
 	$(VENV)/bin/ruff check lib daemon clients dev tests bench
 	$(VENV)/bin/mypy lib daemon clients dev
+	$(VENV)/bin/lint-imports --config pyproject.toml
 
 # Dev CA, loading-service and terminal certificates, dev master keys (test-only).
 certs: setup
