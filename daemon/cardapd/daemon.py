@@ -36,6 +36,7 @@ from cardapd.operators.biometric import BiometricBackend
 from cardapd.operators.fprintd import FprintdClient
 from cardapd.operators.login import OperatorService
 from cardapd.operators.roster import Roster, SessionManager
+from cardapd.readers.owner import CardLimits
 from cardapd.readers.service import Readers
 from cardapd.readers.settings import ReaderSettings
 from cardapd.reads.revocation import Revocation
@@ -61,7 +62,9 @@ def reader_settings(cfg: Config) -> ReaderSettings:
         readers_exclude=tuple(cfg.pcsc.readers_exclude),
         reconnect_interval_s=cfg.pcsc.reconnect_interval_s,
         probe_type_c=cfg.diagnose.probe_type_c,
-        hotplug=resolve_source(cfg.pcsc.hotplug))
+        hotplug=resolve_source(cfg.pcsc.hotplug),
+        limits=CardLimits(apdu_s=cfg.card.apdu_timeout_s, read_s=cfg.card.read_timeout_s,
+                          write_s=cfg.card.write_timeout_s))
 
 
 def socket_specs(cfg: Config) -> list[SocketSpec]:
