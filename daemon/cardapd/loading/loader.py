@@ -30,7 +30,6 @@ from cardapd.errors import (
     NotAuthorized,
     NotFound,
     NotMyNumberCard,
-    ReaderRemoved,
     ServiceUnavailable,
 )
 from cardapd.loading.card_aps import Candidate, CardAp, read_card_aps

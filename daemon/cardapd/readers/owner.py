@@ -45,7 +45,7 @@ from cardapd.errors import (
 )
 from cardapd.telemetry import logcontext
 from cardapd.telemetry.metrics import Metrics
-from cardapd.transport.pcsc import CallClock, PcscConnection, PcscContext
+from cardapd.transport.pcsc import PcscConnection, PcscContext
 from cardlib.connection import CardConnection
 from cardlib.errors import CardLibError
 from cardlib.protocol import ApduProtocol
@@ -126,10 +126,8 @@ def _deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], ok: b
             future.set_result(value)
         else:
             future.set_exception(value)
-    try:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: the process is stopping
         loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the loop is closed: the process is stopping
-        pass
 
 
 class GuardedConnection:
