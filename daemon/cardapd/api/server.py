@@ -223,14 +223,16 @@ class SocketWatch:
             await asyncio.sleep(self._interval)
 
     def count(self) -> dict[str, int]:
-        """Open connections per socket path (listeners not counted)."""
+        """Open connections per socket path: accepted ones only (a connection still in
+        the listen backlog has no inode yet; the listener carries the listening flag)."""
         counts = dict.fromkeys(self._specs, 0)
         with self._table.open() as table:
             next(table, None)
             for line in table:
                 parts = line.split()
                 # Num RefCount Protocol Flags Type St Inode Path; flag 0x10000: listening
-                if len(parts) >= 8 and parts[7] in counts and not int(parts[3], 16) & 0x10000:
+                if len(parts) >= 8 and parts[7] in counts and parts[6] != "0" \
+                        and not int(parts[3], 16) & 0x10000:
                     counts[parts[7]] += 1
         return counts
 
