@@ -278,9 +278,8 @@ class ReaderOwner:
             proto = self._open()
             conn = self._conn
             if tx.conn is None:
+                proto, conn = self._begin(proto)
                 tx.conn = conn
-                if isinstance(conn, PcscConnection) and not conn.in_transaction:
-                    conn.begin_transaction()
             elif tx.conn is not conn:
                 raise CardRemoved(f"the connection to the card in {self.name!r} was lost "
                                   "during the operation")
@@ -307,6 +306,22 @@ class ReaderOwner:
             self._notify(self._on_answering, "the card answers again", unresponsive=False)
         return result
 
+    def _begin(self, proto: ApduProtocol) -> tuple[ApduProtocol, CardConnection | None]:
+        """Start the operation's PC/SC transaction; a card another program reset since
+        our last operation is reconnected first (nothing of this operation was sent)."""
+        conn = self._conn
+        if not isinstance(conn, PcscConnection) or conn.in_transaction:
+            return proto, conn
+        try:
+            conn.begin_transaction()
+        except CardReset:
+            self._drop()
+            proto = self._open()
+            conn = self._conn
+            if isinstance(conn, PcscConnection):
+                conn.begin_transaction()
+        return proto, conn
+
     def _open(self) -> ApduProtocol:
         if self._proto is None:
             conn = self._connect(self.name)
@@ -315,13 +330,19 @@ class ReaderOwner:
         return self._proto
 
     def _end_transaction(self, reset: bool = False) -> None:
+        """End the transaction; `reset`: and reset the card (by disconnecting with
+        SCARD_RESET_CARD: pcscd marks a card reset at the end of a transaction as reset for
+        the resetting handle too, so the next operation opens a fresh one)."""
         conn = self._conn
         if isinstance(conn, PcscConnection):
             try:
-                conn.end_transaction(reset=reset)
+                conn.end_transaction()
             except CardapError as exc:
                 log.debug("ending the transaction on %s: %s", self.name, exc.message)
                 self._drop()
+                return
+        if reset:
+            self._drop(reset=True)
 
     def _drop(self, reset: bool = False) -> None:
         conn, self._conn, self._proto = self._conn, None, None
