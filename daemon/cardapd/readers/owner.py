@@ -130,6 +130,12 @@ def _deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], ok: b
         loop.call_soon_threadsafe(settle)
 
 
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned job's outcome (asyncio would log it as never retrieved)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class GuardedConnection:
     """The owner's connection wrapper: times every APDU (histogram) and refuses to send
     anything for a job its caller abandoned (past its deadline)."""
@@ -384,6 +390,8 @@ class ReaderOwner:
     def _expire(self, job: _Job, busy: tuple[str, float] | None, operation: bool) -> None:
         """Give up on `job`: it sends nothing more; a call past `apdu_s` wedges the reader."""
         job.abandoned = True
+        assert job.future is not None
+        job.future.add_done_callback(_consume)  # its late outcome is nobody's error
         meta = {"reader": self.name}
         if busy is not None and busy[1] >= self.limits.apdu_s:
             call = busy[0]
