@@ -226,11 +226,12 @@ class Segment:
     export_file: str | None = None
     export_sha256: str | None = None
     exported_us: int | None = None
+    drop_started_us: int | None = None
     dropped_us: int | None = None
 
     COLUMNS = ("segment, first_seq, last_seq, prev_hash, last_hash, first_ts_us, last_ts_us, "
                "rows, sealed_us, verified_us, export_file, export_sha256, exported_us, "
-               "dropped_us")
+               "drop_started_us, dropped_us")
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Segment:
@@ -246,6 +247,11 @@ class Segment:
     def droppable(self) -> bool:
         """Verified and exported: the guard trigger lets its rows go."""
         return self.verified_us is not None and self.exported_us is not None
+
+    @property
+    def dropping(self) -> bool:
+        """Its drop began (its first rows may be gone) and has not finished."""
+        return self.drop_started_us is not None and self.dropped_us is None
 
 
 # --- the log ---------------------------------------------------------------------------
@@ -445,7 +451,7 @@ class AuditLog:
         when = self._clock() if sealed_us is None else sealed_us
         entry = AuditEntry(SEGMENT_SEALED, "ok", actor="system", detail={
             "segment": opened.segment, "first_seq": opened.first_seq,
-            "rows": opened.rows + 1, "prev_hash": opened.prev_hash.hex()})
+            "rows": opened.rows + 1})
 
         def work(conn: sqlite3.Connection) -> list[AuditRecord]:
             records = self._insert(conn, [entry])
@@ -507,6 +513,8 @@ class AuditLog:
             raise StoreError(f"audit segment {segment} is not verified and exported: "
                              "not dropped")
         with self._db.write(Durability.POWER) as conn:
+            conn.execute("UPDATE audit_segments SET drop_started_us = ? WHERE segment = ? "
+                         "AND drop_started_us IS NULL", (at_us, segment))
             cur = conn.execute(
                 "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE seq BETWEEN ? "
                 "AND ? ORDER BY seq LIMIT ?)", (seg[0], seg[1], chunk))

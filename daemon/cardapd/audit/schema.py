@@ -6,7 +6,7 @@ verified, exported and dropped — and stays when the segment's rows are dropped
 tombstone the chain kept on the terminal starts from. A partial index finds the rare rows
 verification and retention look for (anchor resets, acknowledgements, seals, yearly
 reports) without costing the gate's appends anything. The delete guard now lets through
-only rows of a segment that is verified and exported.
+only rows of a segment that is verified, exported and being dropped.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ AUDIT_SCHEMA = Schema("audit log", (
                    export_file TEXT,
                    export_sha256 TEXT,
                    exported_us INTEGER,
+                   drop_started_us INTEGER,
                    dropped_us INTEGER
                ) STRICT""",
             "CREATE UNIQUE INDEX audit_segments_last ON audit_segments(last_seq)",
@@ -84,7 +85,8 @@ AUDIT_SCHEMA = Schema("audit log", (
                WHEN NOT EXISTS (SELECT 1 FROM audit_segments s
                                 WHERE s.last_seq >= OLD.seq AND s.first_seq <= OLD.seq
                                   AND s.verified_us IS NOT NULL
-                                  AND s.exported_us IS NOT NULL)
+                                  AND s.exported_us IS NOT NULL
+                                  AND s.drop_started_us IS NOT NULL)
                BEGIN SELECT RAISE(ABORT, 'audit log is append-only (retention drops
                    only rows of verified, exported segments)'); END""",
         ),

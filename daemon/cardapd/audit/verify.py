@@ -316,7 +316,7 @@ def _start(first: tuple[int, bytes] | None, segments: Sequence[Segment]
         raise _Broken(missing, Problem.DELETED, f"rows from {missing} on are missing")
     if seq == holder.first_seq:
         return seq, holder.prev_hash
-    if holder.droppable:  # a drop in progress: the rows before are in its export
+    if holder.droppable and holder.dropping:  # cut short: the rows before are in its export
         return seq, prev
     raise _Broken(holder.first_seq, Problem.DELETED,
                   f"the first rows of segment {holder.segment} are gone")
