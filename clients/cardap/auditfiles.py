@@ -192,7 +192,8 @@ def checkpoint(terminal_id: str, seq: int, digest: str, row_time_us: int = 0,
 
 def read_checkpoint_file(path: Path) -> list[dict[str, Any]]:
     """Checkpoints from a file of JSON lines: terminal_id, seq, hash (row_time_us, kind
-    optional). `cardap-loadsvc checkpoints` writes such a file."""
+    optional), or checkpoint entries as `journalctl -o json` prints them.
+    `cardap-loadsvc checkpoints` writes the first kind."""
     out = []
     try:
         with open(path, encoding="utf-8") as f:
@@ -201,6 +202,9 @@ def read_checkpoint_file(path: Path) -> list[dict[str, Any]]:
                     continue
                 try:
                     item = json.loads(line)
+                    if "CARDAPD_AUDIT_SEQ" in item:  # `journalctl -o json` of an entry
+                        out.append(_entry(item))
+                        continue
                     out.append(checkpoint(item["terminal_id"], item["seq"], item["hash"],
                                           item.get("row_time_us", 0), item.get("kind", "")))
                 except (ValueError, KeyError, TypeError, EvidenceError) as exc:
@@ -227,16 +231,20 @@ def journal_checkpoints(directory: Path, journalctl: str | None = None
     return list(_entries(proc.stdout.splitlines()))
 
 
+def _entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint from a journal entry's fields."""
+    return checkpoint(entry["CARDAPD_AUDIT_TERMINAL"], int(entry["CARDAPD_AUDIT_SEQ"]),
+                      entry["CARDAPD_AUDIT_HASH"],
+                      int(entry.get("CARDAPD_AUDIT_ROW_TIME_US", 0)),
+                      entry.get("CARDAPD_AUDIT_CHECKPOINT", ""))
+
+
 def _entries(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
     for line in lines:
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
-            yield checkpoint(entry["CARDAPD_AUDIT_TERMINAL"], int(entry["CARDAPD_AUDIT_SEQ"]),
-                             entry["CARDAPD_AUDIT_HASH"],
-                             int(entry.get("CARDAPD_AUDIT_ROW_TIME_US", 0)),
-                             entry.get("CARDAPD_AUDIT_CHECKPOINT", ""))
+            yield _entry(json.loads(line))
         except (ValueError, KeyError, TypeError, EvidenceError):
             continue  # an entry of that id without our fields: not ours
 
