@@ -1,4 +1,3 @@
-# ruff: noqa: S608
 """Sealed segments: sealing, incremental and full verification, the kept chain's start after
 a drop, the drop guard, exports and their offline verification (the client library's own
 code, held to the daemon's hash)."""
@@ -60,7 +59,8 @@ def test_seal_closes_a_segment_with_a_durable_seal_row(sealed: Path) -> None:
         assert log.durable_head is None  # this open wrote nothing durable yet
         seal = log.seal()
         assert seal is not None
-        assert log.durable_head is not None and log.durable_head.seq == seal.last_seq
+        assert log.durable_head is not None
+        assert log.durable_head.seq == seal.last_seq
         assert log.seal() is None  # nothing open
     row = sqlite3.connect(sealed).execute(
         "SELECT operation, detail FROM audit WHERE seq = 21").fetchone()
@@ -112,9 +112,8 @@ def export_all(path: Path, out: Path) -> None:
 
 def test_drop_keeps_a_chain_that_verifies_from_the_tombstone(sealed: Path,
                                                              tmp_path: Path) -> None:
-    with AuditLog(sealed) as log:
-        with pytest.raises(StoreError, match="not verified and exported"):
-            log.drop_rows(1, 3)
+    with AuditLog(sealed) as log, pytest.raises(StoreError, match="not verified and exported"):
+        log.drop_rows(1, 3)
     conn = sqlite3.connect(sealed)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         conn.execute("DELETE FROM audit WHERE seq = 1")  # the guard: not exported yet
@@ -173,7 +172,8 @@ def test_exports_verify_offline_and_name_what_is_wrong(sealed: Path, tmp_path: P
     assert compare_offline(report, good) == ([], 2, 0)
     bad = [good[0], {**good[1], "hash": "ab" * 32}]
     problems, agree, _ = compare_offline(report, bad)
-    assert agree == 1 and problems[0].startswith("rewritten: row 30")
+    assert agree == 1
+    assert problems[0].startswith("rewritten: row 30")
 
     # a row changed inside an export
     second = out / "audit-segment-00000002.jsonl.gz"

@@ -48,7 +48,8 @@ async def test_first_at_once_then_one_count_per_window() -> None:
     ledger = RefusalLedger(sink, 0.05)  # type: ignore[arg-type]
     for i in range(500):
         await ledger.refused("gate", "LoadAP", "WRONG_ROLE", f"r{i}")
-    assert len(sink.rows) == 1 and sink.rows[0][3]["count"] == 1
+    assert len(sink.rows) == 1
+    assert sink.rows[0][3]["count"] == 1
     await asyncio.sleep(0.15)
     assert len(sink.rows) == 2
     assert sink.rows[1][3] | {"window_s": 0} == {
