@@ -28,9 +28,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from testenv import need
 
 from cardap.client import CardapClient
-from cardap_sim.stack import Stack
+from cardap_sim.stack import Stack, free_port, port_open, wait_for
 from cardapd.audit import AuditEntry, AuditLog, Durability
 from cardapd.audit.head import HeadWriter, head_path_for
 from cardapd.audit.log import AuditRecord, chain_hash
@@ -91,6 +92,30 @@ def wait_for_start_checkpoint(stack: Stack, count: int) -> None:
     while len(service_checkpoints(stack)) < count:
         assert time.monotonic() < deadline, "no start checkpoint reached the service"
         time.sleep(0.1)
+
+
+def forwarded(jd: Journald, where: Path) -> Path:
+    """The terminal's journal forwarded off it, as operations do (operations.md 9.3):
+    systemd-journal-upload to a systemd-journal-remote, whose output directory is what
+    `cardapctl audit verify --journal-dir` reads on the other side."""
+    out = where / "remote"
+    out.mkdir(parents=True)
+    port = free_port()
+    log = (where / "journal-remote.log").open("wb")
+    remote = subprocess.Popen([need("systemd-journal-remote"), f"--listen-http=127.0.0.1:{port}",
+                               f"--output={out}/"], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        wait_for(lambda: port_open(port), 10, "systemd-journal-remote to listen")
+        subprocess.run([need("systemd-journal-upload"), f"--url=http://127.0.0.1:{port}",
+                        f"--directory={jd.directory}", "--follow=no",
+                        f"--save-state={where / 'upload.state'}"], check=True, timeout=60,
+                       capture_output=True)
+    finally:
+        remote.terminate()
+        remote.wait(10)
+    assert list(out.glob("*.journal")), (where / "journal-remote.log").read_text()
+    return out
 
 
 def verify(stack: Stack, *args: str) -> tuple[int, dict[str, object]]:
@@ -220,7 +245,7 @@ def test_a_replaced_database_is_named_replaced(tstack: Stack, tmp_path: Path) ->
 
 
 def test_a_whole_chain_recomputed_passes_locally_and_is_named_rewritten(
-        tstack: Stack, journald: Journald) -> None:  # noqa: F811
+        tstack: Stack, journald: Journald, tmp_path: Path) -> None:  # noqa: F811
     some_history(tstack)
     wait_for_start_checkpoint(tstack, 2)
     tstack.stop_daemon()
@@ -256,7 +281,8 @@ def test_a_whole_chain_recomputed_passes_locally_and_is_named_rewritten(
     code, v = verify(tstack, "--checkpoints", "from-service")
     assert (code, v["problem"]) == (EXIT_BROKEN, "rewritten")
     assert int(v["checkpoints_matched"]) >= 1  # the start of the first run still agrees
-    code, v = verify(tstack, "--journal-dir", str(journald.directory))
+    elsewhere = forwarded(journald, tmp_path / "collector")  # as forwarded off the box
+    code, v = verify(tstack, "--journal-dir", str(elsewhere))
     assert (code, v["problem"]) == (EXIT_BROKEN, "rewritten")
     assert all(f["source"] == "request" for f in v["findings"])
 
