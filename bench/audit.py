@@ -5,14 +5,16 @@ Three parts, one run:
 1. **A gate's year, scaled down.** The seeds' gate reads ~20,000 times a day (~7 M rows a
    year). Every row goes through the real append path (`AsyncAuditLog.append`, PROCESS
    durability, the shape of a gate read's row) with the log's clock moved through the
-   days (reads between 06:00 and 20:00 Japan time); the real daily maintenance
-   (`AuditMaintenance.run`: seal, verify in the worker process, export, retention) runs
-   after each day, and the yearly report is made through the real service on 5 January.
-   At 1/20 of the volume (`--rows-per-day`, default 1,000) for `--days` (default 800:
-   two year ends, so retention has dropped what `[retention] audit_days = 400` allows and
-   the disk has settled) the run fits in minutes. Extrapolated to 20,000 rows a day by
-   scaling the kept rows and the bytes per row measured at the end (the database's pages
-   are reused after a drop, so bytes per kept row is what a full-volume gate has too).
+   days (reads between 06:00 and 20:00 Japan time); the real maintenance
+   (`AuditMaintenance.run`: seal, verify and export in the worker process, retention) runs
+   every `--maintain-every` days (default 7: the run fits in minutes; a terminal runs it
+   daily, so its segments are a day, here a week), and the yearly report is made through
+   the real service on the first maintenance after 5 January. At 1/20 of the volume
+   (`--rows-per-day`, default 1,000) for `--days` (default 800: two year ends, so
+   retention has dropped what `[retention] audit_days = 400` allows and the disk has
+   settled). Extrapolated to 20,000 rows a day by scaling the kept rows and the bytes per
+   row measured at the end (the database's pages are reused after a drop, so bytes per
+   kept row is what a full-volume gate has too).
 2. **A day at full volume.** 20,000 rows a day for `--full-days` (default 6) days in a
    fresh log: the daily verification (incremental: the day's rows plus one older segment
    in rotation, in the worker process) timed before each day's maintenance, then one full
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import resource
 import shlex
 import shutil
 import statistics
@@ -76,6 +79,7 @@ class Options:
     out: Path | None
     rows_per_day: int
     days: int
+    maintain_every: int
     full_days: int
     prefill: int
     rounds: int
@@ -88,6 +92,7 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--out", type=Path, help="write the bench.audit section of this file")
     p.add_argument("--rows-per-day", type=int, default=1000)
     p.add_argument("--days", type=int, default=800)
+    p.add_argument("--maintain-every", type=int, default=7, metavar="DAYS")
     p.add_argument("--full-days", type=int, default=6)
     p.add_argument("--prefill", type=int, default=300_000)
     p.add_argument("--rounds", type=int, default=30,
@@ -97,7 +102,8 @@ def parse_args(argv: list[str] | None) -> Options:
     a = p.parse_args(argv)
     if a.quick:
         a.rows_per_day, a.days, a.full_days, a.prefill, a.rounds = 200, 430, 2, 50_000, 8
-    return Options(a.out, a.rows_per_day, a.days, a.full_days, a.prefill, a.rounds, a.quick)
+    return Options(a.out, a.rows_per_day, a.days, a.maintain_every, a.full_days, a.prefill,
+                   a.rounds, a.quick)
 
 
 class SimClock:
@@ -133,6 +139,12 @@ def read_entry(i: int) -> AuditEntry:
     return AuditEntry("read_user_id", "ok", actor="gate", reader=READER,
                       card_id=f"4790-{i % 5000:08X}", request_id=f"{i:08x}-b3c4d5e6",
                       detail={"aid": "D392F00043010001", "cached": True})
+
+
+def children_cpu() -> float:
+    """CPU seconds used so far by this process's finished children (the workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def disk_bytes(path: Path) -> int:
@@ -182,6 +194,7 @@ async def gate_year(workdir: Path, opts: Options) -> YearResult:
     service = AuditService(path, NullSink(log), metrics, maint, sender)
     t0 = time.monotonic()
     n = 0
+    reported: set[int] = set()
     step = 14 * 3600 * 1_000_000 // opts.rows_per_day
     try:
         for day in range(opts.days):
@@ -193,8 +206,11 @@ async def gate_year(workdir: Path, opts: Options) -> YearResult:
                 n += 1
             res.append_s += time.perf_counter() - t_append
             clock.now = day_us + DAY_US + 30 * 60 * 1_000_000  # 00:30 the next day
+            if (day + 1) % opts.maintain_every and day != opts.days - 1:
+                continue
             when = dt.datetime.fromtimestamp(clock.now / 1e6, JST)
-            if (when.month, when.day) == (1, 5):
+            if when.month == 1 and when.day >= 5 and when.year - 1 not in reported:
+                reported.add(when.year - 1)
                 rep = await service.yearly(OpContext(role="ops", request_id="bench"),
                                            when.year - 1)
                 res.reports.append(f"{rep.year} on {when.date()} (chain "
@@ -211,7 +227,7 @@ async def gate_year(workdir: Path, opts: Options) -> YearResult:
             res.final_db = path.stat().st_size
             res.max_wal = max(res.max_wal, size - res.final_db)
             res.dropped_segments = sum(1 for s in segments if s.dropped)
-            if day % 50 == 0:
+            if day % 70 < opts.maintain_every:
                 print(f"  day {day}: {kept} rows kept, {size / 1e6:.1f} MB", file=sys.stderr,
                       flush=True)
     finally:
@@ -227,8 +243,10 @@ async def gate_year(workdir: Path, opts: Options) -> YearResult:
 @dataclass
 class DayResult:
     verify_s: list[float] = field(default_factory=list)
+    verify_cpu_s: list[float] = field(default_factory=list)
     verify_rows: list[int] = field(default_factory=list)
     full_s: float = 0.0
+    full_cpu_s: float = 0.0
     full_rows: int = 0
     seconds: float = 0.0
 
@@ -258,15 +276,17 @@ async def full_days(workdir: Path, opts: Options) -> DayResult:
             clock.now = day_us + DAY_US + 30 * 60 * 1_000_000
             sealed = await log.call(lambda a: a.seal(clock.now))
             assert sealed is not None
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), children_cpu()
             result = await maint.verify(Mode.INCREMENTAL)  # the day's verification
             res.verify_s.append(time.perf_counter() - t)
+            res.verify_cpu_s.append(children_cpu() - cpu)
             res.verify_rows.append(result.rows_checked)
             assert result.ok, result
             await maint.run("")  # exports (already verified, nothing to seal)
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), children_cpu()
         full = await maint.verify(Mode.FULL)
         res.full_s, res.full_rows = time.perf_counter() - t, full.rows_checked
+        res.full_cpu_s = children_cpu() - cpu
     finally:
         await log.aclose()
     res.seconds = time.monotonic() - t0
@@ -380,9 +400,11 @@ def report(opts: Options, year: YearResult, days: DayResult, reads: ReadResult, 
         ("idle", reads.idle), ("busy", reads.busy), ("floor", reads.floor),
         ("floor_busy", reads.floor_busy)))
     daily = statistics.median(days.verify_s) if days.verify_s else float("nan")
-    per_row_full = days.full_s / max(days.full_rows, 1)
+    daily_cpu = statistics.median(days.verify_cpu_s) if days.verify_cpu_s else float("nan")
+    per_row_full = days.full_cpu_s / max(days.full_rows, 1)
     limit_rows = (RETENTION_DAYS + 1) * GATE_ROWS_PER_DAY
-    disk_ok = year.kept_days_peak <= RETENTION_DAYS + 1 + 7 and year.dropped_segments > 0
+    disk_limit = RETENTION_DAYS + opts.maintain_every + 5
+    disk_ok = year.kept_days_peak <= disk_limit and year.dropped_segments > 0
     ratio = busy.p99 / idle.p99
     maint = Summary.of("maint", [s * 1000 for s in year.maintenance_s])
     lines = [
@@ -400,11 +422,12 @@ def report(opts: Options, year: YearResult, days: DayResult, reads: ReadResult, 
         "",
         "### 1. A gate's year, scaled down",
         "",
-        f"{year.days} simulated days at {year.rows_per_day:,} reads a day (1/{scale:.0f} of "
+        f"{year.days} simulated days (maintenance every {opts.maintain_every}) at "
+        f"{year.rows_per_day:,} reads a day (1/{scale:.0f} of "
         f"the seeds' gate: {GATE_ROWS_PER_DAY:,} a day, ~7.3 M a year), `[retention] "
         f"audit_days = {RETENTION_DAYS:.0f}`, yearly reports made on 5 January "
         f"({'; '.join(year.reports) or 'none'}); {year.appended:,} rows appended one by one "
-        f"through `AsyncAuditLog.append` in {year.append_s:.0f} s; daily maintenance p50 "
+        f"through `AsyncAuditLog.append` in {year.append_s:.0f} s; maintenance p50 "
         f"{maint.p50:.0f} ms, p99 {maint.p99:.0f} ms.",
         "",
         "| | measured (scaled run) | extrapolated to 20,000 reads a day |",
@@ -431,18 +454,22 @@ def report(opts: Options, year: YearResult, days: DayResult, reads: ReadResult, 
         "### 2. A day at full volume",
         "",
         f"{opts.full_days} days of {GATE_ROWS_PER_DAY:,} rows; each day's verification "
-        "(incremental, in the worker process: the day's rows plus one older segment in "
-        "rotation) timed after sealing the day:",
+        "(incremental, in the worker process at nice 19: the day's rows plus one older "
+        "segment in rotation, the process's start included) timed after sealing the day. "
+        "On this shared machine the wall time includes waiting for the CPU (the worker "
+        "yields it to everything else); its CPU time is what a quiet gate waits:",
         "",
         "| | value |",
         "|---|---:|",
-        f"| daily verification, median (max) | {daily:.2f} s ({max(days.verify_s):.2f} s) |",
+        f"| daily verification, wall time, median (max) | {daily:.2f} s "
+        f"({max(days.verify_s):.2f} s) |",
+        f"| daily verification, CPU time of the worker, median | {daily_cpu:.2f} s |",
         f"| rows walked per daily verification (median) | "
         f"{statistics.median(days.verify_rows):,.0f} |",
-        f"| full verification of {days.full_rows:,} rows | {days.full_s:.2f} s "
-        f"({per_row_full * 1e6:.1f} µs a row) |",
+        f"| full verification of {days.full_rows:,} rows | {days.full_s:.2f} s wall, "
+        f"{days.full_cpu_s:.2f} s CPU ({per_row_full * 1e6:.1f} µs of CPU a row) |",
         f"| full verification of {limit_rows:,.0f} rows (401 days), extrapolated | "
-        f"{limit_rows * per_row_full:.0f} s (on demand, in the worker) |",
+        f"{limit_rows * per_row_full:.0f} s of CPU (on demand, in the worker at nice 19) |",
         "",
         "### 3. Reads while the chain is verified",
         "",
@@ -468,8 +495,8 @@ def report(opts: Options, year: YearResult, days: DayResult, reads: ReadResult, 
         "",
         "| Target | Measured | Limit | Verdict |",
         "|---|---:|---:|---|",
-        f"| rows kept within `audit_days` (+1 day, +1 week of report delay) | "
-        f"{year.kept_days_peak:.0f} days | {RETENTION_DAYS + 8:.0f} days | {verdict(disk_ok)} |",
+        f"| rows kept within `audit_days` (+ one segment, + the report's 5 days) | "
+        f"{year.kept_days_peak:.0f} days | {disk_limit:.0f} days | {verdict(disk_ok)} |",
         f"| daily verification ≤ {DAILY_VERIFY_MAX_S:.0f} s (median) | {daily:.2f} s | "
         f"{DAILY_VERIFY_MAX_S:.2f} s | {verdict(daily <= DAILY_VERIFY_MAX_S)} |",
         f"| read p99 during verification ≤ {READ_P99_MAX_RATIO} × idle | {ratio:.2f}× "

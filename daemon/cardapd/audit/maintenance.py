@@ -123,13 +123,22 @@ class AuditMaintenance:
         self.metrics = metrics
         self.clock = clock
         self.lock = asyncio.Lock()  # one run at a time
+        self.exported: list[int] = []  # by the last verification that exported
 
-    async def verify(self, mode: Mode, cancel: threading.Event | None = None) -> VerifyResult:
-        """Verify in the worker process; the outcome goes to the metrics and the
-        checkpoints' reset count; segments walked sound are marked verified."""
+    async def verify(self, mode: Mode, cancel: threading.Event | None = None, *,
+                     export: bool = False) -> VerifyResult:
+        """Verify in the worker process (and, with `export`, export the verified segments
+        not exported yet in the same process); the outcome goes to the metrics and the
+        checkpoints' reset count; segments walked sound are marked verified, exports
+        recorded."""
+        args = ["verify", "--db", str(self.path), "--head", str(self.head_path), "--mode",
+                mode.value]
+        if export:
+            args += ["--export-dir", str(self.retention.export_dir), "--terminal",
+                     self.retention.terminal_id]
         try:
-            answer = await run_worker(["verify", "--db", str(self.path), "--head",
-                                       str(self.head_path), "--mode", mode.value], cancel)
+            answer = await run_worker(args, cancel)
+            files = answer.pop("files", [])
             result = VerifyResult.from_json(json_text(answer))
         except StoreError:
             self.metrics.audit_chain(False)
@@ -140,6 +149,14 @@ class AuditMaintenance:
         if result.walked_segments:
             walked, at = list(result.walked_segments), self.clock()
             await self.log.call(lambda a: a.mark_verified(walked, at))
+        self.exported = []
+        for item in files:
+            number, path, digest = int(item["segment"]), str(item["file"]), str(item["sha256"])
+            await self.log.call(_marker(number, path, digest, self.clock()))
+            self.exported.append(number)
+        if self.exported:
+            log.info("audit segments %s exported to %s", ", ".join(map(str, self.exported)),
+                     self.retention.export_dir)
         return result
 
     async def run(self, kind: str = "daily", cancel: threading.Event | None = None
@@ -149,9 +166,11 @@ class AuditMaintenance:
             out = Outcome()
             now = self.clock()
             out.sealed = await self.log.call(lambda a: self._seal_if_due(a, now))
-            out.result = await self.verify(Mode.INCREMENTAL, cancel)
+            out.result = await self.verify(Mode.INCREMENTAL, cancel, export=True)
+            out.exported = list(self.exported)
             segments = await self.log.call(lambda a: a.segments())
-            out.exported = await self._export(segments, cancel)
+            if segments:
+                self.checkpoints.segment = segments[-1].segment
             if out.result.ok and self.retention.audit_days > 0:
                 await self._drop(out, cancel)
             segments = await self.log.call(lambda a: a.segments())
@@ -170,29 +189,6 @@ class AuditMaintenance:
                 self.checkpoints.segment = sealed.segment
             return sealed
         return None
-
-    async def _export(self, segments: list[Segment], cancel: threading.Event | None
-                      ) -> list[int]:
-        todo = [s.segment for s in segments
-                if s.verified_us is not None and s.exported_us is None and not s.dropped]
-        if segments:
-            self.checkpoints.segment = segments[-1].segment
-        if not todo:
-            return []
-        args = ["export", "--db", str(self.path), "--dir", str(self.retention.export_dir),
-                "--terminal", self.retention.terminal_id]
-        for number in todo:
-            args += ["--segment", str(number)]
-        answer = await run_worker(args, cancel)
-        done = []
-        for item in answer.get("files", []):
-            number, path, digest = int(item["segment"]), str(item["file"]), str(item["sha256"])
-            await self.log.call(_marker(number, path, digest, self.clock()))
-            done.append(number)
-        if done:
-            log.info("audit segments %s exported to %s", ", ".join(map(str, done)),
-                     self.retention.export_dir)
-        return done
 
     async def _drop(self, out: Outcome, cancel: threading.Event | None) -> None:
         """Drop what retention allows, oldest first, a chunk per transaction."""

@@ -1,14 +1,14 @@
-"""The verification worker: `python -m cardapd.audit.worker verify|export …`, a child of
-the daemon.
+"""The verification worker: `python -m cardapd.audit.worker verify …`, a child of the
+daemon.
 
 Walking the chain is pure Python (a canonical JSON and a SHA-256 per row): run in one of
 the daemon's threads it holds the interpreter lock for seconds and slows every gate read
 meanwhile (the issue measured p99 1.7× while verifying). In a child process it shares
-nothing with the event loop but the CPU, and it takes that only when nothing else wants
-it: it puts itself under SCHED_IDLE (and nice 19 where that is refused), so on a
-two-core gate a read is never queued behind it. It reads the database read-only and
-answers one JSON object on stdout; the daemon records the outcome through its own writer
-(docs/decisions.md D28).
+nothing with the event loop but the CPU, and it runs at nice 19: the gate's work comes
+first, yet a busy machine still lets it finish (SCHED_IDLE could starve it for hours). The
+daily run verifies and exports in one process (`verify --export-dir`). It reads the
+database read-only and answers one JSON object on stdout; the daemon records the outcome
+through its own writer (docs/decisions.md D28).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from cardapd.audit.archive import export_segment
+from cardapd.audit.log import Segment
 from cardapd.audit.schema import AUDIT_SCHEMA
 from cardapd.audit.verify import Mode, load_segments, verify
 from cardapd.errors import CardapError, StoreError
@@ -28,18 +29,12 @@ from cardapd.storage import open_database
 NICE = 19
 
 
-def background_priority() -> str:
-    """Run only when the CPU is otherwise idle; the policy obtained."""
+def background_priority() -> int:
+    """Yield the CPU to the daemon and its clients; the niceness obtained."""
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        return "idle"
-    except (OSError, AttributeError):
-        pass
-    try:
-        os.nice(NICE)
-        return "nice"
-    except OSError:
-        return "normal"
+        return os.nice(NICE)
+    except OSError:  # a seccomp filter without setpriority: harmless
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,11 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--db", type=Path, required=True)
     v.add_argument("--head", type=Path)
     v.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.FULL.value)
-    e = sub.add_parser("export", help="export sealed segments; prints the files as JSON")
-    e.add_argument("--db", type=Path, required=True)
-    e.add_argument("--dir", type=Path, required=True)
-    e.add_argument("--terminal", required=True)
-    e.add_argument("--segment", type=int, action="append", required=True)
+    v.add_argument("--export-dir", type=Path,
+                   help="then export every verified segment not exported yet (--terminal)")
+    v.add_argument("--terminal", default="")
     return p
 
 
@@ -62,27 +55,41 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     background_priority()
     try:
-        if args.command == "verify":
-            result = verify(args.db, head_path=args.head, mode=Mode(args.mode))
-            print(result.to_json(), flush=True)
-            return 0
-        conn = open_database(args.db, AUDIT_SCHEMA, readonly=True).conn
-        try:
-            segments = {s.segment: s for s in load_segments(conn)}
-        finally:
-            conn.close()
-        files = []
-        for number in args.segment:
-            seg = segments.get(number)
-            if seg is None or seg.dropped:
-                raise StoreError(f"segment {number} is not kept in {args.db}")
-            path, digest = export_segment(args.db, seg, args.dir, args.terminal)
-            files.append({"segment": number, "file": str(path), "sha256": digest})
-        print(json.dumps({"files": files}), flush=True)
+        result = verify(args.db, head_path=args.head, mode=Mode(args.mode))
+        answer = json.loads(result.to_json())
+        if args.export_dir is not None:
+            walked = set(result.walked_segments)
+            answer["files"] = _export(args.db, args.export_dir, args.terminal, [
+                s.segment for s in _segments(args.db).values()
+                if (s.verified_us is not None or s.segment in walked)
+                and s.exported_us is None and not s.dropped])
+        print(json.dumps(answer), flush=True)
         return 0
     except CardapError as exc:
         print(json.dumps({"error": exc.message, "reason": exc.reason}), flush=True)
         return 2
+
+
+def _segments(db: Path) -> dict[int, Segment]:
+    conn = open_database(db, AUDIT_SCHEMA, readonly=True).conn
+    try:
+        return {s.segment: s for s in load_segments(conn)}
+    finally:
+        conn.close()
+
+
+def _export(db: Path, directory: Path, terminal: str, numbers: list[int]
+            ) -> list[dict[str, object]]:
+    """Export these sealed segments; the files and their SHA-256."""
+    segments = _segments(db)
+    files: list[dict[str, object]] = []
+    for number in numbers:
+        seg = segments.get(number)
+        if seg is None or seg.dropped:
+            raise StoreError(f"segment {number} is not kept in {db}")
+        path, digest = export_segment(db, seg, directory, terminal)
+        files.append({"segment": number, "file": str(path), "sha256": digest})
+    return files
 
 
 if __name__ == "__main__":
