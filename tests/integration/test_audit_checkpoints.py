@@ -316,3 +316,30 @@ def test_checkpoints_leave_with_start_stop_and_sessions_as_journal_entries(
     session = kept[1]
     assert session["seq"] == int(entries[1]["CARDAPD_AUDIT_SEQ"])
     assert not any(c["diverged"] for c in kept)
+
+
+def test_once_there_is_an_administrator_only_their_session_acknowledges(tstack: Stack) -> None:
+    wait_for_start_checkpoint(tstack, 1)
+    tstack.stop_daemon()
+    head_path_for(db(tstack)).unlink()  # the anchor lost (say, with a disk)
+    tstack.start_daemon(extra_env=tstack.journal_env)  # type: ignore[attr-defined]
+    code, v = verify(tstack)
+    assert (code, v["problem"]) == (EXIT_BROKEN, "anchor_reset")
+    (reset,) = v["resets"]
+    assert reset["kind"] == "head_missing"
+    for argv in (("add", "--org", "org-a", "--operator", "admin-1"),
+                 ("appoint-admin", "--org", "org-a", "--operator", "admin-1")):
+        done = cardapctl(tstack.socket_dir, "operators", *argv)
+        assert done.returncode == 0, done.stderr
+    refused = cardapctl(tstack.socket_dir, "audit", "acknowledge", "--reset",
+                        str(reset["seq"]), "--reason", "the disk was replaced")
+    assert refused.returncode == 4, refused.stderr
+    assert "ADMINISTRATOR_REQUIRED" in refused.stderr
+    forged = cardapctl(tstack.socket_dir, "--session", "not-a-session", "audit",
+                       "acknowledge", "--reset", str(reset["seq"]), "--reason", "x")
+    assert forged.returncode == 4, forged.stderr
+    code, v = verify(tstack)
+    assert (code, v["problem"]) == (EXIT_BROKEN, "anchor_reset")  # still not acknowledged
+    text = cardapctl(tstack.socket_dir, "audit", "verify")
+    assert "NOT acknowledged" in text.stdout
+    assert f"cardapctl audit acknowledge --reset {reset['seq']}" in text.stdout
