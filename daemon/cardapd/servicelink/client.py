@@ -217,19 +217,27 @@ class LoadingClient:
         return True
 
     async def list_checkpoints(self) -> list[Checkpoint]:
-        """The audit checkpoints the service kept for this terminal, oldest first."""
+        """The audit checkpoints the service kept for this terminal, oldest first (every
+        page of them)."""
         stub = self._stub()
-        try:
-            resp = await stub.ListAuditCheckpoints(loading_pb2.ListAuditCheckpointsRequest(),
-                                                   timeout=self.cfg.timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            self._rpc_failed(exc)
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                raise ServiceUnavailable("the loading service keeps no audit checkpoints",
-                                         reason="CHECKPOINTS_NOT_KEPT") from None
-            raise service_error(exc, "the audit checkpoints") from None
-        self._link(None)
-        return [convert.checkpoint_from(c) for c in resp.checkpoints]
+        out: list[Checkpoint] = []
+        cursor = 0
+        while True:
+            try:
+                resp = await stub.ListAuditCheckpoints(
+                    loading_pb2.ListAuditCheckpointsRequest(cursor=cursor),
+                    timeout=self.cfg.timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                self._rpc_failed(exc)
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    raise ServiceUnavailable("the loading service keeps no audit checkpoints",
+                                             reason="CHECKPOINTS_NOT_KEPT") from None
+                raise service_error(exc, "the audit checkpoints") from None
+            self._link(None)
+            out += [convert.checkpoint_from(c) for c in resp.checkpoints]
+            if not resp.next_cursor or resp.next_cursor == cursor:
+                return out
+            cursor = resp.next_cursor
 
     async def session(self, open_: SessionOpen, run: RunBatch,
                       on_batch: OnBatch | None = None) -> SessionOutcome:

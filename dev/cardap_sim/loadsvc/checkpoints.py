@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 log = logging.getLogger("cardap_sim.loadsvc.checkpoints")
+PAGE = 5000  # checkpoints per ListAuditCheckpoints answer (well under 4 MiB)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -96,15 +97,29 @@ class CheckpointStore:
                         terminal_id, unacknowledged)
         return int(kept), diverged
 
-    def list(self, terminal_id: str, after_seq: int = 0) -> list[Kept]:
+    def for_terminal(self, terminal_id: str, after_seq: int = 0) -> list[Kept]:
         """The terminal's checkpoints of rows after `after_seq`, in the order received."""
+        out: list[Kept] = []
+        cursor = 0
+        while True:
+            page, cursor = self.page(terminal_id, after_seq, cursor, PAGE)
+            out += page
+            if not cursor:
+                return out
+
+    def page(self, terminal_id: str, after_seq: int, cursor: int, limit: int
+             ) -> tuple[list[Kept], int]:
+        """One page in the order received, after `cursor`; (page, next cursor or 0)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT terminal_id, seq, hash, row_time_us, kind, segment, "
+                "SELECT id, terminal_id, seq, hash, row_time_us, kind, segment, "
                 "unacknowledged_resets, received_us, diverged FROM checkpoints "
-                "WHERE terminal_id = ? AND seq > ? ORDER BY id", (terminal_id, after_seq))
-            return [Kept(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
-                    for r in rows.fetchall()]
+                "WHERE terminal_id = ? AND seq > ? AND id > ? ORDER BY id LIMIT ?",
+                (terminal_id, after_seq, cursor, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        page = [Kept(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9])) for r in rows]
+        return page, (int(rows[-1][0]) if more else 0)
 
     def close(self) -> None:
         """Close the database."""

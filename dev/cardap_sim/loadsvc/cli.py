@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "checkpoints":
         store = CheckpointStore(args.data_dir / "checkpoints.sqlite3")
         try:
-            for kept in store.list(args.terminal):
+            for kept in store.for_terminal(args.terminal):
                 print(kept.as_json())
         finally:
             store.close()

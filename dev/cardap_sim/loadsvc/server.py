@@ -20,6 +20,7 @@ from grpc_health.v1._async import HealthServicer
 
 from cardap.v1 import audit_pb2, cards_pb2, loading_pb2, loading_pb2_grpc
 from cardap_sim.loadsvc.catalogue import ApType, CatalogueAp
+from cardap_sim.loadsvc.checkpoints import PAGE as CHECKPOINT_PAGE
 from cardap_sim.loadsvc.checkpoints import CheckpointStore, Kept
 from cardap_sim.loadsvc.devca import TerminalIdentity, terminal_identity
 from cardap_sim.loadsvc.revocation import CardStatus, RevocationFeeds
@@ -154,10 +155,12 @@ class LoadingServicer(loading_pb2_grpc.LoadingServiceServicer):
                                    context: Any) -> loading_pb2.ListAuditCheckpointsResponse:
         """The checkpoints kept for the caller's terminal, in the order received."""
         ident = await _caller(context)
-        kept = await asyncio.to_thread(self.checkpoints.list, ident.terminal_id,
-                                       request.after_seq)
+        limit = min(request.limit or CHECKPOINT_PAGE, CHECKPOINT_PAGE)
+        kept, cursor = await asyncio.to_thread(self.checkpoints.page, ident.terminal_id,
+                                               request.after_seq, request.cursor, limit)
         return loading_pb2.ListAuditCheckpointsResponse(
-            checkpoints=[_checkpoint(k) for k in kept], terminal_id=ident.terminal_id)
+            checkpoints=[_checkpoint(k) for k in kept], terminal_id=ident.terminal_id,
+            next_cursor=cursor)
 
     async def GetCatalogue(self, request: loading_pb2.GetCatalogueRequest,
                            context: Any) -> loading_pb2.GetCatalogueResponse:
