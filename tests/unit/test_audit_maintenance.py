@@ -94,3 +94,22 @@ async def test_nothing_is_dropped_while_a_reset_is_unacknowledged(tmp_path: Path
         assert m.registry.get_sample_value("cardapd_audit_anchor_resets_unacknowledged") == 1
     finally:
         await log.aclose()
+
+
+async def test_an_export_that_fails_leaves_the_verification_standing(tmp_path: Path) -> None:
+    log, maint, clock, m = await setup(tmp_path)
+    try:
+        await rows(log, 5)
+        await asyncio.to_thread((tmp_path / "export").write_text, "a file, not a directory")
+        clock.now += 2 * DAY_US
+        out = await maint.run("daily")
+        assert out.sealed is not None
+        assert out.result is not None
+        assert out.result.ok
+        assert out.exported == []
+        assert m.registry.get_sample_value("cardapd_audit_chain_verified") == 1
+        segments = await log.call(lambda a: a.segments())
+        assert segments[0].verified_us is not None
+        assert segments[0].exported_us is None
+    finally:
+        await log.aclose()

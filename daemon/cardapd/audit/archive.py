@@ -54,7 +54,11 @@ def export_segment(db_path: Path, seg: Segment, directory: Path, terminal_id: st
                    ) -> tuple[Path, str]:
     """Write segment `seg` of the database at `db_path` into `directory`; returns the
     file and its SHA-256 (hex). Raises StoreError when the rows are not all there."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+    except OSError as exc:
+        raise StoreError(f"cannot make the audit export directory {directory}: "
+                         f"{exc.strerror or exc}") from exc
     target = directory / file_name(seg.segment)
     tmp = target.with_name(f".{target.name}.tmp")
     conn = open_database(Path(db_path), AUDIT_SCHEMA, readonly=True).conn

@@ -139,6 +139,7 @@ class AuditMaintenance:
         try:
             answer = await run_worker(args, cancel)
             files = answer.pop("files", [])
+            export_error = answer.pop("export_error", None)
             result = VerifyResult.from_json(json_text(answer))
         except StoreError:
             self.metrics.audit_chain(False)
@@ -157,6 +158,9 @@ class AuditMaintenance:
         if self.exported:
             log.info("audit segments %s exported to %s", ", ".join(map(str, self.exported)),
                      self.retention.export_dir)
+        if export_error:
+            log.error("audit segments could not be exported (retention keeps them until "
+                      "they are): %s", export_error)
         return result
 
     async def run(self, kind: str = "daily", cancel: threading.Event | None = None

@@ -59,10 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         answer = json.loads(result.to_json())
         if args.export_dir is not None:
             walked = set(result.walked_segments)
-            answer["files"] = _export(args.db, args.export_dir, args.terminal, [
-                s.segment for s in _segments(args.db).values()
-                if (s.verified_us is not None or s.segment in walked)
-                and s.exported_us is None and not s.dropped])
+            try:  # the verification stands whatever becomes of the export
+                answer["files"] = _export(args.db, args.export_dir, args.terminal, [
+                    s.segment for s in _segments(args.db).values()
+                    if (s.verified_us is not None or s.segment in walked)
+                    and s.exported_us is None and not s.dropped])
+            except StoreError as exc:
+                answer["export_error"] = exc.message
         print(json.dumps(answer), flush=True)
         return 0
     except CardapError as exc:
