@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/cardap/v1/*.proto)
 APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc pcsc-tools dbus fprintd libfprint-2-2 \
-  systemd udev iproute2 prometheus util-linux
+  systemd udev iproute2 prometheus util-linux systemd-journal-remote
 
 .PHONY: setup system-deps proto run test test-unit test-stack lint bench certs wheel clean help docs
 
@@ -74,6 +74,7 @@ bench: setup
 	$(PY) -m bench.run --out docs/benchmarks.md
 	$(PY) -m bench.load --out docs/benchmarks.md
 	$(PY) -m bench.reads --out docs/benchmarks.md
+	$(PY) -m bench.audit --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .stamp-* build dist *.egg-info .mypy_cache .ruff_cache

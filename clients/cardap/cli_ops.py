@@ -24,6 +24,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from cardap import cli_audit
 from cardap.clibase import (
     EXIT_ABORTED,
     EXIT_AUDIT_BROKEN,
@@ -188,12 +189,7 @@ def fmt_prompt(prompt: terminal_pb2.Prompt) -> str:
     return f"[{prompt.code}] {prompt.message}" if prompt.message else f"[{prompt.code}]"
 
 
-def fmt_verify(v: terminal_pb2.VerifyAuditResponse) -> str:
-    """The audit verification result."""
-    if v.ok:
-        return f"audit chain verifies: {v.rows_checked} rows checked"
-    return (f"audit chain does NOT verify: {v.problem or 'broken'} at row {v.first_bad_seq}"
-            f" ({v.rows_checked} rows checked)")
+fmt_verify = cli_audit.fmt_verify
 
 
 def audit_row(rec: audit_pb2.AuditRecord) -> dict[str, Any]:
@@ -308,10 +304,13 @@ def cmd_enroll(client: CardapClient, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(client: CardapClient, args: argparse.Namespace) -> int:
-    if args.audit_command == "verify":
-        v = client.verify_audit(timeout=args.call_timeout)
-        emit(args, v, fmt_verify)
-        return EXIT_OK if v.ok else EXIT_AUDIT_BROKEN
+    try:
+        if args.audit_command == "verify":
+            return cli_audit.verify(client, args)
+        if args.audit_command == "acknowledge":
+            return cli_audit.acknowledge(client, args)
+    except cli_audit.AuditCliError as exc:
+        raise CliError(str(exc), exc.code) from None
     operations = [o for part in args.operation or () for o in part.split(",") if o]
     records = client.export_audit(args.since, args.until, operations)
     count = 0
@@ -405,9 +404,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
     au = sub.add_parser("audit", help="the audit trail (ops)")
     asub = au.add_subparsers(dest="audit_command", required=True)
-    ve = asub.add_parser("verify", parents=[common],
-                         help="verify the hash chain (exit 10 when it does not verify)")
-    ve.add_argument("--call-timeout", type=float, default=300.0, metavar="S")
+    cli_audit.add_parsers(asub, common)
     ex = asub.add_parser("export", help="export rows as JSON Lines or CSV", parents=[common])
     ex.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     ex.add_argument("--since", type=start_time, help="ISO date or date-time (from)")

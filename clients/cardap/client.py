@@ -311,10 +311,23 @@ class CardapClient:
             request.until.CopyFrom(timestamp(until))
         return self._stream(self.stub.ExportAudit, request, timeout)
 
-    def verify_audit(self, timeout: float | None = None) -> terminal_pb2.VerifyAuditResponse:
-        """Verify the audit hash chain (`timeout` overrides the per-call default)."""
+    def verify_audit(self, timeout: float | None = None, *, full: bool = False,
+                     checkpoints: Sequence[audit_pb2.AuditCheckpoint] = (),
+                     from_service: bool = False) -> terminal_pb2.VerifyAuditResponse:
+        """Verify the audit hash chain (incremental unless `full`), comparing it with
+        `checkpoints` and, if asked, those the loading service kept (`timeout` overrides the
+        per-call default)."""
         return self._call(self.stub.VerifyAudit,  # type: ignore[no-any-return]
-                          terminal_pb2.VerifyAuditRequest(), timeout)
+                          terminal_pb2.VerifyAuditRequest(
+                              full=full, checkpoints=list(checkpoints),
+                              checkpoints_from_service=from_service), timeout)
+
+    def acknowledge_audit_reset(self, reset_seq: int, reason: str
+                                ) -> terminal_pb2.AcknowledgeAuditResetResponse:
+        """Acknowledge the anchor reset at `reset_seq` (an administrator's session)."""
+        return self._call(self.stub.AcknowledgeAuditReset,  # type: ignore[no-any-return]
+                          terminal_pb2.AcknowledgeAuditResetRequest(reset_seq=reset_seq,
+                                                                    reason=reason))
 
     def yearly_report(self, year: int,
                       timeout: float | None = None) -> terminal_pb2.YearlyReport:

@@ -13,9 +13,10 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from cardapd.api.server import (
     fd_budget_problem,
 )
 from cardapd.audit import AsyncAuditLog
+from cardapd.audit.checkpoints import CheckpointSender, JournalOut
+from cardapd.audit.log import now_us
+from cardapd.audit.maintenance import AuditMaintenance, Retention
 from cardapd.audit.service import AuditService
 from cardapd.audit.sink import StoreAuditSink
 from cardapd.config import Config, DaemonConfig, load_config, plan_reload
@@ -49,16 +53,18 @@ from cardapd.readers.settings import ReaderSettings
 from cardapd.reads.revocation import Revocation
 from cardapd.reads.revocation_store import RevocationStore
 from cardapd.reads.service import UserIdReads
-from cardapd.servicelink.client import LoadingClient
+from cardapd.servicelink.client import LoadingClient, certificate_cn
 from cardapd.telemetry.logsetup import JsonFormatter, TextFormatter
-from cardapd.telemetry.metrics import Metrics
+from cardapd.telemetry.metrics import Check, Metrics
 from cardapd.telemetry.recorder import Recorder
+from cardapd.telemetry.refusals import RefusalLedger
 from cardapd.transport.udev import resolve_source
 from cardlib.traffic import TRAFFIC
 
 log = logging.getLogger(__name__)
 SERVER_GRACE_S = 2.0  # after the card writes: what reads in flight get before streams end
 ABORT_WAIT_S = 3.0  # after the grace period: the cut writes' journal and audit rows
+RETENTION_INTERVAL_S = 86400.0  # journal and revocation store retention: daily
 
 
 def connection_limits(cfg: Config) -> ConnectionLimits:
@@ -115,6 +121,36 @@ def session_manager(cfg: Config, roster: Roster) -> SessionManager:
     return SessionManager(idle_timeout=timedelta(seconds=cfg.operators.idle_timeout_s),
                           absolute_timeout=timedelta(seconds=cfg.operators.absolute_timeout_s),
                           current=roster.current)
+
+
+def terminal_id(cfg: Config) -> str:
+    """This terminal's id in audit checkpoints and exports: `[audit] terminal_id`, else the
+    CN of the loading-service certificate, else the host name."""
+    return (cfg.audit.terminal_id or (certificate_cn(cfg.loading.cert)
+                                      if cfg.loading.configured else "")
+            or socket.gethostname())
+
+
+def store_retention(cfg: Config, journal: Journal, store: RevocationStore) -> Check:
+    """The daily retention of the journal and the revocation store ([retention])."""
+    days = cfg.retention
+
+    async def prune_stores() -> float:
+        now = datetime.now(UTC)
+        for name, keep, prune in (("journal", days.journal_days, journal.prune),
+                                  ("revocation", days.revocation_days, store.prune)):
+            if keep > 0:
+                try:
+                    gone = await asyncio.to_thread(prune, now - timedelta(days=keep))
+                except StoreError as exc:
+                    log.error("%s retention failed: %s", name, exc.message)
+                else:
+                    if gone:
+                        log.info("%s retention: %d row(s) older than %g days dropped", name,
+                                 gone, keep)
+        return RETENTION_INTERVAL_S
+
+    return prune_stores
 
 
 def biometric(cfg: Config) -> BiometricBackend | None:
@@ -185,11 +221,14 @@ class Daemon:
     """One run of cardapd."""
 
     def __init__(self, cfg: Config, config_path: Path | None = None, *,
-                 operator_sessions: OperatorSessions | None = None) -> None:
+                 operator_sessions: OperatorSessions | None = None,
+                 audit_clock: Callable[[], int] = now_us) -> None:
         self.cfg = cfg
         self.config_path = config_path
         # Production: roster sessions; cardapd_testing.main adds its test tokens (D14).
         self.test_sessions = operator_sessions
+        # Production: the wall clock; cardapd_testing.main may move it (days pass in tests).
+        self.audit_clock = audit_clock
         self.metrics = Metrics()
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()  # a second stop request: do not wait for card writes
@@ -197,6 +236,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._running: Running | None = None
         self._link: LoadingClient | None = None  # the loading service link in use
+        self._checkpoints: CheckpointSender | None = None  # audit checkpoints, over the link
         self._tasks: set[asyncio.Task[Any]] = set()
         self.metrics_port: int | None = None
 
@@ -204,14 +244,18 @@ class Daemon:
         """Serve until asked to stop; returns the process exit code."""
         cfg = self.cfg
         await asyncio.to_thread(Path(cfg.daemon.state_dir).mkdir, parents=True, exist_ok=True)
-        audit_log = AsyncAuditLog(Path(cfg.audit.path))
+        audit_log = AsyncAuditLog(Path(cfg.audit.path), clock=self.audit_clock)
         await audit_log.open()
         sink = StoreAuditSink(audit_log, self.metrics)
+        journal_out = JournalOut()
+        checkpoints = self._checkpoints = CheckpointSender(
+            terminal_id(cfg), audit_log.durable_head, journal_out, self.metrics)
         recorder = Recorder(sink, self.metrics)
         readers = Readers(reader_settings(cfg), recorder)
         journal = await asyncio.to_thread(Journal, Path(cfg.daemon.state_dir) / "journal.db")
         interrupted = await asyncio.to_thread(journal.mark_interrupted)
-        link = self._link = LoadingClient(cfg.loading, self.metrics)
+        link = self._link = LoadingClient(cfg.loading, self.metrics, checkpoints)
+        checkpoints.reconfigure(link)
         roster = await asyncio.to_thread(Roster, Path(cfg.operators.roster))
         sessions = session_manager(cfg, roster)
         operators = OperatorService(
@@ -226,15 +270,19 @@ class Daemon:
                                 [ap.organisation for ap in cfg.read_aps], cfg.revocation,
                                 recorder)
         reads = UserIdReads(readers, revocation, recorder, cfg.read_aps, cfg.pin.floor)
-        audit = AuditService(Path(cfg.audit.path), sink, self.metrics)
+        maintenance = AuditMaintenance(audit_log, Retention(
+            checkpoints.terminal_id, Path(cfg.audit.export_dir), cfg.retention.audit_days),
+            checkpoints, self.metrics, clock=self.audit_clock)
+        audit = AuditService(Path(cfg.audit.path), sink, self.metrics, maintenance,
+                             checkpoints)
+        refusals = RefusalLedger(sink, cfg.audit.refused_window_s)
         services = Services(readers=readers, reads=reads, revocation=revocation,
                             loading=loader, operators=operators, admin=RosterAdmin(operators),
                             audit_log=audit, sink=sink, metrics=self.metrics,
-                            status=lambda: running.status())
+                            status=lambda: running.status(), refusals=refusals)
         running = Running(services, sessions, roster, started_at=readers.started_at)
         self._running = running
-        self.metrics.watch(link.check_link, operators.check_device,
-                           audit.chain_check(cfg.audit.verify_interval_s))
+        self.metrics.watch(link.check_link, operators.check_device)
         servers: list[RoleServer] = []
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -266,6 +314,9 @@ class Daemon:
                                   detail={"rows": interrupted})
                 log.warning("%d load/delete operation(s) were interrupted by the last stop; "
                             "they are reconciled when their card is seen", interrupted)
+            # After the start row: the first checkpoint names it (and any anchor reset).
+            self.metrics.watch(audit.chain_check(cfg.audit.verify_interval_s),
+                               store_retention(cfg, journal, store))
             sdnotify.ready()
             sdnotify.status(f"serving {len(servers)} sockets; "
                             f"pcsc {'up' if readers.pcsc_available else 'down'}")
@@ -288,11 +339,15 @@ class Daemon:
             await readers.stop()
             await loader.close()
             await revocation.stop()
+            await refusals.close()
             try:
                 await sink.record(None, "daemon_stopped", result="ok", durable=True,
                                   detail=stopped)
             except StoreError:
                 log.exception("could not audit the stop")
+            else:
+                await audit.stopping()
+            journal_out.close()
             await audit_log.aclose()
             await asyncio.to_thread(roster.close)
             self.metrics.stop()
@@ -402,7 +457,9 @@ class Daemon:
         link = self._link
         assert link is not None  # set at start
         if new.loading != old.loading:
-            link = LoadingClient(new.loading, self.metrics)
+            link = LoadingClient(new.loading, self.metrics, self._checkpoints)
+            if self._checkpoints is not None:
+                self._checkpoints.reconfigure(link)
         apply_logging(old.daemon, new.daemon)
         s.readers.apply_settings(reader_settings(new))
         s.reads.reconfigure(new.read_aps, new.pin.floor)

@@ -89,7 +89,8 @@ class Stack:
                  fake_now: str | None = SERVICE_OPEN_AT,
                  presets: Mapping[str, list[str]] | None = None,
                  biometric: bool = False, unpluggable: bool = False,
-                 hotplug: str = "auto", reader_shim: bool = False) -> None:
+                 hotplug: str = "auto", reader_shim: bool = False,
+                 audit_config: str = "") -> None:
         # loading: also run the loading service (mTLS, dev CA) and write [loading];
         # test_sessions: run the daemon through the TEST-ONLY cardapd_testing.main
         # (operator tokens test:<org>:<operator>); fake_now: the service clock's start
@@ -131,6 +132,7 @@ class Stack:
         # error a CCID driver returns when the reader gives up on a mute card.
         self.reader_shim = reader_shim or unpluggable
         self.catalogue: Path | None = None  # the service's catalogue (None: the dev one)
+        self.audit_config = audit_config  # more [audit] keys ("key = value" lines)
 
     # ------------------------------------------------------------------ environment
 
@@ -325,7 +327,8 @@ class Stack:
             f'[pcsc]\nreconnect_interval_s = 0.2\nhotplug = "{self.hotplug}"\n\n'
             f"[tap]\ntype_c_aids = [{aids}]\n\n"
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n\n'
-            f'[audit]\npath = "{state / "audit.db"}"\n\n' + self._loading_config()
+            f'[audit]\npath = "{state / "audit.db"}"\n{self.audit_config}\n'
+            + self._loading_config()
             + f'[operators.organisations]\n{self.organisation} = "Organisation A"\n\n'
             + self.extra_config)
 

@@ -207,7 +207,8 @@ def test_every_restart_key_keeps_its_running_value(tmp_path: Path) -> None:
         "daemon.state_dir", "daemon.runtime_dir", "sockets.dir", "sockets.kiosk.path",
         "sockets.gate.path", "sockets.ops.path", "sockets.ops.group", "sockets.ops.mode",
         "pcsc.reconnect_interval_s", "pcsc.hotplug", "metrics.enabled", "audit.path",
-        "operators.roster", "operators.biometric", "operators.bus_address"}
+        "audit.export_dir", "operators.roster", "operators.biometric",
+        "operators.bus_address"}
     assert all(needs_restart(k) for k in plan.restart)
     assert changed_keys(running, plan.config) == ("daemon.log_level",)
 

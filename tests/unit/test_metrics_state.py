@@ -17,9 +17,11 @@ from test_revocation_store import Audit, Source
 from testenv import need
 
 from cardap_sim.loadsvc.devca import write_bundle
-from cardapd.audit import AuditEntry, AuditLog, Durability, verify
+from cardapd.audit import AsyncAuditLog, AuditEntry, AuditLog, Durability, verify
+from cardapd.audit.checkpoints import CheckpointSender, JournalOut
+from cardapd.audit.maintenance import AuditMaintenance, Retention
 from cardapd.audit.service import AuditService
-from cardapd.audit.verify import CANCEL_EVERY
+from cardapd.audit.verify import CANCEL_EVERY, Mode
 from cardapd.config import LoadingConfig, RevocationConfig
 from cardapd.domain import OpContext
 from cardapd.errors import Cancelled, ServiceUnavailable
@@ -231,30 +233,48 @@ def _tamper(path: Path, seq: int) -> None:
         db.close()
 
 
+async def _service(path: Path, m: Metrics) -> tuple[AuditService, AsyncAuditLog]:
+    """The audit service as the daemon builds it, over an open log."""
+    log = AsyncAuditLog(path)
+    await log.open()
+    sender = CheckpointSender("t-1", log.durable_head, JournalOut(), m)
+    maintenance = AuditMaintenance(log, Retention("t-1", path.parent / "export"), sender, m)
+    return AuditService(path, Audit(), m, maintenance, sender), log
+
+
 async def test_chain_check_sets_the_gauges(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     _audit_db(path, 20)
     m = Metrics()
     assert value(m, "cardapd_audit_chain_last_verified_timestamp_seconds") == 0
-    service = AuditService(path, Audit(), m)
-    check = service.chain_check(3600.0)
-    assert await check() == 3600.0
-    assert value(m, "cardapd_audit_chain_verified") == 1
-    assert (value(m, "cardapd_audit_chain_last_verified_timestamp_seconds") or 0) > 0
-    _tamper(path, 7)
-    assert await check() == 3600.0
-    assert value(m, "cardapd_audit_chain_verified") == 0
-    result = await service.check()  # the VerifyAudit path records the same way
-    assert (result.ok, result.first_bad_seq) == (False, 7)
-    assert value(m, "cardapd_audit_chain_verified") == 0
+    service, log = await _service(path, m)
+    try:
+        check = service.chain_check(3600.0)
+        assert await check() == 3600.0
+        assert value(m, "cardapd_audit_chain_verified") == 1
+        assert (value(m, "cardapd_audit_chain_last_verified_timestamp_seconds") or 0) > 0
+        _tamper(path, 7)
+        assert await check() == 3600.0
+        assert value(m, "cardapd_audit_chain_verified") == 0
+        result = await service.maintenance.verify(Mode.FULL)  # VerifyAudit's way: the same
+        assert (result.ok, result.first_bad_seq) == (False, 7)
+        assert value(m, "cardapd_audit_chain_verified") == 0
+    finally:
+        await log.aclose()
 
 
 async def test_an_unreadable_log_is_not_verified(tmp_path: Path) -> None:
     m = Metrics()
     m.audit_chain(True)
-    check = AuditService(tmp_path / "absent" / "audit.db", Audit(), m).chain_check(60.0)
-    assert await check() == 60.0
-    assert value(m, "cardapd_audit_chain_verified") == 0
+    path = tmp_path / "audit.db"
+    service, log = await _service(path, m)
+    try:
+        for suffix in ("", "-wal", "-shm"):  # gone from under the daemon
+            await asyncio.to_thread(Path(f"{path}{suffix}").unlink, missing_ok=True)
+        assert await service.chain_check(60.0)() == 60.0
+        assert value(m, "cardapd_audit_chain_verified") == 0
+    finally:
+        await log.aclose()
 
 
 def test_verify_can_be_cancelled(tmp_path: Path) -> None:

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from cardap.auditfiles import verify_segments
 from cardapd.audit import AuditLog, verify
+from cardapd.audit.archive import export_segment
 from cardapd.audit.export import AuditFilter, query
 from cardapd.audit.schema import AUDIT_SCHEMA
+from cardapd.audit.verify import Mode
 from cardapd.domain import Right
 from cardapd.loading.journal import JOURNAL_SCHEMA, Journal
 from cardapd.operators.roster.passwords import Hasher
@@ -73,6 +76,26 @@ def test_audit_log(stores: Path) -> None:
     assert rows[3].detail == {"ap_id": "org-a-staff-c", "aid": "D392F0004C0A0001",
                               "billed": True}
     assert rows[4].card_id == "4790-C4486216"
+    # Version 2 (segments): the old rows are sealed into segment 1, verified, exported and
+    # the export verifies offline; the marks index exists.
+    with AuditLog(path) as log:
+        assert log.reset is None
+        seal = log.seal()
+        assert seal is not None
+        assert (seal.segment, seal.first_seq, seal.last_seq) == (1, 1, 7)
+        log.mark_verified([1], 1)
+        file, digest = export_segment(path, log.segments()[0], stores / "export", "v1-terminal")
+        log.mark_exported(1, str(file), digest, 2)
+    result = verify(path, mode=Mode.INCREMENTAL)
+    assert (result.ok, result.segments_sealed) == (True, 1)
+    offline = verify_segments(stores / "export")
+    assert (offline.ok, offline.rows, offline.terminal_id) == (True, 7, "v1-terminal")
+    conn = sqlite3.connect(path)
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
+    assert {"audit_segments", "audit_marks", "audit_segments_last"} <= names
 
 
 def test_roster(stores: Path) -> None:
@@ -115,6 +138,11 @@ def test_journal(stores: Path) -> None:
         other = journal.unfinished("5110-0A0B0C0D")
         assert [(r.id, r.ap_id, r.operator) for r in other] == [
             ("j-00000004-dddddddd", "org-a-cert-a", "op-2")]
+        # Version 2: retention drops only finished rows with nothing to reconcile.
+        assert journal.prune(datetime(2100, 1, 1, tzinfo=UTC)) == 1
+        assert sorted(r.id for r in journal.for_card("4790-C4486216")) == [
+            "j-00000002-bbbbbbbb", "j-00000003-cccccccc"]
+        assert journal.unfinished("5110-0A0B0C0D")
     finally:
         journal.close()
     _upgraded(path, JOURNAL_SCHEMA)
@@ -136,6 +164,11 @@ def test_revocation_store(stores: Path) -> None:
         assert (local.status, local.locally_suspended) == (IdStatus.SUSPENDED, True)
         assert store.lookup("org-a", aid, "UNLISTEDUSER1").status is IdStatus.IN_OPERATION
         assert store.lookup("org-a", aid, "A1B2C3D4E5F6M").feed_age_s == 60.0
+        # Version 2: retention never drops a suspension or an abolition.
+        store.prune(datetime(2100, 1, 1, tzinfo=UTC))
+        assert store.lookup("org-a", aid, "A1B2C3D4E5F6M").status is IdStatus.SUSPENDED
+        assert store.lookup("org-a", aid, "Z9Y8X7W6V5U4T").status is IdStatus.ABOLISHED
+        assert store.lookup("org-a", aid, "K7Q2M9X4B1C8P").locally_suspended
     finally:
         store.close()
     _upgraded(path, REVOCATION_SCHEMA)

@@ -14,7 +14,7 @@ import pytest
 from cardapd.audit import AuditEntry, AuditLog, Durability, Problem, head_path_for, verify
 from cardapd.audit.head import SLOT, HeadWriter, read_head
 from cardapd.audit.log import ANCHOR_RESET_OPERATION, looks_like_my_number
-from cardapd.audit.schema import AUDIT_SCHEMA
+from cardapd.audit.schema import AUDIT_SCHEMA, RESET_ACKNOWLEDGED
 from cardapd.errors import StoreError
 
 
@@ -190,13 +190,26 @@ def test_a_missing_head_is_reported_then_recorded_in_the_chain(tmp_path: Path) -
     assert result.problem is Problem.HEAD_MISSING
     with AuditLog(path) as log:  # the daemon restarts: it records what it found
         assert log.last_seq == 4
-    result = verify(path)
-    assert result.ok
+    result = verify(path)  # ...and the reset is a failure until someone acknowledges it
+    assert (result.ok, result.problem, result.first_bad_seq) == (False, Problem.ANCHOR_RESET,
+                                                                 4)
     assert result.anchor_resets == (4,)
+    (reset,) = result.resets
+    assert (reset.kind, reset.acknowledged) == ("head_missing", False)
     conn = sqlite3.connect(path)
     operation, detail = conn.execute("SELECT operation, detail FROM audit WHERE seq = 4").fetchone()
+    conn.close()
     assert operation == ANCHOR_RESET_OPERATION
     assert json.loads(detail)["problem"] == "head file missing"
+    with AuditLog(path) as log:
+        log.append(AuditEntry(RESET_ACKNOWLEDGED, "ok", actor="ops:org-a/admin-1", detail={
+            "reset_seq": 4, "reason": "head lost with the old disk",
+            "administrator": "org-a/admin-1"}))
+    result = verify(path)
+    assert result.ok
+    (reset,) = result.resets
+    assert (reset.acknowledged, reset.acknowledged_seq, reset.acknowledged_by, reset.reason) == (
+        True, 5, "org-a/admin-1", "head lost with the old disk")
 
 
 def test_an_empty_log_verifies(tmp_path: Path) -> None:

@@ -15,12 +15,14 @@ from cardapd.readers.service import Readers
 from cardapd.reads.revocation import Revocation
 from cardapd.reads.service import UserIdReads
 from cardapd.telemetry.metrics import Metrics
+from cardapd.telemetry.refusals import RefusalLedger
 
 
 @dataclass(frozen=True)
 class Services:
-    """Each capability's service, the audit sink (for refused calls), the metrics, and the
-    daemon's status. The services reconfigure themselves on a reload; this never changes."""
+    """Each capability's service, the audit sink, the ledger of refused calls, the metrics
+    and the daemon's status. The services reconfigure themselves on a reload; this never
+    changes."""
 
     readers: Readers
     reads: UserIdReads
@@ -32,6 +34,7 @@ class Services:
     sink: AuditSink
     metrics: Metrics
     status: Callable[[], DaemonStatus]
+    refusals: RefusalLedger
 
 
 class RpcBase:
@@ -44,6 +47,7 @@ class RpcBase:
         # gRPC over a Unix socket names no connection: sessions bind to the socket (D18).
         self.connection = f"socket:{role}"
         self.audit = services.sink
+        self.refusals = services.refusals
         self._grpc_requests = services.metrics.grpc_requests
 
     def count(self, method: str, code: str) -> None:

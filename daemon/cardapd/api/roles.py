@@ -41,6 +41,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "ExportAudit": frozenset({OPS}),
     "VerifyAudit": frozenset({OPS}),
     "GetYearlyReport": frozenset({OPS}),
+    "AcknowledgeAuditReset": frozenset({OPS}),
     # roster administration
     "ListOperators": frozenset({OPS}),
     "AddOperator": frozenset({OPS}),

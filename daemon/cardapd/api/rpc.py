@@ -1,12 +1,14 @@
 """The one wrapper every RPC goes through: admission, cancellation, errors, counting.
 
 `unary` and `stream` wrap each servicer method: the per-method role table admits the call
-or refuses it (PERMISSION_DENIED `WRONG_ROLE`, audited), the request id is taken or made,
+or refuses it (PERMISSION_DENIED `WRONG_ROLE`), the request id is taken or made,
 the log context and the operator-session scope are set, a request whose bytes did not
 parse is INVALID_ARGUMENT, a client that goes away sets the call's cancel event (the
 reader thread stops before its next APDU), domain errors become rich gRPC statuses and
-the call is counted. A method receives the request, the gRPC context and its
-`OpContext`.
+the call is counted. A call refused or failed without an audit row of its own (wrong
+socket, no session, a malformed request, …) is accounted for in the `RefusalLedger`: per
+socket, method and reason, at a bounded number of rows (docs/decisions.md D33). A method
+receives the request, the gRPC context and its `OpContext`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cardapd.domain import AuditSink, OpContext
 from cardapd.errors import CardapError, InvalidArgument, NotAuthorized, from_card
 from cardapd.operators.sessions import connection_scope, current_connection
 from cardapd.telemetry import logcontext
+from cardapd.telemetry.refusals import CallMark, RefusalLedger, begin_call
 from cardlib.errors import CardLibError
 
 log = logging.getLogger(__name__)
@@ -44,12 +47,13 @@ _DIGIT_RUN = re.compile(r"\d{12}")
 
 
 class Admitting(Protocol):
-    """What the wrapper needs of a servicer: its role, its connection, the audit sink for
+    """What the wrapper needs of a servicer: its role, its connection, the ledger of
     refused calls, and a counter of finished calls."""
 
     role: Role
     connection: str
     audit: AuditSink
+    refusals: RefusalLedger
 
     def count(self, method: str, code: str) -> None:
         """Count one finished call."""
@@ -105,19 +109,14 @@ def _admit(servicer: Admitting, name: str, context: Ctx) -> OpContext:
 
 
 async def _refused(servicer: Admitting, name: str, context: Ctx, denied: _Denied) -> None:
-    """Audit a call refused by the role table, then abort it with PERMISSION_DENIED."""
-    try:
-        await servicer.audit.record(
-            OpContext(role=str(servicer.role), request_id=denied.rid), "rpc_refused",
-            result="error", reason=denied.error.reason, detail={"method": name})
-    except CardapError:
-        log.exception("could not audit a refused %s call", name)
-    await _fail(servicer, name, context, denied.rid, denied.error)
+    """Account for a call refused by the role table, then abort it (PERMISSION_DENIED)."""
+    await _fail(servicer, name, context, denied.rid, denied.error, None)
 
 
 async def _fail(servicer: Admitting, name: str, context: Ctx, rid: str,
-                exc: BaseException) -> None:
-    """Abort the call with the rich status of `exc` (INTERNAL for the unexpected)."""
+                exc: BaseException, mark: CallMark | None) -> None:
+    """Abort the call with the rich status of `exc` (INTERNAL for the unexpected); a call
+    with no audit row of its own goes to the ledger of refused calls first."""
     if isinstance(exc, CardapError):
         err = exc
     elif isinstance(exc, CardLibError):  # card work always passes a reader's thread,
@@ -125,6 +124,8 @@ async def _fail(servicer: Admitting, name: str, context: Ctx, rid: str,
     else:
         log.exception("unexpected error in %s (request %s)", name, rid)
         err = internal(rid)
+    if mark is None or not mark.audited:
+        await servicer.refusals.refused(str(servicer.role), name, err.reason, rid)
     status = to_status(err, rid)
     servicer.count(name, status.code.name)
     await context.abort(status.code, status.details, status.trailing_metadata)
@@ -151,6 +152,7 @@ def unary(fn: Callable[[S, Req, Ctx, OpContext], Awaitable[Resp]]
         except _Denied as denied:
             await _refused(self, name, context, denied)
             raise AssertionError("abort returned") from None
+        mark = begin_call()
         try:
             _check_parsed(request)
             with connection_scope(self.connection):
@@ -159,7 +161,7 @@ def unary(fn: Callable[[S, Req, Ctx, OpContext], Awaitable[Resp]]
             ctx.cancel.set()  # the client went away: stop the card work
             raise
         except Exception as exc:
-            await _fail(self, name, context, ctx.request_id, exc)
+            await _fail(self, name, context, ctx.request_id, exc, mark)
             raise AssertionError("abort returned") from None
         self.count(name, "OK")
         return response
@@ -178,6 +180,7 @@ def stream(fn: Callable[[S, Req, Ctx, OpContext], AsyncIterator[Resp]]
         except _Denied as denied:
             await _refused(self, name, context, denied)
             return
+        mark = begin_call()
         try:
             _check_parsed(request)
             # Set, not scoped: a generator may be closed from another Context, where a
@@ -189,7 +192,7 @@ def stream(fn: Callable[[S, Req, Ctx, OpContext], AsyncIterator[Resp]]
             ctx.cancel.set()
             raise
         except Exception as exc:
-            await _fail(self, name, context, ctx.request_id, exc)
+            await _fail(self, name, context, ctx.request_id, exc, mark)
             return
         self.count(name, "OK")
     return wrapper

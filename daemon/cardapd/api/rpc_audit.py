@@ -1,14 +1,17 @@
-"""The operation history: ExportAudit, VerifyAudit, GetYearlyReport (ops socket)."""
+"""The operation history: ExportAudit, VerifyAudit, GetYearlyReport, AcknowledgeAuditReset
+(ops socket)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from cardap.v1 import audit_pb2, terminal_pb2
 from cardapd.api import convert_audit
 from cardapd.api.base import RpcBase
-from cardapd.api.rpc import Ctx, stream, unary
-from cardapd.domain import OpContext
+from cardapd.api.rpc import Ctx, session_token, stream, unary
+from cardapd.domain import OpContext, Right
+from cardapd.errors import NotAuthorized
 
 
 class AuditRpc(RpcBase):
@@ -24,9 +27,35 @@ class AuditRpc(RpcBase):
     @unary
     async def VerifyAudit(self, request: terminal_pb2.VerifyAuditRequest, context: Ctx,
                           ctx: OpContext) -> terminal_pb2.VerifyAuditResponse:
-        return convert_audit.verification(await self.services.audit_log.verify(ctx))
+        checkpoints = convert_audit.checkpoints(request.checkpoints)
+        return convert_audit.verification(await self.services.audit_log.verify(
+            ctx, full=request.full, checkpoints=checkpoints,
+            from_service=request.checkpoints_from_service))
 
     @unary
     async def GetYearlyReport(self, request: terminal_pb2.GetYearlyReportRequest,
                               context: Ctx, ctx: OpContext) -> terminal_pb2.YearlyReport:
         return convert_audit.report(await self.services.audit_log.yearly(ctx, request.year))
+
+    @unary
+    async def AcknowledgeAuditReset(self, request: terminal_pb2.AcknowledgeAuditResetRequest,
+                                    context: Ctx, ctx: OpContext
+                                    ) -> terminal_pb2.AcknowledgeAuditResetResponse:
+        by = self.services.admin.acting(session_token(context), self.connection)
+        if by is None:
+            # The roster's bootstrap rule: without a session only while no organisation
+            # has an enabled administrator (the one who could acknowledge).
+            operators = await self.services.admin.list_operators("")
+            if any(o.administrator and o.enabled for o in operators):
+                raise NotAuthorized("acknowledging an audit anchor reset needs an "
+                                    "administrator's session (cardap-session)",
+                                    reason="ADMINISTRATOR_REQUIRED")
+            actor = ""
+        else:
+            by.require(Right.ADMINISTER)
+            actor = by.actor
+            ctx = OpContext(role=ctx.role, request_id=ctx.request_id, operator=actor,
+                            cancel=ctx.cancel)
+        seq = await asyncio.shield(self.services.audit_log.acknowledge(
+            ctx, actor, request.reset_seq, request.reason))
+        return terminal_pb2.AcknowledgeAuditResetResponse(acknowledgement_seq=seq)

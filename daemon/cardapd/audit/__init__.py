@@ -6,6 +6,8 @@ Public API (import from here): `AuditLog`, `AsyncAuditLog`, `AuditEntry`, `Audit
 `export_jsonl`, `export_csv`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from cardapd.audit.export import AuditFilter, export_csv, export_jsonl, query
 from cardapd.audit.head import head_path_for
 from cardapd.audit.log import (
@@ -14,8 +16,19 @@ from cardapd.audit.log import (
     AuditRecord,
 )
 from cardapd.audit.verify import Problem, VerifyResult, verify
-from cardapd.audit.writer import AsyncAuditLog
 from cardapd.storage import Durability
+
+if TYPE_CHECKING:
+    from cardapd.audit.writer import AsyncAuditLog
+
+
+def __getattr__(name: str) -> Any:
+    """`AsyncAuditLog` on first use: the verification worker (a child process that needs
+    no event loop) then starts without importing asyncio."""
+    if name == "AsyncAuditLog":
+        from cardapd.audit.writer import AsyncAuditLog
+        return AsyncAuditLog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "AsyncAuditLog",

@@ -11,9 +11,12 @@ separately: their audit detail does not say whether the service billed them, so 
 administrator checks them against the service's own statement.
 
 The document (UTF-8 text, and the same content as JSON) states the period, the counts
-and charges, the verification of the *whole* chain (rows checked, first bad row, the
-head seq and hash so a copy of the log kept elsewhere can be compared), the generation
-time and a SHA-256 of the body, so a copy handed over can be checked for alteration.
+and charges, the verification of the chain kept on the terminal (rows checked, first bad
+row, the head seq and hash so a copy of the log kept elsewhere can be compared, every
+anchor reset and whether an administrator acknowledged it — an unacknowledged one fails
+the report), the generation time and a SHA-256 of the body, so a copy handed over can be
+checked for alteration. A report made after its year ended is what lets retention drop
+that year's rows (docs/decisions.md D32).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from cardapd.audit.export import AuditFilter, query
 from cardapd.audit.log import AuditRecord
-from cardapd.audit.verify import VerifyResult, verify
+from cardapd.audit.verify import Reset, VerifyResult, verify
 from cardapd.errors import InvalidArgument
 
 JST = timezone(timedelta(hours=9), "JST")
@@ -55,13 +58,15 @@ class AuditVerification:
     problem: str
     head_seq: int
     head_hash: str
+    resets: tuple[Reset, ...] = ()
+    first_seq: int = 0
 
     @classmethod
     def from_result(cls, result: VerifyResult) -> AuditVerification:
         """From `cardapd.audit.verify`'s result."""
         return cls(result.ok, result.rows_checked, result.first_bad_seq or 0,
                    result.problem.value if result.problem else "", result.head_seq,
-                   result.head_hash)
+                   result.head_hash, result.resets, result.first_seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +160,19 @@ def _text(year: int, start: datetime, end: datetime, orgs: tuple[OrganisationLoa
         lines.insert(-2, "(no loads in this period)")
     verdict = ("OK: the chain verifies" if audit.ok else
                f"FAILED: {audit.problem} at row {audit.first_bad_seq}")
+    kept = (f" (rows from {audit.first_seq} on; older rows were exported and dropped)"
+            if audit.first_seq > 1 else "")
     lines += [
-        "audit log verification (whole log)",
+        f"audit log verification (every row kept on the terminal{kept})",
         f"  result:        {verdict}",
         f"  rows checked:  {audit.rows_checked}",
         f"  head:          seq {audit.head_seq}, sha256 {audit.head_hash}",
+    ]
+    for r in audit.resets:
+        state = (f"acknowledged at row {r.acknowledged_seq} by {r.acknowledged_by}: "
+                 f"{r.reason}" if r.acknowledged else "NOT ACKNOWLEDGED")
+        lines.append(f"  anchor reset:  row {r.seq} ({r.kind}), {state}")
+    lines += [
         "",
         "'reconciled' counts interrupted loads completed later; whether the loading",
         "service billed them is in its own statement, not in this terminal's log.",
@@ -171,11 +184,14 @@ def _text(year: int, start: datetime, end: datetime, orgs: tuple[OrganisationLoa
 
 
 def build_report(audit_path: Path, year: int, *, now: datetime | None = None,
-                 head_path: Path | None = None, terminal: str = "") -> YearlyReport:
-    """Count the year's loads in the audit log at `audit_path` and verify the chain."""
+                 head_path: Path | None = None, terminal: str = "",
+                 result: VerifyResult | None = None) -> YearlyReport:
+    """Count the year's loads in the audit log at `audit_path`; `result` is the chain's
+    verification (None: a full one here)."""
     start, end = period(year)
     generated_at = (now or datetime.now(UTC)).astimezone(JST)
-    result = verify(Path(audit_path), head_path=head_path)
+    if result is None:
+        result = verify(Path(audit_path), head_path=head_path)
     records = list(query(Path(audit_path), AuditFilter(
         since=start, until=end, operations=frozenset({"load", "reconcile"}),
         results=frozenset({"ok"}))))
@@ -195,7 +211,11 @@ def build_report(audit_path: Path, year: int, *, now: datetime | None = None,
                   "charge_yen": sum(o.charge_yen for o in orgs)},
         "audit": {"ok": audit.ok, "rows_checked": audit.rows_checked,
                   "first_bad_seq": audit.first_bad_seq, "problem": audit.problem,
-                  "head_seq": audit.head_seq, "head_hash": audit.head_hash},
+                  "head_seq": audit.head_seq, "head_hash": audit.head_hash,
+                  "first_seq": audit.first_seq,
+                  "resets": [{"seq": r.seq, "kind": r.kind, "acknowledged": r.acknowledged,
+                              "acknowledged_by": r.acknowledged_by, "reason": r.reason}
+                             for r in audit.resets]},
         "generated_at": generated_at.isoformat(),
     }
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -1,5 +1,6 @@
 """The daemon's `AuditSink` on the SQLite audit log: every operation's row goes through
-here; each row is counted in the metrics."""
+here; each row is counted in the metrics and marks the current call as audited (so a
+failed call with a row of its own is not counted again as a refused one, D33)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from cardapd.domain import OpContext
 from cardapd.errors import StoreError
 from cardapd.storage import Durability
 from cardapd.telemetry.metrics import Metrics
+from cardapd.telemetry.refusals import mark_audited
 
 
 class StoreAuditSink:
@@ -39,6 +41,7 @@ class StoreAuditSink:
         except Exception as exc:  # never let a store fault look like success
             raise StoreError(f"the audit log could not be written: {exc}") from exc
         self._head = rec.seq
+        mark_audited()
         self._metrics.audit_rows.inc()
         self._metrics.audit_head.set(rec.seq)
         return rec.seq

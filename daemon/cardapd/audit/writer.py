@@ -9,7 +9,8 @@ Under load, many appends share one fsync. When the writer is idle, a PROCESS-dur
 append (the gate's reads) commits inline on the caller's thread under the same lock: no
 thread hand-off and no loop wake-up, which on a busy 2-core machine is most of the cost.
 The commit is a WAL write without fsync (tens of microseconds), so the event loop is
-never held for long; a POWER append always goes through the writer thread.
+never held for long; a POWER append always goes through the writer thread, and so does
+every other write (`call`: sealing, verification marks, dropping a segment's rows).
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ import concurrent.futures
 import contextlib
 import logging
 import queue
+import sqlite3
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-from cardapd.audit.log import AuditEntry, AuditLog, AuditRecord
+from cardapd.audit.log import AuditEntry, AuditLog, AuditRecord, now_us
 from cardapd.errors import StoreError
 from cardapd.storage import Durability
 
@@ -39,11 +43,19 @@ class _Request:
     future: asyncio.Future[AuditRecord]
 
 
+@dataclass(slots=True)
+class _Call:
+    fn: Callable[[AuditLog], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
 _STOP = object()
 _Outcome = AuditRecord | BaseException
+T = TypeVar("T")
 
 
-def _deliver(results: list[tuple[asyncio.Future[AuditRecord], _Outcome]]) -> None:
+def _deliver(results: list[tuple[asyncio.Future[Any], Any]]) -> None:
     """Resolve futures on their own loop (callers that gave up are skipped)."""
     for future, outcome in results:
         if future.done():
@@ -58,9 +70,11 @@ class AsyncAuditLog:
     """Async front of `AuditLog`; `await open()` before use, `await aclose()` after."""
 
     def __init__(self, path: Path, *, head_path: Path | None = None,
-                 max_batch: int = 1024, idle_checkpoint_s: float = 2.0) -> None:
+                 max_batch: int = 1024, idle_checkpoint_s: float = 2.0,
+                 clock: Callable[[], int] = now_us) -> None:
         self.path = Path(path)
         self._head_path = head_path
+        self._clock = clock
         self._max_batch = max_batch
         self._idle = idle_checkpoint_s
         self._queue: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
@@ -68,6 +82,9 @@ class AsyncAuditLog:
         self._stopped = concurrent.futures.Future[None]()
         self._closing = False
         self._last_seq = 0
+        self._durable: AuditRecord | None = None
+        self.reset: AuditRecord | None = None
+        """The anchor reset row written at open, if the head anchor disagreed."""
         self._audit: AuditLog | None = None
         self._lock = threading.Lock()  # one thread in the database at a time
         self.inline = 0
@@ -88,6 +105,20 @@ class AsyncAuditLog:
     def last_seq(self) -> int:
         """The seq of the newest committed row (0 when empty or not open)."""
         return self._last_seq
+
+    def durable_head(self) -> AuditRecord | None:
+        """The newest row committed to survive a power loss (None before the first)."""
+        return self._durable
+
+    async def call(self, fn: Callable[[AuditLog], T]) -> T:
+        """Run `fn(log)` on the writer thread, in turn with the appends; raises what it
+        raises (an SQLite fault as `StoreError`)."""
+        if self._thread is None or self._closing or not self._thread.is_alive():
+            raise StoreError(f"audit log {self.path} is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Call(fn, loop, future))
+        return await future
 
     async def append(self, entry: AuditEntry,
                      durability: Durability = Durability.POWER) -> AuditRecord:
@@ -138,13 +169,15 @@ class AsyncAuditLog:
 
     def _run(self, opened: concurrent.futures.Future[None]) -> None:
         try:
-            audit = AuditLog(self.path, head_path=self._head_path)
+            audit = AuditLog(self.path, head_path=self._head_path, clock=self._clock)
         except BaseException as exc:
             opened.set_exception(exc if isinstance(exc, StoreError)
                                  else StoreError(f"cannot open audit log: {exc}"))
             self._stopped.set_result(None)
             return
         self._last_seq = audit.last_seq
+        self._durable = audit.durable_head
+        self.reset = audit.reset
         self._audit = audit
         opened.set_result(None)
         try:
@@ -171,6 +204,11 @@ class AsyncAuditLog:
                     stop = True
                 elif isinstance(item, _Request):
                     batch.append(item)
+                elif isinstance(item, _Call):  # in order: commit what queued before it
+                    if batch:
+                        self._commit(audit, batch)
+                        batch = []
+                    self._run_call(audit, item)
                 if stop or len(batch) >= self._max_batch:
                     break
                 try:
@@ -181,6 +219,24 @@ class AsyncAuditLog:
                 self._commit(audit, batch)
         self._fail_pending()
 
+    def _run_call(self, audit: AuditLog, call: _Call) -> None:
+        outcome: Any
+        try:
+            with self._lock:
+                try:
+                    outcome = call.fn(audit)
+                finally:
+                    self._last_seq = audit.last_seq
+                    self._durable = audit.durable_head
+        except StoreError as exc:
+            outcome = exc
+        except sqlite3.Error as exc:
+            outcome = StoreError(f"audit log {self.path}: {exc}")
+        except Exception as exc:  # a bug in the call: its caller hears of it
+            outcome = exc
+        with contextlib.suppress(RuntimeError):
+            call.loop.call_soon_threadsafe(_deliver, [(call.future, outcome)])
+
     def _commit(self, audit: AuditLog, batch: list[_Request]) -> None:
         outcomes: list[_Outcome]
         try:
@@ -188,6 +244,7 @@ class AsyncAuditLog:
                 outcomes = list(audit.append_batch([(r.entry, r.durability) for r in batch]))
                 self.batches += 1
                 self._last_seq = audit.last_seq
+                self._durable = audit.durable_head
                 audit.write_head()
         except StoreError as exc:
             outcomes = [StoreError(exc.message, reason=exc.reason) for _ in batch]
@@ -209,7 +266,7 @@ class AsyncAuditLog:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Request):
+            if isinstance(item, _Request | _Call):
                 error: _Outcome = StoreError(f"audit log {self.path} is closed")
                 with contextlib.suppress(RuntimeError):
                     item.loop.call_soon_threadsafe(_deliver, [(item.future, error)])

@@ -252,8 +252,39 @@ class AuditConfig(Section, frozen=True):
         "The audit database; its head anchor audit.head sits beside it.",
         shown="<daemon.state_dir>/audit.db", restart=True)] = DERIVED
     verify_interval_s: Annotated[float, _seconds(
-        "Verify the whole hash chain at start and then every this many seconds (about 15 s "
-        "of CPU per million rows, in a thread).", 2592000.0, restart=True)] = 86400.0
+        "At start and then every this many seconds: seal the day's segment, verify what is "
+        "new (in a child process), export sealed segments, apply [retention] and send a "
+        "checkpoint of the chain head to the journal and the loading service.", 2592000.0,
+        restart=True)] = 86400.0
+    export_dir: Annotated[Path, key(
+        "Where each sealed, verified segment is exported (audit-segment-NNNNNNNN.jsonl.gz); "
+        "collect the files off the terminal, they are what retention relies on.",
+        shown="<daemon.state_dir>/audit-export", restart=True)] = DERIVED
+    terminal_id: Annotated[str, key(
+        "This terminal's id in checkpoints and exports (empty: the CN of the [loading] "
+        "certificate, else the host name).", restart=True,
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")] = ""
+    refused_window_s: Annotated[float, _seconds(
+        "Refused calls (wrong socket, no session, malformed, …) are audited per socket, "
+        "method and reason once at the first and then as one count per this many "
+        "seconds, so no client can grow the log faster than that.", 3600.0,
+        restart=True)] = 60.0
+
+
+class RetentionConfig(Section, frozen=True):
+    """[retention]: how long each store keeps what it no longer needs (0: forever)."""
+
+    audit_days: Annotated[float, key(
+        "Drop audit segments whose last row is older than this, once they are sealed, "
+        "verified and exported, and the yearly report of each of their years was made "
+        "after that year ended.", ge=0.0, le=36500.0, restart=True)] = 400.0
+    journal_days: Annotated[float, key(
+        "Drop finished load/delete journal rows (nothing left to reconcile) older than "
+        "this.", ge=0.0, le=36500.0, restart=True)] = 90.0
+    revocation_days: Annotated[float, key(
+        "Drop pulled revocation entries that say 'in operation' (the same as no entry) "
+        "changed longer ago than this; suspended and abolished entries stay.",
+        ge=0.0, le=36500.0, restart=True)] = 400.0
 
 
 class LoadingConfig(Section, frozen=True):
@@ -440,6 +471,7 @@ class Config(Section, frozen=True, eq=False):
     pin: PinConfig = msgspec.field(default_factory=PinConfig)
     revocation: RevocationConfig = msgspec.field(default_factory=RevocationConfig)
     operators: OperatorsConfig = msgspec.field(default_factory=OperatorsConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     source: Path | None = None
 
     @classmethod
@@ -457,6 +489,9 @@ class Config(Section, frozen=True, eq=False):
         if self.audit.path == DERIVED:
             msgspec.structs.force_setattr(
                 self, "audit", msgspec.structs.replace(self.audit, path=state / "audit.db"))
+        if self.audit.export_dir == DERIVED:
+            msgspec.structs.force_setattr(self, "audit", msgspec.structs.replace(
+                self.audit, export_dir=state / "audit-export"))
         if self.operators.roster == DERIVED:
             msgspec.structs.force_setattr(self, "operators", msgspec.structs.replace(
                 self.operators, roster=state / "roster.db"))

@@ -5,6 +5,8 @@ last answer; a row still `started` when the daemon starts again was interrupted 
 mid-load) and is marked `interrupted`. Unfinished rows (`started`/`interrupted`, or
 `failed` with the card pulled) are reconciled the next time their card is seen.
 Every write is `Durability.POWER`: a row that said "started" survives a power loss.
+Retention (`prune`, `[retention] journal_days`) drops only finished rows with nothing
+left to reconcile; an index of version 2 finds them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ JOURNAL_SCHEMA = Schema("operations journal", (
             outcome TEXT NOT NULL DEFAULT ''
         )""",
         "CREATE INDEX IF NOT EXISTS operations_card ON operations (card_id, needs_reconcile)",
+    )),
+    Migration(2, "operations journal: index of finished rows, for retention", (
+        "CREATE INDEX operations_finished ON operations (needs_reconcile, finished_at)",
     )),
 ))
 
@@ -108,6 +113,16 @@ class Journal:
             cur = conn.execute(
                 "UPDATE operations SET state = 'interrupted', needs_reconcile = 1, "
                 "outcome = 'daemon stopped during the operation' WHERE state = 'started'")
+            return cur.rowcount
+
+    def prune(self, older_than: dt.datetime) -> int:
+        """Drop finished rows (done, failed or reconciled, nothing left to reconcile)
+        finished before `older_than`; returns how many."""
+        cutoff = older_than.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+        with self._db.write(Durability.POWER) as conn:
+            cur = conn.execute(
+                "DELETE FROM operations WHERE needs_reconcile = 0 AND finished_at IS NOT NULL "
+                "AND finished_at < ? AND state IN ('done', 'failed', 'reconciled')", (cutoff,))
             return cur.rowcount
 
     def unfinished(self, card_id: str) -> list[JournalRow]:

@@ -6,6 +6,9 @@ local suspension shows as SUSPENDED at once unless the feed already says ABOLISH
 A local suspension (administration, audited) is written to survive a power loss once
 acknowledged (`Durability.POWER`); a pulled feed only to survive the daemon's death
 (`Durability.PROCESS`): a feed lost with the power is pulled again, and its age tells.
+Retention (`prune`, `[retention] revocation_days`) drops pulled entries that say "in
+operation" — what no entry says too — changed long ago; suspended and abolished entries
+and local suspensions stay. An index of version 2 finds them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cardapd.domain import IdStatus
@@ -32,6 +36,9 @@ REVOCATION_SCHEMA = Schema("revocation store", (
           organisation TEXT NOT NULL, aid TEXT NOT NULL, user_id TEXT NOT NULL,
           reason TEXT NOT NULL, actor TEXT NOT NULL, set_at REAL NOT NULL,
           PRIMARY KEY (organisation, aid, user_id))""",
+    )),
+    Migration(2, "revocation: index of entries by status, for retention", (
+        "CREATE INDEX entries_status ON entries (status, changed_at)",
     )),
 ))
 
@@ -113,6 +120,28 @@ class RevocationStore:
                 cur = conn.execute("DELETE FROM local WHERE organisation = ? AND aid = ? AND "
                                    "user_id = ?", key)
             return cur.rowcount > 0
+
+    def prune(self, older_than: datetime) -> int:
+        """Drop pulled entries that say "in operation" (an absent entry says the same)
+        and changed before `older_than` (entries without a readable time stay); returns
+        how many."""
+        rows = self._db.read("SELECT organisation, aid, user_id, changed_at FROM entries "
+                             "WHERE status = ?", (IdStatus.IN_OPERATION.value,))
+        old = []
+        for organisation, aid, user_id, changed_at in rows:
+            try:
+                when = datetime.fromisoformat(str(changed_at))
+            except ValueError:
+                continue
+            if when.tzinfo is not None and when < older_than:
+                old.append((organisation, aid, user_id))
+        if not old:
+            return 0
+        with self._db.write(Durability.PROCESS) as conn:
+            conn.executemany("DELETE FROM entries WHERE organisation = ? AND aid = ? AND "
+                             "user_id = ? AND status = ?",
+                             [(*k, IdStatus.IN_OPERATION.value) for k in old])
+        return len(old)
 
     def lookup(self, organisation: str, aid: str, user_id: str) -> Lookup:
         """The user ID's status (see the module docstring) and the feed's age."""

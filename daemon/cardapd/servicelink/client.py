@@ -1,7 +1,9 @@
 """The link to the loading service: a grpc.aio mutual TLS channel, the catalogue, card
-sessions and the revocation feeds — the daemon's one adapter of the loading-service wire
-protocol (it implements `loading.ports.LoadingService` and `reads.revocation.FeedSource`;
-nothing below `cardapd.api` sees protobuf or gRPC).
+sessions, the revocation feeds and audit checkpoints — the daemon's one adapter of the
+loading-service wire protocol (it implements `loading.ports.LoadingService`,
+`reads.revocation.FeedSource` and `audit.checkpoints.CheckpointUplink`; nothing below
+`cardapd.api` sees protobuf or gRPC). Each card session carries a checkpoint of the audit
+chain head in its SessionOpen (docs/decisions.md D32).
 
 A card session is one bidirectional stream: SessionOpen, then for each ApduBatch the
 caller's `run` executes it on the card and the BatchResult goes back, until SessionDone.
@@ -24,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from cardap.v1 import loading_pb2, loading_pb2_grpc
+from cardapd.audit.checkpoints import Checkpoint, CheckpointSender
 from cardapd.config import LoadingConfig
 from cardapd.errors import CardapError, NotAuthorized, ServiceUnavailable
 from cardapd.loading.ports import (
@@ -83,9 +88,11 @@ def service_error(exc: grpc.aio.AioRpcError, what: str) -> CardapError:
 class LoadingClient:
     """One mTLS channel to the loading service (opened lazily, reused)."""
 
-    def __init__(self, cfg: LoadingConfig, metrics: Metrics | None = None) -> None:
+    def __init__(self, cfg: LoadingConfig, metrics: Metrics | None = None,
+                 checkpoints: CheckpointSender | None = None) -> None:
         self.cfg = cfg
         self.metrics = metrics
+        self.checkpoints = checkpoints
         self._channel: Any = None  # grpc.aio.Channel (the stubs type it as sync)
         self._closed = False
         self.link_up: bool | None = None  # None: no contact yet
@@ -195,13 +202,52 @@ class LoadingClient:
         self._link(None)
         return convert.revocation_feed(organisation, feed)
 
+    async def record_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """Hand an audit checkpoint to the service; False when it keeps none."""
+        stub = self._stub()
+        try:
+            await stub.RecordAuditCheckpoint(loading_pb2.RecordAuditCheckpointRequest(
+                checkpoint=convert.checkpoint(checkpoint)), timeout=self.cfg.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            self._rpc_failed(exc)
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return False
+            raise service_error(exc, "the audit checkpoint") from None
+        self._link(None)
+        return True
+
+    async def list_checkpoints(self) -> list[Checkpoint]:
+        """The audit checkpoints the service kept for this terminal, oldest first (every
+        page of them)."""
+        stub = self._stub()
+        out: list[Checkpoint] = []
+        cursor = 0
+        while True:
+            try:
+                resp = await stub.ListAuditCheckpoints(
+                    loading_pb2.ListAuditCheckpointsRequest(cursor=cursor),
+                    timeout=self.cfg.timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                self._rpc_failed(exc)
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    raise ServiceUnavailable("the loading service keeps no audit checkpoints",
+                                             reason="CHECKPOINTS_NOT_KEPT") from None
+                raise service_error(exc, "the audit checkpoints") from None
+            self._link(None)
+            out += [convert.checkpoint_from(c) for c in resp.checkpoints]
+            if not resp.next_cursor or resp.next_cursor == cursor:
+                return out
+            cursor = resp.next_cursor
+
     async def session(self, open_: SessionOpen, run: RunBatch,
                       on_batch: OnBatch | None = None) -> SessionOutcome:
         """Run one card session to its SessionDone."""
         call: Any = self._stub().CardSession()
         batches = apdus = 0
+        checkpoint = self.checkpoints.for_session() if self.checkpoints is not None else None
         try:
-            await call.write(loading_pb2.TerminalMessage(open=convert.session_open(open_)))
+            await call.write(loading_pb2.TerminalMessage(
+                open=convert.session_open(open_, checkpoint)))
             while True:
                 msg = await asyncio.wait_for(call.read(), self.cfg.timeout_s)
                 if msg is _EOF:
@@ -210,6 +256,8 @@ class LoadingClient:
                                              metadata={"batches": str(batches)})
                 if batches == 0:
                     self._link(None)  # the service answered the SessionOpen
+                    if checkpoint is not None and self.checkpoints is not None:
+                        self.checkpoints.session_delivered()
                 kind = msg.WhichOneof("msg")
                 if kind == "done":
                     await call.done_writing()
@@ -241,3 +289,17 @@ class LoadingClient:
 
 def _read(path: Path | None) -> bytes | None:
     return None if path is None else path.read_bytes()
+
+
+def certificate_cn(path: Path | None) -> str:
+    """The CN of the PEM certificate at `path` (the terminal id the loading service sees);
+    "" when there is none or it cannot be read."""
+    if path is None:
+        return ""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except (OSError, ValueError):
+        return ""
+    value = names[0].value if names else ""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")

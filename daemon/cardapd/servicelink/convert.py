@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cardap.v1 import cards_pb2, loading_pb2
+from cardap.v1 import audit_pb2, cards_pb2, loading_pb2
+from cardapd.audit.checkpoints import Checkpoint
 from cardapd.domain import IdStatus
 from cardapd.errors import ServiceUnavailable
 from cardapd.loading.ports import (
@@ -41,12 +42,31 @@ def catalogue_entry(e: loading_pb2.CatalogueEntry) -> CatalogueEntry:
                           pin_required=e.pin_required)
 
 
-def session_open(o: SessionOpen) -> loading_pb2.SessionOpen:
-    """The first message of a card session."""
-    return loading_pb2.SessionOpen(
+def session_open(o: SessionOpen, cp: Checkpoint | None = None) -> loading_pb2.SessionOpen:
+    """The first message of a card session (with the audit checkpoint, when there is one)."""
+    msg = loading_pb2.SessionOpen(
         organisation=o.organisation, operator_id=o.operator_id, action=o.action,
         ap_id=o.ap_id, aid=o.aid, card_id=o.card_id, profile=o.profile,
         journal_id=o.journal_id, custom_user_id=o.custom_user_id)
+    if cp is not None:
+        msg.checkpoint.CopyFrom(checkpoint(cp))
+    return msg
+
+
+def checkpoint(cp: Checkpoint) -> audit_pb2.AuditCheckpoint:
+    """An audit checkpoint as the wire has it."""
+    msg = audit_pb2.AuditCheckpoint(terminal_id=cp.terminal_id, seq=cp.seq, hash=cp.hash,
+                                    kind=cp.kind, segment=cp.segment,
+                                    unacknowledged_resets=cp.unacknowledged_resets)
+    msg.row_time.FromMicroseconds(cp.row_ts_us)
+    return msg
+
+
+def checkpoint_from(msg: audit_pb2.AuditCheckpoint) -> Checkpoint:
+    """An audit checkpoint from the wire."""
+    return Checkpoint(msg.terminal_id, msg.seq, msg.hash.lower(),
+                      msg.row_time.ToMicroseconds(), msg.kind, msg.segment,
+                      msg.unacknowledged_resets)
 
 
 def batch(b: loading_pb2.ApduBatch) -> ApduBatch:

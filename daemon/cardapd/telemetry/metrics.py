@@ -102,6 +102,24 @@ class Metrics:
         self.audit_chain_verified_at = Gauge(
             "cardapd_audit_chain_last_verified_timestamp_seconds",
             "Unix time the last audit chain verification finished (0: none yet).", registry=r)
+        self.audit_resets_open = Gauge(
+            "cardapd_audit_anchor_resets_unacknowledged",
+            "Anchor resets (the database disagreed with its head anchor at start) that no "
+            "administrator acknowledged yet; each fails every verification.", registry=r)
+        self.audit_checkpoint_at = Gauge(
+            "cardapd_audit_last_checkpoint_timestamp_seconds",
+            "Unix time the audit chain head last left the terminal, by target: journal "
+            "(a native journal entry), service (kept by the loading service).",
+            ["target"], registry=r)
+        for target in ("journal", "service"):
+            self.audit_checkpoint_at.labels(target)
+        self.audit_segments = Gauge(
+            "cardapd_audit_segments",
+            "Sealed audit segments by state: kept (rows on the terminal), exported (a file "
+            "written), dropped (rows deleted by retention after verification and export).",
+            ["state"], registry=r)
+        for state in ("kept", "exported", "dropped"):
+            self.audit_segments.labels(state)
         self.loading_configured = Gauge(
             "cardapd_loading_configured",
             "1 when a loading service is configured ([loading] address); without one the "

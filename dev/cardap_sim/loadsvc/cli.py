@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cardap_sim.loadsvc.billing import Billing
 from cardap_sim.loadsvc.catalogue import dev_catalogue, load_catalogue
+from cardap_sim.loadsvc.checkpoints import CheckpointStore
 from cardap_sim.loadsvc.hours import FAKE_NOW_ENV, clock_from
 from cardap_sim.loadsvc.issuer import Issuer
 from cardap_sim.loadsvc.keystore import FileKeyStore, KeyFileError, write_dev_key_file
@@ -62,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", type=Path, required=True)
     r.add_argument("--organisation", required=True)
     r.add_argument("--year", type=int, required=True)
+    c = sub.add_parser("checkpoints", help="the audit checkpoints kept for a terminal "
+                       "(JSON lines, for cardapctl audit verify --checkpoints FILE)")
+    c.add_argument("--data-dir", type=Path, required=True)
+    c.add_argument("--terminal", required=True, help="terminal id (its certificate's CN)")
     return p
 
 
@@ -79,7 +84,8 @@ async def _serve(args: argparse.Namespace) -> int:
         billing=Billing(args.data_dir / "loads.sqlite3"), clock=clock_from(args.fake_now))
     feeds = load_feeds(args.revocations) if args.revocations else dev_feeds()
     tls = TlsFiles(args.cert.read_bytes(), args.key.read_bytes(), args.client_ca.read_bytes())
-    server = LoadingServer(core, feeds, tls, args.listen)
+    checkpoints = CheckpointStore(args.data_dir / "checkpoints.sqlite3")
+    server = LoadingServer(core, feeds, tls, args.listen, checkpoints)
     await server.start()
     print(f"READY port={server.port}", flush=True)
     stop = asyncio.Event()
@@ -91,6 +97,7 @@ async def _serve(args: argparse.Namespace) -> int:
     await server.stop()
     core.issuer.close()
     core.billing.close()
+    checkpoints.close()
     return 0
 
 
@@ -110,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         rep = billing.report(args.organisation, args.year)
         print(json.dumps({"organisation": rep.organisation, "year": rep.year,
                           "loads": rep.loads, "yen": rep.yen, "per_ap": rep.per_ap}))
+        return 0
+    if args.command == "checkpoints":
+        store = CheckpointStore(args.data_dir / "checkpoints.sqlite3")
+        try:
+            for kept in store.for_terminal(args.terminal):
+                print(kept.as_json())
+        finally:
+            store.close()
         return 0
     handler = logging.StreamHandler()
     if args.json_logs:

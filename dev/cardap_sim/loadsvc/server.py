@@ -18,8 +18,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from cardap.v1 import cards_pb2, loading_pb2, loading_pb2_grpc
+from cardap.v1 import audit_pb2, cards_pb2, loading_pb2, loading_pb2_grpc
 from cardap_sim.loadsvc.catalogue import ApType, CatalogueAp
+from cardap_sim.loadsvc.checkpoints import PAGE as CHECKPOINT_PAGE
+from cardap_sim.loadsvc.checkpoints import CheckpointStore, Kept
 from cardap_sim.loadsvc.devca import TerminalIdentity, terminal_identity
 from cardap_sim.loadsvc.revocation import CardStatus, RevocationFeeds
 from cardap_sim.loadsvc.session import (
@@ -113,12 +115,52 @@ def answer_from(result: loading_pb2.BatchResult) -> BatchAnswer:
                        result.complete, result.transport_error)
 
 
-class LoadingServicer(loading_pb2_grpc.LoadingServiceServicer):
-    """LoadingService: catalogue, card sessions, revocation feed."""
+def _keep(store: CheckpointStore, ident: TerminalIdentity,
+          cp: audit_pb2.AuditCheckpoint) -> tuple[int, bool]:
+    """Keep one checkpoint under the certificate's terminal id."""
+    return store.record(ident.terminal_id, cp.terminal_id, cp.seq, cp.hash,
+                        cp.row_time.ToMicroseconds(), cp.kind, cp.segment,
+                        cp.unacknowledged_resets)
 
-    def __init__(self, core: ServiceCore, feeds: RevocationFeeds) -> None:
+
+def _checkpoint(k: Kept) -> audit_pb2.AuditCheckpoint:
+    msg = audit_pb2.AuditCheckpoint(terminal_id=k.terminal_id, seq=k.seq, hash=k.hash,
+                                    kind=k.kind, segment=k.segment,
+                                    unacknowledged_resets=k.unacknowledged_resets)
+    msg.row_time.FromMicroseconds(k.row_time_us)
+    return msg
+
+
+class LoadingServicer(loading_pb2_grpc.LoadingServiceServicer):
+    """LoadingService: catalogue, card sessions, revocation feed, audit checkpoints."""
+
+    def __init__(self, core: ServiceCore, feeds: RevocationFeeds,
+                 checkpoints: CheckpointStore | None = None) -> None:
         self.core = core
         self.feeds = feeds
+        self.checkpoints = checkpoints if checkpoints is not None else CheckpointStore()
+
+    async def RecordAuditCheckpoint(self, request: loading_pb2.RecordAuditCheckpointRequest,
+                                    context: Any) -> loading_pb2.RecordAuditCheckpointResponse:
+        """Keep the caller's checkpoint (under its certificate's terminal id)."""
+        ident = await _caller(context)
+        cp = request.checkpoint
+        if cp.seq == 0 or len(cp.hash) != 64:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "a checkpoint names a seq from 1 and a SHA-256 in hex")
+        kept, diverged = await asyncio.to_thread(_keep, self.checkpoints, ident, cp)
+        return loading_pb2.RecordAuditCheckpointResponse(kept=kept, diverged=diverged)
+
+    async def ListAuditCheckpoints(self, request: loading_pb2.ListAuditCheckpointsRequest,
+                                   context: Any) -> loading_pb2.ListAuditCheckpointsResponse:
+        """The checkpoints kept for the caller's terminal, in the order received."""
+        ident = await _caller(context)
+        limit = min(request.limit or CHECKPOINT_PAGE, CHECKPOINT_PAGE)
+        kept, cursor = await asyncio.to_thread(self.checkpoints.page, ident.terminal_id,
+                                               request.after_seq, request.cursor, limit)
+        return loading_pb2.ListAuditCheckpointsResponse(
+            checkpoints=[_checkpoint(k) for k in kept], terminal_id=ident.terminal_id,
+            next_cursor=cursor)
 
     async def GetCatalogue(self, request: loading_pb2.GetCatalogueRequest,
                            context: Any) -> loading_pb2.GetCatalogueResponse:
@@ -155,6 +197,8 @@ class LoadingServicer(loading_pb2_grpc.LoadingServiceServicer):
             return
         op = first.open
         await _check_org(context, ident, op.organisation)
+        if op.HasField("checkpoint") and op.checkpoint.seq > 0:
+            await asyncio.to_thread(_keep, self.checkpoints, ident, op.checkpoint)
         session = CardSession(self.core, SessionRequest(
             organisation=ident.organisation, action=op.action, operator_id=op.operator_id,
             ap_id=op.ap_id, aid=op.aid, card_id=op.card_id, profile=op.profile,
@@ -192,14 +236,15 @@ class LoadingServer:
     """The grpc.aio server with LoadingService and health, on one mTLS port."""
 
     def __init__(self, core: ServiceCore, feeds: RevocationFeeds, tls: TlsFiles,
-                 address: str = "127.0.0.1:0") -> None:
+                 address: str = "127.0.0.1:0",
+                 checkpoints: CheckpointStore | None = None) -> None:
         self.server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ])
-        loading_pb2_grpc.add_LoadingServiceServicer_to_server(LoadingServicer(core, feeds),
-                                                              self.server)
+        loading_pb2_grpc.add_LoadingServiceServicer_to_server(
+            LoadingServicer(core, feeds, checkpoints), self.server)
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         creds = grpc.ssl_server_credentials([(tls.key_pem, tls.cert_pem)],
