@@ -4,6 +4,7 @@ test-only entry point) carries its scripts and data."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,10 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def build(source: Path, out: Path, pattern: str) -> Path:
+    # setuptools stages files in <source>/build and never prunes it: a module deleted
+    # from the tree would still ship from a stale staging copy, so start and end clean.
+    shutil.rmtree(source / "build", ignore_errors=True)
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(out), str(source)], capture_output=True, text=True, timeout=300,
         check=False)
+    shutil.rmtree(source / "build", ignore_errors=True)
     assert result.returncode == 0, result.stderr
     (built,) = out.glob(pattern)
     return built
