@@ -227,8 +227,9 @@ class Daemon:
         try:
             if cfg.metrics.enabled:
                 host, port = cfg.metrics.host, cfg.metrics.port
-                self.metrics_port = self.metrics.serve(host, port)
-                log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
+                self.metrics_port = self.metrics.serve(host, port, self.health)
+                log.info("metrics on http://%s:%d/metrics, health on /healthz", host,
+                         self.metrics_port)
             await readers.start()
             for spec in socket_specs(cfg):
                 server = RoleServer(services, spec)
@@ -271,6 +272,27 @@ class Daemon:
             await asyncio.to_thread(roster.close)
             self.metrics.stop()
         return 0
+
+    def health(self) -> list[tuple[str, str]]:
+        """What keeps the daemon from doing its job now, as (reason, message); none when
+        healthy. Called on the HTTP endpoint's thread: it only reads state."""
+        if self._stop.is_set():
+            return [("SHUTTING_DOWN", "cardapd is stopping")]
+        running = self._running
+        if running is None or not self._ready.is_set():
+            return [("STARTING", "cardapd is starting")]
+        readers = running.services.readers
+        problems = []
+        if not readers.healthy():
+            problems.append(("READER_MONITOR_STOPPED", "the PC/SC reader monitor is not "
+                             "running (the watchdog is withheld)"))
+        if not readers.pcsc_available:
+            problems.append(("PCSC_UNAVAILABLE", "pcscd is not reachable; cardapd "
+                             "reconnects by itself (systemctl status pcscd.socket)"))
+        if self.metrics.audit_chain_ok is False:
+            problems.append(("AUDIT_CHAIN_BROKEN", "the last verification of the audit "
+                             "log failed (cardapctl audit verify)"))
+        return problems
 
     def request_stop(self) -> None:
         """Ask the daemon to stop (SIGTERM, SIGINT, tests): new card writes are refused at
