@@ -42,8 +42,9 @@ from cardapd.reads.revocation import Revocation
 from cardapd.reads.revocation_store import RevocationStore
 from cardapd.reads.service import UserIdReads
 from cardapd.servicelink.client import LoadingClient
-from cardapd.telemetry.logsetup import JsonFormatter, TextFormatter
+from cardapd.telemetry.logsetup import set_format
 from cardapd.telemetry.metrics import Metrics
+from cardapd.telemetry.oplog import OperationLog
 from cardapd.telemetry.recorder import Recorder
 from cardapd.transport.udev import resolve_source
 from cardlib.traffic import TRAFFIC
@@ -129,10 +130,7 @@ def apply_logging(old: DaemonConfig, new: DaemonConfig) -> None:
         root.setLevel(level)
         logging.getLogger("grpc").setLevel(max(level, logging.WARNING))
     if new.log_format != old.log_format:
-        for handler in root.handlers:  # journald entries are native: no format to change
-            if isinstance(handler, logging.StreamHandler):
-                handler.setFormatter(JsonFormatter() if new.log_format == "json"
-                                     else TextFormatter())
+        set_format(new.log_format)
 
 
 LOADING_CAPABILITIES = ["load_ap", "delete_ap", "list_card_aps", "reconcile"]
@@ -188,7 +186,7 @@ class Daemon:
         await asyncio.to_thread(Path(cfg.daemon.state_dir).mkdir, parents=True, exist_ok=True)
         audit_log = AsyncAuditLog(Path(cfg.audit.path))
         await audit_log.open()
-        sink = StoreAuditSink(audit_log, self.metrics)
+        sink = OperationLog(StoreAuditSink(audit_log, self.metrics))  # one line per row
         recorder = Recorder(sink, self.metrics)
         readers = Readers(reader_settings(cfg), recorder)
         journal = await asyncio.to_thread(Journal, Path(cfg.daemon.state_dir) / "journal.db")

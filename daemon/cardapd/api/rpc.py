@@ -26,7 +26,7 @@ from cardapd.api.status import internal, to_status
 from cardapd.domain import AuditSink, OpContext
 from cardapd.errors import CardapError, InvalidArgument, NotAuthorized, from_card
 from cardapd.operators.sessions import connection_scope, current_connection
-from cardapd.telemetry import logcontext
+from cardapd.telemetry import logcontext, oplog
 from cardlib.errors import CardLibError
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ def _admit(servicer: Admitting, name: str, context: Ctx) -> OpContext:
     # Each call runs in its own task: set, not scoped, like `current_connection` (D21).
     logcontext.set_fields(operation=logcontext.operation_name(name), request_id=rid,
                           role=str(servicer.role))
+    oplog.begin_call()
     if not allowed(name, servicer.role):
         raise _Denied(rid, NotAuthorized(
             f"{name} is not available on the {servicer.role} socket",
@@ -125,6 +126,7 @@ async def _fail(servicer: Admitting, name: str, context: Ctx, rid: str,
     else:
         log.exception("unexpected error in %s (request %s)", name, rid)
         err = internal(rid)
+    oplog.refused(name, err, rid)  # unless its operation's line was logged already
     status = to_status(err, rid)
     servicer.count(name, status.code.name)
     await context.abort(status.code, status.details, status.trailing_metadata)

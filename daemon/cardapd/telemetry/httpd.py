@@ -12,15 +12,28 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
 Problem = tuple[str, str]
 """A health problem: stable reason, human message."""
 Health = Callable[[], list[Problem]]
+
+class QuietHandler(WSGIRequestHandler):
+    """No access log on stderr (a scrape every few seconds would flood it)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Drop the line."""
+
+
+class ThreadingServer(ThreadingMixIn, WSGIServer):
+    """One thread per request, none outliving the process."""
+
+    daemon_threads = True
+
 
 TEXT = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
 
@@ -52,13 +65,13 @@ def make_app(registry: CollectorRegistry, health: Health) -> Callable[..., Itera
 def serve(registry: CollectorRegistry, host: str, port: int,
           health: Health) -> tuple[WSGIServer, threading.Thread]:
     """Serve the endpoint on host:port in a daemon thread (port 0 picks one)."""
-    class Server(ThreadingWSGIServer):
+    class Server(ThreadingServer):
         """ThreadingWSGIServer with the address family of `host` (IPv4 or IPv6)."""
 
     info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     Server.address_family, addr = info[0][0], str(info[0][4][0])
     server = make_server(addr, port, make_app(registry, health), Server,
-                         handler_class=_SilentHandler)
+                         handler_class=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
     return server, thread
