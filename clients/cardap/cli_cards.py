@@ -5,6 +5,7 @@ and saying what it deleted). Readers are named by index, name or a unique part o
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from typing import Any
 
@@ -69,22 +70,24 @@ def reader_completer(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> 
 
 # ---------------------------------------------------------------- text forms
 
-def fmt_card(c: cards_pb2.Card) -> str:
-    """`My Number Card 4790-C2627064 (vendor-a)`; Type C reads on their own lines."""
+def fmt_card(c: cards_pb2.Card, inline: bool = False) -> str:
+    """`My Number Card 4790-C2627064 (vendor-a)`; Type C reads on their own lines, or
+    after `;` on the same line (`inline`: one event, one line)."""
     text = KIND_TEXT.get(c.kind, "card")
     if c.card_id:
         text += f" {c.card_id}"
     if c.profile:
         text += f" ({c.profile})"
     for t in c.tap:
-        text += f"\n      Type C {t.aid}: " + (t.user_id or f"unreadable ({t.reason})")
+        text += ("; " if inline else "\n      ") + f"Type C {t.aid}: " + (
+            t.user_id or f"unreadable ({t.reason})")
     return text
 
 
-def fmt_reader_state(r: cards_pb2.Reader) -> str:
+def fmt_reader_state(r: cards_pb2.Reader, inline: bool = False) -> str:
     """What a reader holds, in words."""
     if r.state == cards_pb2.READER_STATE_CARD_PRESENT and r.HasField("card"):
-        return fmt_card(r.card)
+        return fmt_card(r.card, inline)
     return {cards_pb2.READER_STATE_EMPTY: "empty",
             cards_pb2.READER_STATE_CARD_MUTE: "a card that does not answer",
             cards_pb2.READER_STATE_UNAVAILABLE: "unavailable",
@@ -204,8 +207,10 @@ class LoadBar:
         if self.bar is None or p.ap_id != self.ap:
             self.close()
             self.ap = p.ap_id
-            self.bar = tqdm(total=100, desc=p.ap_id, unit="%", file=sys.stderr,
-                            leave=True, dynamic_ncols=True, mininterval=0,
+            size = shutil.get_terminal_size(fallback=(80, 24))  # a terminal of size 0x0
+            self.bar = tqdm(total=100, desc=p.ap_id, unit="%", file=sys.stderr,  # draws
+                            leave=True, ncols=size.columns or 80,  # nothing: say 80x24
+                            nrows=size.lines or 24, mininterval=0,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
         phase = enum_name(terminal_pb2.LoadPhase, p.phase, "LOAD_PHASE_").replace("_", " ")
         blocks = f", block {p.blocks_done}/{p.blocks_total}" if p.blocks_total else ""
@@ -273,11 +278,17 @@ def cmd_delete(client: CardapClient, args: argparse.Namespace) -> int:
 
 
 def describe_ap(client: CardapClient, aid: str, reader: str) -> str:
-    """`AP D392... (type C, extended area) from the card in 'Reader'`, as far as known."""
+    """`AP D392... (type C, extended area) from card 4790-... in 'Reader'`, as far as the
+    daemon can tell before the delete."""
+    where = "the card" + (f" in {reader!r}" if reader else "")
     try:
+        holders = [r for r in client.readers().readers if r.HasField("card")
+                   and (r.name == reader or not reader)]
+        if len(holders) == 1:
+            where = f"card {holders[0].card.card_id} in {holders[0].name!r}"
         listing = client.card_aps(reader)
     except CardapClientError:
-        return f"AP {aid} from the card" + (f" in {reader!r}" if reader else "")
+        return f"AP {aid} from {where}"
     found = next((a for a in listing.aps if a.aid.upper() == aid), None)
     what = f"AP {aid}"
     if found is not None:
@@ -285,4 +296,4 @@ def describe_ap(client: CardapClient, aid: str, reader: str) -> str:
         what += f", {found.area} area)" if found.area else ")"
     else:
         what += " (not found on the card)"
-    return what + " from the card" + (f" in {reader!r}" if reader else "")
+    return f"{what} from {where}"

@@ -27,7 +27,7 @@ def fmt_event(e: cards_pb2.CardEvent) -> str:
     name = repr(e.reader.name) if e.reader.name else ""
     kind = e.kind
     if kind == K.CARD_EVENT_KIND_SNAPSHOT:
-        what = f"reader {name}: {fmt_reader_state(e.reader)}"
+        what = f"reader {name}: {fmt_reader_state(e.reader, inline=True)}"
     elif kind == K.CARD_EVENT_KIND_SNAPSHOT_END:
         what = "end of the snapshot; live events follow"
     elif kind == K.CARD_EVENT_KIND_READER_ADDED:
@@ -37,7 +37,7 @@ def fmt_event(e: cards_pb2.CardEvent) -> str:
     elif kind == K.CARD_EVENT_KIND_CARD_DETECTED:
         what = f"card detected in {name}, identifying"
     elif kind == K.CARD_EVENT_KIND_CARD_INSERTED:
-        what = f"card inserted in {name}: {fmt_card(e.reader.card)}"
+        what = f"card inserted in {name}: {fmt_card(e.reader.card, inline=True)}"
     elif kind == K.CARD_EVENT_KIND_CARD_REMOVED:
         what = f"card removed from {name}"
     elif kind == K.CARD_EVENT_KIND_CARD_MUTE:

@@ -4,8 +4,8 @@ The loading service sends its commands in few batches (two round trips per AP wh
 image size), each with a percent to report once it has run. Within a batch the terminal
 sees each command the card acknowledges: the percent moves between the previous hint and
 this batch's in proportion to the commands done, the phase follows the command just run
-(LOAD: loading, INSTALL: installing, STORE DATA: personalising; GlobalPlatform INS codes,
-readable in the clear under SCP03) and each acknowledged LOAD, one block of the load file,
+(INSTALL [for load] and LOAD: loading, INSTALL [for install]: installing, STORE DATA:
+personalising; GlobalPlatform INS and P1, readable in the clear under SCP03) and each acknowledged LOAD, one block of the load file,
 is reported. The percent never goes back and stays below 100 until the result is known.
 """
 
@@ -23,6 +23,14 @@ PHASE_OF_INS = {INS_LOAD: "loading", INS_INSTALL: "installing",
 def _gp_ins(command: bytes) -> int:
     """The INS of a GlobalPlatform (proprietary class) command, else -1."""
     return command[1] if len(command) >= 4 and command[0] & 0x80 else -1
+
+
+def _phase(command: bytes) -> str | None:
+    """The phase a command belongs to (None: the batch's hint says)."""
+    ins = _gp_ins(command)
+    if ins == INS_INSTALL and command[2] & 0x0C == 0:  # INSTALL [for load]: loading starts
+        return "loading"
+    return PHASE_OF_INS.get(ins)
 
 
 class BlockProgress:
@@ -56,10 +64,10 @@ class BlockProgress:
         count = len(batch.apdus)
         if not 0 < done <= count:
             return
-        ins = _gp_ins(batch.apdus[done - 1].command)
-        if ins == INS_LOAD:
+        command = batch.apdus[done - 1].command
+        if _gp_ins(command) == INS_LOAD:
             self.blocks_done += 1
-        phase = PHASE_OF_INS.get(ins) or PHASES.get(batch.phase, "loading")
+        phase = _phase(command) or PHASES.get(batch.phase, "loading")
         target = min(int(batch.percent), 99)
         span = max(target - self._from, 0)
         self._send(phase, self._from + span * done // count)
