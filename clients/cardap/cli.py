@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
-                              parents=[common])
+        return sub.add_parser(name, help=help_text, parents=[common],
+                              description=help_text[0].upper() + help_text[1:] + ".")
 
     command("status", "daemon status: version, PC/SC, readers, cards, audit head (ops)")
     command("readers", "readers with their index, and the card in each (ops)")

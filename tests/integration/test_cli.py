@@ -136,7 +136,8 @@ def test_every_command_without_the_daemon_exits_unavailable(tmp_path: Path,
         env=dict(os.environ, CARDAPD_SOCKET_DIR=str(tmp_path), CARDAPD_SESSION=SESSION),
         input="Passw0rd-long-enough\n", check=False)
     assert proc.returncode == exitcodes.UNAVAILABLE, proc.stdout + proc.stderr
-    assert "DAEMON_UNREACHABLE" in proc.stderr and str(tmp_path) in proc.stderr
+    assert "DAEMON_UNREACHABLE" in proc.stderr
+    assert str(tmp_path) in proc.stderr
     proc = subprocess.run(
         [str(CTL), *args, "--json", "--timeout", "5"], capture_output=True, text=True,
         env=dict(os.environ, CARDAPD_SOCKET_DIR=str(tmp_path), CARDAPD_SESSION=SESSION),
@@ -181,18 +182,21 @@ def test_diagnose_exit_is_the_verdict(ls: LoadStack) -> None:
 def test_unknown_operation_is_refused_and_a_known_one_filters(ls: LoadStack) -> None:
     bad = ctl(ls, "audit", "export", "--operation", "load,bogus")
     assert bad.returncode == exitcodes.USAGE
-    assert "UNKNOWN_OPERATION" in bad.stderr and "'bogus'" in bad.stderr
+    assert "UNKNOWN_OPERATION" in bad.stderr
+    assert "'bogus'" in bad.stderr
     good = ctl(ls, "audit", "export", "--operation", "card_inserted")
     assert good.returncode == 0, good.stderr
     rows = [json.loads(x) for x in good.stdout.splitlines()]
-    assert rows and {r["operation"] for r in rows} == {"card_inserted"}
+    assert rows
+    assert {r["operation"] for r in rows} == {"card_inserted"}
 
 
 # ---------------------------------------------------------------- JSON and pipes
 
 def test_json_numbers_are_numbers(ls: LoadStack) -> None:
     verify = json.loads(ctl(ls, "--json", "audit", "verify").stdout)
-    assert isinstance(verify["rows_checked"], int) and verify["rows_checked"] > 0
+    assert isinstance(verify["rows_checked"], int)
+    assert verify["rows_checked"] > 0
     status = json.loads(ctl(ls, "status", "--json").stdout)
     assert isinstance(status["audit_head_seq"], int)
     events = [json.loads(x) for x in ctl(ls, "watch", "--count", "2", "--json").stdout
@@ -227,7 +231,8 @@ def test_readers_by_index_name_or_part(ls: LoadStack) -> None:
     listing = ctl(ls, "readers")
     assert listing.returncode == 0
     lines = listing.stdout.splitlines()
-    assert lines[0].startswith(f"0  {reader_name(ls, 0)}") and "My Number Card" in lines[0]
+    assert lines[0].startswith(f"0  {reader_name(ls, 0)}")
+    assert "My Number Card" in lines[0]
     assert any(line.startswith(f"1  {reader_name(ls, 1)}") and "empty" in line
                for line in lines)
     for name in ("0", reader_name(ls, 0), "PCD 00 00", "pcd 00 00"):
@@ -236,9 +241,11 @@ def test_readers_by_index_name_or_part(ls: LoadStack) -> None:
         assert json.loads(proc.stdout)["reader"] == reader_name(ls, 0)
         assert json.loads(proc.stdout)["user_id"] == demo_user_id()
     beyond = ctl(ls, "read-id", "--reader", "7")
-    assert beyond.returncode == exitcodes.USAGE and "no reader 7" in beyond.stderr
+    assert beyond.returncode == exitcodes.USAGE
+    assert "no reader 7" in beyond.stderr
     ambiguous = ctl(ls, "read-id", "--reader", "Virtual")
-    assert ambiguous.returncode == exitcodes.USAGE and "2 readers" in ambiguous.stderr
+    assert ambiguous.returncode == exitcodes.USAGE
+    assert "2 readers" in ambiguous.stderr
 
 
 # ---------------------------------------------------------------- watch
@@ -262,9 +269,11 @@ def test_watch_lines_have_a_time_and_clean_text(ls: LoadStack) -> None:
     assert proc.returncode == 0, err
     assert all(re.match(TIME + r"  #\d+", line) for line in lines), lines
     assert f"reader '{reader_name(ls, 1)}': empty" in lines[0]
-    assert "DETECTED" in lines[2] and f"card detected in '{reader_name(ls, 1)}', identifying" \
+    assert "DETECTED" in lines[2]
+    assert f"card detected in '{reader_name(ls, 1)}', identifying" \
         in lines[2]
-    assert "INSERTED" in lines[3] and "My Number Card" in lines[3]
+    assert "INSERTED" in lines[3]
+    assert "My Number Card" in lines[3]
     assert demo_user_id() in "".join(lines)
     assert not any("unknown ()" in line or "unspecified" in line.lower() for line in lines)
 
@@ -296,7 +305,8 @@ def test_watch_follow_reconnects_after_a_restart_and_replays_the_snapshot(
         plain.kill()
         plain.wait(10)
     assert follow.returncode == 0, err
-    assert "reconnecting" in err and "reconnected" in err
+    assert "reconnecting" in err
+    assert "reconnected" in err
     assert "Traceback" not in err
     wait_until(lambda: ctl(ls, "status").returncode == 0, 20, "the daemon back")
     insert_again(ls)
@@ -315,7 +325,7 @@ class Terminal:
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
-            os.execve(argv[0], argv, env)
+            os.execve(argv[0], argv, env)  # noqa: S606 - the command under test
         fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
         self.output = b""
 
@@ -355,9 +365,11 @@ def test_load_draws_a_progress_bar_from_per_block_progress(ls: LoadStack) -> Non
     blocks = [(int(a), int(b)) for a, b in re.findall(r"block (\d+)/(\d+)", text)]
     assert len(blocks) >= 3, text
     total = blocks[-1][1]
-    assert total > 1 and all(b == total for _, b in blocks)
+    assert total > 1
+    assert all(b == total for _, b in blocks)
     done = [a for a, _ in blocks]
-    assert done == sorted(done) and done[-1] == total
+    assert done == sorted(done)
+    assert done[-1] == total
     assert len(set(done)) >= min(total, 3)
     percents = [int(p) for p in re.findall(rf"{AP_D}:\s+(\d+)%\|", text)]
     assert percents == sorted(percents) and percents[-1] == 100, percents
@@ -372,7 +384,8 @@ def test_load_draws_a_progress_bar_from_per_block_progress(ls: LoadStack) -> Non
     done_seen = [p["blocks_done"] for p in progress if p["blocks_total"]]
     assert done_seen == sorted(done_seen)
     assert sorted(set(done_seen)) == list(range(total + 1)), done_seen  # every block
-    assert progress[-1]["blocks_total"] == total and progress[-1]["percent"] == 100
+    assert progress[-1]["blocks_total"] == total
+    assert progress[-1]["percent"] == 100
     assert events[-1]["result"]["ok"] is True
     assert ctl(ls, "delete", "--aid", AIDS[AP_D], "--yes").returncode == 0
 
@@ -381,13 +394,15 @@ def test_delete_asks_first_and_says_what_it_deleted(ls: LoadStack) -> None:
     assert ctl(ls, "load", "--ap", AP_C, "--quiet").returncode == 0
     # no terminal and no --yes: refused, nothing deleted
     refused = ctl(ls, "delete", "--aid", AIDS[AP_C])
-    assert refused.returncode == exitcodes.USAGE and "--yes" in refused.stderr
+    assert refused.returncode == exitcodes.USAGE
+    assert "--yes" in refused.stderr
     assert AIDS[AP_C] in ctl(ls, "aps").stdout
     # a terminal: the question names the AP, "n" keeps it
     term = tty(ls, "delete", "--aid", AIDS[AP_C])
     assert term.read_until(b"[y/N]", 30), term.output
     question = term.output.decode(errors="replace")
-    assert f"Delete AP {AIDS[AP_C]} (type C" in question and reader_name(ls, 0) in question
+    assert f"Delete AP {AIDS[AP_C]} (type C" in question
+    assert reader_name(ls, 0) in question
     term.type("n\n")
     assert term.wait(30) == exitcodes.ABORTED
     assert AIDS[AP_C] in ctl(ls, "aps").stdout
@@ -401,7 +416,8 @@ def test_delete_asks_first_and_says_what_it_deleted(ls: LoadStack) -> None:
     assert f"deleted {AP_C} (AP {AIDS[AP_C]}) from card {card_id} in " \
         f"'{reader_name(ls, 0)}'" in said, said
     again = ctl(ls, "delete", "--aid", AIDS[AP_C], "-y")
-    assert again.returncode == 0 and "nothing deleted" in again.stdout
+    assert again.returncode == 0
+    assert "nothing deleted" in again.stdout
 
 
 def test_aps_is_a_clean_table(ls: LoadStack) -> None:
