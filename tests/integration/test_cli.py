@@ -372,7 +372,8 @@ def test_load_draws_a_progress_bar_from_per_block_progress(ls: LoadStack) -> Non
     assert done[-1] == total
     assert len(set(done)) >= min(total, 3)
     percents = [int(p) for p in re.findall(rf"{AP_D}:\s+(\d+)%\|", text)]
-    assert percents == sorted(percents) and percents[-1] == 100, percents
+    assert percents == sorted(percents), percents
+    assert percents[-1] == 100
     assert f"{AP_D}: loaded as {AIDS[AP_D]}" in text
 
     # --json: one progress event per acknowledged block, in order

@@ -6,7 +6,8 @@ sees each command the card acknowledges: the percent moves between the previous 
 this batch's in proportion to the commands done, the phase follows the command just run
 (INSTALL [for load] and LOAD: loading, INSTALL [for install]: installing, STORE DATA:
 personalising; GlobalPlatform INS and P1, readable in the clear under SCP03) and each
-acknowledged LOAD, one block of the load file, is reported. The percent never goes back and stays below 100 until the result is known.
+acknowledged LOAD, one block of the load file, is reported. The percent never goes back
+and stays below 100 until the result is known.
 """
 
 from __future__ import annotations
