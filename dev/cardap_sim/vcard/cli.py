@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -30,6 +31,7 @@ from .typec import TypeCSpec
 
 DEFAULT_VPCD_PORT = 35963
 CONTROL_ENV = "CARDAP_SIM_CONTROL"
+SENSOR_WAIT_S = 2.0
 SENSOR_ENV = "FP_VIRTUAL_IMAGE"  # libfprint's own variable for the virtual_image socket
 
 
@@ -185,6 +187,13 @@ def _finger(args: argparse.Namespace) -> int:
         print("cardap-sim: give a PRINT to present, or --lift", file=sys.stderr)
         return 2
     sensor = VirtualSensor(args.sensor)
+    if not Path(args.sensor).exists():
+        time.sleep(SENSOR_WAIT_S)  # typed just before the prompt: give fprintd a moment
+    if not Path(args.sensor).exists():
+        print(f"cardap-sim: the sensor {args.sensor} is not listening: the virtual sensor "
+              "only listens while fprintd uses it, during an enrolment or a login (run "
+              "this at its 'place your finger' prompt)", file=sys.stderr)
+        return 1
     try:
         if args.lift:
             sensor.finger(False)
