@@ -33,7 +33,8 @@ EXITS: tuple[Exit, ...] = (
     Exit(OK, "OK", "success (for `diagnose`: verdict OK)"),
     Exit(FAIL, "FAIL", "any other failure (an internal error, a load that failed for a "
          "reason not below)", ("INTERNAL", "ENROLL_FAILED", "CONFIG_INVALID",
-                               "AUDIT_ANCHOR_MISMATCH", "LOGIN_INCOMPLETE", "CLIENT_ERROR")),
+                               "AUDIT_ANCHOR_MISMATCH", "RELOAD_FAILED", "LOGIN_INCOMPLETE",
+                               "CLIENT_ERROR")),
     Exit(USAGE, "USAGE", "usage error or invalid argument (also a negative --timeout, an "
          "unknown reader index, a destructive command without --yes when nobody can be "
          "asked)",
@@ -42,6 +43,7 @@ EXITS: tuple[Exit, ...] = (
           "INVALID_RIGHT", "INVALID_TEXT", "INVALID_TIME", "INVALID_TIMEOUTS", "INVALID_YEAR",
           "EXPIRY_IN_PAST", "EXPIRY_TOO_FAR", "PASSWORD_POLICY", "PASSWORD_REQUIRED",
           "PRESET_DUPLICATE", "PRESET_USES_AP", "START_REQUIRED", "UNKNOWN_OPERATION",
+          "PIN_REQUIRED",
           "AUDIT_MY_NUMBER_REFUSED")),
     Exit(PRECONDITION, "PRECONDITION", "no reader, no card, not a My Number Card, the card "
          "refuses or breaks its layout, AP/operator/preset not found, PIN blocked or too few "
@@ -53,7 +55,8 @@ EXITS: tuple[Exit, ...] = (
           "CARD_AUTHENTICATION_FAILED", "AP_AUTH_FAILED", "SECURE_CHANNEL_ERROR",
           "KEY_VERSION_UNKNOWN", "AP_NOT_FOUND", "AP_NOT_CONFIGURED", "AP_TYPE_MISMATCH",
           "UNKNOWN_AP", "NOT_FOUND", "OPERATOR_NOT_FOUND", "ORGANISATION_NOT_FOUND",
-          "NO_ORGANISATION", "PRESET_NOT_FOUND", "PIN_ERROR", "PIN_BLOCKED",
+          "NO_ORGANISATION", "PRESET_NOT_FOUND", "NO_ENROLLED_FINGER", "PIN_ERROR",
+          "PIN_BLOCKED",
           "PIN_TRIES_TOO_FEW", "REVOCATION_FEED_STALE")),
     Exit(DENIED, "DENIED", "wrong socket for the role, not permitted, no or expired "
          "operator session, login refused, wrong PIN",
@@ -62,7 +65,8 @@ EXITS: tuple[Exit, ...] = (
           "OTHER_ORGANISATION", "SELF_APPROVAL", "SELF_DISABLE", "OPERATOR_DISABLED",
           "UNAUTHENTICATED", "NO_OPERATOR_SESSION", "SESSION_EXPIRED", "SESSION_IDLE",
           "SESSION_UNKNOWN", "SESSION_WRONG_CONNECTION", "FINGER_NOT_MATCHED",
-          "PIN_WRONG")),
+          "PASSWORD_WRONG", "PASSWORD_NOT_APPROVED", "PASSWORD_APPROVAL_EXPIRED",
+          "OPERATOR_LOCKED", "PIN_WRONG")),
     Exit(UNAVAILABLE, "UNAVAILABLE", "the daemon (not running, or not in the socket's "
          "group), pcscd, the card, the reader, the loading service or fprintd is "
          "unavailable, or the daemon is stopping",
@@ -71,7 +75,8 @@ EXITS: tuple[Exit, ...] = (
           "LOADING_SERVICE_ERROR", "LOADING_SERVICE_PROTOCOL", "LOADING_SERVICE_TIMEOUT",
           "LOADING_SERVICE_NOT_CONFIGURED", "SERVICE_UNAVAILABLE", "SERVICE_REFUSED",
           "OUTSIDE_SERVICE_HOURS", "NO_CONNECTION", "PROTOCOL_ERROR",
-          "BIOMETRIC_UNAVAILABLE", "STORE_ERROR", "STORE_TOO_NEW", "SHUTTING_DOWN",
+          "BIOMETRIC_UNAVAILABLE", "BIOMETRIC_BUSY", "BIOMETRIC_PERMISSION_DENIED",
+          "STORE_ERROR", "STORE_TOO_NEW", "SHUTTING_DOWN",
           "EVENT_QUEUE_OVERFLOW")),
     Exit(UNIMPLEMENTED, "UNIMPLEMENTED", "not implemented in this version of the daemon",
          ("UNIMPLEMENTED",)),
@@ -95,7 +100,7 @@ EXITS: tuple[Exit, ...] = (
     Exit(INTERRUPTED, "INTERRUPTED", "interrupted by Ctrl-C (`watch` and `metrics` end "
          "with 0: that is how they are stopped)"),
     Exit(OUTPUT_CLOSED, "OUTPUT_CLOSED", "the output was closed early (`cardapctl audit "
-         "export | head`), as a command killed by SIGPIPE; nothing is printed"),
+         "export` piped into `head`), as a command killed by SIGPIPE; nothing is printed"),
 )
 
 REASON_EXIT: dict[str, int] = {reason: e.code for e in EXITS for reason in e.reasons}
@@ -127,6 +132,10 @@ def for_reason(reason: str, code: grpc.StatusCode | None = None) -> int:
     return CODE_EXIT.get(code, FAIL) if code is not None else FAIL
 
 
-def table() -> list[tuple[int, str, str]]:
-    """(code, meaning, reasons) rows, as the operations guide shows them."""
-    return [(e.code, e.meaning, ", ".join(f"`{r}`" for r in e.reasons)) for e in EXITS]
+def markdown() -> str:
+    """The table as the operations guide shows it (a test keeps the guide equal to it)."""
+    rows = ["| code | name | meaning | the daemon's reasons that end with it |",
+            "| --- | --- | --- | --- |"]
+    rows += [f"| {e.code} | {e.name} | {e.meaning} | "
+             f"{', '.join(f'`{r}`' for r in e.reasons) or '-'} |" for e in EXITS]
+    return "\n".join(rows) + "\n"

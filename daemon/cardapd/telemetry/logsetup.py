@@ -28,7 +28,7 @@ import re
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from cardapd.telemetry.journald import JournalHandler, JournalSender
 from cardapd.telemetry.logcontext import ContextFilter
@@ -39,6 +39,8 @@ FIELDS = ("request_id", "operation", "reader", "card_id", "role", "audit_operati
           "result", "reason", "duration_ms", "operator", "audit_seq")
 QUEUE_SIZE = 10_000
 """Records waiting for the writer thread before new ones are dropped (and counted)."""
+STOP_WAIT_S = 2.0
+"""At exit, how long the queued records may take to be written."""
 TARGET_ENV = "CARDAPD_LOG_TARGET"  # "auto" (the default), "journal" or "stderr"
 TARGETS = ("auto", "journal", "stderr")
 
@@ -105,13 +107,48 @@ def choose_target(environ: Mapping[str, str] | None = None, stderr_fd: int = 2) 
     return "journal" if under_journal(env, stderr_fd) else "stderr"
 
 
+class StderrHandler(logging.Handler):
+    """Lines to stderr with os.write on its descriptor: no Python-level buffer or lock that
+    the exit (logging.shutdown, the final flush) would wait on while the writer thread is
+    blocked on a full pipe. A stream without a descriptor (a test's) is written to."""
+
+    terminator = "\n"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__()
+        self.stream = stream or sys.stderr
+        try:
+            self._fd: int | None = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one formatted line (dropped quietly once the reader is gone)."""
+        try:
+            line = self.format(record) + self.terminator
+            if self._fd is None:
+                self.stream.write(line)
+                self.stream.flush()
+                return
+            view = memoryview(line.encode("utf-8", "backslashreplace"))
+            while view:
+                view = view[os.write(self._fd, view):]
+        except BrokenPipeError:
+            pass
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+
 class OffThreadHandler(logging.handlers.QueueHandler):
     """The root handler: runs the context filter on the caller's thread, makes the record
     self-contained and queues it for the writer thread (never blocks: a full queue drops
     the record and counts it)."""
 
     def __init__(self, size: int = QUEUE_SIZE) -> None:
-        self.records: queue.Queue[logging.LogRecord] = queue.Queue(size)
+        self.records: queue.Queue[logging.LogRecord | None] = queue.Queue(size)
         super().__init__(self.records)
         self.dropped = 0
         self._exc = logging.Formatter()
@@ -144,8 +181,22 @@ class Writer(logging.handlers.QueueListener):
         self.handler = handler
         self._reported = 0
 
+    def stop(self, wait: float = STOP_WAIT_S) -> None:
+        """Write what is queued and end the thread, waiting at most `wait` seconds: an
+        output that accepts nothing (a full pipe nobody reads) never holds up the exit."""
+        thread = self._thread
+        if thread is None:
+            return
+        try:
+            self.source.records.put(None, timeout=wait)  # the listener's end-of-queue mark
+        except queue.Full:
+            return
+        thread.join(wait)
+        self._thread = None
+
     def handle(self, record: logging.LogRecord) -> None:
-        """Write one record (after a note of what was dropped before it, if any)."""
+        """Write one record (after a note of what was dropped before it, if any). Only this
+        thread writes: the handler's lock is not taken, so the exit never waits on it."""
         dropped = self.source.dropped
         if dropped > self._reported:
             note = logging.makeLogRecord({
@@ -153,8 +204,8 @@ class Writer(logging.handlers.QueueListener):
                 "msg": f"{dropped - self._reported} log record(s) dropped: the log writer "
                        "could not keep up"})
             self._reported = dropped
-            self.handler.handle(note)
-        self.handler.handle(record)
+            self.handler.emit(note)
+        self.handler.emit(record)
 
 
 _writer: Writer | None = None
@@ -189,7 +240,7 @@ def shutdown() -> None:
 def set_format(fmt: str) -> None:
     """Switch the stderr format at run time (a reload): `json` or `text`. Journald entries
     are native and have no format."""
-    if _writer is not None and isinstance(_writer.handler, logging.StreamHandler):
+    if _writer is not None and isinstance(_writer.handler, StderrHandler):
         _writer.handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
 
 
@@ -215,7 +266,7 @@ def setup_logging(level: str = "info", fmt: str = "json", target: str | None = N
             notes.append(f"journald socket {sender.path} not found; logging to stderr")
             chosen = "stderr"
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler.setFormatter(formatter)
     front = OffThreadHandler()
     front.addFilter(ContextFilter())  # on the caller's thread: the context is there
