@@ -88,7 +88,8 @@ def test_sim_cli_human_by_default_json_on_request_control_from_the_environment(
     card = bstack.new_card("by-hand")
     inserted = run(bstack, "cardap-sim", "insert", "--slot", "1", str(card))
     assert inserted.returncode == 0, inserted.stderr
-    assert inserted.stdout.startswith("inserted card ") and "slot 1" in inserted.stdout
+    assert inserted.stdout.startswith("inserted card ")
+    assert "slot 1" in inserted.stdout
     status = run(bstack, "cardap-sim", "status")
     assert status.returncode == 0
     assert "slot 1 (vpcd port" in status.stdout

@@ -214,7 +214,6 @@ def test_one_line_per_operation_and_the_documented_queries(tmp_path: Path,
     run with journalctl against the journal (`-u cardapd` becomes the identifier match:
     this journald runs no units)."""
     stack = Stack(tmp_path / "stack", loading=True, test_sessions=True)
-    session = (("cardap-session", "test:org-a:op-1"),)
     try:
         stack.start(daemon=False)
         log = stack.dir / "cardapd.log"
@@ -231,13 +230,12 @@ def test_one_line_per_operation_and_the_documented_queries(tmp_path: Path,
                           session="test:org-a:op-1", timeout=60) as kiosk:
             assert kiosk.delete_ap("D392F000430A0001").outcome == "DELETED"
             kiosk.diagnose(reader)
-        with CardapClient(stack.socket("gate"), request_id="jrnl-nocard-1") as gate:
-            with pytest.raises(CardapClientError):
-                gate.read_user_id("Virtual PCD 00 01")
-        with CardapClient(stack.socket("kiosk"), request_id="jrnl-nosession-1") as kiosk:
-            with pytest.raises(CardapClientError):
-                kiosk.loadable_aps()
-        del session
+        with CardapClient(stack.socket("gate"), request_id="jrnl-nocard-1") as gate, \
+                pytest.raises(CardapClientError):
+            gate.read_user_id("Virtual PCD 00 01")
+        with CardapClient(stack.socket("kiosk"), request_id="jrnl-nosession-1") as kiosk, \
+                pytest.raises(CardapClientError):
+            kiosk.loadable_aps()
     finally:
         stack.stop()
 

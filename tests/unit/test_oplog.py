@@ -31,12 +31,8 @@ async def test_one_line_per_operation(tmp_path: Path, caplog: pytest.LogCaptureF
                               detail={"ap_id": "org-a-staff-c"})
         await recorder.finish(ctx, "load", start, None, reader="R 0", card_id="C-1",
                               detail={"ap_id": "org-a-staff-c", "user_id": "SECRETUSERID1"})
-        with pytest.raises(NoCard):
-            try:
-                raise NoCard("the reader is empty")
-            except NoCard as exc:
-                await recorder.finish(ctx, "read_user_id", start, exc, reader="R 1")
-                raise
+        await recorder.finish(ctx, "read_user_id", start, NoCard("the reader is empty"),
+                              reader="R 1")
     lines = [r for r in caplog.records if r.name == "cardapd.operations"]
     assert len(lines) == 2, [r.getMessage() for r in lines]  # no line for the step
     ok, failed = lines
