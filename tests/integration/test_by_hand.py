@@ -152,3 +152,29 @@ def test_enrol_and_log_in_by_hand_then_approve_a_password(bstack: Stack,
                 "--password", "--password-stdin", stdin="not-the-password-1\n")
     assert wrong.returncode == exitcodes.DENIED, wrong.stderr
     assert "4 tries left" in wrong.stderr
+    for left in ("3 tries left", "2 tries left", "1 try left"):
+        wrong = run(bstack, "cardapctl", "login", "--org", ORG, "--operator", "op-2",
+                    "--password", "--password-stdin", stdin="not-the-password-1\n")
+        assert left in wrong.stderr, wrong.stderr
+    locked = run(bstack, "cardapctl", "--json", "login", "--org", ORG, "--operator", "op-2",
+                 "--password", "--password-stdin", stdin="not-the-password-1\n")
+    assert locked.returncode == exitcodes.DENIED
+    reason = json.loads(locked.stderr.strip().splitlines()[-1])["error"]["reason"]
+    assert reason == "OPERATOR_LOCKED"
+
+    # each of these is one line of the daemon's log, the lockout at warning with its reason
+    def login_lines() -> list[dict[str, str]]:
+        lines = [json.loads(x) for x in (bstack.dir / "cardapd.log").read_text().splitlines()
+                 if x.startswith("{")]
+        return [e for e in lines if e.get("audit_operation") == "operator_login"]
+    deadline = time.monotonic() + 10
+    while not any(e.get("reason") == "OPERATOR_LOCKED" for e in login_lines()):
+        assert time.monotonic() < deadline, login_lines()
+        time.sleep(0.1)
+    lines = login_lines()
+    lockout = next(e for e in lines if e.get("reason") == "OPERATOR_LOCKED")
+    assert lockout["level"] == "warning"
+    assert lockout["message"].startswith("operator_login org-a/op-2 (password): error "
+                                         "OPERATOR_LOCKED")
+    assert sum(e.get("reason") == "PASSWORD_WRONG" for e in lines) == 4
+    assert any(e["result"] == "ok" and e.get("operator") == "org-a/admin-1" for e in lines)
