@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = ""
         if err.reason == "DAEMON_UNREACHABLE":
             hint = f" (is cardapd running? socket {getattr(args, 'socket_path', '?')})"
-        elif err.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        elif err.code == grpc.StatusCode.DEADLINE_EXCEEDED and call_timeout(args):
             hint = f" (no answer within {call_timeout(args):g} s; see --timeout)"
         try:
             print_error(args, err.code.name, err.reason, err.message, err.metadata, hint)

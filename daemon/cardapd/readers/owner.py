@@ -66,10 +66,12 @@ class ReaderOwner:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"reader:{name}")
         self._conn: CardConnection | None = None
         self._proto: ApduProtocol | None = None
+        self._shut = False  # the reader went away: its thread takes no more work
 
     async def run(self, fn: Callable[[ApduProtocol], T]) -> T:
         """Run `fn` with an APDU protocol on this reader's card, on the reader's thread."""
         loop = asyncio.get_running_loop()
+        self._check_open()
         # The caller's log context (operation, request id) goes along; reader is ours.
         return await loop.run_in_executor(
             self._executor, logcontext.carry(self._call, reader=self.name), fn)
@@ -77,6 +79,7 @@ class ReaderOwner:
     async def run_plain(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the reader's thread without opening the card."""
         loop = asyncio.get_running_loop()
+        self._check_open()
         return await loop.run_in_executor(self._executor, logcontext.carry(fn, reader=self.name))
 
     def _call(self, fn: Callable[[ApduProtocol], T]) -> T:
@@ -113,11 +116,20 @@ class ReaderOwner:
         self._conn = None
         self._proto = None
 
+    def _check_open(self) -> None:
+        """READER_REMOVED once the reader went away (its thread is stopped)."""
+        if self._shut:
+            raise ReaderRemoved(f"the reader {self.name!r} was removed",
+                                metadata={"reader": self.name})
+
     async def card_gone(self) -> None:
-        """Close the connection after the card left (runs after queued operations)."""
-        await self.run_plain(self._drop)
+        """Close the connection after the card left (runs after queued operations); a
+        reader already gone closed it when its thread stopped."""
+        if not self._shut:
+            await self.run_plain(self._drop)
 
     def shutdown(self) -> None:
         """Close the connection and stop the thread (pending work is abandoned)."""
+        self._shut = True
         self._executor.submit(self._drop)
         self._executor.shutdown(wait=False, cancel_futures=True)
