@@ -23,6 +23,9 @@ def get(stack: Stack, path: str) -> tuple[int, str, str]:
 
 
 def test_healthz_metrics_and_404(stack: Stack, tmp_path: Path) -> None:
+    first = get(stack, "healthz")  # the sockets answer a moment before "ready"
+    assert first[0] == 200 or first[2] == "STARTING: cardapd is starting\n", first
+    wait_until(lambda: get(stack, "healthz")[0] == 200, 15, "/healthz to say 200")
     assert get(stack, "healthz") == (200, "text/plain; charset=utf-8", "ok\n")
     status, ctype, body = get(stack, "metrics")
     assert status == 200
