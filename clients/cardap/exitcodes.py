@@ -43,7 +43,7 @@ EXITS: tuple[Exit, ...] = (
           "INVALID_RIGHT", "INVALID_TEXT", "INVALID_TIME", "INVALID_TIMEOUTS", "INVALID_YEAR",
           "EXPIRY_IN_PAST", "EXPIRY_TOO_FAR", "PASSWORD_POLICY", "PASSWORD_REQUIRED",
           "PRESET_DUPLICATE", "PRESET_USES_AP", "START_REQUIRED", "UNKNOWN_OPERATION",
-          "PIN_REQUIRED",
+          "PIN_REQUIRED", "TIMESTAMP_OUT_OF_RANGE",
           "AUDIT_MY_NUMBER_REFUSED")),
     Exit(PRECONDITION, "PRECONDITION", "no reader, no card, not a My Number Card, the card "
          "refuses or breaks its layout, AP/operator/preset not found, PIN blocked or too few "
@@ -71,7 +71,8 @@ EXITS: tuple[Exit, ...] = (
          "group), pcscd, the card, the reader, the loading service or fprintd is "
          "unavailable, or the daemon is stopping",
          ("DAEMON_UNREACHABLE", "PCSC_UNAVAILABLE", "READER_UNAVAILABLE", "READER_BUSY",
-          "CARD_UNRESPONSIVE", "CARD_IDENTIFYING", "LOADING_SERVICE_UNAVAILABLE",
+          "CARD_UNRESPONSIVE", "CARD_IDENTIFYING", "CARD_IN_USE",
+          "LOADING_SERVICE_UNAVAILABLE",
           "LOADING_SERVICE_ERROR", "LOADING_SERVICE_PROTOCOL", "LOADING_SERVICE_TIMEOUT",
           "LOADING_SERVICE_NOT_CONFIGURED", "SERVICE_UNAVAILABLE", "SERVICE_REFUSED",
           "OUTSIDE_SERVICE_HOURS", "NO_CONNECTION", "PROTOCOL_ERROR",
@@ -81,8 +82,9 @@ EXITS: tuple[Exit, ...] = (
     Exit(UNIMPLEMENTED, "UNIMPLEMENTED", "not implemented in this version of the daemon",
          ("UNIMPLEMENTED",)),
     Exit(ABORTED, "ABORTED", "card or reader removed during the operation, the operation "
-         "or login cancelled", ("CARD_REMOVED", "READER_REMOVED", "CANCELLED",
-                                "LOGIN_CANCELLED", "CLIENT_GONE")),
+         "or login cancelled, the card reset by another program",
+         ("CARD_REMOVED", "READER_REMOVED", "CARD_RESET", "CANCELLED", "LOGIN_CANCELLED",
+          "CLIENT_GONE")),
     Exit(EXISTS, "EXISTS", "already exists (an AP on the card, an operator, a finger)",
          ("ALREADY_EXISTS", "OPERATOR_EXISTS", "ORGANISATION_EXISTS",
           "FINGER_ALREADY_ENROLLED")),
