@@ -1,194 +1,66 @@
-"""`cardapctl`: the command line of cardapd (status, readers, watch, read-id, diagnose,
-metrics, load; operators: login, logout, operators, enroll, audit, report).
+"""cardapctl: the command line of cardapd, for operations staff and scripts.
 
-Every command takes `--json` for machine output. Exit codes (stable, for scripts):
-  0 success                      1 other failure             2 usage or invalid argument
-  3 no reader / no card / wrong card / unknown operator (FAILED_PRECONDITION, NOT_FOUND)
-  4 permission denied (wrong socket role), no or bad operator session, login refused
-  5 daemon or PC/SC unavailable  6 not implemented yet
-  7 card removed, operation aborted, login or enrolment cancelled
-  8 already exists (load, operators add)           9 card full / resource exhausted
-  diagnose only: 10 warning, 11 card fault, 12 reader fault, 13 no card
-  audit verify and report: 10 the audit chain does not verify
+Commands: status, readers, watch, read-id, diagnose, metrics, loadable, aps, load,
+delete, login, logout, operators, enroll, audit, report, completion. Every option may
+come before or after the command (`cardapctl --json status` = `cardapctl status --json`);
+`--json` prints one JSON object per line, integers as numbers. A reader is named by its
+index in `cardapctl readers` (0, 1, ..., as pcsc_scan and gp number them), its full name
+or a unique part of it. Exit codes: see `cardap.exitcodes` (the one table) and the
+operations guide; scripts can rely on them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
+import argcomplete
 import grpc
+from argcomplete import shell_integration
 
-from cardap import cli_ops
+from cardap import cli_ops, exitcodes
+from cardap.cli_cards import (
+    cmd_aps,
+    cmd_delete,
+    cmd_diagnose,
+    cmd_load,
+    cmd_loadable,
+    cmd_read_id,
+    cmd_readers,
+    cmd_status,
+    reader_completer,
+)
+from cardap.cli_watch import cmd_metrics, cmd_watch
 from cardap.clibase import (
-    EXIT_ABORTED,
-    EXIT_DENIED,
     EXIT_FAIL,
-    EXIT_OK,
-    EXIT_PRECONDITION,
-    EXIT_UNAVAILABLE,
-    EXIT_UNIMPLEMENTED,
-    EXIT_USAGE,
+    CliError,
     as_dict,  # noqa: F401  (re-exported: cardap.cli.as_dict)
-    emit,
-    enum_name,
+    dumps,
+    positive_int,
+    quiet_broken_pipe,
+    seconds,
 )
 from cardap.client import CardapClient, CardapClientError, default_socket
-from cardap.v1 import cards_pb2, terminal_pb2
 
-VERDICT_EXIT = {
-    terminal_pb2.VERDICT_OK: 0, terminal_pb2.VERDICT_WARNING: 10,
-    terminal_pb2.VERDICT_CARD_FAULT: 11, terminal_pb2.VERDICT_READER_FAULT: 12,
-    terminal_pb2.VERDICT_NO_CARD: 13,
-}
-CODE_EXIT = {
-    grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE,
-    grpc.StatusCode.FAILED_PRECONDITION: EXIT_PRECONDITION,
-    grpc.StatusCode.NOT_FOUND: EXIT_PRECONDITION,
-    grpc.StatusCode.PERMISSION_DENIED: EXIT_DENIED,
-    grpc.StatusCode.UNAVAILABLE: EXIT_UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_UNAVAILABLE,
-    grpc.StatusCode.UNIMPLEMENTED: EXIT_UNIMPLEMENTED,
-    grpc.StatusCode.ABORTED: EXIT_ABORTED,
-    grpc.StatusCode.ALREADY_EXISTS: 8,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 9,
-    grpc.StatusCode.UNAUTHENTICATED: EXIT_DENIED,
-}
+CODE_EXIT = exitcodes.CODE_EXIT  # kept for scripts importing it; the table is exitcodes
+DEFAULT_TIMEOUT_S = 15.0
+LONG_TIMEOUT_S = 300.0
 DEFAULT_ROLE = {"status": "ops", "readers": "ops", "watch": "gate", "read-id": "gate",
                 "diagnose": "kiosk", "metrics": "ops", "loadable": "kiosk", "aps": "kiosk",
                 "load": "kiosk", "delete": "kiosk", **cli_ops.DEFAULT_ROLE}
+STREAMS = ("watch", "metrics", "login", "enroll", "audit export")
+"""Commands that wait for events: no deadline unless --timeout is given."""
+LONG = ("load", "audit verify", "report")
+"""Commands whose one call may take minutes: LONG_TIMEOUT_S unless --timeout is given."""
+ENDED_BY_CTRL_C = ("watch", "metrics")
 
-
-def fmt_reader(r: cards_pb2.Reader) -> str:
-    state = enum_name(cards_pb2.ReaderState, r.state, "READER_STATE_")
-    line = f"{r.name}: {state}"
-    if r.HasField("card"):
-        c = r.card
-        kind = enum_name(cards_pb2.CardKind, c.kind, "CARD_KIND_")
-        line += f" — {kind} {c.card_id} ({c.profile})"
-        for t in c.tap:
-            line += f"\n    Type C {t.aid}: " + (t.user_id or f"unreadable ({t.reason})")
-    return line
-
-
-def cmd_status(client: CardapClient, args: argparse.Namespace) -> int:
-    st = client.status()
-    emit(args, st, lambda s: (
-        f"cardapd {s.version} (socket role {s.role})\n"
-        f"  PC/SC: {'available' if s.pcsc_available else 'UNAVAILABLE'}\n"
-        f"  readers: {s.readers}, cards: {s.cards}\n"
-        f"  audit rows: {s.audit_head_seq}\n"
-        f"  capabilities: {', '.join(s.capabilities)}"))
-    return EXIT_OK
-
-
-def cmd_readers(client: CardapClient, args: argparse.Namespace) -> int:
-    resp = client.readers()
-    emit(args, resp, lambda r: "\n".join(fmt_reader(x) for x in r.readers) or "no readers")
-    return EXIT_OK if resp.pcsc_available else EXIT_UNAVAILABLE
-
-
-def cmd_watch(client: CardapClient, args: argparse.Namespace) -> int:
-    for count, ev in enumerate(client.watch(args.reader or (), timeout=args.duration), 1):
-        emit(args, ev, fmt_event)
-        if args.count and count >= args.count:
-            break
-    return EXIT_OK
-
-
-def fmt_event(e: cards_pb2.CardEvent) -> str:
-    """One card event as a line."""
-    kind = enum_name(cards_pb2.CardEventKind, e.kind, "CARD_EVENT_KIND_")
-    return f"#{e.seq} {kind}" + (f" {fmt_reader(e.reader)}" if e.HasField("reader") else "") + (
-        f" ({e.detail})" if e.detail else "")
-
-
-def cmd_read_id(client: CardapClient, args: argparse.Namespace) -> int:
-    resp = client.read_user_id(args.reader, args.aid, fresh=args.fresh)
-    emit(args, resp, lambda r: f"{r.user_id}  (card {r.card_id}, reader {r.reader!r}, "
-         f"AP {r.aid}, {'cached tap read' if r.cached else 'read now'})")
-    return EXIT_OK
-
-
-def fmt_diagnosis(resp: terminal_pb2.DiagnoseResponse) -> str:
-    lines = []
-    for d in resp.readers:
-        verdict = enum_name(terminal_pb2.Verdict, d.verdict, "VERDICT_")
-        lines.append(f"{d.reader.name or '(no reader)'}: {verdict.upper()}")
-        for c in d.checks:
-            lines.append(f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}")
-        for ap in d.aps:
-            lines.append(f"  AP {ap.name} {ap.aid}: {'answers' if ap.present else 'absent'}")
-        lines.append(f"  → {d.next_action}")
-    return "\n".join(lines)
-
-
-def cmd_diagnose(client: CardapClient, args: argparse.Namespace) -> int:
-    resp = client.diagnose(args.reader)
-    emit(args, resp, fmt_diagnosis)
-    return VERDICT_EXIT.get(resp.verdict, EXIT_FAIL)
-
-
-def cmd_metrics(client: CardapClient, args: argparse.Namespace) -> int:
-    for count, snap in enumerate(client.metrics(args.interval, args.prefix or ()), 1):
-        emit(args, snap, lambda s: "\n".join(
-            f"{x.name}{{{','.join(f'{k}={v!r}' for k, v in sorted(x.labels.items()))}}} {x.value:g}"
-            for x in s.samples))
-        if count >= args.count:
-            break
-    return EXIT_OK
-
-
-def cmd_loadable(client: CardapClient, args: argparse.Namespace) -> int:
-    resp = client.loadable_aps()
-    emit(args, resp, lambda r: "\n".join(
-        [f"{a.ap_id}: {a.display_name} (type {enum_name(cards_pb2.APType, a.type, 'AP_TYPE_')},"
-         f" {a.area} area, instance {a.instance_aid})" for a in r.aps]
-        + [f"preset {p.name}: {', '.join(p.ap_ids)}" for p in r.presets]) or "nothing")
-    return EXIT_OK
-
-
-def cmd_aps(client: CardapClient, args: argparse.Namespace) -> int:
-    resp = client.card_aps(args.reader)
-    emit(args, resp, lambda r: "\n".join(
-        [f"{a.aid}: type {enum_name(cards_pb2.APType, a.type, 'AP_TYPE_')}, {a.area} area, "
-         f"{a.lifecycle}" for a in r.aps]
-        + [f"free {area}: {n} bytes" for area, n in sorted(r.free_bytes.items())]))
-    return EXIT_OK
-
-
-def cmd_load(client: CardapClient, args: argparse.Namespace) -> int:
-    failed = False
-    for ev in client.load_ap(args.ap or "", preset=args.preset or "", reader=args.reader,
-                             custom_user_id=args.custom_user_id):
-        if ev.WhichOneof("event") == "progress":
-            if args.json:
-                emit(args, ev, str)
-            elif not args.quiet:
-                p = ev.progress
-                print(f"  {p.ap_id}: {enum_name(terminal_pb2.LoadPhase, p.phase, 'LOAD_PHASE_')}"
-                      f" {p.percent}%", flush=True)
-            continue
-        r = ev.result
-        failed = failed or not r.ok
-        emit(args, ev, lambda e: (
-            f"{e.result.ap_id}: loaded as {e.result.aid}, user ID {e.result.user_id}, "
-            f"{e.result.free_bytes} bytes free" if e.result.ok
-            else f"{e.result.ap_id}: FAILED {e.result.reason}: {e.result.message}"))
-    return EXIT_FAIL if failed else EXIT_OK
-
-
-def cmd_delete(client: CardapClient, args: argparse.Namespace) -> int:
-    resp = client.delete_ap(args.aid, args.reader)
-    emit(args, resp, lambda r: f"{r.outcome.lower()}; {r.free_bytes} bytes free")
-    return EXIT_OK
-
-
-COMMANDS: dict[str, Callable[[CardapClient, argparse.Namespace], int]] = {
+Command = Callable[[CardapClient, argparse.Namespace], int]
+COMMANDS: dict[str, Command] = {
     "status": cmd_status, "readers": cmd_readers, "watch": cmd_watch,
     "read-id": cmd_read_id, "diagnose": cmd_diagnose, "metrics": cmd_metrics,
     "loadable": cmd_loadable, "aps": cmd_aps, "load": cmd_load, "delete": cmd_delete,
@@ -196,96 +68,236 @@ COMMANDS: dict[str, Callable[[CardapClient, argparse.Namespace], int]] = {
 }
 
 
-def parser() -> argparse.ArgumentParser:
-    """The argument parser."""
-    p = argparse.ArgumentParser(prog="cardapctl", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--socket", type=Path, help="daemon socket (default: by --role)")
-    p.add_argument("--role", choices=["kiosk", "gate", "ops"],
-                   help="which role's socket to use (default depends on the command)")
-    p.add_argument("--socket-dir", type=Path,
-                   help="directory of the role sockets ($CARDAPD_SOCKET_DIR, /run/cardapd)")
-    p.add_argument("--json", action="store_true", help="JSON output (one object per line)")
-    p.add_argument("--timeout", type=float, default=15.0, help="seconds per call")
-    p.add_argument("--session", default=os.environ.get("CARDAPD_SESSION"),
-                   help="operator session token for load/delete and the roster "
-                   "($CARDAPD_SESSION; visible in ps: prefer --session-file)")
-    p.add_argument("--session-file", type=Path,
-                   default=os.environ.get("CARDAPD_SESSION_FILE") or None,
-                   help="file holding the session token, as written by login --token-file "
-                   "($CARDAPD_SESSION_FILE)")
-    # --json is accepted after the subcommand too (`cardapctl read-id --json`).
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="JSON output (one object per line)")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="daemon status", parents=[common])
-    sub.add_parser("readers", help="readers and cards", parents=[common])
-    w = sub.add_parser("watch", help="card events (snapshot, then live)", parents=[common])
-    w.add_argument("--reader", action="append", help="only this reader (repeatable)")
-    w.add_argument("--count", type=int, default=0, help="stop after N events")
-    w.add_argument("--duration", type=float, default=None, help="stop after N seconds")
-    r = sub.add_parser("read-id", help="read the user ID (Type C)", parents=[common])
-    r.add_argument("--reader", default="", help="reader name (default: the one with a card)")
-    r.add_argument("--aid", default="", help="Type C AP AID in hex (default: configured)")
-    r.add_argument("--fresh", action="store_true", help="read the card now, not the tap cache")
-    d = sub.add_parser("diagnose", help="card fault isolation", parents=[common])
-    d.add_argument("--reader", default="", help="reader name (default: every reader)")
-    sub.add_parser("loadable", help="APs the operator's organisation may load (kiosk)",
-                   parents=[common])
-    a = sub.add_parser("aps", help="APs on the card and free space (kiosk)", parents=[common])
-    a.add_argument("--reader", default="")
-    ld = sub.add_parser("load", help="load an AP or a preset set (kiosk, operator session)",
-                        parents=[common])
+def version() -> str:
+    """This cardapctl's version (the installed cardapd distribution's)."""
+    try:
+        return metadata.version("cardapd")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def global_options(*, suppress: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name.
+
+    On the top-level parser they carry the defaults; on each command's parser they are
+    SUPPRESSed, so that one given after the command overrides and an absent one does not
+    reset what was given before it."""
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    g = argparse.ArgumentParser(add_help=False)
+    opts = g.add_argument_group("global options (before or after the command)")
+    opts.add_argument("--json", action="store_true", default=default(False),
+                      help="machine output: one JSON object per line on stdout (errors as "
+                      "{\"error\": ...} on stderr); integers are numbers")
+    opts.add_argument("--timeout", type=seconds, default=default(None), metavar="SECONDS",
+                      help=f"give up on a call after SECONDS (default {DEFAULT_TIMEOUT_S:g};"
+                      f" {LONG_TIMEOUT_S:g} for load, audit verify and report; none for "
+                      "watch, metrics, login, enroll and audit export); exit 14 when it "
+                      "expires")
+    opts.add_argument("--role", choices=["kiosk", "gate", "ops"], default=default(None),
+                      help="use this role's socket (default: the command's own, e.g. gate "
+                      "for watch and read-id, kiosk for load, ops for status)")
+    opts.add_argument("--socket", type=Path, default=default(None), metavar="PATH",
+                      help="the daemon socket to use (overrides --role and --socket-dir)")
+    opts.add_argument("--socket-dir", type=Path, default=default(None), metavar="DIR",
+                      help="directory of the role sockets (default $CARDAPD_SOCKET_DIR, "
+                      "else /run/cardapd)")
+    opts.add_argument("--session", default=default(os.environ.get("CARDAPD_SESSION")),
+                      metavar="TOKEN",
+                      help="operator session token for load, delete and the roster "
+                      "(default $CARDAPD_SESSION; visible in ps: prefer --session-file)")
+    opts.add_argument("--session-file", type=Path, metavar="FILE",
+                      default=default(os.environ.get("CARDAPD_SESSION_FILE") or None),
+                      help="file holding the session token, as written by `login "
+                      "--token-file` (default $CARDAPD_SESSION_FILE)")
+    opts.add_argument("--request-id", default=default(None), metavar="ID",
+                      help="request id sent to the daemon (x-request-id: 1-64 of A-Z a-z "
+                      "0-9 . _ -); it names the call in the daemon's log and audit rows")
+    return g
+
+
+def reader_option(p: argparse.ArgumentParser, what: str) -> None:
+    """`--reader`: by index, full name or a unique part of the name."""
+    action = p.add_argument(
+        "--reader", default="", metavar="READER",
+        help=f"{what}: its index in `cardapctl readers` (0, 1, ...), its name, or a unique "
+        "part of its name")
+    action.completer = reader_completer  # type: ignore[attr-defined]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """cardapctl's argument parser (also what `make man` renders into the manual page)."""
+    common = global_options(suppress=True)
+    p = argparse.ArgumentParser(
+        prog="cardapctl", description=__doc__,
+        parents=[global_options(suppress=False)],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit codes:\n" + "\n".join(
+            f"  {e.code:>3} {e.name:<13} {e.meaning}" for e in exitcodes.EXITS))
+    p.add_argument("--version", action="version", version=f"cardapctl {version()}",
+                   help="print cardapctl's version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, parents=[common],
+                              description=help_text[0].upper() + help_text[1:] + ".")
+
+    command("status", "daemon status: version, PC/SC, readers, cards, audit head (ops)")
+    command("readers", "readers with their index, and the card in each (ops)")
+    w = command("watch", "card events with their time: the current state of every reader, "
+                "then live events (gate)")
+    w.add_argument("--reader", action="append", default=[], metavar="READER",
+                   help="only this reader (index, name or part of the name; repeatable)"
+                   ).completer = reader_completer  # type: ignore[attr-defined]
+    w.add_argument("--count", type=positive_int, default=0, metavar="N",
+                   help="stop after N events (the snapshot included)")
+    w.add_argument("--duration", type=seconds, default=None, metavar="SECONDS",
+                   help="stop after SECONDS (exit 0)")
+    w.add_argument("--follow", "-f", action="store_true",
+                   help="when the daemon stops or restarts, wait for it and reconnect (the "
+                   "snapshot is sent again) instead of exiting 5")
+    r = command("read-id", "read the user ID of a Type C AP (gate)")
+    reader_option(r, "the reader to read (default: the one with a card)")
+    r.add_argument("--aid", default="", metavar="AID",
+                   help="the Type C AP's AID in hex (default: the first configured one)")
+    r.add_argument("--fresh", action="store_true",
+                   help="read the card now instead of answering from the tap cache")
+    d = command("diagnose", "card fault isolation: checks, a verdict and the next action "
+                "per reader; exit 0/10/11/12/13 by the worst verdict (kiosk)")
+    reader_option(d, "only this reader (default: every reader)")
+    m = command("metrics", "metric snapshots from the daemon's WatchMetrics stream (ops)")
+    m.add_argument("--interval", type=positive_int, default=5, metavar="SECONDS",
+                   help="seconds between snapshots (default 5)")
+    m.add_argument("--count", type=positive_int, default=1, metavar="N",
+                   help="stop after N snapshots (default 1)")
+    m.add_argument("--prefix", action="append", default=[], metavar="NAME",
+                   help="only metrics whose name starts with NAME (repeatable)")
+    command("loadable", "the APs the operator's organisation may load and the preset sets "
+            "(kiosk, operator session)")
+    a = command("aps", "the APs on the card and the free space per area (kiosk)")
+    reader_option(a, "the reader holding the card (default: the one with a card)")
+    ld = command("load", "load an AP or a preset set onto the card, with a progress bar "
+                 "(kiosk, operator session)")
     what = ld.add_mutually_exclusive_group(required=True)
-    what.add_argument("--ap", help="catalogue AP id")
-    what.add_argument("--preset", help="preset set name")
-    ld.add_argument("--reader", default="")
-    ld.add_argument("--custom-user-id", default="", help="for custom APs: the 13-char user ID")
-    ld.add_argument("--quiet", action="store_true", help="no progress lines")
-    de = sub.add_parser("delete", help="delete an AP (kiosk, operator session)",
-                        parents=[common])
-    de.add_argument("--aid", required=True, help="instance AID in hex")
-    de.add_argument("--reader", default="")
-    m = sub.add_parser("metrics", help="metric snapshots", parents=[common])
-    m.add_argument("--interval", type=int, default=5)
-    m.add_argument("--count", type=int, default=1)
-    m.add_argument("--prefix", action="append", help="only metrics starting with this")
+    what.add_argument("--ap", metavar="AP_ID", help="the catalogue id of the AP to load "
+                      "(see `cardapctl loadable`)")
+    what.add_argument("--preset", metavar="NAME", help="a preset set to load, AP by AP in "
+                      "its order (see `cardapctl loadable`)")
+    reader_option(ld, "the reader holding the card (default: the one with a card)")
+    ld.add_argument("--custom-user-id", default="", metavar="ID",
+                    help="for custom APs only: the 13-character user ID the organisation "
+                    "assigned")
+    ld.add_argument("--quiet", "-q", action="store_true",
+                    help="no progress bar, only the result of each AP")
+    de = command("delete", "delete an AP from the card, after a confirmation; says what it "
+                 "deleted (kiosk, operator session)")
+    de.add_argument("--aid", required=True, metavar="AID",
+                    help="the instance AID of the AP to delete, in hex (see `cardapctl aps`)")
+    reader_option(de, "the reader holding the card (default: the one with a card)")
+    de.add_argument("--yes", "-y", action="store_true",
+                    help="do not ask for confirmation (needed when stdin is not a terminal)")
     cli_ops.add_parsers(sub, common)
+    co = command("completion", "print the shell completion script: eval \"$(cardapctl "
+                 "completion bash)\", or install it as /usr/share/bash-completion/"
+                 "completions/cardapctl")
+    co.add_argument("shell", nargs="?", choices=["bash", "zsh", "fish"], default="bash",
+                    help="the shell (default bash)")
     return p
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (the name older callers use)."""
+    return build_parser()
+
+
+def command_path(args: argparse.Namespace) -> str:
+    """`audit verify`, `operators list`, `load`: the command as typed."""
+    sub = getattr(args, "audit_command", None) or getattr(args, "op_command", None)
+    return f"{args.command} {sub}" if sub else str(args.command)
+
+
+def call_timeout(args: argparse.Namespace) -> float | None:
+    """The deadline of the command's calls: --timeout, else the command's default."""
+    if args.timeout is not None:
+        return float(args.timeout)
+    path = command_path(args)
+    if path in STREAMS:
+        return None
+    return LONG_TIMEOUT_S if path in LONG else DEFAULT_TIMEOUT_S
+
+
+def print_error(args: argparse.Namespace, code: str, reason: str, message: str,
+                metadata: dict[str, str], hint: str = "") -> None:
+    """A failure on stderr: `cardapctl: REASON: message`, or JSON with --json."""
+    if getattr(args, "json", False):
+        print(dumps({"error": {"code": code, "reason": reason, "message": message,
+                               "metadata": metadata}}), file=sys.stderr)
+    else:
+        print(f"cardapctl: {reason}: {message}{hint}", file=sys.stderr)
+
+
+def completion(shell: str) -> int:
+    """Print argcomplete's completion script for `cardapctl`."""
+    sys.stdout.write(shell_integration.shellcode(["cardapctl"], shell=shell))
+    return exitcodes.OK
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command; failures are turned into exit codes by `main`."""
+    if args.command == "completion":
+        return completion(args.shell)
+    socket = args.socket or default_socket(args.role or DEFAULT_ROLE[args.command],
+                                           args.socket_dir)
+    args.socket_path = socket
+    if args.session_file and not args.session:
+        args.session = cli_ops.read_token(Path(args.session_file))
+    timeout = call_timeout(args)
+    args.call_timeout = timeout
+
+    def connect() -> CardapClient:
+        kw: dict[str, Any] = {"timeout": timeout or DEFAULT_TIMEOUT_S,
+                              "session": args.session}
+        if args.request_id:
+            kw["request_id"] = args.request_id
+        return CardapClient(socket, **kw)
+
+    args.connect = connect
+    with connect() as client:
+        return COMMANDS[args.command](client, args)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code."""
-    args = parser().parse_args(argv)
-    socket = args.socket or default_socket(args.role or DEFAULT_ROLE[args.command],
-                                           args.socket_dir)
+    p = build_parser()
+    argcomplete.autocomplete(p)
+    args = p.parse_args(argv)
     try:
-        if args.session_file and not args.session:
-            args.session = cli_ops.read_token(Path(args.session_file))
-        with CardapClient(socket, timeout=args.timeout, session=args.session) as client:
-            return COMMANDS[args.command](client, args)
-    except (cli_ops.CliError, OSError) as err:
-        code = err.code if isinstance(err, cli_ops.CliError) else EXIT_FAIL
-        if args.json:
-            print(json.dumps({"error": {"code": "CLIENT", "reason": "CLIENT_ERROR",
-                                        "message": str(err), "metadata": {}}},
-                             ensure_ascii=False), file=sys.stderr)
-        else:
-            print(f"cardapctl: {err}", file=sys.stderr)
-        return code
+        return run(args)
+    except BrokenPipeError:
+        return quiet_broken_pipe()
+    except CliError as err:
+        print_error(args, "CLIENT", "CLIENT_ERROR", str(err), {})
+        return err.code
+    except OSError as err:
+        print_error(args, "CLIENT", "CLIENT_ERROR", str(err), {})
+        return EXIT_FAIL
     except CardapClientError as err:
-        if args.json:
-            print(json.dumps({"error": {"code": err.code.name, "reason": err.reason,
-                                        "message": err.message, "metadata": err.metadata}},
-                             ensure_ascii=False), file=sys.stderr)
-        else:
-            hint = f" (is cardapd running? socket {socket})" if \
-                err.reason == "DAEMON_UNREACHABLE" else ""
-            print(f"cardapctl: {err.reason}: {err.message}{hint}", file=sys.stderr)
-        return CODE_EXIT.get(err.code, EXIT_FAIL)
+        hint = ""
+        if err.reason == "DAEMON_UNREACHABLE":
+            hint = f" (is cardapd running? socket {getattr(args, 'socket_path', '?')})"
+        elif err.code == grpc.StatusCode.DEADLINE_EXCEEDED and call_timeout(args):
+            hint = f" (no answer within {call_timeout(args):g} s; see --timeout)"
+        try:
+            print_error(args, err.code.name, err.reason, err.message, err.metadata, hint)
+        except BrokenPipeError:
+            return quiet_broken_pipe()
+        return exitcodes.for_reason(err.reason, err.code)
     except KeyboardInterrupt:
-        return EXIT_OK
+        if args.command in ENDED_BY_CTRL_C:
+            return exitcodes.OK
+        print("cardapctl: interrupted", file=sys.stderr)
+        return exitcodes.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,12 +149,12 @@ def acknowledge(client: CardapClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_parsers(asub: Any, common: argparse.ArgumentParser) -> None:
-    """`audit verify` and `audit acknowledge`."""
-    ve = asub.add_parser("verify", parents=[common],
-                         help="verify the hash chain, against checkpoints kept elsewhere; "
-                         "exit 10 when anything disagrees")
-    ve.add_argument("--call-timeout", type=float, default=300.0, metavar="S")
+def add_parsers(asub: Any, common: argparse.ArgumentParser,
+                command: Callable[[Any, str, str, list[argparse.ArgumentParser]],
+                                  argparse.ArgumentParser]) -> None:
+    """`audit verify` and `audit acknowledge` (`command` makes a parser with its help)."""
+    ve = command(asub, "verify", "verify the hash chain and its head anchor, and against "
+                 "checkpoints kept elsewhere; exit 10 when anything disagrees", [common])
     ve.add_argument("--full", action="store_true",
                     help="walk every row kept (default: what is new since the last check)")
     ve.add_argument("--checkpoints", action="append", metavar=f"FILE|{FROM_SERVICE}",
@@ -165,8 +166,8 @@ def add_parsers(asub: Any, common: argparse.ArgumentParser) -> None:
                     "terminal (journalctl --directory DIR; repeatable)")
     ve.add_argument("--segments", metavar="DIR",
                     help="verify exported segment files offline (no daemon needed)")
-    ack = asub.add_parser("acknowledge", parents=[common],
-                          help="acknowledge an anchor reset (administrator session)")
+    ack = command(asub, "acknowledge", "acknowledge an anchor reset with its reason "
+                  "(administrator session)", [common])
     ack.add_argument("--reset", type=int, required=True, metavar="SEQ",
                      help="the row of the anchor reset (audit verify lists them)")
     ack.add_argument("--reason", required=True,

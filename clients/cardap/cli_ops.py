@@ -30,8 +30,9 @@ from cardap.clibase import (
     EXIT_AUDIT_BROKEN,
     EXIT_FAIL,
     EXIT_OK,
-    EXIT_USAGE,
+    CliError,
     as_dict,
+    dumps,
     emit,
     enum_name,
 )
@@ -45,14 +46,6 @@ FINGERS = tuple(f"{side}-{finger}-finger" for side in ("left", "right")
 AUDIT_FIELDS = ("seq", "time", "request_id", "actor", "operation", "reader", "card_id",
                 "result", "reason", "detail_json", "hash")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-class CliError(Exception):
-    """A client-side failure with its exit code (bad input detected before or after a call)."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # ---------------------------------------------------------------- argument types
@@ -287,7 +280,8 @@ def cmd_operators(client: CardapClient, args: argparse.Namespace) -> int:
 
 def cmd_enroll(client: CardapClient, args: argparse.Namespace) -> int:
     try:
-        for ev in client.enroll_finger(args.org, args.operator, args.finger):
+        for ev in client.enroll_finger(args.org, args.operator, args.finger,
+                                       timeout=args.call_timeout):
             if args.json:
                 emit(args, ev, str)
             elif ev.WhichOneof("event") == "prompt":
@@ -312,7 +306,8 @@ def cmd_audit(client: CardapClient, args: argparse.Namespace) -> int:
     except cli_audit.AuditCliError as exc:
         raise CliError(str(exc), exc.code) from None
     operations = [o for part in args.operation or () for o in part.split(",") if o]
-    records = client.export_audit(args.since, args.until, operations)
+    records = client.export_audit(args.since, args.until, operations,
+                                  timeout=args.call_timeout)
     count = 0
     with output(args.out, private=True) as out:
         if args.format == "csv":
@@ -323,7 +318,7 @@ def cmd_audit(client: CardapClient, args: argparse.Namespace) -> int:
                 count += 1
         else:
             for rec in records:
-                out.write(json.dumps(audit_row(rec), ensure_ascii=False) + "\n")
+                out.write(dumps(audit_row(rec)) + "\n")
                 count += 1
     if args.out:
         print(f"{count} audit rows written to {args.out}", file=sys.stderr)
@@ -360,61 +355,92 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     password.add_argument("--password-stdin", action="store_true",
                           help="read the password as one line of stdin (not the terminal)")
 
-    li = sub.add_parser("login", help="operator login (kiosk; --role ops for the roster): "
-                        "fingerprint, or --password",
-                        parents=[common, password])
-    li.add_argument("--org", required=True, help="organisation")
-    li.add_argument("--operator", required=True, help="operator ID")
+    def command(parent: Any, name: str, help_text: str,
+                parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=help_text,  # type: ignore[no-any-return]
+                                 description=help_text[0].upper() + help_text[1:] + ".",
+                                 parents=parents)
+
+    li = command(sub, "login", "operator login, by fingerprint or (when an administrator "
+                 "approved it) --password; prints the session token (kiosk; --role ops for "
+                 "the roster)", [common, password])
+    li.add_argument("--org", required=True, metavar="ORG", help="the operator's organisation")
+    li.add_argument("--operator", required=True, metavar="ID", help="the operator's ID")
     li.add_argument("--password", action="store_true",
                     help="log in with the approved password (asked for, never echoed)")
-    li.add_argument("--wait", type=int, default=0, metavar="S",
-                    help="seconds to wait for a finger (default: the daemon's)")
-    li.add_argument("--token-file", type=Path,
-                    help="write the token to this file (mode 0600) instead of stdout")
-    lo = sub.add_parser("logout", help="end an operator session (kiosk)", parents=[common])
-    lo.add_argument("--token-file", type=Path,
+    li.add_argument("--wait", type=int, default=0, metavar="SECONDS",
+                    help="seconds to wait for the finger or the password (default: the "
+                    "daemon's [operators] verify_timeout_s); exit 14 when nothing came")
+    li.add_argument("--token-file", type=Path, metavar="FILE",
+                    help="write the token to FILE (mode 0600) instead of stdout; pass it "
+                    "later with --session-file")
+    lo = command(sub, "logout", "end an operator session at once (kiosk)", [common])
+    lo.add_argument("--token-file", type=Path, metavar="FILE",
                     help="the token file written by login (removed after logout)")
 
-    ops = sub.add_parser("operators", help="the roster (ops, administrator session)")
-    osub = ops.add_subparsers(dest="op_command", required=True)
-    ls = osub.add_parser("list", help="list operators", parents=[common])
-    ls.add_argument("--org", default="", help="organisation (default: all)")
+    ops = sub.add_parser("operators", help="the roster: list, add, disable, enable, "
+                         "appoint-admin, grant-password, unlock (ops, administrator "
+                         "session)", description="The roster of operators (ops socket; "
+                         "changes need an administrator's session).", parents=[common])
+    osub = ops.add_subparsers(dest="op_command", required=True, metavar="ACTION")
+    ls = command(osub, "list", "list operators with their rights, state and fingers",
+                 [common])
+    ls.add_argument("--org", default="", metavar="ORG",
+                    help="only this organisation (default: all)")
     who = argparse.ArgumentParser(add_help=False, parents=[common])
-    who.add_argument("--org", required=True, help="organisation")
-    who.add_argument("--operator", required=True, help="operator ID")
-    add = osub.add_parser("add", help="add an operator", parents=[who])
-    add.add_argument("--name", default="", help="display name (default: the operator id)")
+    who.add_argument("--org", required=True, metavar="ORG", help="the organisation")
+    who.add_argument("--operator", required=True, metavar="ID", help="the operator's ID")
+    add = command(osub, "add", "add an operator", [who])
+    add.add_argument("--name", default="", metavar="TEXT",
+                     help="display name (default: the operator ID)")
     add.add_argument("--rights", type=parse_rights, default=[operators_pb2.RIGHT_LOAD],
+                     metavar="RIGHTS",
                      help="comma-separated: load,delete,diagnose (default: load)")
-    osub.add_parser("disable", help="disable an operator (their session ends)", parents=[who])
-    osub.add_parser("enable", help="enable an operator again", parents=[who])
-    osub.add_parser("appoint-admin", help="appoint an administrator", parents=[who])
-    osub.add_parser("unlock", help="unlock after too many wrong passwords", parents=[who])
-    gp = osub.add_parser("grant-password", parents=[who, password],
-                         help="approve ID + password login (initial password asked for)")
-    gp.add_argument("--reason", required=True, help="why biometrics is impossible")
-    gp.add_argument("--expires", required=True, type=end_time,
-                    help="ISO date (valid through that day) or date-time")
+    command(osub, "disable", "disable an operator (their session ends at once)", [who])
+    command(osub, "enable", "enable an operator again", [who])
+    command(osub, "appoint-admin", "appoint an operator administrator of their "
+            "organisation", [who])
+    command(osub, "unlock", "unlock an operator locked after too many wrong passwords", [who])
+    gp = command(osub, "grant-password", "approve ID + password login for an operator who "
+                 "cannot use the fingerprint (the initial password is asked for)",
+                 [who, password])
+    gp.add_argument("--reason", required=True, metavar="TEXT",
+                    help="why the fingerprint cannot be used (kept in the audit log)")
+    gp.add_argument("--expires", required=True, type=end_time, metavar="WHEN",
+                    help="end of the approval: an ISO date (valid through that day) or "
+                    "date-time")
 
-    en = sub.add_parser("enroll", help="enrol an operator's finger (ops, administrator)",
+    en = command(sub, "enroll", "enrol an operator's finger on the fingerprint sensor; "
+                 "prompts follow (ops, administrator session)", [common])
+    en.add_argument("--org", required=True, metavar="ORG", help="the operator's organisation")
+    en.add_argument("--operator", required=True, metavar="ID", help="the operator's ID")
+    en.add_argument("--finger", default="right-index-finger", choices=FINGERS,
+                    metavar="FINGER", help="which finger (default right-index-finger; "
+                    f"one of {', '.join(FINGERS)})")
+
+    au = sub.add_parser("audit", help="the audit trail: verify, export (ops)",
+                        description="The hash-chained audit trail (ops socket).",
                         parents=[common])
-    en.add_argument("--org", required=True)
-    en.add_argument("--operator", required=True)
-    en.add_argument("--finger", default="right-index-finger", choices=FINGERS)
+    asub = au.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    cli_audit.add_parsers(asub, common, command)
+    ex = command(asub, "export", "export audit rows as JSON Lines or CSV", [common])
+    ex.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
+                    help="JSON Lines (default) or CSV (cells that a spreadsheet would run "
+                    "as a formula are prefixed with ')")
+    ex.add_argument("--since", type=start_time, metavar="WHEN",
+                    help="rows from this ISO date or date-time (local time if no offset)")
+    ex.add_argument("--until", type=end_time, metavar="WHEN",
+                    help="rows before this date-time, or through this ISO date")
+    ex.add_argument("--operation", action="append", metavar="NAME",
+                    help="only these operations (comma-separated, repeatable; e.g. "
+                    "load,delete); an unknown name is refused")
+    ex.add_argument("--out", type=Path, metavar="FILE",
+                    help="write to FILE (mode 0600, only if the export succeeds) instead "
+                    "of stdout")
 
-    au = sub.add_parser("audit", help="the audit trail (ops)")
-    asub = au.add_subparsers(dest="audit_command", required=True)
-    cli_audit.add_parsers(asub, common)
-    ex = asub.add_parser("export", help="export rows as JSON Lines or CSV", parents=[common])
-    ex.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
-    ex.add_argument("--since", type=start_time, help="ISO date or date-time (from)")
-    ex.add_argument("--until", type=end_time, help="ISO date (through that day) or date-time")
-    ex.add_argument("--operation", action="append",
-                    help="only these operations (comma-separated, repeatable)")
-    ex.add_argument("--out", type=Path, help="write to this file (0600) instead of stdout")
-
-    rp = sub.add_parser("report", help="the yearly report (ops); exit 10 if the audit fails",
-                        parents=[common])
-    rp.add_argument("--year", required=True, type=year)
-    rp.add_argument("--out", type=Path, help="write the document here instead of stdout")
-    rp.add_argument("--call-timeout", type=float, default=300.0, metavar="S")
+    rp = command(sub, "report", "the yearly report: loads and charge per organisation; exit "
+                 "10 if the audit chain does not verify (ops)", [common])
+    rp.add_argument("--year", required=True, type=year, metavar="YEAR",
+                    help="the calendar year (2000-9999)")
+    rp.add_argument("--out", type=Path, metavar="FILE",
+                    help="write the document to FILE instead of stdout")

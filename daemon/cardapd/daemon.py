@@ -54,8 +54,9 @@ from cardapd.reads.revocation import Revocation
 from cardapd.reads.revocation_store import RevocationStore
 from cardapd.reads.service import UserIdReads
 from cardapd.servicelink.client import LoadingClient, certificate_cn
-from cardapd.telemetry.logsetup import JsonFormatter, TextFormatter
+from cardapd.telemetry.logsetup import set_format
 from cardapd.telemetry.metrics import Check, Metrics
+from cardapd.telemetry.oplog import OperationLog
 from cardapd.telemetry.recorder import Recorder
 from cardapd.telemetry.refusals import RefusalLedger
 from cardapd.transport.udev import resolve_source
@@ -183,10 +184,7 @@ def apply_logging(old: DaemonConfig, new: DaemonConfig) -> None:
         root.setLevel(level)
         logging.getLogger("grpc").setLevel(max(level, logging.WARNING))
     if new.log_format != old.log_format:
-        for handler in root.handlers:  # journald entries are native: no format to change
-            if isinstance(handler, logging.StreamHandler):
-                handler.setFormatter(JsonFormatter() if new.log_format == "json"
-                                     else TextFormatter())
+        set_format(new.log_format)
 
 
 LOADING_CAPABILITIES = ["load_ap", "delete_ap", "list_card_aps", "reconcile"]
@@ -246,7 +244,7 @@ class Daemon:
         await asyncio.to_thread(Path(cfg.daemon.state_dir).mkdir, parents=True, exist_ok=True)
         audit_log = AsyncAuditLog(Path(cfg.audit.path), clock=self.audit_clock)
         await audit_log.open()
-        sink = StoreAuditSink(audit_log, self.metrics)
+        sink = OperationLog(StoreAuditSink(audit_log, self.metrics))  # one line per row
         journal_out = JournalOut()
         checkpoints = self._checkpoints = CheckpointSender(
             terminal_id(cfg), audit_log.durable_head, journal_out, self.metrics)
@@ -294,8 +292,9 @@ class Daemon:
         try:
             if cfg.metrics.enabled:
                 host, port = cfg.metrics.host, cfg.metrics.port
-                self.metrics_port = self.metrics.serve(host, port)
-                log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
+                self.metrics_port = self.metrics.serve(host, port, self.health)
+                log.info("metrics on http://%s:%d/metrics, health on /healthz", host,
+                         self.metrics_port)
             await readers.start()
             specs = socket_specs(cfg)
             if (problem := fd_budget_problem(specs)) is not None:
@@ -352,6 +351,27 @@ class Daemon:
             await asyncio.to_thread(roster.close)
             self.metrics.stop()
         return 0
+
+    def health(self) -> list[tuple[str, str]]:
+        """What keeps the daemon from doing its job now, as (reason, message); none when
+        healthy. Called on the HTTP endpoint's thread: it only reads state."""
+        if self._stop.is_set():
+            return [("SHUTTING_DOWN", "cardapd is stopping")]
+        running = self._running
+        if running is None or not self._ready.is_set():
+            return [("STARTING", "cardapd is starting")]
+        readers = running.services.readers
+        problems = []
+        if not readers.healthy():
+            problems.append(("READER_MONITOR_STOPPED", "the PC/SC reader monitor is not "
+                             "running (the watchdog is withheld)"))
+        if not readers.pcsc_available:
+            problems.append(("PCSC_UNAVAILABLE", "pcscd is not reachable; cardapd "
+                             "reconnects by itself (systemctl status pcscd.socket)"))
+        if self.metrics.audit_chain_ok is False:
+            problems.append(("AUDIT_CHAIN_BROKEN", "the last verification of the audit "
+                             "log failed (cardapctl audit verify)"))
+        return problems
 
     def request_stop(self) -> None:
         """Ask the daemon to stop (SIGTERM, SIGINT, tests): new card writes are refused at

@@ -115,3 +115,25 @@ class DaemonStatus:
     cards: int
     audit_head_seq: int
     capabilities: tuple[str, ...] = ()
+
+
+AUDIT_OPERATIONS: frozenset[str] = frozenset({
+    # card events and the daemon's own life
+    "card_inserted", "card_removed", "daemon_started", "daemon_stopped", "config_reload",
+    "journal_interrupted", "audit_anchor_reset", "rpc_refused",
+    # reads and diagnoses
+    "read_user_id", "read_user_id_a", "read_user_id_d", "read_user_id_custom", "diagnose",
+    "revocation_sync", "set_user_id_status",
+    # card APs
+    "load", "load_started", "delete", "delete_started", "list_card_aps", "reconcile",
+    # operators and the roster
+    "operator_login", "operator_logout", "roster_add_organisation", "roster_add_operator",
+    "roster_set_enabled", "roster_appoint_administrator", "roster_grant_password_fallback",
+    "roster_unlock", "roster_set_fingers", "roster_enroll_finger",
+    "roster_set_permitted_aps", "roster_set_preset",
+    # the audit trail itself
+    "audit_export", "audit_verify", "yearly_report",
+})
+"""Every operation name an audit row can carry: what `ExportAudit` filters on (an unknown
+name is refused, not silently matched by nothing). A test checks the daemon writes no
+other."""

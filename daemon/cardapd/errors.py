@@ -142,6 +142,11 @@ class StatusWordError(CardError):
         self.sw = sw
 
 
+def tries_left(n: int) -> str:
+    """`1 try left`, `2 tries left`: how many PIN or password tries remain, in words."""
+    return f"{n} {'try' if n == 1 else 'tries'} left"
+
+
 class PinError(CardError):
     """A PIN check failed or was refused; carries the tries left when known."""
 

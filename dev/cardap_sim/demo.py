@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -141,9 +142,9 @@ def show(stack: Stack, term: Terminal, demo: bool) -> None:
         if demo:
             read = gate.read_user_id()
             term.say(f"ReadUserID → {read.user_id} (cached={read.cached})")
-    session = ""
+    session = admin = ""
     if demo:
-        session = demo_operators(stack, term)
+        admin, session = demo_operators(stack, term)
         with CardapClient(stack.socket("kiosk"), session=session, timeout=60) as kiosk:
             for d in kiosk.diagnose().readers:
                 term.say(f"Diagnose {d.reader.name!r}: {d.next_action}")
@@ -158,27 +159,55 @@ def show(stack: Stack, term: Terminal, demo: bool) -> None:
                         term.say(f"ReadUserID of the new AP → {read.user_id}")
             aps = kiosk.card_aps()
             term.say("ListCardAPs → " + ", ".join(a.aid for a in aps.aps))
-    term.say(f"""
-The stack is up. In another terminal (from this directory):
+    term.say(try_this(stack, card, other, admin, session))
+
+
+def try_this(stack: Stack, card: Path, other: Path, admin: str, session: str) -> str:
+    """What to type in another terminal: the environment, then the flows to try."""
+    ctl = ".venv/bin/cardapctl"
+    sim = ".venv/bin/cardap-sim"
+    sensor = stack.bio.fprintd.sensor_path if stack.bio is not None else "<sensor socket>"
+    admin = admin or "<token of: cardapctl --role ops login --org org-a --operator admin-1>"
+    session = session or "<token of: cardapctl login --org org-a --operator op-1>"
+    expires = (datetime.now() + timedelta(days=7)).date()
+    return f"""
+The stack is up. In another terminal, from this directory:
 
   export CARDAPD_SOCKET_DIR={stack.socket_dir}
-  .venv/bin/cardapctl watch                      # card events (gate socket)
-  .venv/bin/cardapctl read-id                    # user ID from the tap cache
-  .venv/bin/cardapctl read-id --fresh            # read the card now
-  .venv/bin/cardapctl diagnose                   # card fault isolation (kiosk socket)
-  .venv/bin/cardapctl status                     # daemon status (ops socket)
-  export CARDAPD_SESSION={session or "<token from cardapctl login>"}  # op-1's session
-  .venv/bin/cardapctl loadable                   # what org-a may load
-  .venv/bin/cardapctl aps                        # APs on the card, free space
-  .venv/bin/cardapctl load --ap org-a-records-d  # load a Type D AP (progress shown)
-  .venv/bin/cardapctl delete --aid D392F000440A0003
   export CARDAP_SIM_CONTROL={stack.control_path}
-  .venv/bin/cardap-sim remove --slot 0           # pull the card
-  .venv/bin/cardap-sim insert --slot 0 {card}
-  .venv/bin/cardap-sim insert --slot 1 {other}
+  export FP_VIRTUAL_IMAGE={sensor}
+  export ADMIN_SESSION={admin}   # admin-1, ops socket
+  export CARDAPD_SESSION={session}   # op-1, kiosk socket
+
+Try this:
+  {ctl} watch --follow                 # card events as they happen (Ctrl-C ends)
+  {ctl} readers                        # readers by index: --reader 0 or --reader 1
+  {ctl} read-id --fresh                # read the tap-to-ID user ID now
+  {ctl} diagnose                       # card fault isolation
+  {ctl} aps                            # APs on the card, free space
+  {ctl} loadable                       # what org-a may load, and the presets
+  {ctl} load --preset new-staff        # a preset set (Type A + D), with progress bars
+  {ctl} delete --aid D392F000440A0003  # asks first (-y for scripts), says what went
+  {ctl} load --ap org-a-records-d      # one AP again
+  {sim} remove --slot 0                # pull the card; insert it again:
+  {sim} insert --slot 0 {card}
+  {sim} insert --slot 1 {other}
+
+Enrol a new operator (administrator's session, fingerprint on the virtual sensor):
+  {ctl} --session "$ADMIN_SESSION" operators add --org org-a --operator op-2 --rights load,delete
+  {ctl} --session "$ADMIN_SESSION" enroll --org org-a --operator op-2 &
+  {sim} finger whorl                   # once per "place your finger" prompt (5 times)
+  {ctl} login --org org-a --operator op-2 --token-file op-2.token &
+  {sim} finger whorl                   # the login's finger
+Approve password login for an operator who cannot use the fingerprint:
+  {ctl} --session "$ADMIN_SESSION" operators grant-password --org org-a \\
+      --operator op-2 --reason "injured finger" --expires {expires}
+  {ctl} login --org org-a --operator op-2 --password
+Health and metrics:
+  curl -s http://127.0.0.1:{stack.metrics_port}/healthz
   curl -s http://127.0.0.1:{stack.metrics_port}/metrics | grep cardapd_
 
-Logs: {stack.dir}/*.log   Press Ctrl-C to stop.""")
+Logs: {stack.dir}/*.log   Press Ctrl-C to stop."""
 
 
 def feed(stack: Stack, prompts: Any, images: list[Any]) -> Any:
@@ -192,8 +221,9 @@ def feed(stack: Stack, prompts: Any, images: list[Any]) -> Any:
     return last
 
 
-def demo_operators(stack: Stack, term: Terminal) -> str:
-    """Bootstrap admin-1, enrol op-1's finger, log op-1 in by fingerprint; op-1's token."""
+def demo_operators(stack: Stack, term: Terminal) -> tuple[str, str]:
+    """Bootstrap admin-1, enrol op-1's finger, log op-1 in by fingerprint; the sessions of
+    admin-1 (ops socket) and op-1 (kiosk socket)."""
     from cardap.client import CardapClient
     from cardap_sim.biometric import nist_print, variants
 
@@ -212,7 +242,9 @@ def demo_operators(stack: Stack, term: Terminal) -> str:
         session = feed(stack, kiosk.authenticate(org, "op-1"), loop[6:])
     term.say(f"op-1 enrolled by admin-1 and logged in by fingerprint at the kiosk "
              f"(session until {session.expires_at.ToDatetime():%H:%M} UTC)")
-    return str(session.token)
+    term.say(f"admin-1's session (ops socket): {admin.token}")
+    term.say(f"op-1's session (kiosk socket): {session.token}")
+    return str(admin.token), str(session.token)
 
 
 def _stop_signal(signum: int, frame: FrameType | None) -> None:
@@ -225,7 +257,8 @@ def run(workdir: Path, demo: bool, term: Terminal) -> int:
         shutil.rmtree(workdir)
     # The production daemon (`cardapd.main`): operators log in by fingerprint through real
     # fprintd on a private bus, fed by the virtual sensor with the NIST test prints.
-    stack = Stack(workdir, loading=True, biometric=True)
+    stack = Stack(workdir, loading=True, biometric=True,
+                  presets={"new-staff": ["org-a-cert-a", "org-a-records-d"]})
     term.say(f"starting pcscd + vpcd (port {stack.vpcd_port}) + virtual cards + loading "
              f"service (mTLS) + fprintd (private bus, virtual sensor) + cardapd in "
              f"{workdir} ...")

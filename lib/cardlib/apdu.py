@@ -61,7 +61,8 @@ def describe_sw(sw: int) -> str:
     elif sw1 == 0x6C:
         text = f"wrong Le, exact length is {sw2 or 256}"
     elif sw1 == 0x63 and sw2 & 0xF0 == 0xC0:
-        text = f"verification failed, {sw2 & 0x0F} tries left"
+        left = sw2 & 0x0F
+        text = f"verification failed, {left} {'try' if left == 1 else 'tries'} left"
     elif sw1 in (0x62, 0x63):
         text = "warning"
     elif sw1 in (0x64, 0x65, 0x66):

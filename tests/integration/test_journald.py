@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 from testenv import machine_lacks, need
 
-from cardap.client import CardapClient
+from cardap.client import CardapClient, CardapClientError
 from cardap_sim.stack import Stack
 from cardapd.telemetry.journald import SOCKET_ENV, JournalSender, encode
 
@@ -196,3 +197,98 @@ def test_daemon_requests_are_indexed_in_the_journal(tmp_path: Path, journald: Jo
     # and nothing went to stderr as JSON lines: the journal was chosen
     lines = log.read_text(errors="replace").splitlines()
     assert not [line for line in lines if line.startswith('{"time"')], lines[:5]
+
+
+def documented_queries() -> list[list[str]]:
+    """The `journalctl` lines of operations.md section 7, as argument lists."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    section = text.split("## 7. Logs", 1)[1].split("\n## ", 1)[0]
+    lines = [line.split("  #", 1)[0].strip() for block in section.split("```sh")[1:]
+             for line in block.split("```", 1)[0].splitlines()]
+    return [shlex.split(line) for line in lines if line.startswith("journalctl ")]
+
+
+def test_one_line_per_operation_and_the_documented_queries(tmp_path: Path,
+                                                          journald: Journald) -> None:
+    """A load, a delete, failures and a diagnose; then every query operations.md shows,
+    run with journalctl against the journal (`-u cardapd` becomes the identifier match:
+    this journald runs no units)."""
+    stack = Stack(tmp_path / "stack", loading=True, test_sessions=True)
+    try:
+        stack.start(daemon=False)
+        log = stack.dir / "cardapd.log"
+        log.touch()
+        st = log.stat()
+        stack.start_daemon(extra_env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
+                                      SOCKET_ENV: str(journald.socket)})
+        reader = insert_and_wait(stack, 0, stack.demo_card()).name
+        with CardapClient(stack.socket("kiosk"), request_id="jrnl-load-1",
+                          session="test:org-a:op-1", timeout=60) as kiosk:
+            assert [e.result.ok for e in kiosk.load_ap("org-a-staff-c")
+                    if e.WhichOneof("event") == "result"] == [True]
+        with CardapClient(stack.socket("kiosk"), request_id="jrnl-del-1",
+                          session="test:org-a:op-1", timeout=60) as kiosk:
+            assert kiosk.delete_ap("D392F000430A0001").outcome == "DELETED"
+            kiosk.diagnose(reader)
+        with CardapClient(stack.socket("gate"), request_id="jrnl-nocard-1") as gate, \
+                pytest.raises(CardapClientError):
+            gate.read_user_id("Virtual PCD 00 01")
+        with CardapClient(stack.socket("kiosk"), request_id="jrnl-nosession-1") as kiosk, \
+                pytest.raises(CardapClientError):
+            kiosk.loadable_aps()
+    finally:
+        stack.stop()
+
+    (load,) = [e for e in journald.wait_for("CARDAPD_REQUEST_ID=jrnl-load-1",
+                                            "LOGGER=cardapd.operations")]
+    assert load["CARDAPD_OPERATION"] == "load_ap"
+    assert load["CARDAPD_AUDIT_OPERATION"] == "load"
+    assert load["CARDAPD_RESULT"] == "ok"
+    assert load["CARDAPD_READER"] == reader
+    assert load["CARDAPD_CARD_ID"]
+    assert load["CARDAPD_OPERATOR"] == "org-a/op-1"
+    assert int(load["CARDAPD_DURATION_MS"]) >= 0
+    assert int(load["CARDAPD_AUDIT_SEQ"]) > 0
+    assert load["PRIORITY"] == "6"
+    assert load["MESSAGE"].startswith("load org-a-staff-c: ok in ")
+    (nocard,) = journald.wait_for("CARDAPD_REQUEST_ID=jrnl-nocard-1",
+                                  "LOGGER=cardapd.operations")
+    assert (nocard["CARDAPD_RESULT"], nocard["CARDAPD_REASON"], nocard["PRIORITY"]) == (
+        "error", "NO_CARD", "4")
+    (refused,) = journald.wait_for("CARDAPD_REQUEST_ID=jrnl-nosession-1",
+                                   "LOGGER=cardapd.operations")
+    assert refused["CARDAPD_REASON"] == "NO_OPERATOR_SESSION"
+    assert "log in first" in refused["MESSAGE"]
+
+    expect = {  # what each documented query must find (by request id or value)
+        "CARDAPD_OPERATION=load_ap": {"jrnl-load-1"},
+        "CARDAPD_AUDIT_OPERATION=delete": {"jrnl-del-1"},
+        "CARDAPD_RESULT=error": {"jrnl-nocard-1", "jrnl-nosession-1"},
+        "CARDAPD_REASON=NO_CARD": {"jrnl-nocard-1"},
+        "CARDAPD_OPERATOR=org-a/op-1": {"jrnl-load-1", "jrnl-del-1"},
+        "CARDAPD_REQUEST_ID=REQ-ID": {"jrnl-load-1"},
+        f"CARDAPD_READER={reader}": {"jrnl-load-1", "jrnl-del-1"},
+        "CARDAPD_OPERATION=diagnose": {"jrnl-del-1"},
+    }
+    queries = documented_queries()
+    assert len(queries) >= 8, queries
+    for argv in queries:
+        key = next((a for a in argv if a.startswith("CARDAPD_")), "")
+        argv = [a.replace("REQ-ID", "jrnl-load-1") for a in argv]
+        if "-u" in argv:
+            at = argv.index("-u")
+            # -F takes no match here (the private journal holds the daemon's entries only)
+            argv[at:at + 2] = [] if "-F" in argv else ["SYSLOG_IDENTIFIER=cardapd"]
+        argv[1:1] = ["--directory", str(journald.directory), "--no-pager", "--all"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        assert out.returncode == 0, (argv, out.stderr)
+        if "-F" in argv:
+            assert {"load_ap", "delete_ap", "read_user_id", "diagnose"} <= set(
+                out.stdout.split()), out.stdout
+            continue
+        assert key in expect, f"operations.md has a query this test does not check: {argv}"
+        got = out.stdout
+        for rid in expect[key]:
+            assert rid in got, (argv, got[-2000:])
+        if "-p" in argv:  # warning and worse only
+            assert "jrnl-load-1" not in got

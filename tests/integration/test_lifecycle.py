@@ -101,8 +101,15 @@ def daemon_log(stack: LoadStack) -> list[dict[str, Any]]:
     return out
 
 
-def logged(stack: LoadStack, fragment: str) -> list[dict[str, Any]]:
-    return [e for e in daemon_log(stack) if fragment in str(e.get("message", ""))]
+def logged(stack: LoadStack, fragment: str, wait: float = 5.0) -> list[dict[str, Any]]:
+    """The log lines holding `fragment`, waiting up to `wait` s for the first (the daemon
+    writes its log from a thread of its own, a moment after the event)."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = [e for e in daemon_log(stack) if fragment in str(e.get("message", ""))]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def insert(stack: LoadStack, events: Iterator[K.CardEvent], card: Path) -> K.CardEvent:

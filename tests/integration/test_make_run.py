@@ -117,8 +117,17 @@ def test_ctrl_c_through_tee_in_a_terminal_stops_everything(tmp_path: Path) -> No
         assert term.read_until(READY, 180), term.text()[-3000:]
         text = term.text()
         for step in ("tap-to-ID user ID", "logged in by fingerprint", "LoadAP org-a-staff-c",
-                     "ListCardAPs"):
+                     "ListCardAPs", "admin-1's session (ops socket): ",
+                     "op-1's session (kiosk socket): ", "Try this:",
+                     "export CARDAP_SIM_CONTROL=", "export FP_VIRTUAL_IMAGE=",
+                     "export ADMIN_SESSION=", "enroll --org org-a --operator op-2",
+                     "cardap-sim finger whorl", "operators grant-password",
+                     "load --preset new-staff", "/healthz"):
             assert step in text, text
+        tokens = re.findall(r"session \((?:ops|kiosk) socket\): (\S+)", text)
+        assert len(tokens) == 2, text
+        assert f"export ADMIN_SESSION={tokens[0]}" in text
+        assert f"export CARDAPD_SESSION={tokens[1]}" in text
         assert "Traceback" not in text, text
 
         second = subprocess.run(["bash", "-c", make_run(workdir, "--no-demo")],

@@ -273,6 +273,7 @@ def root_logging() -> Iterator[None]:
     try:
         yield
     finally:
+        logsetup.shutdown()
         for h in list(root.handlers):
             root.removeHandler(h)
             if isinstance(h, JournalHandler):
@@ -309,6 +310,7 @@ def test_missing_journal_socket_falls_back_to_json_on_stderr(
     assert setup_logging("info", "json") == "stderr"
     with logcontext.bind(operation="diagnose", reader="Reader 3"):
         logging.getLogger("cardapd.tests").info(f"json {MY_NUMBER_SHAPE}")
+    logsetup.flush()
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert lines[0]["level"] == "warning"
     assert "no-journald" in lines[0]["message"]
@@ -327,5 +329,6 @@ def test_stderr_by_default_outside_systemd(monkeypatch: pytest.MonkeyPatch,
     assert setup_logging("info", "text") == "stderr"
     with logcontext.bind(operation="diagnose"):
         logging.getLogger("cardapd.tests").info("plain text")
+    logsetup.flush()
     err = capsys.readouterr().err
     assert "INFO    cardapd.tests: plain text" in err

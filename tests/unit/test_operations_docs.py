@@ -16,7 +16,9 @@ from pathlib import Path
 
 from testenv import need
 
-from cardap.cli import CODE_EXIT, VERDICT_EXIT
+from cardap import exitcodes
+from cardap.cli import CODE_EXIT
+from cardap.cli_cards import VERDICT_EXIT
 from cardapd.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,14 +154,17 @@ def test_operations_guide_metric_table_matches_the_daemon() -> None:
 
 
 def test_operations_guide_exit_codes_match_cardapctl() -> None:
+    """The guide's table is cardapctl's one table (cardap.exitcodes), row for row."""
     text = OPERATIONS.read_text()
     section = text.split("### Exit codes", 1)[1].split("###", 1)[0]
+    assert exitcodes.markdown() in section
     documented = {int(n) for n in re.findall(r"(?m)^\| (\d+) \|", section)}
-    actual = {0, 1} | set(CODE_EXIT.values()) | set(VERDICT_EXIT.values())
-    assert documented == actual
+    assert documented == {e.code for e in exitcodes.EXITS}
+    assert {0, 1} | set(CODE_EXIT.values()) | set(VERDICT_EXIT.values()) <= documented
     for verdict, code in (("WARNING", 10), ("CARD_FAULT", 11), ("READER_FAULT", 12),
                           ("NO_CARD", 13)):
-        assert re.search(rf"(?m)^\| {code} \| `diagnose`: {verdict}\b", section), verdict
+        assert re.search(rf"(?m)^\| {code} \| {verdict} \| `diagnose`: {verdict}\b",
+                         section), verdict
 
 
 def test_operations_guide_quotes_the_next_actions_verbatim() -> None:

@@ -248,7 +248,7 @@ def test_cli_new_card_and_client(sim: SimControl, vpcd: FakeVpcd, tmp_path: Path
                                  capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "new.json"
     uid = make_user_id("ZZZZZZZZZZZZ")
-    assert cli.main(["new-card", "--profile", "vendor-a", "--out", str(out), "--serial",
+    assert cli.main(["new-card", "--json", "--profile", "vendor-a", "--out", str(out), "--serial",
                      "00C0FFEE", "--type-c", f"D392F00043010002:{uid}:01020304:05060708:"
                      "090A0B0C", "--type-c", f"D392F00043010003:{uid}"]) == 0
     created = json.loads(capsys.readouterr().out)
@@ -264,12 +264,16 @@ def test_cli_new_card_and_client(sim: SimControl, vpcd: FakeVpcd, tmp_path: Path
     vpcd.send(b"\x01")
     vpcd.apdu("00A4040C08D392F00043010002")
     capsys.readouterr()
-    assert cli.main(["selects", *ctl, "--slot", "0"]) == 0
+    assert cli.main(["selects", *ctl, "--slot", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"selects": ["D392F00043010002"]}
-    assert cli.main(["fault", *ctl, "--slot", "0", "--slow-ms", "5", "--mute"]) == 0
+    assert cli.main(["selects", *ctl, "--slot", "0"]) == 0  # text for people by default
+    assert capsys.readouterr().out == "D392F00043010002\n"
+    assert cli.main(["fault", *ctl, "--slot", "0", "--slow-ms", "5", "--mute", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["faults"]["mute"] is True
-    assert cli.main(["status", *ctl]) == 0
+    assert cli.main(["status", *ctl, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["slots"][0]["card_id"] == "4790-00C0FFEE"
+    assert cli.main(["status", *ctl]) == 0
+    assert "card 4790-00C0FFEE (vendor-a)" in capsys.readouterr().out
     assert cli.main(["block-pin", *ctl, "--slot", "0", "sign"]) == 0
     assert cli.main(["remove", *ctl, "--slot", "0"]) == 0
     assert cli.main(["selects", *ctl, "--slot", "0"]) == 1

@@ -22,7 +22,8 @@ def event(item: Progress | LoadOutcome) -> terminal_pb2.LoadAPEvent:
     if isinstance(item, Progress):
         return terminal_pb2.LoadAPEvent(progress=terminal_pb2.LoadProgress(
             ap_id=item.ap_id, phase=PHASE.get(item.phase, terminal_pb2.LOAD_PHASE_UNSPECIFIED),
-            percent=item.percent))
+            percent=item.percent, blocks_done=item.blocks_done,
+            blocks_total=item.blocks_total))
     return terminal_pb2.LoadAPEvent(result=terminal_pb2.LoadResult(
         ap_id=item.ap_id, aid=item.aid, user_id=item.user_id, free_bytes=item.free_bytes,
         ok=item.ok, reason=item.reason, message=item.message))

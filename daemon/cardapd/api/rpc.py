@@ -28,7 +28,7 @@ from cardapd.api.status import internal, to_status
 from cardapd.domain import AuditSink, OpContext
 from cardapd.errors import CardapError, InvalidArgument, NotAuthorized, from_card
 from cardapd.operators.sessions import connection_scope, current_connection
-from cardapd.telemetry import logcontext
+from cardapd.telemetry import logcontext, oplog
 from cardapd.telemetry.refusals import CallMark, RefusalLedger, begin_call
 from cardlib.errors import CardLibError
 
@@ -101,6 +101,7 @@ def _admit(servicer: Admitting, name: str, context: Ctx) -> OpContext:
     # Each call runs in its own task: set, not scoped, like `current_connection` (D21).
     logcontext.set_fields(operation=logcontext.operation_name(name), request_id=rid,
                           role=str(servicer.role))
+    oplog.begin_call()
     if not allowed(name, servicer.role):
         raise _Denied(rid, NotAuthorized(
             f"{name} is not available on the {servicer.role} socket",
@@ -125,6 +126,8 @@ async def _fail(servicer: Admitting, name: str, context: Ctx, rid: str,
         log.exception("unexpected error in %s (request %s)", name, rid)
         err = internal(rid)
     if mark is None or not mark.audited:
+        # counted at a bounded number of audit rows (D33); the ledger writes through the
+        # operation log, so the log lines of refused calls are bounded the same way
         await servicer.refusals.refused(str(servicer.role), name, err.reason, rid)
     status = to_status(err, rid)
     servicer.count(name, status.code.name)

@@ -10,8 +10,9 @@ from cardap.v1 import audit_pb2, terminal_pb2
 from cardapd.api import convert_audit
 from cardapd.api.base import RpcBase
 from cardapd.api.rpc import Ctx, session_token, stream, unary
-from cardapd.domain import OpContext, Right
-from cardapd.errors import NotAuthorized
+from cardapd.domain import AUDIT_OPERATIONS, OpContext, Right
+from cardapd.errors import InvalidArgument, NotAuthorized
+from cardapd.mynumber import looks_like_my_number
 
 
 class AuditRpc(RpcBase):
@@ -20,6 +21,13 @@ class AuditRpc(RpcBase):
     @stream
     async def ExportAudit(self, request: terminal_pb2.ExportAuditRequest, context: Ctx,
                           ctx: OpContext) -> AsyncIterator[audit_pb2.AuditRecord]:
+        unknown = sorted(set(request.operations) - AUDIT_OPERATIONS)
+        if unknown:
+            name = "(withheld)" if looks_like_my_number(unknown[0]) else unknown[0][:64]
+            raise InvalidArgument(
+                f"unknown operation {name!r}; the audit log knows "
+                f"{', '.join(sorted(AUDIT_OPERATIONS))}", reason="UNKNOWN_OPERATION",
+                metadata={"operation": name, "field": "operations"})
         flt = convert_audit.audit_filter(request)
         async for rec in self.services.audit_log.export(ctx, flt):
             yield convert_audit.record(rec)

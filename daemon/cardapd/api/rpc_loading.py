@@ -69,7 +69,9 @@ class LoadingRpc(RpcBase):
             raise InvalidArgument("aid: the AID of the AP to delete is required",
                                   reason="AID_REQUIRED", metadata={"field": "aid"})
         out = await loader.delete(ctx, operator, reader=reader, aid=aid)
-        return terminal_pb2.DeleteAPResponse(outcome=out.outcome, free_bytes=out.free_bytes)
+        return terminal_pb2.DeleteAPResponse(outcome=out.outcome, free_bytes=out.free_bytes,
+                                             aid=out.aid, reader=out.reader,
+                                             card_id=out.card_id, ap_id=out.ap_id)
 
     @unary
     async def ListCardAPs(self, request: terminal_pb2.ListCardAPsRequest, context: Ctx,

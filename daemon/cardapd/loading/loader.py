@@ -42,7 +42,6 @@ from cardapd.loading.outcome import (
     terminal_error,
 )
 from cardapd.loading.ports import (
-    PHASES,
     ApduBatch,
     BatchResult,
     CardAccess,
@@ -53,6 +52,7 @@ from cardapd.loading.ports import (
     SessionOpen,
     SessionOutcome,
 )
+from cardapd.loading.progress import BlockProgress
 from cardapd.loading.reconcile import Reconciler
 from cardapd.loading.relay import run_batch
 from cardapd.readers.model import CardKind
@@ -78,11 +78,14 @@ class _Write:
 
 @dataclass(frozen=True)
 class Progress:
-    """One progress step of one AP: phase name and percent."""
+    """One progress step of one AP: phase name, percent, and the load file data blocks
+    the card has acknowledged out of those the image is sent in."""
 
     ap_id: str
     phase: str
     percent: int
+    blocks_done: int = 0
+    blocks_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,10 +103,14 @@ class LoadOutcome:
 
 @dataclass(frozen=True)
 class DeleteOutcome:
-    """The result of a delete: DELETED or ALREADY_ABSENT."""
+    """The result of a delete: DELETED or ALREADY_ABSENT, and what it was about."""
 
     outcome: str
     free_bytes: int
+    aid: str = ""
+    ap_id: str = ""
+    reader: str = ""
+    card_id: str = ""
 
 
 class Loader:
@@ -215,12 +222,10 @@ class Loader:
             action="load", ap_id=ap_id, card_id=target.card_id, profile=target.profile,
             journal_id=jid, custom_user_id=custom_user_id)
 
-        def on_batch(batch: ApduBatch) -> None:
-            progress(Progress(ap_id, PHASES.get(batch.phase, "loading"),
-                              min(int(batch.percent), 99)))
-
+        blocks = BlockProgress(ap_id, lambda *step: progress(Progress(*step)))
         outcome = await self._journaled_session(ctx, "load", start, target, detail, jid,
-                                                open_, cancel, on_batch)
+                                                open_, cancel, blocks.batch_done,
+                                                blocks.command_done)
         done = outcome.done
         detail.update(round_trips=done.round_trips, billed=done.billed)
         if not done.ok:
@@ -229,7 +234,7 @@ class Loader:
             raise err
         await self.audit_end(ctx, "load", start, None, target, {**detail,
                                                              "free_bytes": done.free_bytes})
-        progress(Progress(ap_id, "done", 100))
+        progress(Progress(ap_id, "done", 100, blocks.blocks_done, blocks.blocks_total))
         return LoadOutcome(ap_id, done.aid or entry.instance_aid, done.user_id,
                            done.free_bytes, True, done.reason, done.message)
 
@@ -292,7 +297,8 @@ class Loader:
         self.cards.forget_tap(target.owner.name, target.generation, aid)
         await self.audit_end(ctx, "delete", start, None, target,
                           {**detail, "outcome": done.reason})
-        return DeleteOutcome(done.reason, done.free_bytes)
+        return DeleteOutcome(done.reason, done.free_bytes, aid_hex, entry.ap_id,
+                             target.owner.name, target.card_id)
 
     async def _read_back(self, ctx: OpContext, start: float, target: CardTarget,
                          detail: Mapping[str, object], entry: CatalogueEntry, aid: bytes,
@@ -505,12 +511,13 @@ class Loader:
     async def _journaled_session(
             self, ctx: OpContext, operation: str, start: float, target: CardTarget,
             detail: Mapping[str, object], jid: str, open_: SessionOpen,
-            cancel: threading.Event | None, on_batch: OnBatch | None) -> SessionOutcome:
+            cancel: threading.Event | None, on_batch: OnBatch | None,
+            on_command: Callable[[ApduBatch, int], None] | None = None) -> SessionOutcome:
         """Audit the start and relay the card session; the journal row is finished with
         its outcome, or on any failure for reconciliation (the end audited, then raised)."""
         try:
             await self._audit_step(ctx, f"{operation}_started", target, detail)
-            outcome = await self.relay_session(target, open_, cancel, on_batch)
+            outcome = await self.relay_session(target, open_, cancel, on_batch, on_command)
             self._settling(True)
         except BaseException as exc:
             cause = self._as_stop(exc, operation)
@@ -540,16 +547,21 @@ class Loader:
 
     async def relay_session(self, target: CardTarget, open_: SessionOpen,
                             cancel: threading.Event | None = None,
-                            on_batch: OnBatch | None = None) -> SessionOutcome:
+                            on_batch: OnBatch | None = None,
+                            on_command: Callable[[ApduBatch, int], None] | None = None,
+                            ) -> SessionOutcome:
         """Relay one card session: its batches run on the reader's thread, all inside one
         PC/SC transaction (no other program's command lands between them) and before the
         write deadline ([card] write_timeout_s). When the terminal lost the card its own
-        error is raised, not the service's guess ("the terminal lost the card")."""
+        error is raised, not the service's guess ("the terminal lost the card").
+        `on_command(batch, n)` is called on the event loop as the card acknowledges each
+        command (the per-block progress of a load)."""
         if self._stopping and open_.action == "reconcile":
             raise ShuttingDown("the daemon is stopping: the reconciliation is left for the "
                                "next time the card is seen")
         owner = target.owner
         lost: list[CardapError] = []
+        loop = asyncio.get_running_loop()
         async with owner.transaction(write=True) as tx:
 
             async def run(batch: ApduBatch) -> BatchResult:
@@ -559,8 +571,15 @@ class Loader:
                     lost.append(err)
                     return BatchResult(batch.batch_id, (), complete=False,
                                        transport_error=err.reason, error=err)
+                acknowledged: Callable[[int], None] | None = None
+                if on_command is not None:
+                    hook = on_command
+
+                    def acknowledged(n: int) -> None:
+                        loop.call_soon_threadsafe(hook, batch, n)
                 try:
-                    result = await tx.run(lambda proto: run_batch(proto, batch, cancel))
+                    result = await tx.run(lambda proto: run_batch(proto, batch, cancel,
+                                                                  acknowledged))
                 except CardapError as exc:  # a deadline, the reader busy, pcscd gone
                     result = BatchResult(batch.batch_id, (), complete=False,
                                          transport_error=exc.reason, error=exc)

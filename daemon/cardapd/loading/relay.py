@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from cardapd.errors import Cancelled, CardapError, CardProtocolError, NotAuthorized
 from cardapd.loading.ports import ApduBatch, BatchResult
@@ -44,8 +45,12 @@ def _check_answer(resp: bytes) -> None:
 
 
 def run_batch(proto: ApduProtocol, batch: ApduBatch,
-              cancel: threading.Event | None = None) -> BatchResult:
-    """Send the batch's APDUs; return the raw responses (the failing one last)."""
+              cancel: threading.Event | None = None,
+              acknowledged: Callable[[int], None] | None = None) -> BatchResult:
+    """Send the batch's APDUs; return the raw responses (the failing one last).
+
+    `acknowledged(n)` is called (on this thread) once the n-th command got an expected
+    status word: the per-block progress of a load."""
     responses: list[bytes] = []
     conn = proto.connection
     for apdu in batch.apdus:
@@ -68,4 +73,6 @@ def run_batch(proto: ApduProtocol, batch: ApduBatch,
         sw = int.from_bytes(resp[-2:], "big") if len(resp) >= 2 else -1
         if sw not in apdu.expect_sw:
             return BatchResult(batch.batch_id, tuple(responses), complete=False)
+        if acknowledged is not None:
+            acknowledged(len(responses))
     return BatchResult(batch.batch_id, tuple(responses), complete=True)

@@ -11,6 +11,7 @@ from cardapd.errors import (
     InvalidPinError,
     PinBlocked,
     PinGuardRefused,
+    tries_left,
 )
 from cardapd.myna.channel import ApduTransport
 from cardlib.apdu import SW_AUTH_METHOD_BLOCKED, SW_REF_DATA_NOT_USABLE, CommandApdu
@@ -78,7 +79,7 @@ class PinGuard:
         if tries == 0:
             raise PinBlocked(f"{name} is blocked", 0)
         if tries <= self.floor:
-            raise PinGuardRefused(f"{name}: only {tries} tries left, not risking one", tries)
+            raise PinGuardRefused(f"{name}: only {tries_left(tries)}, not risking one", tries)
         if cancel is not None and cancel.is_set():
             raise Cancelled("operation cancelled before VERIFY")
         with proto.sensitive():
@@ -89,7 +90,7 @@ class PinGuard:
         if left == 0:
             raise PinBlocked(f"{name} is blocked", 0)
         if left is not None:
-            raise InvalidPinError(f"wrong {name}, {left} tries left", left)
+            raise InvalidPinError(f"wrong {name}, {tries_left(left)}", left)
         raise StatusWordError(resp.sw, f"VERIFY {name}")
 
 

@@ -32,7 +32,8 @@ from typing import TextIO
 SOCKET_PATH = "/run/systemd/journal/socket"
 SOCKET_ENV = "CARDAPD_JOURNAL_SOCKET"  # another journald's socket (tests, namespaces)
 IDENTIFIER = "cardapd"
-CONTEXT_FIELDS = ("request_id", "operation", "reader", "card_id", "role")
+CONTEXT_FIELDS = ("request_id", "operation", "reader", "card_id", "role", "audit_operation",
+                  "result", "reason", "duration_ms", "operator", "audit_seq")
 
 # journald: uppercase letters, digits and "_", not starting with "_" or a digit, <= 64.
 _FIELD_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
@@ -152,6 +153,8 @@ class JournalHandler(logging.Handler):
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self._exc_formatter.formatException(record.exc_info)
+        elif record.exc_text:  # formatted before the record left its thread
+            message += "\n" + record.exc_text
         if record.stack_info:
             message += "\n" + self._exc_formatter.formatStack(record.stack_info)
         out = {

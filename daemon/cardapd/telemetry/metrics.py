@@ -1,8 +1,9 @@
 """Prometheus metrics of the daemon, on a registry of its own.
 
-`/metrics` on localhost and the WatchMetrics stream read the same registry, so both carry
-the same numbers. Label values are bounded sets (operation names, stable reasons, gRPC
-codes, reader names), never user IDs or card ids.
+`/metrics` on localhost (beside `/healthz`, see `telemetry.httpd`) and the WatchMetrics
+stream read the same registry, so both carry the same numbers. Label values are bounded
+sets (operation names, stable reasons, gRPC codes, reader names), never user IDs or card
+ids.
 
 Besides what the services count, four states are watched: the loading service link (each
 call's outcome, and a background check), the revocation feeds' age (computed when
@@ -28,10 +29,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
-    start_http_server,
 )
 
 import cardapd
+from cardapd.telemetry import httpd
+from cardapd.telemetry.httpd import Health
 
 OPERATION_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                      2.5, 5.0, 10.0, 30.0)
@@ -163,6 +165,7 @@ class Metrics:
             "not_configured ([operators] biometric = none), unknown (not checked yet).",
             ["state"], registry=r)
         self._biometric = "unknown"
+        self.audit_chain_ok: bool | None = None  # the last verification (None: none yet)
         for state in BIOMETRIC_STATES:
             self.biometric_state.labels(state).set_function(self._is_biometric(state))
         self.stopping = threading.Event()  # set by stop(): long checks give up
@@ -188,6 +191,7 @@ class Metrics:
 
     def audit_chain(self, ok: bool, when: float | None = None) -> None:
         """Record the outcome of one audit chain verification."""
+        self.audit_chain_ok = ok
         self.audit_chain_verified.set(1 if ok else 0)
         self.audit_chain_verified_at.set(time.time() if when is None else when)
 
@@ -224,9 +228,10 @@ class Metrics:
                 return
             await asyncio.sleep(max(delay, 0.0))
 
-    def serve(self, host: str, port: int) -> int:
-        """Serve /metrics over HTTP on host:port (port 0 picks one); returns the port."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, health: Health | None = None) -> int:
+        """Serve /metrics and /healthz over HTTP on host:port (port 0 picks one); returns
+        the port. `health` lists the daemon's problems (none: healthy)."""
+        server, thread = httpd.serve(self.registry, host, port, health or (lambda: []))
         self._server, self._thread = server, thread
         return int(server.server_port)
 

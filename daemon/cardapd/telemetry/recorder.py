@@ -1,5 +1,7 @@
 """Recording operations: the audit row first, then the metrics, one way for every service.
 
+Rows go through `OperationLog`, so each finished operation also gets its one log line.
+
 Every capability receives a `Recorder` (the audit sink and the metrics, nothing else) at
 construction. `finish` writes the row of an operation's end and counts it; when the row
 cannot be written the operation fails, and the metrics count it as the STORE_ERROR the
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 from cardapd.domain import AuditSink, OpContext
 from cardapd.errors import CardapError
 from cardapd.telemetry.metrics import Metrics
+from cardapd.telemetry.oplog import OperationLog
 
 log = logging.getLogger(__name__)
 
@@ -23,23 +26,24 @@ class Recorder:
     """Audit rows and operation metrics."""
 
     def __init__(self, audit: AuditSink, metrics: Metrics) -> None:
-        self.audit = audit
+        self.audit = audit if isinstance(audit, OperationLog) else OperationLog(audit)
         self.metrics = metrics
 
     async def record(self, ctx: OpContext | None, operation: str, *, result: str = "ok",
                      reason: str = "", reader: str = "", card_id: str = "",
                      detail: Mapping[str, object] | None = None,
                      durable: bool = False) -> int:
-        """Append one audit row (a step, or an event); raises StoreError on failure."""
+        """Append one audit row of a step (no log line); raises StoreError on failure."""
         return await self.audit.record(ctx, operation, result=result, reason=reason,
                                        reader=reader, card_id=card_id, detail=detail,
-                                       durable=durable)
+                                       durable=durable, quiet=True)
 
     async def quietly(self, ctx: OpContext | None, operation: str, *, reader: str = "",
                       card_id: str = "", detail: Mapping[str, object] | None = None) -> None:
-        """Audit an event nobody waits for; a failure is logged, not raised."""
+        """Audit (and log) an event nobody waits for; a failure is logged, not raised."""
         try:
-            await self.record(ctx, operation, reader=reader, card_id=card_id, detail=detail)
+            await self.audit.record(ctx, operation, result="ok", reader=reader,
+                                    card_id=card_id, detail=detail)
         except CardapError:
             log.exception("could not audit %s", operation)
 
@@ -53,7 +57,8 @@ class Recorder:
         try:
             await self.audit.record(ctx, operation, result=result, reason=reason,
                                     reader=reader, card_id=card_id, detail=detail,
-                                    durable=durable)
+                                    durable=durable, started=start,
+                                    message="" if exc is None else exc.message)
         except CardapError as failure:
             result, reason = "error", failure.reason
             raise

@@ -26,7 +26,7 @@ from datetime import datetime
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from cardapd.errors import InvalidArgument, NotAuthorized, Unauthenticated
+from cardapd.errors import InvalidArgument, NotAuthorized, Unauthenticated, tries_left
 from cardapd.operators.roster.model import OperatorRecord, check_time
 
 MAX_TRIES = 5
@@ -155,7 +155,7 @@ class PasswordCheck:
             return
         meta = {"tries_left": str(self.tries_left)}
         if self.outcome is PasswordOutcome.WRONG:
-            raise Unauthenticated(f"wrong password; {self.tries_left} tries left before the "
+            raise Unauthenticated(f"wrong password; {tries_left(self.tries_left)} before the "
                                   "operator is locked", reason=self.reason, metadata=meta)
         if self.outcome is PasswordOutcome.LOCKED:
             raise NotAuthorized(f"operator locked after {MAX_TRIES} wrong passwords; an "

@@ -1,0 +1,299 @@
+"""cardapctl's card and reader commands: status, readers, read-id, diagnose, loadable, aps,
+load (with a progress bar driven by the daemon's per-block progress) and delete (confirmed,
+and saying what it deleted). Readers are named by index, name or a unique part of it."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from typing import Any
+
+from tqdm import tqdm
+
+from cardap import exitcodes
+from cardap.clibase import EXIT_OK, CliError, confirm, emit, enum_name
+from cardap.client import CardapClient, CardapClientError, default_socket
+from cardap.v1 import cards_pb2, terminal_pb2
+
+VERDICT_EXIT = {
+    terminal_pb2.VERDICT_OK: exitcodes.OK, terminal_pb2.VERDICT_WARNING: exitcodes.WARNING,
+    terminal_pb2.VERDICT_CARD_FAULT: exitcodes.CARD_FAULT,
+    terminal_pb2.VERDICT_READER_FAULT: exitcodes.READER_FAULT,
+    terminal_pb2.VERDICT_NO_CARD: exitcodes.NO_CARD,
+}
+KIND_TEXT = {cards_pb2.CARD_KIND_MY_NUMBER_CARD: "My Number Card",
+             cards_pb2.CARD_KIND_OTHER: "not a My Number Card",
+             cards_pb2.CARD_KIND_UNKNOWN: "unidentified card"}
+AP_TYPE_TEXT = {cards_pb2.AP_TYPE_A: "A", cards_pb2.AP_TYPE_C: "C", cards_pb2.AP_TYPE_D: "D",
+                cards_pb2.AP_TYPE_CUSTOM: "custom"}
+
+
+# ---------------------------------------------------------------- readers by index or name
+
+def resolve_reader(client: CardapClient, value: str) -> str:
+    """The reader's full name from an index (`0`), a full name or a unique part of it.
+
+    An index beyond the readers, or a part matching several, is a usage error; a name
+    matching nothing goes to the daemon as given (which answers NO_READER)."""
+    if not value:
+        return ""
+    names = [r.name for r in client.readers().readers]
+    if value in names:
+        return value
+    listing = "; ".join(f"{i}: {n}" for i, n in enumerate(names)) or "no readers"
+    if value.isdigit():
+        index = int(value)
+        if index < len(names):
+            return names[index]
+        raise CliError(f"there is no reader {index} ({listing})")
+    matches = [n for n in names if value.lower() in n.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise CliError(f"{value!r} names {len(matches)} readers ({'; '.join(matches)}): give "
+                       "more of the name, or its index")
+    return value
+
+
+def reader_completer(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """Shell completion of --reader: the daemon's reader names (nothing if unreachable)."""
+    socket = getattr(parsed_args, "socket", None) or default_socket(
+        getattr(parsed_args, "role", None) or "ops", getattr(parsed_args, "socket_dir", None))
+    try:
+        with CardapClient(socket, timeout=2.0) as client:
+            names = [r.name for r in client.readers().readers]
+    except CardapClientError:
+        return []
+    return [n for n in names if n.startswith(prefix)]
+
+
+# ---------------------------------------------------------------- text forms
+
+def fmt_card(c: cards_pb2.Card, inline: bool = False) -> str:
+    """`My Number Card 4790-C2627064 (vendor-a)`; Type C reads on their own lines, or
+    after `;` on the same line (`inline`: one event, one line)."""
+    text = KIND_TEXT.get(c.kind, "card")
+    if c.card_id:
+        text += f" {c.card_id}"
+    if c.profile:
+        text += f" ({c.profile})"
+    for t in c.tap:
+        text += ("; " if inline else "\n      ") + f"Type C {t.aid}: " + (
+            t.user_id or f"unreadable ({t.reason})")
+    return text
+
+
+def fmt_reader_state(r: cards_pb2.Reader, inline: bool = False) -> str:
+    """What a reader holds, in words."""
+    if r.state == cards_pb2.READER_STATE_CARD_PRESENT and r.HasField("card"):
+        return fmt_card(r.card, inline)
+    return {cards_pb2.READER_STATE_EMPTY: "empty",
+            cards_pb2.READER_STATE_CARD_MUTE: "a card that does not answer",
+            cards_pb2.READER_STATE_UNAVAILABLE: "unavailable",
+            cards_pb2.READER_STATE_CARD_IDENTIFYING: "a card, being identified"}.get(
+                r.state, enum_name(cards_pb2.ReaderState, r.state, "READER_STATE_"))
+
+
+def fmt_reader(r: cards_pb2.Reader) -> str:
+    """One reader: `Virtual PCD 00 00: My Number Card ...`."""
+    return f"{r.name}: {fmt_reader_state(r)}"
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """`1 AP`, `2 APs`."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_status(client: CardapClient, args: argparse.Namespace) -> int:
+    """Daemon status."""
+    st = client.status()
+    emit(args, st, lambda s: (
+        f"cardapd {s.version} (socket role {s.role})\n"
+        f"  PC/SC: {'available' if s.pcsc_available else 'UNAVAILABLE'}\n"
+        f"  readers: {s.readers}, cards: {s.cards}\n"
+        f"  audit rows: {s.audit_head_seq}\n"
+        f"  capabilities: {', '.join(s.capabilities)}"))
+    return EXIT_OK
+
+
+def cmd_readers(client: CardapClient, args: argparse.Namespace) -> int:
+    """Readers with their index (what --reader takes), and their cards."""
+    resp = client.readers()
+    width = max((len(r.name) for r in resp.readers), default=0)
+    emit(args, resp, lambda r: "\n".join(
+        f"{i}  {x.name:<{width}}  {fmt_reader_state(x)}" for i, x in enumerate(r.readers))
+        or "no readers")
+    return EXIT_OK if resp.pcsc_available else exitcodes.UNAVAILABLE
+
+
+def cmd_read_id(client: CardapClient, args: argparse.Namespace) -> int:
+    """Read a Type C user ID."""
+    resp = client.read_user_id(resolve_reader(client, args.reader), args.aid,
+                               fresh=args.fresh)
+    emit(args, resp, lambda r: f"{r.user_id}  (card {r.card_id}, reader {r.reader!r}, "
+         f"AP {r.aid}, {'from the tap cache' if r.cached else 'read now'})")
+    return EXIT_OK
+
+
+def fmt_diagnosis(resp: terminal_pb2.DiagnoseResponse) -> str:
+    """Each reader's checks, verdict and next action."""
+    lines = []
+    for d in resp.readers:
+        verdict = enum_name(terminal_pb2.Verdict, d.verdict, "VERDICT_")
+        lines.append(f"{d.reader.name or '(no reader)'}: {verdict.upper()}")
+        for c in d.checks:
+            lines.append(f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}")
+        for ap in d.aps:
+            lines.append(f"  AP {ap.name} {ap.aid}: {'answers' if ap.present else 'absent'}")
+        lines.append(f"  → {d.next_action}")
+    return "\n".join(lines)
+
+
+def cmd_diagnose(client: CardapClient, args: argparse.Namespace) -> int:
+    """Card fault isolation; the exit code is the worst verdict's."""
+    resp = client.diagnose(resolve_reader(client, args.reader))
+    emit(args, resp, fmt_diagnosis)
+    return VERDICT_EXIT.get(resp.verdict, exitcodes.FAIL)
+
+
+def cmd_loadable(client: CardapClient, args: argparse.Namespace) -> int:
+    """The organisation's catalogue and presets."""
+    resp = client.loadable_aps()
+
+    def text(r: terminal_pb2.ListLoadableAPsResponse) -> str:
+        lines = [f"{a.ap_id}: {a.display_name or a.ap_id} (type "
+                 f"{AP_TYPE_TEXT.get(a.type, '?')}, {a.area or 'any'} area, instance "
+                 f"{a.instance_aid})" for a in r.aps]
+        lines += [f"preset {p.name}: {', '.join(p.ap_ids)}" for p in r.presets]
+        return "\n".join(lines) or "nothing to load"
+    emit(args, resp, text)
+    return EXIT_OK
+
+
+def cmd_aps(client: CardapClient, args: argparse.Namespace) -> int:
+    """The APs on the card, as a table, and the free space."""
+    resp = client.card_aps(resolve_reader(client, args.reader))
+
+    def text(r: terminal_pb2.ListCardAPsResponse) -> str:
+        rows = [("AID", "TYPE", "AREA", "STATE")] + [
+            (a.aid, AP_TYPE_TEXT.get(a.type, "?"), a.area or "-", a.lifecycle or "-")
+            for a in r.aps]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                 for row in rows] if r.aps else ["no card APs found"]
+        if r.free_bytes:
+            lines.append("free: " + ", ".join(f"{area} {n} bytes"
+                                              for area, n in sorted(r.free_bytes.items())))
+        return "\n".join(lines)
+    emit(args, resp, text)
+    return EXIT_OK
+
+
+class LoadBar:
+    """A progress bar per AP on stderr (tqdm), moved by the daemon's per-block progress."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: tqdm[Any] | None = None
+        self.ap = ""
+
+    def progress(self, p: terminal_pb2.LoadProgress) -> None:
+        """One progress event."""
+        if not self.enabled:
+            return
+        if self.bar is None or p.ap_id != self.ap:
+            self.close()
+            self.ap = p.ap_id
+            size = shutil.get_terminal_size(fallback=(80, 24))  # a terminal of size 0x0
+            self.bar = tqdm(total=100, desc=p.ap_id, unit="%", file=sys.stderr,  # draws
+                            leave=True, ncols=size.columns or 80,  # nothing: say 80x24
+                            nrows=size.lines or 24, mininterval=0,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+        phase = enum_name(terminal_pb2.LoadPhase, p.phase, "LOAD_PHASE_").replace("_", " ")
+        blocks = f", block {p.blocks_done}/{p.blocks_total}" if p.blocks_total else ""
+        self.bar.set_postfix_str(phase + blocks, refresh=False)
+        self.bar.update(max(int(p.percent) - self.bar.n, 0))
+        self.bar.refresh()
+
+    def close(self) -> None:
+        """Finish the current bar."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_load(client: CardapClient, args: argparse.Namespace) -> int:
+    """Load an AP or a preset: a bar while the card works, then a line per AP."""
+    reader = resolve_reader(client, args.reader)
+    bar = LoadBar(enabled=not args.json and not args.quiet and sys.stderr.isatty())
+    worst = EXIT_OK
+    try:
+        for ev in client.load_ap(args.ap or "", preset=args.preset or "", reader=reader,
+                                 custom_user_id=args.custom_user_id,
+                                 timeout=args.call_timeout):
+            if ev.WhichOneof("event") == "progress":
+                if args.json:
+                    emit(args, ev, str)
+                else:
+                    bar.progress(ev.progress)
+                continue
+            r = ev.result
+            bar.close()
+            if not r.ok and worst == EXIT_OK:
+                worst = exitcodes.for_reason(r.reason) if r.reason else exitcodes.FAIL
+            emit(args, ev, lambda e: (
+                f"{e.result.ap_id}: loaded as {e.result.aid}, user ID {e.result.user_id}, "
+                f"{e.result.free_bytes} bytes free" if e.result.ok
+                else f"{e.result.ap_id}: FAILED {e.result.reason}: {e.result.message}"))
+    finally:
+        bar.close()
+    return worst
+
+
+def cmd_delete(client: CardapClient, args: argparse.Namespace) -> int:
+    """Delete an AP: confirmed first (unless --yes), and the answer says what went."""
+    aid = args.aid.strip().upper()
+    try:
+        bytes.fromhex(aid)
+    except ValueError:
+        raise CliError(f"--aid {args.aid!r} is not hexadecimal") from None
+    reader = resolve_reader(client, args.reader)
+    if not args.yes:
+        confirm(f"Delete {describe_ap(client, aid, reader)}?", assume_yes=False)
+    resp = client.delete_ap(aid, reader)
+
+    def text(r: terminal_pb2.DeleteAPResponse) -> str:
+        what = f"{r.ap_id} (AP {r.aid or aid})" if r.ap_id else f"AP {r.aid or aid}"
+        card = f"card {r.card_id}" if r.card_id else "the card"
+        where = f" in {r.reader!r}" if r.reader else ""
+        if r.outcome == "ALREADY_ABSENT":
+            return (f"{what} was not on {card}{where}: nothing deleted; "
+                    f"{r.free_bytes} bytes free")
+        return f"deleted {what} from {card}{where}; {r.free_bytes} bytes free"
+    emit(args, resp, text)
+    return EXIT_OK
+
+
+def describe_ap(client: CardapClient, aid: str, reader: str) -> str:
+    """`AP D392... (type C, extended area) from card 4790-... in 'Reader'`, as far as the
+    daemon can tell before the delete."""
+    where = "the card" + (f" in {reader!r}" if reader else "")
+    try:
+        holders = [r for r in client.readers().readers if r.HasField("card")
+                   and (r.name == reader or not reader)]
+        if len(holders) == 1:
+            where = f"card {holders[0].card.card_id} in {holders[0].name!r}"
+        listing = client.card_aps(reader)
+    except CardapClientError:
+        return f"AP {aid} from {where}"
+    found = next((a for a in listing.aps if a.aid.upper() == aid), None)
+    what = f"AP {aid}"
+    if found is not None:
+        what += f" (type {AP_TYPE_TEXT.get(found.type, '?')}"
+        what += f", {found.area} area)" if found.area else ")"
+    else:
+        what += " (not found on the card)"
+    return f"{what} from {where}"
