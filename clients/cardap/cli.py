@@ -23,7 +23,7 @@ from pathlib import Path
 
 import grpc
 
-from cardap import cli_ops
+from cardap import __version__, cli_ops
 from cardap.clibase import (
     EXIT_ABORTED,
     EXIT_DENIED,
@@ -82,8 +82,16 @@ def cmd_status(client: CardapClient, args: argparse.Namespace) -> int:
         f"  PC/SC: {'available' if s.pcsc_available else 'UNAVAILABLE'}\n"
         f"  readers: {s.readers}, cards: {s.cards}\n"
         f"  audit rows: {s.audit_head_seq}\n"
+        f"  loading service: {fmt_link(s.loading_link)}\n"
         f"  capabilities: {', '.join(s.capabilities)}"))
     return EXIT_OK
+
+
+def fmt_link(link: terminal_pb2.LoadingLinkStatus) -> str:
+    """`up (loading.example:7443)`, `DOWN: tls_files (…)`, `not configured`."""
+    state = enum_name(terminal_pb2.LoadingLinkState, link.state, "LOADING_LINK_")
+    text = f"DOWN: {link.last_error}" if state == "down" else state.replace("_", " ")
+    return f"{text} ({link.address})" if link.address else text
 
 
 def cmd_readers(client: CardapClient, args: argparse.Namespace) -> int:
@@ -207,6 +215,7 @@ def parser() -> argparse.ArgumentParser:
                    help="directory of the role sockets ($CARDAPD_SOCKET_DIR, /run/cardapd)")
     p.add_argument("--json", action="store_true", help="JSON output (one object per line)")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds per call")
+    p.add_argument("--version", action="version", version=f"cardapctl {__version__}")
     p.add_argument("--session", default=os.environ.get("CARDAPD_SESSION"),
                    help="operator session token for load/delete and the roster "
                    "($CARDAPD_SESSION; visible in ps: prefer --session-file)")

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,13 @@ from cardapd.audit import AsyncAuditLog
 from cardapd.audit.service import AuditService
 from cardapd.audit.sink import StoreAuditSink
 from cardapd.config import Config, DaemonConfig, load_config, plan_reload
-from cardapd.domain import AuditSink, DaemonStatus, Operator, OperatorSessions
+from cardapd.domain import (
+    AuditSink,
+    DaemonStatus,
+    LoadingLinkStatus,
+    Operator,
+    OperatorSessions,
+)
 from cardapd.errors import CardapError, ConfigError, StoreError, Unauthenticated
 from cardapd.loading.journal import Journal
 from cardapd.loading.loader import Loader
@@ -148,6 +154,7 @@ class Running:
     sessions: SessionManager
     roster: Roster
     started_at: datetime
+    loading_link: Callable[[], LoadingLinkStatus]  # the link in use (a reload may swap it)
 
     def status(self) -> DaemonStatus:
         """Daemon health for GetStatus."""
@@ -160,7 +167,7 @@ class Running:
         return DaemonStatus(version=__version__, started_at=self.started_at,
                             pcsc_available=s.readers.pcsc_available, readers=readers,
                             cards=cards, audit_head_seq=s.sink.head(),
-                            capabilities=tuple(caps))
+                            capabilities=tuple(caps), loading_link=self.loading_link())
 
 
 class Daemon:
@@ -194,6 +201,8 @@ class Daemon:
         journal = await asyncio.to_thread(Journal, Path(cfg.daemon.state_dir) / "journal.db")
         interrupted = await asyncio.to_thread(journal.mark_interrupted)
         link = self._link = LoadingClient(cfg.loading, self.metrics)
+        # A link that cannot be set up (TLS files) is down, not fatal: reads go on.
+        await asyncio.to_thread(link.preflight)
         roster = await asyncio.to_thread(Roster, Path(cfg.operators.roster))
         sessions = session_manager(cfg, roster)
         operators = OperatorService(
@@ -213,7 +222,8 @@ class Daemon:
                             loading=loader, operators=operators, admin=RosterAdmin(operators),
                             audit_log=audit, sink=sink, metrics=self.metrics,
                             status=lambda: running.status())
-        running = Running(services, sessions, roster, started_at=readers.started_at)
+        running = Running(services, sessions, roster, started_at=readers.started_at,
+                          loading_link=self._link_status)
         self._running = running
         self.metrics.watch(link.check_link, operators.check_device,
                            audit.chain_check(cfg.audit.verify_interval_s))
@@ -271,6 +281,12 @@ class Daemon:
             await asyncio.to_thread(roster.close)
             self.metrics.stop()
         return 0
+
+    def _link_status(self) -> LoadingLinkStatus:
+        """The state of the loading link in use."""
+        if self._link is None:
+            return LoadingLinkStatus(configured=self.cfg.loading.configured)
+        return self._link.status()
 
     def request_stop(self) -> None:
         """Ask the daemon to stop (SIGTERM, SIGINT, tests): new card writes are refused at
@@ -377,6 +393,7 @@ class Daemon:
         assert link is not None  # set at start
         if new.loading != old.loading:
             link = LoadingClient(new.loading, self.metrics)
+            await asyncio.to_thread(link.preflight)
         apply_logging(old.daemon, new.daemon)
         s.readers.apply_settings(reader_settings(new))
         s.reads.reconfigure(new.read_aps, new.pin.floor)
