@@ -39,6 +39,9 @@ from pathlib import Path
 from release import changelog
 
 PYTHON = "/usr/bin/python3.11"
+# Not part of the production package's source: the development distribution, the tests,
+# the benchmarks, CI (a change there does not rebuild the package).
+NOT_STAGED = ("dev/", "tests/", "bench/", ".ci/")
 TOOLS = ("setuptools-scm", "vcs-versioning", "grpcio-tools", "mypy-protobuf")
 MANPAGE_TOOL = "argparse-manpage"
 KEEP_BUILDS = 4  # cached builds kept in OUT/cache (the newest)
@@ -149,15 +152,17 @@ def manpage_tool(root: Path, cache: Path) -> Path:
 
 
 def source_files(root: Path) -> list[str]:
-    """The tree's files relative to `root`: git's tracked and new-but-not-ignored files in
-    a checkout, every file otherwise (an unpacked `git archive`)."""
+    """The tree's files relative to `root` that the package is built from: git's tracked
+    and new-but-not-ignored files in a checkout, every file otherwise (an unpacked `git
+    archive`), less NOT_STAGED."""
     if (root / ".git").exists():
         out = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                   cwd=root)
         names = sorted({n for n in out.split("\0") if n})
-        return [n for n in names if (root / n).is_file() or (root / n).is_symlink()]
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() or p.is_symlink())
+    else:
+        names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    return [n for n in names if not n.startswith(NOT_STAGED)
+            and ((root / n).is_file() or (root / n).is_symlink())]
 
 
 def inputs_hash(root: Path, files: list[str], version: str) -> str:
@@ -282,11 +287,15 @@ def lint(deb: Path) -> str:
 
 
 def _publish(built: Path, out: Path) -> Path:
-    """The built package, also as OUT/<name> (a hard link to the cached one)."""
+    """The built package, also as OUT/<name> (a hard link to the cached one), with its
+    lintian report beside it as OUT/<name without .deb>.lintian."""
     target = out / built.name
-    for old in out.glob("cardapd_*.deb"):
+    for old in (*out.glob("cardapd_*.deb"), *out.glob("cardapd_*.lintian")):
         old.unlink()
     os.link(built, target)
+    report = built.parent / "lintian.txt"
+    if report.exists():
+        os.link(report, target.with_suffix(".lintian"))
     return target
 
 
