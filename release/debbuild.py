@@ -56,7 +56,7 @@ def log(msg: str) -> None:
 def clean_env(**extra: str) -> dict[str, str]:
     """A build environment free of the machine's pip configuration (local indexes, a
     constraints file) and of the caller's virtualenv: only PyPI and the pins count."""
-    env = {"PATH": CLEAN_PATH, "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
+    env = {"PATH": CLEAN_PATH, "HOME": str(Path.home()), "LANG": "C.UTF-8",
            "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
            "PIP_NO_INPUT": "1"}
     env.update(extra)

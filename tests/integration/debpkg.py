@@ -208,7 +208,7 @@ class Chroot:
             ) -> subprocess.CompletedProcess[str]:
         """`cmd` inside the chroot, as root."""
         environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
-                       "DEBIAN_FRONTEND": "noninteractive", "HOME": "/root", **(env or {})}
+                       "DEBIAN_FRONTEND": "noninteractive", **(env or {})}
         return run(["unshare", "--mount", "--propagation", "private", "--fork",
                     "--kill-child", "--", "sh", "-c", _IN_CHROOT, "sh", str(self.root),
                     *cmd], check=check, timeout=timeout, input=input, env=environment)
@@ -239,8 +239,7 @@ class Chroot:
         """Every path of the chroot's file system (for before/after comparisons)."""
         out: set[str] = set()
         for dirpath, dirnames, filenames in os.walk(self.root):
-            rel = "/" + os.path.relpath(dirpath, self.root)
-            rel = "/" if rel == "/." else rel
+            rel = os.path.normpath(os.path.join(os.sep, os.path.relpath(dirpath, self.root)))
             if rel in ("/proc", "/sys", "/dev", "/tmp", "/run"):
                 dirnames[:] = []
                 continue

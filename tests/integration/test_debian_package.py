@@ -15,6 +15,7 @@ private network namespace. The first run builds the two packages and the base sy
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -225,7 +226,7 @@ def test_install_creates_the_user_and_directories_and_enables_without_starting(
 
 def test_dpkg_lists_exactly_the_expected_files(installed: Chroot, head_deb: Deb) -> None:
     listed = [p for p in installed.run("dpkg", "-L", "cardapd").stdout.splitlines()
-              if p != "/."]
+              if p.strip(os.sep + ".")]  # not the root
     for path in listed:
         assert installed.path(path).exists() or installed.path(path).is_symlink(), path
     directories = head_deb.directories()
@@ -442,3 +443,68 @@ def test_remove_keeps_the_state_and_purge_leaves_nothing_behind(
         assert chroot.run("getent", "passwd", "cardapd", check=False).returncode == 0
     finally:
         chroot.destroy()
+
+
+def test_the_units_documentation_is_installed(installed: Chroot) -> None:
+    unit = installed.path(f"/{UNIT}").read_text()
+    (line,) = re.findall(r"(?m)^Documentation=(.+)$", unit)
+    for uri in line.split():
+        if uri.startswith("file://"):
+            assert installed.path(uri.removeprefix("file://")).is_file(), uri
+        else:
+            m = re.fullmatch(r"man:([\w.-]+)\((\d)\)", uri)
+            assert m, uri
+            page, section = m.groups()
+            assert installed.path(f"/usr/share/man/man{section}/{page}.{section}.gz").is_file()
+
+
+def guide_block(heading: str) -> str:
+    """The first sh block after `heading` in the operations guide."""
+    after = (ROOT / "docs" / "operations.md").read_text().split(heading, 1)[1]
+    m = re.search(r"```sh\n(.*?)```", after, flags=re.S)
+    assert m, heading
+    return m.group(1)
+
+
+def test_the_guides_backup_and_restore_of_every_store(installed: Chroot, stack: Stack,
+                                                      daemon: UnitRun) -> None:
+    """docs/operations.md section 4, run as written (systemctl is a no-op here: the daemon
+    is stopped and started by the test, as the unit would)."""
+    use_config(installed, (ROOT / "docs" / "examples" / "gate.toml").read_text()
+               + '\n[operators.organisations]\norg-a = "Organisation A"\n')
+    daemon.start()
+    insert_demo_card(installed, stack, "gate")
+    ctl(installed, "read-id")
+    ctl(installed, "--role", "ops", "operators", "add", "--org", "org-a", "--operator",
+        "backed-up")
+    installed.run("bash", "-c", "set -e\n" + guide_block("**Backup while running**"))
+    (backup,) = installed.path("/srv/backup/cardapd").iterdir()
+    assert sorted(p.name for p in backup.iterdir()) == [
+        "audit.db", "audit.head", "etc-cardapd", "journal.db", "revocation.db", "roster.db"]
+    assert (backup / "etc-cardapd" / "cardapd.toml").exists()
+    rows = store_query(backup / "audit.db", "SELECT count(*) FROM audit")[0][0]
+    # Life goes on after the backup: more rows, another operator.
+    ctl(installed, "read-id", "--fresh")
+    ctl(installed, "--role", "ops", "operators", "add", "--org", "org-a", "--operator",
+        "after-backup")
+    assert daemon.stop() == 0
+    state = installed.path("/var/lib/cardapd")
+    assert store_query(state / "audit.db", "SELECT count(*) FROM audit")[0][0] > rows
+
+    stub = "set -e\nsystemctl() { :; }\n" + f"B=/srv/backup/cardapd/{backup.name}\n"
+    restored = installed.run("bash", "-c", stub + guide_block("**Restore**")
+                             + guide_block("**Verify before starting**"))
+    assert "ok=True" in restored.stdout
+    assert store_query(state / "audit.db", "SELECT count(*) FROM audit")[0][0] == rows
+    cardapd = installed.uid("cardapd")
+    for name in ("audit.db", "audit.head", "roster.db", "journal.db", "revocation.db"):
+        st = (state / name).stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (cardapd, 0o600), name
+    daemon.start()
+    listed = ctl(installed, "--role", "ops", "operators", "list", "--org", "org-a").stdout
+    assert "backed-up" in listed
+    assert "after-backup" not in listed
+    verify = ctl(installed, "--role", "ops", "audit", "verify", check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert daemon.stop() == 0
+    installed.run("rm", "-rf", "/srv/backup/cardapd")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,16 @@ def _content_problem(kind: str, data: bytes) -> str | None:
 def _read(path: Path) -> tuple[bytes | None, str | None]:
     """The file's bytes, or what prevents this process from reading them."""
     try:
-        if not path.is_file():
-            return None, ("missing" if not path.exists() and not path.is_symlink()
-                          else "not a regular file")
+        st = path.stat()
+    except FileNotFoundError:
+        return None, "missing"
+    except PermissionError:
+        return None, f"not reachable by {_whoami()} (permission denied on a directory)"
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    if not stat.S_ISREG(st.st_mode):
+        return None, "not a regular file"
+    try:
         return path.read_bytes(), None
     except PermissionError:
         return None, f"not readable by {_whoami()} (permission denied)"
