@@ -441,9 +441,11 @@ class UnitRun:
                 f"reproduces {key}={expected}")
         exec_start = u.one("ExecStart").split()
         groups = ",".join(u.words("SupplementaryGroups"))
+        # --pdeathsig: not the unit's, the harness's tie to `unshare` (a parent-death
+        # signal set before the change of user would be cleared by it).
         setpriv = ["setpriv", f"--reuid={u.one('User')}", f"--regid={u.one('Group')}",
                    f"--groups={groups}", "--inh-caps=-all", "--bounding-set=-all",
-                   "--no-new-privs", "--"]
+                   "--no-new-privs", "--pdeathsig=KILL", "--"]
         umask = u.one("UMask", "0022")
         return ["/bin/sh", "-c", f'umask {umask} && exec "$@"', "sh",
                 "/usr/bin/python3.11", "-c", _MDWE, "/usr/bin/setpriv", *setpriv[1:],
@@ -507,8 +509,12 @@ class UnitRun:
         return code
 
     def kill(self) -> None:
-        """Make sure nothing of this run is left (the daemon dies with its unshare)."""
+        """Make sure nothing of this run is left: SIGKILL to the daemon, then to its
+        `unshare` (which would also take the daemon with it, --pdeathsig)."""
         if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(FileNotFoundError, IndexError, ValueError,
+                                     ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
@@ -516,12 +522,18 @@ class UnitRun:
             self.notify.close()
 
 
-def wait_for_file(path: Path, timeout: float) -> None:
-    """Poll until `path` exists."""
+def gone(pid: int, timeout: float) -> bool:
+    """Whether `pid` has exited (or is a zombie) within `timeout`."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} did not appear within {timeout} s"
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
         time.sleep(0.05)
+    return False
 
 
 def store_query(db: Path, sql: str) -> list[tuple[object, ...]]:

@@ -42,6 +42,7 @@ from .debpkg import (
     UnitRun,
     build_head,
     build_tag,
+    gone,
     run,
     store_query,
     version_of,
@@ -383,6 +384,9 @@ def test_upgrade_from_the_first_packaged_version_keeps_the_config_and_migrates_t
         reinstall = ("--reinstall",) if old_deb.version == head_deb.version else ()
         chroot.apt_install(head_deb, *reinstall)
         assert chroot.path("/etc/cardapd/cardapd.toml").read_text() == config
+        for path, mode in (("/etc/cardapd", "750 root:cardapd"),
+                           ("/var/lib/cardapd", "750 cardapd:cardapd")):
+            assert chroot.run("stat", "-c", "%a %U:%G", path).stdout.strip() == mode, path
         status = chroot.run("dpkg-query", "-W", "-f", "${Version} ${Status}", "cardapd")
         assert status.stdout == f"{head_deb.version} install ok installed"
 
@@ -508,3 +512,13 @@ def test_the_guides_backup_and_restore_of_every_store(installed: Chroot, stack: 
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert daemon.stop() == 0
     installed.run("rm", "-rf", "/srv/backup/cardapd")
+
+
+def test_the_daemon_does_not_outlive_the_harness(installed: Chroot, daemon: UnitRun) -> None:
+    """If the test dies, its daemon goes too: killing its `unshare` kills it."""
+    use_config(installed, (ROOT / "docs" / "examples" / "gate.toml").read_text())
+    daemon.start()
+    pid = daemon.pid
+    assert daemon.proc is not None
+    daemon.proc.kill()
+    assert gone(pid, 10)
