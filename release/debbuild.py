@@ -1,7 +1,7 @@
 """`make deb`: cardapd_<version>_<arch>.deb, built with Debian's tooling from a source tree.
 
 1. The version: setuptools-scm on the tree (the git tag; a `git archive` tarball's
-   .git_archival.txt; docs/decisions.md D28), as a Debian version (`~dev` sorts first).
+   .git_archival.txt; docs/decisions.md D32), as a Debian version (`~dev` sorts first).
 2. The tree's files (tracked and new, not ignored; the working tree as it is) are staged
    under OUT/cache/<inputs hash>/, so the repository is never written to and an unchanged
    tree is not built twice.

@@ -4,7 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 try:
     # The one version: the git tag, written into the distribution's metadata at build
-    # time (setuptools-scm; docs/decisions.md D28).
+    # time (setuptools-scm; docs/decisions.md D32).
     __version__ = version("cardapd")
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"

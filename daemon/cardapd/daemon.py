@@ -22,7 +22,14 @@ from typing import Any
 from cardapd import __version__, sdnotify
 from cardapd.api.base import Services
 from cardapd.api.roles import Role
-from cardapd.api.server import RoleServer, SocketSpec, check_specs
+from cardapd.api.server import (
+    ConnectionLimits,
+    RoleServer,
+    SocketSpec,
+    SocketWatch,
+    check_specs,
+    fd_budget_problem,
+)
 from cardapd.audit import AsyncAuditLog
 from cardapd.audit.service import AuditService
 from cardapd.audit.sink import StoreAuditSink
@@ -42,6 +49,7 @@ from cardapd.operators.biometric import BiometricBackend
 from cardapd.operators.fprintd import FprintdClient
 from cardapd.operators.login import OperatorService
 from cardapd.operators.roster import Roster, SessionManager
+from cardapd.readers.owner import CardLimits
 from cardapd.readers.service import Readers
 from cardapd.readers.settings import ReaderSettings
 from cardapd.reads.revocation import Revocation
@@ -59,6 +67,13 @@ SERVER_GRACE_S = 2.0  # after the card writes: what reads in flight get before s
 ABORT_WAIT_S = 3.0  # after the grace period: the cut writes' journal and audit rows
 
 
+def connection_limits(cfg: Config) -> ConnectionLimits:
+    """The role sockets' connection timeouts ([sockets])."""
+    s = cfg.sockets
+    return ConnectionLimits(handshake_s=s.handshake_timeout_s, idle_s=s.idle_timeout_s,
+                            keepalive_s=s.keepalive_s, min_client_ping_s=s.min_client_ping_s)
+
+
 def reader_settings(cfg: Config) -> ReaderSettings:
     """The readers' knobs from the configuration."""
     return ReaderSettings(
@@ -67,7 +82,9 @@ def reader_settings(cfg: Config) -> ReaderSettings:
         readers_exclude=tuple(cfg.pcsc.readers_exclude),
         reconnect_interval_s=cfg.pcsc.reconnect_interval_s,
         probe_type_c=cfg.diagnose.probe_type_c,
-        hotplug=resolve_source(cfg.pcsc.hotplug))
+        hotplug=resolve_source(cfg.pcsc.hotplug),
+        limits=CardLimits(apdu_s=cfg.card.apdu_timeout_s, read_s=cfg.card.read_timeout_s,
+                          write_s=cfg.card.write_timeout_s))
 
 
 def socket_specs(cfg: Config) -> list[SocketSpec]:
@@ -76,7 +93,8 @@ def socket_specs(cfg: Config) -> list[SocketSpec]:
     for role in Role:
         sock = getattr(cfg.sockets, role.value)
         if sock.enabled:
-            specs.append(SocketSpec(role, Path(sock.path), sock.group, sock.mode))
+            specs.append(SocketSpec(role, Path(sock.path), sock.group, sock.mode,
+                                    sock.max_connections))
     check_specs(specs)
     return specs
 
@@ -233,6 +251,7 @@ class Daemon:
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         watchdog: asyncio.Task[None] | None = None
+        sockets_watch: SocketWatch | None = None
         stopped: dict[str, object] = {}
         try:
             if cfg.metrics.enabled:
@@ -240,10 +259,15 @@ class Daemon:
                 self.metrics_port = self.metrics.serve(host, port)
                 log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
             await readers.start()
-            for spec in socket_specs(cfg):
-                server = RoleServer(services, spec)
+            specs = socket_specs(cfg)
+            if (problem := fd_budget_problem(specs)) is not None:
+                log.warning("%s", problem)
+            for spec in specs:
+                server = RoleServer(services, spec, connection_limits(cfg))
                 await server.start()
                 servers.append(server)
+            sockets_watch = SocketWatch(specs, self.metrics)
+            sockets_watch.start()
             await sink.record(None, "daemon_started", result="ok", durable=True,
                               detail={"version": __version__})
             await add_organisations(cfg, roster, sink)
@@ -267,6 +291,8 @@ class Daemon:
                 task.cancel()
             if watchdog is not None:
                 watchdog.cancel()
+            if sockets_watch is not None:
+                sockets_watch.stop()
             for server in servers:
                 await server.stop(grace=min(self.cfg.daemon.shutdown_grace_s, SERVER_GRACE_S))
             await readers.stop()

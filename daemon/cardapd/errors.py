@@ -90,6 +90,12 @@ class CardRemoved(CardError):
     reason = "CARD_REMOVED"
 
 
+class CardReset(CardError):
+    """Another program reset the card during the operation (it is still in the reader)."""
+
+    reason = "CARD_RESET"
+
+
 class CardUnresponsive(CardError):
     """The card does not answer (mute, powered off, or a transmission error)."""
 

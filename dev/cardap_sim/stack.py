@@ -89,7 +89,7 @@ class Stack:
                  fake_now: str | None = SERVICE_OPEN_AT,
                  presets: Mapping[str, list[str]] | None = None,
                  biometric: bool = False, unpluggable: bool = False,
-                 hotplug: str = "auto") -> None:
+                 hotplug: str = "auto", reader_shim: bool = False) -> None:
         # loading: also run the loading service (mTLS, dev CA) and write [loading];
         # test_sessions: run the daemon through the TEST-ONLY cardapd_testing.main
         # (operator tokens test:<org>:<operator>); fake_now: the service clock's start
@@ -126,6 +126,10 @@ class Stack:
         self.unpluggable = unpluggable
         self.hotplug = hotplug  # the daemon's [pcsc] hotplug (udev: follow udev events)
         self.unplug_flag = self.dir / "reader-unplugged"
+        # reader_shim: load the reader shim even when the reader need not be pulled: it also
+        # turns the simulator's READER_TIMEOUT frames (fault reader_timeout_ms) into the
+        # error a CCID driver returns when the reader gives up on a mute card.
+        self.reader_shim = reader_shim or unpluggable
         self.catalogue: Path | None = None  # the service's catalogue (None: the dev one)
 
     # ------------------------------------------------------------------ environment
@@ -159,7 +163,7 @@ class Stack:
         conf.mkdir(exist_ok=True)
         driver = VPCD_DRIVER
         env = dict(os.environ, LISTEN_FDS="1")
-        if self.unpluggable:
+        if self.reader_shim:
             driver = hotplug.build_driver(self.dir / "drivers")
             env[hotplug.DRIVER_ENV] = str(VPCD_DRIVER)
             env[hotplug.FLAG_ENV] = str(self.unplug_flag)

@@ -17,12 +17,12 @@ test workers (pytest-xdist) wait for one build instead of making two:
                           per package list, apt sources and mmdebstrap version
 
 How the daemon is started (`UnitRun`), compared with systemd: the unit file is read from
-the chroot and its ExecStart, User, Group, SupplementaryGroups, UMask, the
-StateDirectory/RuntimeDirectory/ConfigurationDirectory, Type=notify and WatchdogSec are
-honoured; its environment is what systemd 252 gives a system service (PATH, HOME, USER,
-LOGNAME, SHELL, INVOCATION_ID, NOTIFY_SOCKET, WATCHDOG_PID/USEC, the *_DIRECTORY
-variables). Of the sandbox, these are reproduced: NoNewPrivileges, an empty capability
-bounding set, ProtectSystem=strict (everything read-only except the state and runtime
+the chroot and its ExecStart, User, Group, SupplementaryGroups, UMask, LimitNOFILE
+(prlimit), the StateDirectory/RuntimeDirectory/ConfigurationDirectory, Type=notify and
+WatchdogSec are honoured; its environment is what systemd 252 gives a system service
+(PATH, HOME, USER, LOGNAME, SHELL, INVOCATION_ID, NOTIFY_SOCKET, WATCHDOG_PID/USEC, the
+*_DIRECTORY variables). Of the sandbox, these are reproduced: NoNewPrivileges, an empty
+capability bounding set, ProtectSystem=strict (everything read-only except the state and runtime
 directories), PrivateTmp, ProtectProc=invisible + ProcSubset=pid (a proc instance with
 hidepid=invisible,subset=pid), MemoryDenyWriteExecute (prctl PR_SET_MDWE) and, beyond
 IPAddressDeny=any, no network at all but loopback. What systemd would add on top and this
@@ -447,7 +447,11 @@ class UnitRun:
                    f"--groups={groups}", "--inh-caps=-all", "--bounding-set=-all",
                    "--no-new-privs", "--pdeathsig=KILL", "--"]
         umask = u.one("UMask", "0022")
-        return ["/bin/sh", "-c", f'umask {umask} && exec "$@"', "sh",
+        limits = []
+        if u.one("LimitNOFILE"):
+            n = u.one("LimitNOFILE")
+            limits = ["/usr/bin/prlimit", f"--nofile={n}:{n}", "--"]
+        return ["/bin/sh", "-c", f'umask {umask} && exec "$@"', "sh", *limits,
                 "/usr/bin/python3.11", "-c", _MDWE, "/usr/bin/setpriv", *setpriv[1:],
                 *exec_start]
 

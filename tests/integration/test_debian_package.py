@@ -297,7 +297,11 @@ def test_the_daemon_runs_as_its_unit_on_a_gate(installed: Chroot, stack: Stack,
     status = json.loads(ctl(installed, "--json", "status").stdout)
     assert status["version"] == version
     assert status["loading_link"]["state"] == "LOADING_LINK_NOT_CONFIGURED"
-    check_metrics(daemon.metrics(), version)
+    text = daemon.metrics()
+    check_metrics(text, version)
+    limit = re.findall(r"(?m)^LimitNOFILE=(\d+)$", installed.path(f"/{UNIT}").read_text())
+    if limit:  # the unit's limit reaches the daemon (and its process metrics)
+        assert f"process_max_fds {float(limit[0])}" in text
     # The daemon writes only where the unit lets it, as its user, with UMask=0077.
     cardapd = installed.uid("cardapd")
     for name in ("audit.db", "audit.head", "roster.db", "journal.db", "revocation.db"):

@@ -104,3 +104,25 @@ def test_tmpfiles_creates_the_directories(tmp_path: Path) -> None:
     state = (tmp_path / "var/lib/cardapd").stat()
     assert oct(state.st_mode & 0o777) == oct(0o750)
     assert oct((tmp_path / "etc/cardapd").stat().st_mode & 0o777) == oct(0o750)
+
+
+def test_open_file_limit_holds_every_socket_at_its_maximum() -> None:
+    """LimitNOFILE is set (systemd's default soft limit is 1024 and the seccomp filter
+    keeps the daemon from raising it) and holds all three role sockets at the highest
+    max_connections the schema allows, plus the other descriptors."""
+    import msgspec
+
+    from cardapd.api.server import FD_RESERVE
+    from cardapd.config.schema import ROLES, SocketConfig
+
+    text = (SYSTEMD / "cardapd.service").read_text()
+    found = re.search(r"(?m)^LimitNOFILE=(\d+)$", text)
+    assert found, "LimitNOFILE= missing"
+    info = msgspec.inspect.type_info(SocketConfig)
+    assert isinstance(info, msgspec.inspect.StructType)
+    field = next(f for f in info.fields if f.name == "max_connections")
+    bounds = field.type.type if isinstance(field.type, msgspec.inspect.Metadata) else field.type
+    assert isinstance(bounds, msgspec.inspect.IntType)
+    assert bounds.le is not None
+    assert int(found[1]) >= len(ROLES) * bounds.le + FD_RESERVE
+    assert re.search(r"(?m)^SystemCallFilter=~.*@resources", text)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from cardap.v1 import audit_pb2, terminal_pb2
+from cardapd.api import validate
 from cardapd.api.convert import timestamp
 from cardapd.audit.export import AuditFilter
 from cardapd.audit.log import AuditRecord
@@ -26,8 +25,8 @@ def record(rec: AuditRecord) -> audit_pb2.AuditRecord:
 
 def audit_filter(request: terminal_pb2.ExportAuditRequest) -> AuditFilter:
     """The filter of an ExportAudit request."""
-    since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
-    until = request.until.ToDatetime(tzinfo=UTC) if request.HasField("until") else None
+    since = validate.timestamp(request.since, "since") if request.HasField("since") else None
+    until = validate.timestamp(request.until, "until") if request.HasField("until") else None
     if since and until and until <= since:
         raise InvalidArgument("until must be after since", metadata={"field": "until"})
     ops = list(request.operations)

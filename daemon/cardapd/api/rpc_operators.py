@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC
 from typing import Any
 
 from cardap.v1 import operators_pb2, terminal_pb2
+from cardapd.api import validate
 from cardapd.api.base import RpcBase
 from cardapd.api.convert import timestamp
 from cardapd.api.rpc import Ctx, session_token, stream, unary
@@ -191,7 +191,7 @@ def expiry(request: terminal_pb2.GrantPasswordFallbackRequest) -> Any:
     if not request.HasField("expires_at"):
         raise InvalidArgument("expires_at is required", reason="MISSING_FIELD",
                               metadata={"field": "expires_at"})
-    return request.expires_at.ToDatetime(tzinfo=UTC)
+    return validate.timestamp(request.expires_at, "expires_at")
 
 
 class OperatorsRpc(RpcBase):
@@ -255,10 +255,11 @@ class OperatorsRpc(RpcBase):
     @unary
     async def GrantPasswordFallback(self, request: terminal_pb2.GrantPasswordFallbackRequest,
                                     context: Ctx, ctx: OpContext) -> operators_pb2.Operator:
+        expires_at = expiry(request)  # a malformed request is refused before anything
         by = self._acting(context)
         return self._answer(await self.services.admin.grant_password(
             ctx, by, request.organisation, request.operator_id, request.reason,
-            expiry(request), request.password))
+            expires_at, request.password))
 
     @unary
     async def UnlockOperator(self, request: terminal_pb2.UnlockOperatorRequest, context: Ctx,

@@ -31,6 +31,7 @@ CODE_FOR: tuple[tuple[type[e.CardapError], grpc.StatusCode], ...] = (
     (e.ReaderError, grpc.StatusCode.UNAVAILABLE),
     (e.NoCard, grpc.StatusCode.FAILED_PRECONDITION),
     (e.CardRemoved, grpc.StatusCode.ABORTED),
+    (e.CardReset, grpc.StatusCode.ABORTED),
     (e.CardUnresponsive, grpc.StatusCode.UNAVAILABLE),
     (e.NotMyNumberCard, grpc.StatusCode.FAILED_PRECONDITION),
     (e.IntegrityError, grpc.StatusCode.DATA_LOSS),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from cardapd.errors import InvalidArgument
 
@@ -66,3 +69,21 @@ def prefixes(values: list[str]) -> list[str]:
         raise InvalidArgument("prefixes: at most 32 metric name prefixes",
                               metadata={"field": "prefixes"})
     return values
+
+
+TIMESTAMP_MIN_SECONDS = -62135596800  # 0001-01-01T00:00:00Z
+TIMESTAMP_MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+"""The range of google.protobuf.Timestamp (its documentation): anything else is not a time."""
+
+
+def timestamp(value: Timestamp, field: str) -> datetime:
+    """A protobuf Timestamp as an aware datetime; out of the Timestamp range (nanos outside
+    0..999999999, seconds before 0001-01-01 or after 9999-12-31) is INVALID_ARGUMENT."""
+    if not 0 <= value.nanos <= 999_999_999:
+        raise InvalidArgument(f"{field}: nanos must be 0 to 999999999, not {value.nanos}",
+                              reason="TIMESTAMP_OUT_OF_RANGE", metadata={"field": field})
+    if not TIMESTAMP_MIN_SECONDS <= value.seconds <= TIMESTAMP_MAX_SECONDS:
+        raise InvalidArgument(f"{field}: seconds must lie between 0001-01-01 and "
+                              f"9999-12-31T23:59:59Z, not {value.seconds}",
+                              reason="TIMESTAMP_OUT_OF_RANGE", metadata={"field": field})
+    return value.ToDatetime(tzinfo=UTC)

@@ -94,6 +94,10 @@ class SocketConfig(Section, frozen=True):
         "Permission mode: a string \"0660\" or a TOML octal 0o660; world bits are "
         "refused.", restart=True)] = SocketMode(0o660)
     enabled: Annotated[bool, key("Serve this role at all.", restart=True)] = True
+    max_connections: Annotated[int, key(
+        "Open client connections this socket accepts at once; more are closed as they "
+        "come (a flood of one socket never takes another's file descriptors).",
+        restart=True, ge=1, le=4096)] = 128
 
 
 class RoleSocket(msgspec.Struct, frozen=True):
@@ -103,6 +107,7 @@ class RoleSocket(msgspec.Struct, frozen=True):
     path: Path
     group: str
     mode: int
+    max_connections: int = 128
 
 
 class SocketsConfig(Section, frozen=True):
@@ -110,13 +115,27 @@ class SocketsConfig(Section, frozen=True):
 
     dir: Annotated[Path, key("Directory of the role sockets.", shown="<daemon.runtime_dir>",
                              restart=True)] = DERIVED
+    handshake_timeout_s: Annotated[float, _seconds(
+        "A new connection that has not sent its HTTP/2 preface and SETTINGS within this "
+        "time is closed (local clients send them at once).", 120.0, restart=True)] = 5.0
+    idle_timeout_s: Annotated[float, _seconds(
+        "A connection without a call for this long is closed (clients reconnect by "
+        "themselves; an open WatchCardEvents stream is a call).", 86400.0,
+        restart=True)] = 600.0
+    keepalive_s: Annotated[float, _seconds(
+        "The daemon pings a connection with calls open after this long without traffic, "
+        "and closes it when the ping is not answered within 20 s (a stopped client).",
+        7200.0, restart=True)] = 60.0
+    min_client_ping_s: Annotated[float, _seconds(
+        "Clients may ping at most this often (keepalive enforcement): a client that pings "
+        "more often is sent GOAWAY after two such pings.", 3600.0, restart=True)] = 10.0
     kiosk: SocketConfig = msgspec.field(default_factory=SocketConfig)
     gate: SocketConfig = msgspec.field(default_factory=SocketConfig)
     ops: SocketConfig = msgspec.field(default_factory=SocketConfig)
 
     def enabled(self) -> list[RoleSocket]:
         """The enabled sockets, in role order."""
-        return [RoleSocket(role, s.path, s.group or "", s.mode)
+        return [RoleSocket(role, s.path, s.group or "", s.mode, s.max_connections)
                 for role, s in ((r, getattr(self, r)) for r in ROLES) if s.enabled]
 
     def resolved(self, runtime_dir: Path) -> SocketsConfig:
@@ -140,7 +159,7 @@ class SocketsConfig(Section, frozen=True):
                 seen[sock.path] = role
         if not seen:
             raise ValueError(at("", "every socket is disabled: the daemon would serve nobody"))
-        return SocketsConfig(dir=base, **socks)
+        return msgspec.structs.replace(self, dir=base, **socks)
 
 
 class PcscConfig(Section, frozen=True):
@@ -158,6 +177,24 @@ class PcscConfig(Section, frozen=True):
         "Reader hotplug: auto watches udev (USB CCID readers, through pyudev) where udevd "
         "runs and PC/SC PnP notifications otherwise; udev always; pnp never.",
         restart=True)] = "auto"
+
+
+class CardConfig(Section, frozen=True):
+    """[card]: how long the daemon waits for a card (docs/decisions.md D28). Past a
+    deadline the operation ends with CARD_UNRESPONSIVE, the card is reset once it answers
+    again, and a write cut short stays in the journal to be reconciled."""
+
+    apdu_timeout_s: Annotated[float, key(
+        "The longest one command may take. Public figures: GlobalPlatform LOAD blocks "
+        "45 ms-0.9 s, a flash-erasing command 1.6 s, libccid's default timeout 3 s; ISO "
+        "7816-3 allows a T=1 card up to ~51 s per block (BWI 9).", gt=0.5, le=600.0)] = 30.0
+    read_timeout_s: Annotated[float, key(
+        "The whole card work of one read: identification and tap-to-ID, ReadUserID, "
+        "Diagnose (per reader), ListCardAPs, waiting for the reader included; below the "
+        "10 s most clients give a call.", gt=0.5, le=600.0)] = 5.0
+    write_timeout_s: Annotated[float, key(
+        "The whole card session of one AP's load, delete or reconciliation, the loading "
+        "service's round trips included.", ge=10.0, le=3600.0)] = 300.0
 
 
 class TapConfig(Section, frozen=True):
@@ -390,6 +427,7 @@ class Config(Section, frozen=True, eq=False):
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     sockets: SocketsConfig = msgspec.field(default_factory=SocketsConfig)
     pcsc: PcscConfig = msgspec.field(default_factory=PcscConfig)
+    card: CardConfig = msgspec.field(default_factory=CardConfig)
     tap: TapConfig = msgspec.field(default_factory=TapConfig)
     diagnose: DiagnoseConfig = msgspec.field(default_factory=DiagnoseConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)

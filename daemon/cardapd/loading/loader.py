@@ -30,12 +30,17 @@ from cardapd.errors import (
     NotAuthorized,
     NotFound,
     NotMyNumberCard,
-    ReaderRemoved,
     ServiceUnavailable,
 )
 from cardapd.loading.card_aps import Candidate, CardAp, read_card_aps
 from cardapd.loading.journal import Journal
-from cardapd.loading.outcome import CONNECTION_LOST, error_for, may_have_touched_the_card
+from cardapd.loading.outcome import (
+    NOT_NOW,
+    error_for,
+    may_have_touched_the_card,
+    reads_back,
+    terminal_error,
+)
 from cardapd.loading.ports import (
     PHASES,
     ApduBatch,
@@ -269,9 +274,17 @@ class Loader:
                 organisation=operator.organisation, operator_id=operator.operator_id,
                 action="delete", ap_id=entry.ap_id, aid=aid_hex, card_id=target.card_id,
                 profile=target.profile, journal_id=jid)
-            outcome = await self._journaled_session(ctx, "delete", start, target, detail, jid,
-                                                    open_, cancel, None)
-        done = outcome.done
+            try:
+                outcome = await self._journaled_session(ctx, "delete", start, target, detail,
+                                                        jid, open_, cancel, None)
+            except CardapError as exc:
+                if not reads_back(exc.reason):
+                    raise
+                return await self._read_back(ctx, start, target, detail, entry, aid, exc)
+            done = outcome.done
+            if not done.ok and reads_back(done.reason):
+                return await self._read_back(ctx, start, target, detail, entry, aid,
+                                             error_for(done))
         if not done.ok:
             err = error_for(done)
             await self.audit_end(ctx, "delete", start, err, target, detail)
@@ -280,6 +293,32 @@ class Loader:
         await self.audit_end(ctx, "delete", start, None, target,
                           {**detail, "outcome": done.reason})
         return DeleteOutcome(done.reason, done.free_bytes)
+
+    async def _read_back(self, ctx: OpContext, start: float, target: CardTarget,
+                         detail: Mapping[str, object], entry: CatalogueEntry, aid: bytes,
+                         err: CardapError) -> DeleteOutcome:
+        """A delete whose answers were lost or damaged with the card still in place: its
+        outcome is what the card says now (does the instance still answer SELECT?), not
+        the damaged answer. The journal row is reconciled right after either way."""
+        try:
+            await self._check_present(target)
+            found, free = await target.owner.run(lambda proto: read_card_aps(
+                proto, [Candidate(aid, entry.type, entry.area)]))
+        except CardapError as exc:
+            await self.audit_end(ctx, "delete", start, err, target,
+                                 {**detail, "read_back": f"failed: {exc.reason}"})
+            raise err from None
+        if found:
+            await self.audit_end(ctx, "delete", start, err, target,
+                                 {**detail, "read_back": "present"})
+            raise err
+        log.info("delete of %s: the session failed (%s) but the card no longer holds the "
+                 "AP; reported deleted", entry.ap_id, err.reason)
+        self.cards.forget_tap(target.owner.name, target.generation, aid)
+        await self.audit_end(ctx, "delete", start, None, target,
+                             {**detail, "outcome": "DELETED", "read_back": "absent",
+                              "session_error": err.reason})
+        return DeleteOutcome("DELETED", free.get(entry.area, 0))
 
     # ------------------------------------------------------------------ list
 
@@ -477,41 +516,63 @@ class Loader:
             cause = self._as_stop(exc, operation)
             await self._end_journal(jid, None, cause)
             if isinstance(cause, CardapError):
-                await self.audit_end(ctx, operation, start, cause, target, detail)
+                self._reconcile_soon(target, cause.reason)
+                if not (operation == "delete" and reads_back(cause.reason)):
+                    await self.audit_end(ctx, operation, start, cause, target, detail)
             if cause is exc:
                 raise
             raise cause from None
         await self._end_journal(jid, outcome, None)
+        if not outcome.done.ok and may_have_touched_the_card(outcome.done.reason):
+            self._reconcile_soon(target, outcome.done.reason)
         return outcome
+
+    def _reconcile_soon(self, target: CardTarget, reason: str) -> None:
+        """A write failed with the card still in the reader and answering: reconcile it
+        as soon as this write releases the reader (no reinsertion needed). A card that
+        left, a reader or pcscd gone, or a card that stopped answering is reconciled when
+        it is identified again (reinserted, pcscd back, or answering again)."""
+        if reason in NOT_NOW or self._stopping:
+            return
+        if target.owner.generation != target.generation or target.owner.unresponsive:
+            return
+        self.reconciler.start(target.view, target.generation)
 
     async def relay_session(self, target: CardTarget, open_: SessionOpen,
                             cancel: threading.Event | None = None,
                             on_batch: OnBatch | None = None) -> SessionOutcome:
-        """Relay one card session; batches run on the reader's thread."""
+        """Relay one card session: its batches run on the reader's thread, all inside one
+        PC/SC transaction (no other program's command lands between them) and before the
+        write deadline ([card] write_timeout_s). When the terminal lost the card its own
+        error is raised, not the service's guess ("the terminal lost the card")."""
         if self._stopping and open_.action == "reconcile":
             raise ShuttingDown("the daemon is stopping: the reconciliation is left for the "
                                "next time the card is seen")
         owner = target.owner
-        lost: list[str] = []
+        lost: list[CardapError] = []
+        async with owner.transaction(write=True) as tx:
 
-        async def run(batch: ApduBatch) -> BatchResult:
-            if owner.generation != target.generation:
-                return BatchResult(batch.batch_id, (), complete=False,
-                                   transport_error="CARD_REMOVED")
-            result = await owner.run(lambda proto: run_batch(proto, batch, cancel))
-            if result.transport_error:
-                lost.append(result.transport_error)
-            if result.transport_error in CONNECTION_LOST:
-                await owner.card_gone()  # a stale connection would fail the next insertion
-            return result
+            async def run(batch: ApduBatch) -> BatchResult:
+                if owner.generation != target.generation:
+                    err = CardRemoved(f"the card left {owner.name!r}",
+                                      metadata={"reader": owner.name})
+                    lost.append(err)
+                    return BatchResult(batch.batch_id, (), complete=False,
+                                       transport_error=err.reason, error=err)
+                try:
+                    result = await tx.run(lambda proto: run_batch(proto, batch, cancel))
+                except CardapError as exc:  # a deadline, the reader busy, pcscd gone
+                    result = BatchResult(batch.batch_id, (), complete=False,
+                                         transport_error=exc.reason, error=exc)
+                if result.transport_error:
+                    tx.reset_at_end = True  # no half-done card state outlives the session
+                    lost.append(result.error or CardapError(result.transport_error,
+                                                            reason=result.transport_error))
+                return result
 
-        outcome = await self.service.session(open_, run, on_batch)
-        if lost and lost[-1] == ReaderRemoved.reason and not outcome.done.ok:
-            # The service only knows the terminal lost the card; the terminal knows why.
-            raise ReaderRemoved(
-                f"the reader {owner.name!r} was unplugged during the operation; the card is "
-                "checked again (reconciled) when it is next seen",
-                metadata={"reader": owner.name, "service_reason": outcome.done.reason})
+            outcome = await self.service.session(open_, run, on_batch)
+        if lost and not outcome.done.ok:
+            raise terminal_error(lost[-1], owner.name, outcome.done.reason)
         return outcome
 
     async def _end_journal(self, jid: str, outcome: SessionOutcome | None,

@@ -5,6 +5,7 @@ reconciled (docs/decisions.md D27).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from datetime import UTC
 
@@ -28,15 +29,43 @@ an instance half personalised): its journal row stays for reconciliation, which 
 card back and is idempotent. Every other failure (refusals before the first card command:
 not permitted, outside service hours, unknown AP, …) left the card as it was."""
 
-CONNECTION_LOST = frozenset({"CARD_REMOVED", "CARD_UNRESPONSIVE", "PCSC_UNAVAILABLE",
-                             "CARD_PROTOCOL_ERROR", "READER_REMOVED"})
-"""After these transport errors the reader's connection is dropped (a stale or confused
-handle would fail the next exchange or the next insertion's identification)."""
+NOT_NOW = frozenset({"CARD_REMOVED", "READER_REMOVED", "PCSC_UNAVAILABLE",
+                     "CARD_UNRESPONSIVE", "CARD_RESET", "SHUTTING_DOWN", "CARD_IN_USE",
+                     "READER_BUSY"})
+"""After these the card cannot be reconciled right away (it left, pcscd or the reader is
+gone, it does not answer, another program holds it, the daemon stops): the journal keeps
+the row and the reconciliation runs when the card is identified again."""
+
+READ_BACK = (TOUCHED_CARD - {"CARD_REMOVED"}) | {"CARD_PROTOCOL_ERROR",
+                                                 "RESPONSE_INTEGRITY_FAILED"}
+"""A delete that failed with one of these while the card stayed in the reader may have
+deleted the AP all the same (its answer lost or damaged): its outcome is read back from
+the card (does the instance still answer SELECT?)."""
 
 
 def may_have_touched_the_card(reason: str) -> bool:
     """Whether a session that failed with the service's `reason` needs reconciling."""
     return reason in TOUCHED_CARD
+
+
+def reads_back(reason: str) -> bool:
+    """Whether a delete that failed with `reason` is settled by reading the card back."""
+    return reason in READ_BACK
+
+
+AFTER = {"CARD_UNRESPONSIVE": "as soon as it answers again",
+         "CARD_PROTOCOL_ERROR": "now, while it is in the reader",
+         "CARD_RESET": "now, while it is in the reader"}
+
+
+def terminal_error(err: CardapError, reader: str, service_reason: str) -> CardapError:
+    """The terminal's own error for a card session it lost (the service only heard that
+    the card was lost), saying when the card is checked again."""
+    when = AFTER.get(err.reason, "when it is next seen")
+    made = copy.copy(err)
+    made.args = (f"{err.message}; the card is checked again (reconciled) {when}",)
+    made.metadata = {**err.metadata, "reader": reader, "service_reason": service_reason}
+    return made
 
 _ERRORS: dict[str, Callable[[str, dict[str, str]], CardapError]] = {
     "CARD_FULL": lambda m, md: ResourceExhausted(m, reason="CARD_FULL", metadata=md),

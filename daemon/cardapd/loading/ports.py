@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from cardapd.errors import CardapError
 from cardapd.readers.model import EventKind, ReaderView
 from cardapd.readers.owner import ReaderOwner
 
@@ -99,6 +100,9 @@ class BatchResult:
     responses: tuple[bytes, ...]
     complete: bool
     transport_error: str = ""
+    # The terminal's own error behind `transport_error` (never sent to the service): the
+    # service only learns that the card was lost, the terminal knows why.
+    error: CardapError | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

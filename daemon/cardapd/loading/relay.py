@@ -3,7 +3,10 @@
 APDUs run in order; the batch stops at the first status word not in `expect_sw`. APDUs
 marked `sensitive` never reach the traffic log. The relay refuses, before sending it, a
 plain SELECT that could reach an AP the daemon never selects (the text input assist AP),
-whatever the service asks.
+whatever the service asks. An answer no ISO 7816 card may give (shorter than a status
+word, or a status word whose SW1 is not 6x/9x) stops the batch as a card protocol error:
+the terminal names it (CARD_PROTOCOL_ERROR) instead of letting the service guess from
+garbage.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from cardapd.errors import Cancelled, CardapError, NotAuthorized
+from cardapd.errors import Cancelled, CardapError, CardProtocolError, NotAuthorized
 from cardapd.loading.ports import ApduBatch, BatchResult
 from cardapd.myna.aids import is_denied
 from cardlib.protocol import ApduProtocol
@@ -27,6 +30,17 @@ def _check_allowed(command: bytes) -> None:
         if is_denied(aid):
             raise NotAuthorized("the loading service asked to select an AP this terminal "
                                 "never selects", reason="AID_FORBIDDEN")
+
+
+def _check_answer(resp: bytes) -> None:
+    """Refuse an answer no card may give (garbage, truncated)."""
+    if len(resp) < 2:
+        raise CardProtocolError(f"the card answered {len(resp)} byte(s), not even a status "
+                                "word")
+    sw1 = resp[-2]
+    if not (0x61 <= sw1 <= 0x6F or 0x90 <= sw1 <= 0x9F):
+        raise CardProtocolError(f"the card answered malformed data (impossible status word "
+                                f"{resp[-2]:02X}{resp[-1]:02X})")
 
 
 def run_batch(proto: ApduProtocol, batch: ApduBatch,
@@ -45,10 +59,11 @@ def run_batch(proto: ApduProtocol, batch: ApduBatch,
                     resp = conn.transmit(command)
             else:
                 resp = conn.transmit(command)
+            _check_answer(resp)
         except CardapError as exc:
             log.info("batch %d (%s) stopped: %s", batch.batch_id, batch.step, exc.reason)
             return BatchResult(batch.batch_id, tuple(responses), complete=False,
-                               transport_error=exc.reason)
+                               transport_error=exc.reason, error=exc)
         responses.append(resp)
         sw = int.from_bytes(resp[-2:], "big") if len(resp) >= 2 else -1
         if sw not in apdu.expect_sw:

@@ -64,7 +64,6 @@ class Readers:
         self.recorder = recorder
         self.metrics = recorder.metrics
         self.started_at = now()
-        self.context = PcscContext()
         self.hub = EventHub(settings.event_queue_size, on_publish=self._count_event)
         self.pcsc_available = False
         self._owners: dict[str, ReaderOwner] = {}
@@ -144,6 +143,9 @@ class Readers:
         insertion or call; changed reader filters make the monitor relist at once."""
         old, self.settings = self.settings, settings
         filters = (settings.readers_include, settings.readers_exclude)
+        if settings.limits != old.limits:
+            for owner in self._owners.values():
+                owner.limits = settings.limits  # from the next operation on
         if self._monitor is not None and filters != (old.readers_include,
                                                       old.readers_exclude):
             self._monitor.set_filters(*filters)
@@ -197,10 +199,9 @@ class Readers:
     def _on_degraded(self, detail: str) -> None:
         self.pcsc_available = False
         self.metrics.pcsc_up.set(0)
-        self.context.invalidate()
         for name, owner in self._owners.items():
             owner.generation += 1
-            self._spawn(owner.card_gone())
+            owner.pcsc_lost()
             self.hub.set_reader(ReaderView(name, ReaderState.UNAVAILABLE))
             self._published_card[name] = False
         self.hub.publish(EventKind.DEGRADED, detail=detail)
@@ -208,7 +209,12 @@ class Readers:
     def _add_reader(self, name: str, *, publish: bool) -> ReaderOwner:
         owner = self._owners.get(name)
         if owner is None:
-            owner = ReaderOwner(name, self.context, self.metrics)
+            # One PC/SC context per reader: pcsc-lite serialises the calls of a context,
+            # so a card that hangs in one reader must not hold a context the others use.
+            owner = ReaderOwner(name, PcscContext(), self.metrics,
+                                limits=self.settings.limits,
+                                on_unresponsive=self._card_unresponsive,
+                                on_answering=self._card_answering)
             self._owners[name] = owner
             self._published_card[name] = False
             view = ReaderView(name, ReaderState.EMPTY)
@@ -262,7 +268,41 @@ class Readers:
         else:
             self.hub.set_reader(view)
 
-    async def _identify(self, owner: ReaderOwner, generation: int, status: ReaderStatus) -> None:
+    def _card_unresponsive(self, name: str, detail: str) -> None:
+        """The card in `name` stopped answering (a deadline passed or the reader gave up):
+        CARD_MUTE, keeping the card's identity; operations fail fast while it hangs."""
+        view = self.hub.reader(name)
+        if view is None or view.state is not ReaderState.CARD_PRESENT or view.card is None:
+            return
+        card = dataclasses.replace(view.card, detail=detail)
+        self.hub.publish(EventKind.CARD_MUTE, ReaderView(name, ReaderState.CARD_MUTE, card),
+                         detail=detail)
+        self._update_gauges()
+
+    def _card_answering(self, name: str, detail: str) -> None:
+        """The card in `name` answers again (it was reset): identify it anew, which also
+        lets a write cut short be reconciled without the card being reinserted."""
+        owner = self._owners.get(name)
+        view = self.hub.reader(name)
+        if owner is None or view is None or view.state is not ReaderState.CARD_MUTE \
+                or view.card is None or name in self._identifying:
+            return
+        status = ReaderStatus(name, present=True, mute=False, unavailable=False,
+                              atr=view.card.atr, event_count=0)
+        task = asyncio.ensure_future(self._identify(owner, owner.generation, status,
+                                                    note=detail))
+        self._tasks.add(task)
+        self._identifying[name] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if self._identifying.get(name) is t:
+                del self._identifying[name]
+
+        task.add_done_callback(done)
+
+    async def _identify(self, owner: ReaderOwner, generation: int, status: ReaderStatus,
+                        note: str = "") -> None:
         logcontext.set_fields(operation="identify", reader=owner.name)  # this task only
         # Let the streams write CARD_DETECTED before the reader thread starts competing
         # for the GIL: the first event of an insertion must not wait for identification.
@@ -278,7 +318,8 @@ class Readers:
         else:
             try:
                 card = await owner.run(lambda p: identify_card(p, status.atr, taps, inserted_at))
-                detail = card.detail
+                detail = f"{note}; {card.detail}" if note and card.detail else \
+                    (note or card.detail)
             except (CardRemoved, ReaderRemoved):
                 return  # the removal event follows; nothing to publish
             except (CardUnresponsive, PcscUnavailable) as exc:
@@ -287,6 +328,8 @@ class Readers:
                 card, kind, detail = None, EventKind.CARD_MUTE, exc.message
         if owner.generation != generation or self._owners.get(owner.name) is not owner:
             return  # removed (or replaced) while we were identifying
+        if card is None and note:
+            return  # still not answering: the reader keeps its CARD_MUTE view of the card
         if card is None:
             view = ReaderView(owner.name, ReaderState.CARD_MUTE,
                               CardView(card_id="", atr=status.atr, kind=CardKind.UNKNOWN,
@@ -429,9 +472,12 @@ class Readers:
                                       reason="READER_AMBIGUOUS")
             view = with_card[0]
             owner = self._owners[view.name]
-        if view.state is ReaderState.CARD_MUTE:
+        if view.state is ReaderState.CARD_MUTE and (
+                view.card is None or not view.card.card_id or owner.wedged):
             raise CardUnresponsive(f"the card in {view.name!r} does not answer",
                                    metadata={"reader": view.name})
+        if view.state is ReaderState.CARD_MUTE:
+            return owner, view  # stopped answering mid-insertion: trying is how we learn
         if view.state is not ReaderState.CARD_PRESENT or view.card is None:
             if view.name in self._identifying:
                 raise Busy(f"the card in {view.name!r} is still being identified",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from cardapd.readers.owner import CardLimits
 
 
 @dataclass(frozen=True)
@@ -23,3 +25,4 @@ class ReaderSettings:
     probe_type_c: bool = True
     event_queue_size: int = 256
     hotplug: str = "pnp"  # "udev": also follow USB readers through udev (read at start)
+    limits: CardLimits = field(default_factory=CardLimits)  # the card deadlines ([card])

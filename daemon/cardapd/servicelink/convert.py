@@ -7,10 +7,13 @@ revocation capabilities see are the dataclasses of `cardapd.loading.ports` and
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from cardap.v1 import cards_pb2, loading_pb2
 from cardapd.domain import IdStatus
+from cardapd.errors import ServiceUnavailable
 from cardapd.loading.ports import (
     Apdu,
     ApduBatch,
@@ -65,7 +68,8 @@ def session_done(d: loading_pb2.SessionDone) -> SessionDone:
     return SessionDone(
         ok=d.ok, reason=d.reason, message=d.message, aid=d.aid, user_id=d.user_id,
         free_bytes=d.free_bytes, card_id=d.card_id,
-        next_opening=d.next_opening.ToDatetime(UTC) if d.HasField("next_opening") else None,
+        next_opening=_time(d.next_opening, "next_opening") if d.HasField("next_opening")
+        else None,
         round_trips=d.round_trips, billed=d.billed, profile=d.profile,
         needed_bytes=d.needed_bytes)
 
@@ -74,7 +78,17 @@ def revocation_feed(organisation: str, f: loading_pb2.RevocationFeed) -> PulledF
     """One pull of a revocation feed (entries of an unknown status are left out)."""
     return PulledFeed(
         organisation=f.organisation or organisation, version=f.version,
-        generated_at=f.generated_at.ToDatetime(UTC),
+        generated_at=_time(f.generated_at, "generated_at"),
         entries=tuple(FeedEntry(e.aid, e.user_id, ID_STATUS[e.status], e.version,
-                                e.changed_at.ToDatetime(UTC).isoformat())
+                                _time(e.changed_at, "changed_at").isoformat())
                       for e in f.entries if e.status in ID_STATUS))
+
+
+def _time(value: Timestamp, field: str) -> datetime:
+    """A Timestamp from the service; one out of the Timestamp range is the service's
+    protocol error, never a crash of the daemon."""
+    if not (0 <= value.nanos <= 999_999_999 and -62135596800 <= value.seconds <= 253402300799):
+        raise ServiceUnavailable(f"the loading service sent an invalid time in {field} "
+                                 f"({value.seconds} s, {value.nanos} ns)",
+                                 reason="LOADING_SERVICE_PROTOCOL", metadata={"field": field})
+    return value.ToDatetime(UTC)

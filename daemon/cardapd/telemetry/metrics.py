@@ -98,6 +98,12 @@ class Metrics:
         self.readers = Gauge("cardapd_readers", "Readers seen through PC/SC.", registry=r)
         self.cards = Gauge("cardapd_cards_present", "Readers holding a card.", registry=r)
         self.pcsc_up = Gauge("cardapd_pcsc_up", "1 when pcscd is reachable.", registry=r)
+        self.socket_connections = Gauge(
+            "cardapd_socket_connections", "Open client connections of each role socket.",
+            ["role"], registry=r)
+        self.socket_connection_limit = Gauge(
+            "cardapd_socket_connection_limit", "The most connections a role socket accepts "
+            "at once ([sockets.<role>] max_connections).", ["role"], registry=r)
         self.card_events = Counter(
             "cardapd_card_events", "Card and reader events by kind.", ["kind"], registry=r)
         self.event_subscribers = Gauge(

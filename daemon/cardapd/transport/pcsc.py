@@ -2,18 +2,30 @@
 
 PC/SC return codes never leave this module: they become the typed errors of
 `cardapd.errors`, so the layers above reason about cards, not about pcscd.
+
+Every PC/SC call that can block on the card or the reader (connect, transmit,
+transaction, reconnect, disconnect) is bracketed on a `CallClock`, so that the reader's
+owner, on another thread, can see what its thread is waiting for and since when (the
+card deadlines, docs/decisions.md D28). pcsc-lite offers no way to interrupt a blocked
+`SCardTransmit`: `SCardCancel` only ends `SCardGetStatusChange`, and every other call on
+the same context waits for the context's lock, so the clock is how a hang is seen.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from smartcard import scard
 
 from cardapd.errors import (
+    Busy,
     CardapError,
     CardProtocolError,
     CardRemoved,
+    CardReset,
     CardUnresponsive,
     NoCard,
     NoReader,
@@ -21,6 +33,8 @@ from cardapd.errors import (
     ReaderError,
     ReaderRemoved,
 )
+
+T = TypeVar("T")
 
 PROTOCOLS = scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
 # How long a failed exchange waits for pcscd to notice a removal (it polls every 400 ms).
@@ -49,8 +63,12 @@ def error_for(hresult: int, context: str) -> CardapError:
     text = f"{context}: {scard.SCardGetErrorMessage(hresult)} (0x{code:08X})"
     if code in SERVICE_GONE:
         return PcscUnavailable(text)
-    if code in (rc(scard.SCARD_W_REMOVED_CARD), rc(scard.SCARD_W_RESET_CARD)):
+    if code == rc(scard.SCARD_W_REMOVED_CARD):
         return CardRemoved(text)
+    if code == rc(scard.SCARD_W_RESET_CARD):
+        return CardReset(f"{text}: another program reset the card")
+    if code == rc(scard.SCARD_E_SHARING_VIOLATION):
+        return Busy(f"{text}: another program holds the card", reason="CARD_IN_USE")
     if code == rc(scard.SCARD_E_NO_SMARTCARD):
         return NoCard(text)
     if code == rc(scard.SCARD_E_UNKNOWN_READER):
@@ -64,12 +82,38 @@ def error_for(hresult: int, context: str) -> CardapError:
     return ReaderError(text)
 
 
-class PcscContext:
-    """An SCard context shared by the reader owners; re-established after pcscd restarts."""
+class CallClock:
+    """What a reader's thread is blocked in right now, and since when (read from other
+    threads: two plain attributes, written by the one thread that makes the calls)."""
 
     def __init__(self) -> None:
+        self.what: str | None = None
+        self.since = 0.0
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one blocking PC/SC call, visible as `what` while it runs."""
+        self.since = time.monotonic()
+        self.what = what
+        try:
+            return fn()
+        finally:
+            self.what = None
+
+    def busy_for(self, now: float) -> tuple[str, float] | None:
+        """(call, seconds) of the call in progress, or None."""
+        what = self.what
+        return None if what is None else (what, now - self.since)
+
+
+class PcscContext:
+    """An SCard context: one per reader owner (pcsc-lite serialises every call on a
+    context, so a shared one would let one hung card stop every reader);
+    re-established after pcscd restarts."""
+
+    def __init__(self, clock: CallClock | None = None) -> None:
         self._lock = threading.Lock()
         self._handle: int | None = None
+        self.clock = clock or CallClock()
 
     def get(self) -> int:
         """The live context handle, establishing one if needed."""
@@ -92,7 +136,8 @@ class PcscContext:
         """Open a connection to the card in `reader`."""
         ctx = self.get()
         share = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
-        hresult, card, protocol = scard.SCardConnect(ctx, reader, share, PROTOCOLS)
+        hresult, card, protocol = self.clock.call(
+            "connect", lambda: scard.SCardConnect(ctx, reader, share, PROTOCOLS))
         if hresult != scard.SCARD_S_SUCCESS:
             err = error_for(hresult, f"connecting to the card in {reader!r}")
             if isinstance(err, PcscUnavailable):
@@ -102,19 +147,23 @@ class PcscContext:
         hresult, _name, _state, _proto, atr_list = scard.SCardStatus(card)
         if hresult == scard.SCARD_S_SUCCESS:
             atr = bytes(atr_list)
-        return PcscConnection(reader, card, protocol, atr, ctx)
+        return PcscConnection(reader, card, protocol, atr, ctx, self.clock)
 
 
 class PcscConnection:
-    """One open PC/SC card handle (implements `CardConnection`)."""
+    """One open PC/SC card handle (implements `CardConnection`), with PC/SC transactions
+    (`SCardBeginTransaction`: no other program's command reaches the card until
+    `end_transaction`) and a card reset."""
 
     def __init__(self, reader: str, card: int, protocol: int, atr: bytes,
-                 context: int | None = None) -> None:
+                 context: int | None = None, clock: CallClock | None = None) -> None:
         self.reader = reader
         self._context = context
         self._card: int | None = card
         self._protocol = protocol
         self._atr = atr
+        self._clock = clock or CallClock()
+        self.in_transaction = False
 
     @property
     def atr(self) -> bytes:
@@ -125,7 +174,9 @@ class PcscConnection:
         """Send one APDU; PC/SC errors become typed card/reader errors."""
         if self._card is None:
             raise CardRemoved(f"connection to {self.reader!r} is closed")
-        hresult, response = scard.SCardTransmit(self._card, self._protocol, list(apdu))
+        card, protocol, command = self._card, self._protocol, list(apdu)
+        hresult, response = self._clock.call(
+            "transmit", lambda: scard.SCardTransmit(card, protocol, command))
         if hresult != scard.SCARD_S_SUCCESS:
             err = error_for(hresult, f"transmitting to the card in {self.reader!r}")
             if isinstance(err, CardUnresponsive) and self._card_left():
@@ -152,8 +203,36 @@ class PcscConnection:
             return False
         return not states[0][1] & scard.SCARD_STATE_PRESENT
 
-    def close(self) -> None:
-        """Release the handle, leaving the card powered."""
+    def begin_transaction(self) -> None:
+        """Hold the card for this handle: other programs' commands wait until the end."""
+        card = self._require()
+        hresult = self._clock.call("begin_transaction", lambda: scard.SCardBeginTransaction(card))
+        if hresult != scard.SCARD_S_SUCCESS:
+            raise error_for(hresult, f"starting a PC/SC transaction on {self.reader!r}")
+        self.in_transaction = True
+
+    def end_transaction(self, reset: bool = False) -> None:
+        """Let other programs reach the card again (and reset it first when `reset`)."""
+        if self._card is None or not self.in_transaction:
+            return
+        card = self._card
+        disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
+        self.in_transaction = False
+        hresult = self._clock.call("end_transaction",
+                                   lambda: scard.SCardEndTransaction(card, disposition))
+        if hresult != scard.SCARD_S_SUCCESS:
+            raise error_for(hresult, f"ending the PC/SC transaction on {self.reader!r}")
+
+    def _require(self) -> int:
+        if self._card is None:
+            raise CardRemoved(f"connection to {self.reader!r} is closed")
+        return self._card
+
+    def close(self, reset: bool = False) -> None:
+        """Release the handle, leaving the card powered (or resetting it when `reset`:
+        after a card stopped answering, so that no half-done state survives)."""
         if self._card is not None:
-            scard.SCardDisconnect(self._card, scard.SCARD_LEAVE_CARD)
-            self._card = None
+            card, self._card = self._card, None
+            self.in_transaction = False
+            disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
+            self._clock.call("disconnect", lambda: scard.SCardDisconnect(card, disposition))

@@ -1,4 +1,5 @@
-"""An unpluggable virtual reader: vpcd behind an IFD handler that can play "unplugged".
+"""The reader shim: vpcd behind an IFD handler that can play "unplugged" and a CCID
+reader giving up on a mute card (READER_TIMEOUT frames become the driver's error).
 
 `build_driver()` compiles `unplug_ifd.c` (a forwarding IFD handler, see its header) into
 a shared object that pcscd loads instead of libifdvpcd.so. While the flag file exists the

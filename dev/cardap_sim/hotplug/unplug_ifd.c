@@ -8,11 +8,18 @@
  * every client sees the reader leave through the PnP notification. Removing the flag
  * and sending pcscd SIGUSR1 (what `pcscd --hotplug` does) adds the reader back.
  *
+ * It also plays a CCID reader that gives up on a mute card: when the simulator answers
+ * a command with its READER_TIMEOUT frame (fault reader_timeout_ms), the shim returns
+ * IFD_COMMUNICATION_ERROR, which is what libccid returns when the reader reports the card
+ * mute or its read times out; pcscd then answers SCardTransmit with
+ * SCARD_E_NOT_TRANSACTED and the card stays in the reader.
+ *
  * Environment (read by pcscd's process): CARDAP_SIM_VPCD_DRIVER = path of
  * libifdvpcd.so, CARDAP_SIM_UNPLUG_FLAG = path of the flag file.
  */
 #include <dlfcn.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <PCSC/ifdhandler.h>
@@ -96,9 +103,22 @@ RESPONSECODE IFDHTransmitToICC(DWORD Lun, SCARD_IO_HEADER SendPci, PUCHAR TxBuff
 			       DWORD TxLength, PUCHAR RxBuffer, PDWORD RxLength,
 			       PSCARD_IO_HEADER RecvPci)
 {
+	static const char timeout[] = "\x00" "CARDAP-SIM:READER-TIMEOUT";
+	__typeof__(IFDHTransmitToICC) *fn;
+	RESPONSECODE rv;
+
 	if (unplugged())
 		return IFD_NO_SUCH_DEVICE;
-	FORWARD(IFDHTransmitToICC, Lun, SendPci, TxBuffer, TxLength, RxBuffer, RxLength, RecvPci);
+	fn = (__typeof__(IFDHTransmitToICC) *)sym("IFDHTransmitToICC");
+	if (fn == NULL)
+		return IFD_COMMUNICATION_ERROR;
+	rv = fn(Lun, SendPci, TxBuffer, TxLength, RxBuffer, RxLength, RecvPci);
+	if (rv == IFD_SUCCESS && RxLength != NULL && *RxLength == sizeof(timeout) - 1
+	    && memcmp(RxBuffer, timeout, sizeof(timeout) - 1) == 0) {
+		*RxLength = 0;
+		return IFD_COMMUNICATION_ERROR; /* the reader gave up on the card */
+	}
+	return rv;
 }
 
 RESPONSECODE IFDHControl(DWORD Lun, DWORD dwControlCode, PUCHAR TxBuffer, DWORD TxLength,

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--truncate", type=int)
     f.add_argument("--slow-ms", type=int)
     f.add_argument("--mute", action=argparse.BooleanOptionalAction, default=None)
+    f.add_argument("--reader-timeout-ms", type=int,
+                   help="with --mute: the reader gives up after this many ms, as a CCID "
+                        "reader does (needs the stack's reader shim)")
     f.add_argument("--tamper", type=int,
                    help="flip the last data byte of the next N data answers (-1: forever)")
     f.add_argument("--tamper-ins", type=_hex_int, help="only answers to this INS (hex)")
@@ -158,7 +161,8 @@ def _client(args: argparse.Namespace) -> int:
         result = ctl.clear_apdus(args.slot)
     elif args.command == "fault":
         kw = {k: getattr(args, k) for k in ("tear_after", "garbage", "truncate", "slow_ms",
-                                            "mute", "tamper", "tamper_ins")
+                                            "mute", "tamper", "tamper_ins",
+                                            "reader_timeout_ms")
               if getattr(args, k) is not None}
         if args.clear:
             kw["clear"] = True

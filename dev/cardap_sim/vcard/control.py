@@ -95,8 +95,8 @@ class SimControl:
         return self.request("clear_apdus", slot=slot)
 
     def fault(self, slot: int, **kw: Any) -> dict[str, Any]:
-        """Set faults: tear_after, garbage, truncate, slow_ms, mute, full_extended_area,
-        tamper, tamper_ins, clear."""
+        """Set faults: tear_after, garbage, truncate, slow_ms, mute, reader_timeout_ms,
+        full_extended_area, tamper, tamper_ins, clear."""
         return self.request("fault", slot=slot, **kw)
 
     def block_pin(self, slot: int, which: str) -> dict[str, Any]:

@@ -20,7 +20,14 @@ class Faults:
     garbage: answer the next N APDUs with random bytes whose SW1 is impossible (-1: forever).
     truncate: the next N answers are cut to their first byte (-1: forever).
     slow_ms: delay every answer by this many milliseconds.
-    mute: never answer (in-process: CardMute; over vpcd: the APDU stalls).
+    mute: never answer (in-process: CardMute; over vpcd: the APDU stalls: a card that keeps
+        asking for more time, as ISO 7816-3 waiting time extensions allow without end, in
+        a reader that waits as long as the card asks).
+    reader_timeout_ms: with `mute`, the reader gives up on the card after this many ms, as
+        a CCID reader does (libccid answers IFD_COMMUNICATION_ERROR, pcscd
+        SCARD_E_NOT_TRANSACTED; the card stays in the reader). Over vpcd it needs the
+        stack's reader shim (`cardap_sim.hotplug`), which turns the simulator's
+        READER_TIMEOUT frame into that driver error. 0: the reader waits for ever.
     full_extended_area: the extended area reports no free space and every LOAD into it
         answers 6A84, without loading anything (the card file is untouched).
     tamper: a man in the middle: the next N answers that carry data (more than SW1 SW2) get
@@ -39,6 +46,7 @@ class Faults:
     truncate: int = 0
     slow_ms: int = 0
     mute: bool = False
+    reader_timeout_ms: int = 0
     full_extended_area: bool = False
     tamper: int = 0
     tamper_ins: int | None = None
@@ -46,6 +54,7 @@ class Faults:
     def clear(self) -> None:
         """Back to a healthy card."""
         self.tear_after, self.garbage, self.truncate, self.slow_ms, self.mute = None, 0, 0, 0, False
+        self.reader_timeout_ms = 0
         self.full_extended_area = False
         self.tamper, self.tamper_ins = 0, None
 
@@ -59,10 +68,10 @@ class Faults:
                 if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                           or not 0 <= value <= 0xFF):
                     raise ValueError("tamper_ins must be an INS byte 0-255 or null")
-            elif name in ("garbage", "truncate", "slow_ms", "tamper"):
+            elif name in ("garbage", "truncate", "slow_ms", "tamper", "reader_timeout_ms"):
                 if not isinstance(value, int) or isinstance(value, bool) or value < -1:
                     raise ValueError(f"{name} must be an integer")
-                if value == -1 and name == "slow_ms":
+                if value == -1 and name in ("slow_ms", "reader_timeout_ms"):
                     raise ValueError(f"{name} must be non-negative")
             elif name in ("mute", "full_extended_area"):
                 if not isinstance(value, bool):
@@ -75,10 +84,12 @@ class Faults:
     def to_json(self) -> dict[str, Any]:
         """The current settings, for the control protocol's status.
 
-        `full_extended_area`, `tamper` and `tamper_ins` appear only when set, so the status
-        of a card without those faults keeps its earlier shape.
+        `full_extended_area`, `tamper`, `tamper_ins` and `reader_timeout_ms` appear only when
+        set, so the status of a card without those faults keeps its earlier shape.
         """
         out = asdict(self)
+        if not self.reader_timeout_ms:
+            del out["reader_timeout_ms"]
         if not self.full_extended_area:
             del out["full_extended_area"]
         if self.tamper == 0:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from typing import Literal
 
 from .card import VirtualCard
@@ -20,6 +21,10 @@ from .errors import CardMute, CardNotPowered, CardTorn
 log = logging.getLogger("cardap_sim.vcard.vpcd")
 
 RETRY_SECONDS = 0.2
+# What the slot sends when the modelled reader gives up on a mute card (faults
+# reader_timeout_ms): the reader shim (cardap_sim.hotplug) answers it with the driver error
+# a CCID reader gives; no card may answer it (its "SW1" 0x54 is impossible).
+READER_TIMEOUT = b"\x00CARDAP-SIM:READER-TIMEOUT"
 CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0x00, 0x01, 0x02, 0x04
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
@@ -196,7 +201,11 @@ class VpcdSlot:
             except CardNotPowered:
                 card.power_on()  # vpcd always powers on first; be lenient if it did not
             except CardMute:
+                started = time.monotonic()
                 while card.faults.mute and not card.torn:
+                    limit = card.faults.reader_timeout_ms
+                    if limit and time.monotonic() - started >= limit / 1000:
+                        return READER_TIMEOUT
                     if stop.wait(0.02):
                         return None
             except CardTorn:
