@@ -6,8 +6,12 @@ PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/cardap/v1/*.proto)
 APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc pcsc-tools dbus fprintd libfprint-2-2 \
   systemd udev iproute2 prometheus util-linux systemd-journal-remote
+# `make deb` (debian/control's Build-Depends, lintian) and its install test (mmdebstrap).
+DEB_PACKAGES := debhelper dh-virtualenv lintian build-essential python3.11 python3.11-venv \
+  python3.11-dev mmdebstrap
 
-.PHONY: setup system-deps proto run test test-unit test-stack lint bench certs wheel clean help docs
+.PHONY: setup system-deps proto run test test-unit test-stack lint bench certs wheel clean help docs \
+  deb man lock
 
 help:
 	@echo "make run    - bring up pcscd + vpcd + virtual card + cardapd and show it working"
@@ -15,10 +19,12 @@ help:
 	@echo "make lint   - ruff + mypy + import contracts (lint-imports)"
 	@echo "make bench  - benchmarks (results go to docs/benchmarks.md)"
 	@echo "make proto  - generate Python code and .pyi stubs from proto/"
+	@echo "make deb    - the Debian package build/deb/cardapd_<version>_<arch>.deb (lintian clean)"
+	@echo "make man    - the manual pages cardapd(8) and cardapctl(1) in build/man"
 
 # Debian packages for the real stack (skipped when already installed).
 .stamp-system: Makefile
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	@missing=$$(for p in $(APT_PACKAGES) $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
@@ -56,8 +62,8 @@ test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
 lint: setup
-	$(VENV)/bin/ruff check lib daemon clients dev tests bench
-	$(VENV)/bin/mypy lib daemon clients dev
+	$(VENV)/bin/ruff check lib daemon clients dev tests bench release
+	$(VENV)/bin/mypy lib daemon clients dev release
 	$(VENV)/bin/lint-imports --config pyproject.toml
 
 # Dev CA, loading-service and terminal certificates, dev master keys (test-only).
@@ -75,6 +81,24 @@ bench: setup
 	$(PY) -m bench.load --out docs/benchmarks.md
 	$(PY) -m bench.reads --out docs/benchmarks.md
 	$(PY) -m bench.audit --out docs/benchmarks.md
+
+# The Debian package (release/debbuild.py; needs only Debian's python3.11 and the build
+# dependencies): the version from the git tag, a clean build of the working tree's files,
+# lintian without errors. An unchanged tree is not built twice (build/deb/cache).
+deb: .stamp-system
+	/usr/bin/python3.11 -m release.debbuild --out build/deb
+
+# Manual pages from the argparse parsers of cardapd and cardapctl (argparse-manpage).
+man: setup
+	$(PY) -m release.manpages build/man
+	@echo "read them with: man -l build/man/cardapd.8"
+
+# release/requirements.txt: the package's locked, hash-checked dependencies, from the pins
+# in pyproject.toml (PyPI only: the machine's pip configuration is ignored).
+lock: setup
+	env -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null $(VENV)/bin/pip-compile \
+	  --quiet --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+	  --output-file release/requirements.txt pyproject.toml
 
 clean:
 	rm -rf $(VENV) .stamp-* build dist *.egg-info .mypy_cache .ruff_cache

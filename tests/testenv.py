@@ -46,6 +46,12 @@ REQUIRED: dict[str, tuple[tuple[str, ...], str]] = {
     "setpriv": ((), "util-linux"),
     "mount": ((), "mount"),
     "gcc": ((), "gcc"),
+    "mmdebstrap": ((), "mmdebstrap"),
+    "dpkg-buildpackage": ((), "dpkg-dev"),
+    "dh_virtualenv": ((), "dh-virtualenv"),
+    "lintian": ((), "lintian"),
+    "nsenter": ((), "util-linux"),
+    "chroot": ((), "coreutils"),
 }
 
 

@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import argcomplete
 import grpc
 from argcomplete import shell_integration
 
-from cardap import cli_ops, exitcodes
+from cardap import __version__, cli_ops, exitcodes
 from cardap.cli_cards import (
     cmd_aps,
     cmd_delete,
@@ -66,14 +65,6 @@ COMMANDS: dict[str, Command] = {
     "loadable": cmd_loadable, "aps": cmd_aps, "load": cmd_load, "delete": cmd_delete,
     **cli_ops.COMMANDS,
 }
-
-
-def version() -> str:
-    """This cardapctl's version (the installed cardapd distribution's)."""
-    try:
-        return metadata.version("cardapd")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def global_options(*, suppress: bool) -> argparse.ArgumentParser:
@@ -135,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit codes:\n" + "\n".join(
             f"  {e.code:>3} {e.name:<13} {e.meaning}" for e in exitcodes.EXITS))
-    p.add_argument("--version", action="version", version=f"cardapctl {version()}",
+    p.add_argument("--version", action="version", version=f"cardapctl {__version__}",
                    help="print cardapctl's version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

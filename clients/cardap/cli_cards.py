@@ -115,8 +115,16 @@ def cmd_status(client: CardapClient, args: argparse.Namespace) -> int:
         f"  PC/SC: {'available' if s.pcsc_available else 'UNAVAILABLE'}\n"
         f"  readers: {s.readers}, cards: {s.cards}\n"
         f"  audit rows: {s.audit_head_seq}\n"
+        f"  loading service: {fmt_link(s.loading_link)}\n"
         f"  capabilities: {', '.join(s.capabilities)}"))
     return EXIT_OK
+
+
+def fmt_link(link: terminal_pb2.LoadingLinkStatus) -> str:
+    """`up (loading.example:7443)`, `DOWN: tls_files (…)`, `not configured`."""
+    state = enum_name(terminal_pb2.LoadingLinkState, link.state, "LOADING_LINK_")
+    text = f"DOWN: {link.last_error}" if state == "down" else state.replace("_", " ")
+    return f"{text} ({link.address})" if link.address else text
 
 
 def cmd_readers(client: CardapClient, args: argparse.Namespace) -> int:

@@ -38,7 +38,13 @@ from cardapd.audit.maintenance import AuditMaintenance, Retention
 from cardapd.audit.service import AuditService
 from cardapd.audit.sink import StoreAuditSink
 from cardapd.config import Config, DaemonConfig, load_config, plan_reload
-from cardapd.domain import AuditSink, DaemonStatus, Operator, OperatorSessions
+from cardapd.domain import (
+    AuditSink,
+    DaemonStatus,
+    LoadingLinkStatus,
+    Operator,
+    OperatorSessions,
+)
 from cardapd.errors import CardapError, ConfigError, StoreError, Unauthenticated
 from cardapd.loading.journal import Journal
 from cardapd.loading.loader import Loader
@@ -200,6 +206,7 @@ class Running:
     sessions: SessionManager
     roster: Roster
     started_at: datetime
+    loading_link: Callable[[], LoadingLinkStatus]  # the link in use (a reload may swap it)
 
     def status(self) -> DaemonStatus:
         """Daemon health for GetStatus."""
@@ -212,7 +219,7 @@ class Running:
         return DaemonStatus(version=__version__, started_at=self.started_at,
                             pcsc_available=s.readers.pcsc_available, readers=readers,
                             cards=cards, audit_head_seq=s.sink.head(),
-                            capabilities=tuple(caps))
+                            capabilities=tuple(caps), loading_link=self.loading_link())
 
 
 class Daemon:
@@ -253,6 +260,8 @@ class Daemon:
         journal = await asyncio.to_thread(Journal, Path(cfg.daemon.state_dir) / "journal.db")
         interrupted = await asyncio.to_thread(journal.mark_interrupted)
         link = self._link = LoadingClient(cfg.loading, self.metrics, checkpoints)
+        # A link that cannot be set up (TLS files) is down, not fatal: reads go on.
+        await asyncio.to_thread(link.preflight)
         checkpoints.reconfigure(link)
         roster = await asyncio.to_thread(Roster, Path(cfg.operators.roster))
         sessions = session_manager(cfg, roster)
@@ -278,7 +287,8 @@ class Daemon:
                             loading=loader, operators=operators, admin=RosterAdmin(operators),
                             audit_log=audit, sink=sink, metrics=self.metrics,
                             status=lambda: running.status(), refusals=refusals)
-        running = Running(services, sessions, roster, started_at=readers.started_at)
+        running = Running(services, sessions, roster, started_at=readers.started_at,
+                          loading_link=self._link_status)
         self._running = running
         self.metrics.watch(link.check_link, operators.check_device)
         servers: list[RoleServer] = []
@@ -372,6 +382,12 @@ class Daemon:
             problems.append(("AUDIT_CHAIN_BROKEN", "the last verification of the audit "
                              "log failed (cardapctl audit verify)"))
         return problems
+
+    def _link_status(self) -> LoadingLinkStatus:
+        """The state of the loading link in use."""
+        if self._link is None:
+            return LoadingLinkStatus(configured=self.cfg.loading.configured)
+        return self._link.status()
 
     def request_stop(self) -> None:
         """Ask the daemon to stop (SIGTERM, SIGINT, tests): new card writes are refused at
@@ -478,6 +494,7 @@ class Daemon:
         assert link is not None  # set at start
         if new.loading != old.loading:
             link = LoadingClient(new.loading, self.metrics, self._checkpoints)
+            await asyncio.to_thread(link.preflight)
             if self._checkpoints is not None:
                 self._checkpoints.reconfigure(link)
         apply_logging(old.daemon, new.daemon)

@@ -105,6 +105,17 @@ class AuditSink(Protocol):
 
 
 @dataclass(frozen=True)
+class LoadingLinkStatus:
+    """The loading service link for GetStatus: `up` None before the first contact."""
+
+    configured: bool
+    up: bool | None = None
+    last_error: str = ""  # the failure reason while down (metrics' LINK_ERRORS)
+    last_success: datetime | None = None
+    address: str = ""
+
+
+@dataclass(frozen=True)
 class DaemonStatus:
     """Daemon health for GetStatus."""
 
@@ -115,6 +126,7 @@ class DaemonStatus:
     cards: int
     audit_head_seq: int
     capabilities: tuple[str, ...] = ()
+    loading_link: LoadingLinkStatus = LoadingLinkStatus(configured=False)
 
 
 AUDIT_OPERATIONS: frozenset[str] = frozenset({

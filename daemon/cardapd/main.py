@@ -1,6 +1,8 @@
 """`cardapd` entry point: parse arguments, load the configuration, run the daemon.
 
-Exit codes: 0 stopped cleanly, 2 invalid configuration or arguments, 1 failed at run time.
+Exit codes: 0 stopped cleanly (`--check-config`: valid), 2 invalid configuration or
+arguments, 1 failed at run time; `--check-config` only: 3 valid, but a file it names for
+the loading link is missing or unusable (the daemon would start with the link down).
 """
 
 from __future__ import annotations
@@ -13,24 +15,41 @@ from pathlib import Path
 
 from cardapd import __version__
 from cardapd.config import load_config
+from cardapd.config.files import SERVICE_USER, loading_tls_problems
 from cardapd.errors import CardapError, ConfigError
 from cardapd.telemetry.logsetup import setup_logging
 
 DEFAULT_CONFIG = Path("/etc/cardapd/cardapd.toml")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Command-line arguments."""
-    p = argparse.ArgumentParser(prog="cardapd", description="My Number Card AP terminal daemon")
+EXIT_CHECK_FILES = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also the source of the cardapd(8) manual page: `make man`)."""
+    p = argparse.ArgumentParser(
+        prog="cardapd",
+        description="The daemon of My Number Card AP loading terminals (kiosks) and gates: "
+                    "it owns the IC card reader through pcscd and serves kiosk, gate and "
+                    "operations clients over local gRPC sockets. Run by systemd "
+                    "(cardapd.service); SIGHUP reloads the configuration, SIGTERM stops "
+                    "after the card writes in progress.")
     p.add_argument("--config", type=Path, default=None,
                    help=f"configuration file (default {DEFAULT_CONFIG} if it exists)")
     p.add_argument("--check-config", action="store_true",
-                   help="validate the configuration and exit (0 valid, 2 invalid)")
+                   help="validate the configuration and the loading link's TLS files, then "
+                        "exit: 0 valid, 2 invalid, 3 valid but a TLS file is missing or "
+                        f"unreadable (as root: also by the user {SERVICE_USER})")
     p.add_argument("--log-level", choices=["traffic", "debug", "info", "warning", "error"],
                    help="override [daemon] log_level")
     p.add_argument("--log-format", choices=["json", "text"], help="override [daemon] log_format")
     p.add_argument("--version", action="version", version=f"cardapd {__version__}")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line arguments."""
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cardapd: invalid configuration: {exc.message}", file=sys.stderr)
         return 2
     if args.check_config:
+        problems = loading_tls_problems(cfg.loading, as_user=SERVICE_USER)
+        if problems:
+            print(f"cardapd: configuration {path or '(defaults)'} is valid, but the loading "
+                  "link cannot be set up (the daemon would start with it down):",
+                  file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_CHECK_FILES
         print(f"cardapd: configuration {path or '(defaults)'} is valid")
         return 0
     target = setup_logging(args.log_level or cfg.daemon.log_level,

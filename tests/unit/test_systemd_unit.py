@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,24 @@ def unit(tmp_path: Path) -> Path:
     return path
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False,
+                          env=env)
 
 
-def test_unit_verifies_without_warnings(unit: Path) -> None:
-    result = run("systemd-analyze", "verify", str(unit))
+def test_unit_verifies_without_warnings(unit: Path, tmp_path: Path) -> None:
+    """Also its Documentation=: the man page it names is the one `make man` renders (the
+    package installs it; tests/integration/test_debian_package.py checks the files)."""
+    man = tmp_path / "man"
+    for section in ("1", "8"):
+        (man / f"man{section}").mkdir(parents=True)
+    pages = subprocess.run([sys.executable, "-m", "release.manpages", "--version", "0",
+                            str(tmp_path / "pages")], capture_output=True, text=True,
+                           timeout=120, check=True, cwd=SYSTEMD.parent).stdout.split()
+    for page in map(Path, pages):
+        shutil.copy(page, man / f"man{page.suffix[1:]}" / page.name)
+    result = run("systemd-analyze", "verify", str(unit),
+                 env={**os.environ, "MANPATH": str(man)})
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "cardapd.service" not in output, output

@@ -8,7 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cardap.v1 import cards_pb2, terminal_pb2
 from cardapd.config import ApKind
-from cardapd.domain import DaemonStatus, IdStatus
+from cardapd.domain import DaemonStatus, IdStatus, LoadingLinkStatus
 from cardapd.readers.diagnose import Diagnosis, Verdict
 from cardapd.readers.model import (
     CardEvent,
@@ -78,12 +78,29 @@ def event(ev: CardEvent) -> cards_pb2.CardEvent:
     return msg
 
 
+def loading_link(link: LoadingLinkStatus) -> terminal_pb2.LoadingLinkStatus:
+    """A LoadingLinkStatus message."""
+    if not link.configured:
+        state = terminal_pb2.LOADING_LINK_NOT_CONFIGURED
+    elif link.up is None:
+        state = terminal_pb2.LOADING_LINK_UNKNOWN
+    else:
+        state = terminal_pb2.LOADING_LINK_UP if link.up else terminal_pb2.LOADING_LINK_DOWN
+    msg = terminal_pb2.LoadingLinkStatus(
+        state=state, address=link.address,
+        last_error="" if state != terminal_pb2.LOADING_LINK_DOWN else link.last_error)
+    if link.last_success is not None:
+        msg.last_success_at.CopyFrom(timestamp(link.last_success))
+    return msg
+
+
 def status(st: DaemonStatus, role: str) -> terminal_pb2.GetStatusResponse:
     """A GetStatusResponse message."""
     return terminal_pb2.GetStatusResponse(
         version=st.version, started_at=timestamp(st.started_at),
         pcsc_available=st.pcsc_available, readers=st.readers, cards=st.cards,
-        audit_head_seq=st.audit_head_seq, role=role, capabilities=st.capabilities)
+        audit_head_seq=st.audit_head_seq, role=role, capabilities=st.capabilities,
+        loading_link=loading_link(st.loading_link))
 
 
 def diagnosis(d: Diagnosis) -> terminal_pb2.ReaderDiagnosis:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,11 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from cardap.v1 import loading_pb2, loading_pb2_grpc
+from cardapd import __version__
 from cardapd.audit.checkpoints import Checkpoint, CheckpointSender
 from cardapd.config import LoadingConfig
+from cardapd.config.files import FileProblem, loading_tls_problems
+from cardapd.domain import LoadingLinkStatus
 from cardapd.errors import CardapError, NotAuthorized, ServiceUnavailable
 from cardapd.loading.ports import (
     CatalogueEntry,
@@ -51,6 +55,9 @@ LINK_CHECK_S = 300.0  # link up: check when no call answered for this long
 LINK_RETRY_S = 30.0  # link down: check again this often
 LINK_PROBE_TIMEOUT_S = 10.0
 _TLS_MARKERS = ("ssl", "tls", "handshake", "certificate")
+# Sent as the start of the HTTP/2 user-agent (gRPC appends its own, e.g.
+# "grpc-python-asyncio/1.85.1 grpc-c/…"): the service sees which release calls it.
+USER_AGENT = f"cardapd/{__version__}"
 
 
 def link_failure(code: grpc.StatusCode, details: str) -> str | None:
@@ -96,6 +103,8 @@ class LoadingClient:
         self._channel: Any = None  # grpc.aio.Channel (the stubs type it as sync)
         self._closed = False
         self.link_up: bool | None = None  # None: no contact yet
+        self.last_error = ""  # the reason of the last failure
+        self._last_success: datetime | None = None
         self._last_contact = 0.0  # monotonic time of the last call's outcome
         if metrics is not None:
             metrics.loading_configured.set(1 if cfg.configured else 0)
@@ -112,9 +121,35 @@ class LoadingClient:
 
     # ------------------------------------------------------------------ link state
 
+    def status(self) -> LoadingLinkStatus:
+        """The link's state for GetStatus."""
+        return LoadingLinkStatus(configured=self.cfg.configured, up=self.link_up,
+                                 last_error=self.last_error if self.link_up is False else "",
+                                 last_success=self._last_success,
+                                 address=str(self.cfg.address))
+
+    def preflight(self) -> list[FileProblem]:
+        """Check the TLS files before any call (at start and when [loading] changes): each
+        problem is logged and the link is down (`tls_files`) from the start; everything
+        else is served. The background check retries every LINK_RETRY_S, so fixed files
+        bring the link up without a restart."""
+        if not self.cfg.configured:
+            return []
+        problems = loading_tls_problems(self.cfg)
+        for problem in problems:
+            log.error("the loading link cannot be set up: %s; reads, events and diagnoses "
+                      "are served, loads and deletes refused until it is fixed (checked "
+                      "again every %g s)", problem, LINK_RETRY_S)
+        if problems:
+            self._link("tls_files")
+        return problems
+
     def _link(self, reason: str | None) -> None:
         """Record a call's outcome: None = the service answered, else the failure reason."""
         self.link_up = reason is None
+        self.last_error = reason or ""
+        if reason is None:
+            self._last_success = datetime.now(UTC)
         self._last_contact = time.monotonic()
         if self.metrics is not None:
             if reason is None:
@@ -160,6 +195,7 @@ class LoadingClient:
             # Bounded reconnect backoff: after a short outage of the service the next load
             # must not be refused for minutes (gRPC's default grows to 120 s).
             self._channel = grpc.aio.secure_channel(self.cfg.address, creds, options=[
+                ("grpc.primary_user_agent", USER_AGENT),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.initial_reconnect_backoff_ms", 200),

@@ -11,6 +11,10 @@ scraped, so it grows between pulls), the fingerprint device (each use, and a bac
 check that never claims it), and the audit chain (verified at start, every
 [audit] verify_interval_s, and by VerifyAudit). Background checks run through `watch`
 and end with `stop`.
+
+The registry also carries the standard process metrics (`process_*`: CPU, memory, file
+descriptors, start time) and `python_info`; counters and histograms expose no `_created`
+series (prometheus_client's are switched off process-wide: this is the only registry).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
 )
 
 import cardapd
@@ -57,12 +64,28 @@ class Sample:
     value: float
 
 
+class BootTimeProcessCollector(ProcessCollector):
+    """prometheus_client's process collector, with the boot time from CLOCK_BOOTTIME when
+    /proc/stat is hidden: under the unit's `ProcSubset=pid` only /proc/<pid>/ is visible,
+    and the stock collector then exports no process metric at all."""
+
+    def _boot_time(self) -> float:
+        try:
+            return float(super()._boot_time())  # type: ignore[no-untyped-call]
+        except OSError:
+            # /proc/<pid>/stat counts the start time in ticks of CLOCK_BOOTTIME
+            return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class Metrics:
     """Every metric the daemon exports."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        BootTimeProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self.build = Info("cardapd_build", "Version of the running daemon.", registry=r)
         self.build.info({"version": cardapd.__version__})
         self.operations = Counter(
