@@ -82,7 +82,11 @@ def cmd_status(client: CardapClient, args: argparse.Namespace) -> int:
         f"  PC/SC: {'available' if s.pcsc_available else 'UNAVAILABLE'}\n"
         f"  readers: {s.readers}, cards: {s.cards}\n"
         f"  audit rows: {s.audit_head_seq}\n"
-        f"  capabilities: {', '.join(s.capabilities)}"))
+        f"  capabilities: {', '.join(s.capabilities)}"
+        + (f"\n  loading certificate valid until "
+           f"{s.loading_cert_not_after.ToDatetime():%Y-%m-%d %H:%M} UTC"
+           if s.HasField("loading_cert_not_after") else "")
+        + "".join(f"\n  WARNING: {w}" for w in s.warnings)))
     return EXIT_OK
 
 

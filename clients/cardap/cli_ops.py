@@ -168,6 +168,10 @@ def fmt_time(ts: Any) -> str:
 def fmt_operator(op: operators_pb2.Operator) -> str:
     """One roster line."""
     rights = ",".join(enum_name(operators_pb2.Right, r, "RIGHT_") for r in op.rights) or "-"
+    if op.removed:
+        name = f" ({op.display_name})" if op.display_name else ""
+        return (f"{op.organisation}/{op.operator_id}{name}: REMOVED "
+                f"{fmt_time(op.removed_at)} by {op.removed_by or '?'} (id never reused)")
     flags = ["enabled" if op.enabled else "DISABLED"]
     if op.administrator:
         flags.append("administrator")
@@ -221,7 +225,7 @@ def cmd_login(client: CardapClient, args: argparse.Namespace) -> int:
     session: terminal_pb2.OperatorSession | None = None
     try:
         for item in client.authenticate(args.org, args.operator, method, provider,
-                                        args.wait):
+                                        args.wait, replace_session=args.replace_session):
             if isinstance(item, terminal_pb2.OperatorSession):
                 session = item
             elif args.json:
@@ -279,6 +283,8 @@ def cmd_operators(client: CardapClient, args: argparse.Namespace) -> int:
         result = client.appoint_administrator(args.org, args.operator)
     elif op_cmd == "unlock":
         result = client.unlock_operator(args.org, args.operator)
+    elif op_cmd == "remove":
+        result = client.remove_operator(args.org, args.operator)
     else:  # grant-password
         if args.expires <= datetime.now().astimezone():
             raise CliError(f"--expires {args.expires.isoformat()} is in the past")
@@ -372,6 +378,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="seconds to wait for a finger (default: the daemon's)")
     li.add_argument("--token-file", type=Path,
                     help="write the token to this file (mode 0600) instead of stdout")
+    li.add_argument("--replace-session", action="store_true",
+                    help="end another operator's session on this socket (refused otherwise)")
     lo = sub.add_parser("logout", help="end an operator session (kiosk)", parents=[common])
     lo.add_argument("--token-file", type=Path,
                     help="the token file written by login (removed after logout)")
@@ -391,6 +399,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     osub.add_parser("enable", help="enable an operator again", parents=[who])
     osub.add_parser("appoint-admin", help="appoint an administrator", parents=[who])
     osub.add_parser("unlock", help="unlock after too many wrong passwords", parents=[who])
+    osub.add_parser("remove", parents=[who],
+                    help="remove an operator (kept as removed, the id never used again; "
+                         "their prints are deleted)")
     gp = osub.add_parser("grant-password", parents=[who, password],
                          help="approve ID + password login (initial password asked for)")
     gp.add_argument("--reason", required=True, help="why biometrics is impossible")

@@ -192,20 +192,21 @@ class CardapClient:
 
     def authenticate(self, organisation: str, operator_id: str, method: str = "fingerprint",
                      password_provider: Callable[[], str] | None = None, timeout_s: int = 0,
-                     *, call_timeout: float | None = None,
+                     *, call_timeout: float | None = None, replace_session: bool = False,
                      ) -> Generator[terminal_pb2.Prompt | terminal_pb2.OperatorSession, None, None]:
         """Log an operator in: yields the prompts, then the OperatorSession as the last item.
 
         On an ENTER_PASSWORD prompt the password comes from `password_provider` (called
         after the prompt is yielded); without one the login is cancelled and
         `PASSWORD_REQUIRED` raised. Closing the iterator early cancels the login.
+        `replace_session` ends another operator's live session on this socket.
         """
         if method not in AUTH_METHODS:
             raise ValueError(f"method must be one of {sorted(AUTH_METHODS)}")
         outbox: queue.SimpleQueue[terminal_pb2.AuthenticateRequest | None] = queue.SimpleQueue()
         outbox.put(terminal_pb2.AuthenticateRequest(start=terminal_pb2.AuthenticateStart(
             organisation=organisation, operator_id=operator_id, method=AUTH_METHODS[method],
-            timeout_s=timeout_s)))
+            timeout_s=timeout_s, replace_session=replace_session)))
 
         def requests() -> Iterator[terminal_pb2.AuthenticateRequest]:
             while (item := outbox.get()) is not None:
@@ -290,6 +291,26 @@ class CardapClient:
         """Unlock an operator locked after too many wrong passwords."""
         return self._call(self.stub.UnlockOperator,  # type: ignore[no-any-return]
                           terminal_pb2.UnlockOperatorRequest(
+                              organisation=organisation, operator_id=operator_id))
+
+    def bootstrap_administrator(self, organisation: str, operator_id: str, *, secret: str,
+                                display_name: str = "",
+                                rights: Iterable[str | int] = ("load", "delete", "diagnose"),
+                                replace_session: bool = False
+                                ) -> terminal_pb2.OperatorSession:
+        """Appoint an organisation's first administrator with the one-time secret of
+        `cardapd bootstrap-admin` (a local act); their session on the ops socket."""
+        return self._call(self.stub.BootstrapAdministrator,  # type: ignore[no-any-return]
+                          terminal_pb2.BootstrapAdministratorRequest(
+                              organisation=organisation, operator_id=operator_id,
+                              display_name=display_name, secret=secret,
+                              rights=[right_value(r) for r in rights],
+                              replace_session=replace_session))
+
+    def remove_operator(self, organisation: str, operator_id: str) -> operators_pb2.Operator:
+        """Remove an operator (kept as removed; the id is never used again)."""
+        return self._call(self.stub.RemoveOperator,  # type: ignore[no-any-return]
+                          terminal_pb2.RemoveOperatorRequest(
                               organisation=organisation, operator_id=operator_id))
 
     def enroll_finger(self, organisation: str, operator_id: str, finger: str,

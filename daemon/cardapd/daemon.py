@@ -13,9 +13,9 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from cardapd.reads.revocation import Revocation
 from cardapd.reads.revocation_store import RevocationStore
 from cardapd.reads.service import UserIdReads
 from cardapd.servicelink.client import LoadingClient
+from cardapd.servicelink.tls import TerminalTls, read_tls
 from cardapd.telemetry.logsetup import JsonFormatter, TextFormatter
 from cardapd.telemetry.metrics import Metrics
 from cardapd.telemetry.recorder import Recorder
@@ -148,19 +149,24 @@ class Running:
     sessions: SessionManager
     roster: Roster
     started_at: datetime
+    tls: Callable[[], TerminalTls | None]  # what the loading link in use holds
 
     def status(self) -> DaemonStatus:
-        """Daemon health for GetStatus."""
+        """Daemon health for GetStatus (with what operations should act on soon)."""
         s = self.services
         readers, cards = s.readers.counts()
         caps = list(BASE_CAPABILITIES) + s.reads.capabilities()
         if s.loading.service.configured:
             caps += LOADING_CAPABILITIES
         caps += ["revocation", "user_id_status.local"]
+        tls = self.tls() if s.loading.service.configured else None
+        warning = tls.warning(datetime.now(UTC)) if tls is not None else ""
         return DaemonStatus(version=__version__, started_at=self.started_at,
                             pcsc_available=s.readers.pcsc_available, readers=readers,
                             cards=cards, audit_head_seq=s.sink.head(),
-                            capabilities=tuple(caps))
+                            capabilities=tuple(caps),
+                            loading_cert_not_after=tls.not_after if tls else None,
+                            warnings=(warning,) if warning else ())
 
 
 class Daemon:
@@ -210,10 +216,12 @@ class Daemon:
         reads = UserIdReads(readers, revocation, recorder, cfg.read_aps, cfg.pin.floor)
         audit = AuditService(Path(cfg.audit.path), sink, self.metrics)
         services = Services(readers=readers, reads=reads, revocation=revocation,
-                            loading=loader, operators=operators, admin=RosterAdmin(operators),
+                            loading=loader, operators=operators,
+                            admin=RosterAdmin(operators, Path(cfg.daemon.state_dir)),
                             audit_log=audit, sink=sink, metrics=self.metrics,
                             status=lambda: running.status())
-        running = Running(services, sessions, roster, started_at=readers.started_at)
+        running = Running(services, sessions, roster, started_at=readers.started_at,
+                          tls=lambda: self._link.tls if self._link is not None else None)
         self._running = running
         self.metrics.watch(link.check_link, operators.check_device,
                            audit.chain_check(cfg.audit.verify_interval_s))
@@ -345,9 +353,20 @@ class Daemon:
                 "file": exc.metadata.get("file", where), "key": exc.metadata.get("key", ""),
                 "error": exc.message})
             return False, f"configuration reload refused: {exc.message}"
-        plan = plan_reload(self.cfg, new)
         try:
-            await self._apply(running, self.cfg, plan.config)
+            tls = await asyncio.to_thread(read_tls, new.loading) if new.loading.configured \
+                else None
+        except ConfigError as exc:  # a rotation half done: keep the pair that works
+            log.error("configuration reload refused, the running configuration stays in "
+                      "force: %s", exc.message, extra={"operation": "config_reload"})
+            await self._audit_reload(running, "error", exc.reason, {
+                "file": where, "key": exc.metadata.get("key", ""), "error": exc.message})
+            return False, f"configuration reload refused: {exc.message}"
+        plan = plan_reload(self.cfg, new)
+        live = list(plan.live)
+        try:
+            if await self._apply(running, self.cfg, plan.config, tls):
+                live.append("loading certificate (rotated)")
         except Exception as exc:  # every value was validated: a bug, but keep serving
             log.exception("configuration reload from %s failed while applying it; some "
                           "changes may be in force, restart to be sure", where)
@@ -356,7 +375,7 @@ class Daemon:
             return False, "configuration reload failed: restart cardapd"
         self.cfg = plan.config
         log.info("configuration reloaded from %s: %s", where,
-                 f"applied {', '.join(plan.live)}" if plan.live else "no change to apply",
+                 f"applied {', '.join(live)}" if live else "no change to apply",
                  extra={"operation": "config_reload"})
         if plan.restart:
             log.warning("configuration reloaded from %s: %s changed but take(s) effect only "
@@ -364,19 +383,23 @@ class Daemon:
                         "stay in force until then", where, ", ".join(plan.restart),
                         extra={"operation": "config_reload"})
         await self._audit_reload(running, "ok", "", {
-            "file": where, "applied": list(plan.live), "restart_required": list(plan.restart)})
+            "file": where, "applied": live, "restart_required": list(plan.restart)})
         if plan.restart:
             return True, f"configuration reloaded; restart needed for {', '.join(plan.restart)}"
         return True, "configuration reloaded"
 
-    async def _apply(self, run: Running, old: Config, new: Config) -> None:
+    async def _apply(self, run: Running, old: Config, new: Config,
+                     tls: TerminalTls | None) -> bool:
         """Apply a validated configuration to the running parts: new objects are built
-        first, then swapped in. Nothing here touches a socket, a stream or a store."""
+        first, then swapped in. Nothing here touches a socket, a stream or a store. True
+        when the loading link's TLS files changed under the same keys (a rotation)."""
         s = run.services
         link = self._link
         assert link is not None  # set at start
-        if new.loading != old.loading:
-            link = LoadingClient(new.loading, self.metrics)
+        rotated = (new.loading == old.loading and tls is not None
+                   and (link.tls is None or link.tls.digest != tls.digest))
+        if new.loading != old.loading or rotated:
+            link = LoadingClient(new.loading, self.metrics, tls)
         apply_logging(old.daemon, new.daemon)
         s.readers.apply_settings(reader_settings(new))
         s.reads.reconfigure(new.read_aps, new.pin.floor)
@@ -396,6 +419,7 @@ class Daemon:
             idle_timeout=timedelta(seconds=new.operators.idle_timeout_s),
             absolute_timeout=timedelta(seconds=new.operators.absolute_timeout_s))
         await add_organisations(new, run.roster, s.sink)
+        return rotated
 
     async def _audit_reload(self, running: Running, result: str, reason: str,
                             detail: Mapping[str, object]) -> None:

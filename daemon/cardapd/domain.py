@@ -115,3 +115,5 @@ class DaemonStatus:
     cards: int
     audit_head_seq: int
     capabilities: tuple[str, ...] = ()
+    loading_cert_not_after: datetime | None = None
+    warnings: tuple[str, ...] = ()

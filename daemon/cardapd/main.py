@@ -21,7 +21,11 @@ DEFAULT_CONFIG = Path("/etc/cardapd/cardapd.toml")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line arguments."""
-    p = argparse.ArgumentParser(prog="cardapd", description="My Number Card AP terminal daemon")
+    p = argparse.ArgumentParser(
+        prog="cardapd", description="My Number Card AP terminal daemon",
+        epilog="cardapd bootstrap-admin --organisation ORG --operator ID …: appoint the "
+               "first administrator of an organisation (run as root on the terminal; "
+               "cardapd bootstrap-admin --help)")
     p.add_argument("--config", type=Path, default=None,
                    help=f"configuration file (default {DEFAULT_CONFIG} if it exists)")
     p.add_argument("--check-config", action="store_true",
@@ -35,6 +39,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the daemon; returns the exit code."""
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["bootstrap-admin"]:
+        from cardapd.bootstrap_admin import main as bootstrap_main
+        return bootstrap_main(args_list[1:])
     args = parse_args(argv)
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     try:

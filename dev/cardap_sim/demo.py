@@ -193,18 +193,21 @@ def feed(stack: Stack, prompts: Any, images: list[Any]) -> Any:
 
 
 def demo_operators(stack: Stack, term: Terminal) -> str:
-    """Bootstrap admin-1, enrol op-1's finger, log op-1 in by fingerprint; op-1's token."""
+    """Bootstrap admin-1 (the local act), enrol their finger and op-1's, log op-1 in by
+    fingerprint; op-1's token."""
     from cardap.client import CardapClient
     from cardap_sim.biometric import nist_print, variants
 
     arch, loop = variants(nist_print("arch")), variants(nist_print("loop-right"))
     org = stack.organisation
-    with CardapClient(stack.socket("ops"), timeout=60) as ops:
-        ops.add_operator(org, "admin-1", "Administrator", rights=("load", "delete"))
+    boot = stack.bootstrap_admin("admin-1", name="Administrator", rights="load,delete")
+    with CardapClient(stack.socket("ops"), timeout=60, session=boot) as ops:
         feed(stack, ops.enroll_finger(org, "admin-1", "right-index-finger"), arch[:8])
-        ops.appoint_administrator(org, "admin-1")
+        ops.end_session(boot)
+    with CardapClient(stack.socket("ops"), timeout=60) as ops:
         admin = feed(stack, ops.authenticate(org, "admin-1"), arch[6:])
-    term.say("admin-1 appointed, enrolled and logged in by fingerprint (ops socket)")
+    term.say("admin-1 appointed by `cardapd bootstrap-admin` (the local act), enrolled and "
+             "logged in by fingerprint (ops socket)")
     with CardapClient(stack.socket("ops"), timeout=60, session=admin.token) as ops:
         ops.add_operator(org, "op-1", "Operator 1", rights=("load", "delete", "diagnose"))
         feed(stack, ops.enroll_finger(org, "op-1", "right-index-finger"), loop[:8])

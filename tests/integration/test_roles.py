@@ -26,7 +26,8 @@ BUILT = {"GetStatus", "ListReaders", "WatchCardEvents", "ReadUserID", "Diagnose"
          "ListLoadableAPs", "LoadAP", "DeleteAP", "ListCardAPs",
          "AuthenticateOperator", "EndOperatorSession", "ExportAudit", "VerifyAudit",
          "GetYearlyReport", "ListOperators", "AddOperator", "SetOperatorEnabled",
-         "AppointAdministrator", "GrantPasswordFallback", "UnlockOperator", "EnrollFinger"}
+         "AppointAdministrator", "GrantPasswordFallback", "UnlockOperator", "EnrollFinger",
+         "BootstrapAdministrator", "RemoveOperator"}
 
 
 @pytest.fixture(scope="module")

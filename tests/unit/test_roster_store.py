@@ -12,7 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cardapd.domain import Operator, Right
-from cardapd.errors import AlreadyExists, InvalidArgument, NotAuthorized, NotFound, StoreError
+from cardapd.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotAuthorized,
+    NotFound,
+    StoreError,
+)
 from cardapd.operators.roster import Hasher, Roster
 from cardapd.operators.roster.model import check_id
 from cardapd.operators.roster.schema import ROSTER_SCHEMA
@@ -26,8 +33,7 @@ def roster(tmp_path: Path) -> Iterator[Roster]:
     with Roster(tmp_path / "roster.db", hasher=FAST, clock=lambda: NOW) as r:
         r.add_organisation("city", "Sample City")
         r.add_organisation("bank", "Sample Bank")
-        r.add_operator("city", "admin1", "Admin One", [Right.LOAD], by=None)
-        r.appoint_administrator("city", "admin1", by=None)
+        r.bootstrap_administrator("city", "admin1", "Admin One", [Right.LOAD])
         yield r
 
 
@@ -35,7 +41,7 @@ def admin(roster: Roster, org: str = "city", op: str = "admin1") -> Operator:
     return roster.get(org, op).to_operator()
 
 
-def test_bootstrap_then_administrator_required(roster: Roster) -> None:
+def test_administrator_required(roster: Roster) -> None:
     with pytest.raises(NotAuthorized) as err:
         roster.add_operator("city", "op1", "Op", [Right.LOAD], by=None)
     assert err.value.reason == "ADMINISTRATOR_REQUIRED"
@@ -76,8 +82,7 @@ def test_non_administrator_cannot_add_or_grant(roster: Roster) -> None:
 
 
 def test_cross_organisation_refused(roster: Roster) -> None:
-    roster.add_operator("bank", "boss", "Boss", [], by=None)
-    roster.appoint_administrator("bank", "boss", by=None)
+    roster.bootstrap_administrator("bank", "boss", "Boss", [])
     roster.add_operator("city", "op1", "Op", [Right.LOAD], by=admin(roster))
     bank_admin = admin(roster, "bank", "boss")
     calls: list[Callable[[], object]] = [
@@ -124,7 +129,7 @@ def test_errors_for_unknown_and_duplicate(roster: Roster) -> None:
         roster.get("city", "ghost")
     assert err.value.reason == "OPERATOR_NOT_FOUND"
     with pytest.raises(NotFound):
-        roster.add_operator("nowhere", "x", "X", [], by=None)
+        roster.add_operator("nowhere", "x", "X", [], by=admin(roster))
     with pytest.raises(AlreadyExists):
         roster.add_operator("city", "admin1", "Again", [], by=admin(roster))
     with pytest.raises(AlreadyExists):
@@ -137,7 +142,7 @@ def test_errors_for_unknown_and_duplicate(roster: Roster) -> None:
 
 def test_list_operators_per_organisation(roster: Roster) -> None:
     roster.add_operator("city", "op1", "Op", [Right.LOAD], by=admin(roster))
-    roster.add_operator("bank", "b1", "B", [], by=None)
+    roster.bootstrap_administrator("bank", "b1", "B", [])
     assert [o.operator_id for o in roster.list_operators("city")] == ["admin1", "op1"]
     assert [o.actor for o in roster.list_operators()] == ["bank/b1", "city/admin1",
                                                           "city/op1"]
@@ -168,6 +173,78 @@ def test_permitted_aps_and_presets(roster: Roster) -> None:
     assert roster.presets("city") == {}
 
 
+def test_no_client_can_appoint_the_first_administrator(roster: Roster) -> None:
+    """Without an administrator an organisation is closed to everyone but the bootstrap."""
+    for call in (lambda: roster.add_operator("bank", "x", "X", [], by=None),
+                 lambda: roster.appoint_administrator("bank", "x", by=None),
+                 lambda: roster.set_enrolled_fingers("bank", "x", ["left-thumb"], by=None),
+                 lambda: roster.set_permitted_aps("bank", ["a"], by=None)):
+        with pytest.raises(NotAuthorized) as err:
+            call()
+        assert err.value.reason == "ADMINISTRATOR_REQUIRED"
+    change = roster.bootstrap_administrator("bank", "boss", "Boss", [Right.LOAD])
+    assert change.operation == "roster_bootstrap_administrator"
+    assert change.detail["added"] is True
+    with pytest.raises(FailedPrecondition) as err:
+        roster.bootstrap_administrator("bank", "other", "Other", [])
+    assert err.value.reason == "ADMINISTRATOR_EXISTS"
+
+
+def test_bootstrap_appoints_an_existing_operator_once_no_administrator_is_left(
+        roster: Roster) -> None:
+    roster.add_operator("city", "op1", "Op", [Right.DELETE], by=admin(roster))
+    with pytest.raises(FailedPrecondition):
+        roster.bootstrap_administrator("city", "op1", "Op", [Right.LOAD])
+    roster.add_operator("city", "a2", "A2", [], by=admin(roster))
+    roster.appoint_administrator("city", "a2", by=admin(roster))
+    roster.remove_operator("city", "admin1", by=admin(roster, "city", "a2"))
+    roster.set_enabled("city", "op1", False, by=admin(roster, "city", "a2"))
+    with pytest.raises(FailedPrecondition):  # a2 is still there
+        roster.bootstrap_administrator("city", "op1", "Op", [Right.LOAD])
+def test_removed_operator_stays_and_its_id_is_never_reused(roster: Roster) -> None:
+    roster.add_operator("city", "op1", "Op One", [Right.LOAD], by=admin(roster))
+    roster.set_enrolled_fingers("city", "op1", ["left-thumb"], by=admin(roster))
+    change = roster.remove_operator("city", "op1", by=admin(roster))
+    assert change.operation == "roster_remove_operator"
+    record = roster.get("city", "op1")
+    assert record.removed
+    assert record.removed_at == NOW
+    assert record.removed_by == "admin1"
+    assert (record.enabled, record.rights, record.display_name) == (False, frozenset(), "Op One")
+    assert record.enrolled_fingers == ("left-thumb",)  # until fprintd confirms
+    assert [r.operator_id for r in roster.removed_with_prints()] == ["op1"]
+    roster.prints_deleted("city", "op1")
+    assert roster.get("city", "op1").enrolled_fingers == ()
+    assert roster.removed_with_prints() == []
+    assert [o.operator_id for o in roster.list_operators("city")] == ["admin1", "op1"]
+    with pytest.raises(AlreadyExists) as used:
+        roster.add_operator("city", "op1", "Someone Else", [Right.LOAD], by=admin(roster))
+    assert used.value.reason == "OPERATOR_ID_USED"
+    for call in (lambda: roster.set_enabled("city", "op1", True, by=admin(roster)),
+                 lambda: roster.appoint_administrator("city", "op1", by=admin(roster)),
+                 lambda: roster.unlock("city", "op1", by=admin(roster)),
+                 lambda: roster.remove_operator("city", "op1", by=admin(roster))):
+        with pytest.raises(FailedPrecondition) as err:
+            call()
+        assert err.value.reason == "OPERATOR_REMOVED"
+    with pytest.raises(NotAuthorized) as gone:
+        roster.current(Operator("city", "op1", frozenset({Right.LOAD})))
+    assert gone.value.reason == "OPERATOR_REMOVED"
+    with pytest.raises(InvalidArgument) as self_remove:
+        roster.remove_operator("city", "admin1", by=admin(roster))
+    assert self_remove.value.reason == "SELF_REMOVE"
+
+
+def test_operators_are_never_deleted(roster: Roster, tmp_path: Path) -> None:
+    roster.add_operator("city", "op1", "Op", [], by=admin(roster))
+    conn = sqlite3.connect(tmp_path / "roster.db")
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="never deleted"):
+            conn.execute("DELETE FROM operators WHERE operator_id = 'op1'")
+    finally:
+        conn.close()
+
+
 def test_migrations_and_newer_schema_refused(tmp_path: Path) -> None:
     path = tmp_path / "roster.db"
     Roster(path, hasher=FAST).close()
@@ -184,9 +261,10 @@ def test_reopen_keeps_data(tmp_path: Path) -> None:
     path = tmp_path / "roster.db"
     with Roster(path, hasher=FAST) as r:
         r.add_organisation("city", "City")
-        r.add_operator("city", "op1", "Op", [Right.DIAGNOSE], by=None)
+        r.bootstrap_administrator("city", "op1", "Op", [Right.DIAGNOSE])
     with Roster(path, hasher=FAST) as r:
         assert r.get("city", "op1").rights == {Right.DIAGNOSE}
+        assert r.get("city", "op1").administrator
 
 
 @given(st.text(max_size=80))

@@ -80,10 +80,14 @@ def event(ev: CardEvent) -> cards_pb2.CardEvent:
 
 def status(st: DaemonStatus, role: str) -> terminal_pb2.GetStatusResponse:
     """A GetStatusResponse message."""
-    return terminal_pb2.GetStatusResponse(
+    msg = terminal_pb2.GetStatusResponse(
         version=st.version, started_at=timestamp(st.started_at),
         pcsc_available=st.pcsc_available, readers=st.readers, cards=st.cards,
-        audit_head_seq=st.audit_head_seq, role=role, capabilities=st.capabilities)
+        audit_head_seq=st.audit_head_seq, role=role, capabilities=st.capabilities,
+        warnings=st.warnings)
+    if st.loading_cert_not_after is not None:
+        msg.loading_cert_not_after.CopyFrom(timestamp(st.loading_cert_not_after))
+    return msg
 
 
 def diagnosis(d: Diagnosis) -> terminal_pb2.ReaderDiagnosis:

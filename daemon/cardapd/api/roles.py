@@ -52,6 +52,9 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     # revocation
     "SyncRevocation": frozenset({OPS}),
     "SetUserIDStatus": frozenset({OPS}),
+    # accounts
+    "BootstrapAdministrator": frozenset({OPS}),
+    "RemoveOperator": frozenset({OPS}),
 }
 
 

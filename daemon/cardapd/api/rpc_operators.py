@@ -45,7 +45,10 @@ def operator(record: OperatorRecord) -> operators_pb2.Operator:
         display_name=record.display_name,
         rights=sorted(RIGHT_TO[r] for r in record.effective_rights),
         enabled=record.enabled, administrator=record.administrator,
-        enrolled_fingers=list(record.enrolled_fingers), locked=record.locked)
+        enrolled_fingers=list(record.enrolled_fingers), locked=record.locked,
+        removed=record.removed, removed_by=record.removed_by)
+    if record.removed_at is not None:
+        msg.removed_at.CopyFrom(timestamp(record.removed_at))
     if record.password_approval is not None:
         a = record.password_approval
         msg.password_approval.CopyFrom(operators_pb2.PasswordApproval(
@@ -83,7 +86,7 @@ def _start(msg: Any) -> LoginStart:
         raise InvalidArgument("timeout_s: at most 300", metadata={"field": "timeout_s"})
     return LoginStart(s.organisation, s.operator_id,
                       "password" if method == "password" else "fingerprint",
-                      float(s.timeout_s))
+                      float(s.timeout_s), s.replace_session)
 
 
 class _Requests:
@@ -273,3 +276,28 @@ class OperatorsRpc(RpcBase):
         async for event in enroll(self.services.admin, request, ctx, session_token(context),
                                   self.connection):
             yield event
+
+
+class AccountsRpc(RpcBase):
+    """BootstrapAdministrator (the local act) and RemoveOperator."""
+
+    @unary
+    async def BootstrapAdministrator(self, request: terminal_pb2.BootstrapAdministratorRequest,
+                                     context: Ctx, ctx: OpContext
+                                     ) -> terminal_pb2.OperatorSession:
+        if len(request.secret) > 256:
+            raise InvalidArgument("secret: at most 256 characters",
+                                  metadata={"field": "secret"})
+        opened = await self.services.admin.bootstrap(
+            ctx, self.connection, secret=request.secret, organisation=request.organisation,
+            operator_id=request.operator_id, display_name=request.display_name,
+            rights=rights(request.rights), replace_session=request.replace_session)
+        return session(self.services.operators, opened)
+
+    @unary
+    async def RemoveOperator(self, request: terminal_pb2.RemoveOperatorRequest, context: Ctx,
+                             ctx: OpContext) -> operators_pb2.Operator:
+        by = self.services.admin.acting(session_token(context), self.connection)
+        record = await self.services.admin.remove(ctx, by, request.organisation,
+                                                  request.operator_id)
+        return operator(record) if record is not None else operators_pb2.Operator()

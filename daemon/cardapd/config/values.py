@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cardapd.config.secrets import Secret, read_secret_file
+from cardapd.myna.aids import aid_problem
 from cardapd.myna.custom import UserIdLocator, parse_locator
 
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
@@ -60,7 +61,9 @@ def absolute_path(value: object) -> Path:
 
 
 class Aid(bytes):
-    """An application identifier, written in hex: 5 to 16 bytes."""
+    """An application identifier of a card AP, written in hex: 5 to 16 bytes, never one
+    that could select the text input assist AP or a built-in AP (`myna.aids.aid_problem`,
+    the one AID check)."""
 
     TYPE_DOC = "AID, hex (5-16 bytes)"
 
@@ -74,6 +77,9 @@ class Aid(bytes):
                              ) from None
         if not 5 <= len(raw) <= 16:
             raise ValueError(f"an AID is 5 to 16 bytes, this is {len(raw)}")
+        problem = aid_problem(raw)
+        if problem is not None:
+            raise ValueError(f"{raw.hex().upper()} {problem[1]}")
         return cls(raw)
 
 

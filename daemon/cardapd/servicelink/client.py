@@ -20,14 +20,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import grpc
 
 from cardap.v1 import loading_pb2, loading_pb2_grpc
 from cardapd.config import LoadingConfig
-from cardapd.errors import CardapError, NotAuthorized, ServiceUnavailable
+from cardapd.errors import CardapError, ConfigError, NotAuthorized, ServiceUnavailable
 from cardapd.loading.ports import (
     CatalogueEntry,
     OnBatch,
@@ -37,6 +36,7 @@ from cardapd.loading.ports import (
 )
 from cardapd.reads.revocation import PulledFeed
 from cardapd.servicelink import convert
+from cardapd.servicelink.tls import TerminalTls, read_tls
 from cardapd.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -83,15 +83,33 @@ def service_error(exc: grpc.aio.AioRpcError, what: str) -> CardapError:
 class LoadingClient:
     """One mTLS channel to the loading service (opened lazily, reused)."""
 
-    def __init__(self, cfg: LoadingConfig, metrics: Metrics | None = None) -> None:
+    def __init__(self, cfg: LoadingConfig, metrics: Metrics | None = None,
+                 tls: TerminalTls | None = None) -> None:
         self.cfg = cfg
         self.metrics = metrics
         self._channel: Any = None  # grpc.aio.Channel (the stubs type it as sync)
         self._closed = False
         self.link_up: bool | None = None  # None: no contact yet
         self._last_contact = 0.0  # monotonic time of the last call's outcome
+        # The TLS material this link uses (read now when not given; None while unreadable:
+        # the first call reads it again, and fails clearly if it still cannot).
+        self.tls = tls if tls is not None or not cfg.configured else self._try_read()
         if metrics is not None:
             metrics.loading_configured.set(1 if cfg.configured else 0)
+            self._show_cert()
+
+    def _try_read(self) -> TerminalTls | None:
+        try:
+            return read_tls(self.cfg)
+        except ConfigError as exc:
+            log.error("the loading service's TLS files cannot be used: %s", exc.message)
+            return None
+
+    def _show_cert(self) -> None:
+        """The expiry metric of the certificate this link holds (0: none)."""
+        if self.metrics is not None:
+            self.metrics.loading_cert_expiry.set(
+                self.tls.not_after.timestamp() if self.tls is not None else 0)
 
     @property
     def configured(self) -> bool:
@@ -141,15 +159,18 @@ class LoadingClient:
             raise ServiceUnavailable("no loading service is configured ([loading] address)",
                                      reason="LOADING_SERVICE_NOT_CONFIGURED")
         if self._channel is None:
-            try:
-                creds = grpc.ssl_channel_credentials(
-                    root_certificates=_read(self.cfg.ca),
-                    private_key=_read(self.cfg.key), certificate_chain=_read(self.cfg.cert))
-            except OSError as exc:
-                self._link("tls_files")
-                raise ServiceUnavailable(f"cannot read the loading service TLS files: "
-                                         f"{exc.strerror or exc}",
-                                         reason="LOADING_SERVICE_UNAVAILABLE") from exc
+            if self.tls is None:
+                try:
+                    self.tls = read_tls(self.cfg)
+                except ConfigError as exc:
+                    self._link("tls_files")
+                    raise ServiceUnavailable(f"cannot use the loading service TLS files: "
+                                             f"{exc.message}",
+                                             reason="LOADING_SERVICE_UNAVAILABLE") from exc
+                self._show_cert()
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=self.tls.ca, private_key=self.tls.key,
+                certificate_chain=self.tls.cert)
             # Bounded reconnect backoff: after a short outage of the service the next load
             # must not be refused for minutes (gRPC's default grows to 120 s).
             self._channel = grpc.aio.secure_channel(self.cfg.address, creds, options=[
@@ -179,7 +200,11 @@ class LoadingClient:
             self._rpc_failed(exc)
             raise service_error(exc, "the catalogue") from None
         self._link(None)
-        return [convert.catalogue_entry(e) for e in resp.aps]
+        entries, refused = convert.catalogue(resp.aps)
+        for problem in refused:  # the rest of the catalogue stays usable
+            log.error("the loading service's catalogue holds an entry this terminal refuses "
+                      "(it is left out): %s", problem)
+        return entries
 
     async def revocation_feed(self, organisation: str, since_version: int) -> PulledFeed:
         """Entries of `organisation`'s feed changed after `since_version` (0: all)."""
@@ -237,7 +262,3 @@ class LoadingClient:
         except BaseException:
             call.cancel()
             raise
-
-
-def _read(path: Path | None) -> bytes | None:
-    return None if path is None else path.read_bytes()

@@ -43,4 +43,17 @@ ROSTER_SCHEMA = Schema("roster", (
                PRIMARY KEY (organisation, name, position)
            ) STRICT""",
     )),
+    Migration(2, "roster: operators are removed, never deleted (ids never reused); a counter "
+                 "every password attempt writes", (
+        "ALTER TABLE operators ADD COLUMN removed_us INTEGER",
+        "ALTER TABLE operators ADD COLUMN removed_by TEXT",
+        """CREATE TRIGGER operators_never_deleted BEFORE DELETE ON operators
+           BEGIN SELECT RAISE(ABORT, 'operators are never deleted: they are marked removed,
+               so that an operator id is never used twice'); END""",
+        """CREATE TABLE roster_counters (
+               name TEXT PRIMARY KEY,
+               value INTEGER NOT NULL
+           ) STRICT""",
+        "INSERT INTO roster_counters VALUES ('password_attempts', 0)",
+    )),
 ), foreign_keys=True)
