@@ -23,7 +23,7 @@ from pathlib import Path
 
 import grpc
 
-from cardap import cli_ops
+from cardap import cli_ops, cli_rights
 from cardap.clibase import (
     EXIT_ABORTED,
     EXIT_DENIED,
@@ -60,7 +60,8 @@ CODE_EXIT = {
 }
 DEFAULT_ROLE = {"status": "ops", "readers": "ops", "watch": "gate", "read-id": "gate",
                 "diagnose": "kiosk", "metrics": "ops", "loadable": "kiosk", "aps": "kiosk",
-                "load": "kiosk", "delete": "kiosk", **cli_ops.DEFAULT_ROLE}
+                "load": "kiosk", "delete": "kiosk", **cli_ops.DEFAULT_ROLE,
+                **cli_rights.DEFAULT_ROLE}
 
 
 def fmt_reader(r: cards_pb2.Reader) -> str:
@@ -152,7 +153,8 @@ def cmd_loadable(client: CardapClient, args: argparse.Namespace) -> int:
     emit(args, resp, lambda r: "\n".join(
         [f"{a.ap_id}: {a.display_name} (type {enum_name(cards_pb2.APType, a.type, 'AP_TYPE_')},"
          f" {a.area} area, instance {a.instance_aid})" for a in r.aps]
-        + [f"preset {p.name}: {', '.join(p.ap_ids)}" for p in r.presets]) or "nothing")
+        + [f"preset {p.name}{' (default)' if p.name == r.default_preset else ''}: "
+           f"{', '.join(p.ap_ids)}" for p in r.presets]) or "nothing")
     return EXIT_OK
 
 
@@ -168,7 +170,8 @@ def cmd_aps(client: CardapClient, args: argparse.Namespace) -> int:
 def cmd_load(client: CardapClient, args: argparse.Namespace) -> int:
     failed = False
     for ev in client.load_ap(args.ap or "", preset=args.preset or "", reader=args.reader,
-                             custom_user_id=args.custom_user_id):
+                             custom_user_id=args.custom_user_id,
+                             default_preset=args.default_preset):
         if ev.WhichOneof("event") == "progress":
             if args.json:
                 emit(args, ev, str)
@@ -180,6 +183,8 @@ def cmd_load(client: CardapClient, args: argparse.Namespace) -> int:
         r = ev.result
         failed = failed or not r.ok
         emit(args, ev, lambda e: (
+            f"{e.result.ap_id}: already on the card ({e.result.aid}), skipped"
+            if e.result.already_present else
             f"{e.result.ap_id}: loaded as {e.result.aid}, user ID {e.result.user_id}, "
             f"{e.result.free_bytes} bytes free" if e.result.ok
             else f"{e.result.ap_id}: FAILED {e.result.reason}: {e.result.message}"))
@@ -196,7 +201,7 @@ COMMANDS: dict[str, Callable[[CardapClient, argparse.Namespace], int]] = {
     "status": cmd_status, "readers": cmd_readers, "watch": cmd_watch,
     "read-id": cmd_read_id, "diagnose": cmd_diagnose, "metrics": cmd_metrics,
     "loadable": cmd_loadable, "aps": cmd_aps, "load": cmd_load, "delete": cmd_delete,
-    **cli_ops.COMMANDS,
+    **cli_ops.COMMANDS, **cli_rights.COMMANDS,
 }
 
 
@@ -244,6 +249,8 @@ def parser() -> argparse.ArgumentParser:
     what = ld.add_mutually_exclusive_group(required=True)
     what.add_argument("--ap", help="catalogue AP id")
     what.add_argument("--preset", help="preset set name")
+    what.add_argument("--default-preset", action="store_true",
+                      help="the organisation's default preset (APs on the card are skipped)")
     ld.add_argument("--reader", default="")
     ld.add_argument("--custom-user-id", default="", help="for custom APs: the 13-char user ID")
     ld.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -256,6 +263,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--count", type=int, default=1)
     m.add_argument("--prefix", action="append", help="only metrics starting with this")
     cli_ops.add_parsers(sub, common)
+    cli_rights.add_parsers(sub, common)
     return p
 
 

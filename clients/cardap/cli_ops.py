@@ -285,6 +285,8 @@ def cmd_operators(client: CardapClient, args: argparse.Namespace) -> int:
         result = client.unlock_operator(args.org, args.operator)
     elif op_cmd == "remove":
         result = client.remove_operator(args.org, args.operator)
+    elif op_cmd == "set-rights":
+        result = client.set_operator_rights(args.org, args.operator, args.rights)
     else:  # grant-password
         if args.expires <= datetime.now().astimezone():
             raise CliError(f"--expires {args.expires.isoformat()} is in the past")
@@ -399,6 +401,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     osub.add_parser("enable", help="enable an operator again", parents=[who])
     osub.add_parser("appoint-admin", help="appoint an administrator", parents=[who])
     osub.add_parser("unlock", help="unlock after too many wrong passwords", parents=[who])
+    sr = osub.add_parser("set-rights", parents=[who], help="replace an operator's rights")
+    sr.add_argument("--rights", type=parse_rights, required=True,
+                    help="comma-separated: load,delete,diagnose (empty: none)")
     osub.add_parser("remove", parents=[who],
                     help="remove an operator (kept as removed, the id never used again; "
                          "their prints are deleted)")

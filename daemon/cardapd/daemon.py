@@ -36,6 +36,7 @@ from cardapd.operators.biometric import BiometricBackend
 from cardapd.operators.fprintd import FprintdClient
 from cardapd.operators.login import OperatorService
 from cardapd.operators.roster import Roster, SessionManager
+from cardapd.operators.sessions import current_connection
 from cardapd.readers.service import Readers
 from cardapd.readers.settings import ReaderSettings
 from cardapd.reads.revocation import Revocation
@@ -91,6 +92,27 @@ class RosterSessions:
             raise Unauthenticated("log in first: no operator session (metadata "
                                   "cardap-session)", reason="NO_OPERATOR_SESSION")
         return self._real.validate(token)
+
+    def live(self, token: str) -> bool:
+        """Whether an operator is logged in on the calling socket (a test token counts
+        when it is valid)."""
+        if self._test is not None and token.startswith("test:"):
+            try:
+                self._test.validate(token)
+            except CardapError:
+                return False
+            return True
+        connection = current_connection.get()
+        return connection is not None and self._real.holder(connection) is not None
+
+    def holder(self, connection: str) -> Operator | None:
+        """The operator of the live roster session on `connection` (no refresh)."""
+        return self._real.holder(connection)
+
+
+def acting_for(cfg: Config) -> frozenset[str]:
+    """The organisations this terminal acts for ([operators.organisations])."""
+    return frozenset(org for org, _ in cfg.operators.organisations)
 
 
 def session_manager(cfg: Config, roster: Roster) -> SessionManager:
@@ -206,8 +228,10 @@ class Daemon:
             roster, sessions, biometric(cfg), sink,
             verify_timeout_s=cfg.operators.verify_timeout_s,
             enroll_timeout_s=cfg.operators.enroll_timeout_s, metrics=self.metrics)
-        loader = Loader(readers, link, journal, RosterSessions(sessions, self.test_sessions),
-                        recorder, cfg.presets)
+        counter_sessions = RosterSessions(sessions, self.test_sessions)
+        loader = Loader(readers, link, journal, counter_sessions, recorder, roster,
+                        organisations=acting_for(cfg),
+                        ready_event=cfg.presets.ready_event)
         store = await asyncio.to_thread(RevocationStore,
                                         Path(cfg.daemon.state_dir) / "revocation.db")
         revocation = Revocation(store, link if cfg.loading.configured else None,
@@ -219,7 +243,7 @@ class Daemon:
                             loading=loader, operators=operators,
                             admin=RosterAdmin(operators, Path(cfg.daemon.state_dir)),
                             audit_log=audit, sink=sink, metrics=self.metrics,
-                            status=lambda: running.status())
+                            status=lambda: running.status(), sessions=counter_sessions)
         running = Running(services, sessions, roster, started_at=readers.started_at,
                           tls=lambda: self._link.tls if self._link is not None else None)
         self._running = running
@@ -403,7 +427,9 @@ class Daemon:
         apply_logging(old.daemon, new.daemon)
         s.readers.apply_settings(reader_settings(new))
         s.reads.reconfigure(new.read_aps, new.pin.floor)
-        s.loading.reconfigure(link, new.presets)  # a session in progress keeps the old one
+        # A session in progress keeps the old link.
+        s.loading.reconfigure(link, organisations=acting_for(new),
+                              ready_event=new.presets.ready_event)
         if link is not self._link:
             self._link = link
             self.metrics.watch(link.check_link)

@@ -87,7 +87,6 @@ class Stack:
                  extra_config: str = "", log_level: str = "info", loading: bool = False,
                  test_sessions: bool = False, organisation: str = "org-a",
                  fake_now: str | None = SERVICE_OPEN_AT,
-                 presets: Mapping[str, list[str]] | None = None,
                  biometric: bool = False, unpluggable: bool = False,
                  hotplug: str = "auto",
                  organisations: Mapping[str, str] | None = None) -> None:
@@ -120,7 +119,6 @@ class Stack:
         self.organisations = dict(organisations or {organisation: "Organisation A"})
         self.ca: Any = None  # the dev CA (cardap_sim.loadsvc.devca.DevCa) once written
         self.fake_now = fake_now
-        self.presets = dict(presets or {})
         self.certs_dir = self.dir / "certs"
         self.loadsvc: subprocess.Popen[bytes] | None = None
         self.loadsvc_port: int | None = None
@@ -315,19 +313,15 @@ class Stack:
                 proc.wait(5)
 
     def _loading_config(self) -> str:
-        """The [loading] and [presets] sections for this stack."""
+        """The [loading] section for this stack."""
         if not self.loading:
             return ""
         if self.loadsvc_port is None:
             self.loadsvc_port = free_port()
         c = self.certs_dir
-        text = (f'[loading]\naddress = "127.0.0.1:{self.loadsvc_port}"\n'
+        return (f'[loading]\naddress = "127.0.0.1:{self.loadsvc_port}"\n'
                 f'ca = "{c / "ca.pem"}"\ncert = "{c / "kiosk-01.pem"}"\n'
                 f'key = "{c / "kiosk-01.key"}"\ntimeout_s = 20\n\n')
-        if self.presets:
-            text += "[presets]\n" + "".join(
-                f"{name} = {json.dumps(list(aps))}\n" for name, aps in self.presets.items())
-        return text
 
     # ------------------------------------------------------------------ daemon
 

@@ -27,7 +27,8 @@ BUILT = {"GetStatus", "ListReaders", "WatchCardEvents", "ReadUserID", "Diagnose"
          "AuthenticateOperator", "EndOperatorSession", "ExportAudit", "VerifyAudit",
          "GetYearlyReport", "ListOperators", "AddOperator", "SetOperatorEnabled",
          "AppointAdministrator", "GrantPasswordFallback", "UnlockOperator", "EnrollFinger",
-         "BootstrapAdministrator", "RemoveOperator"}
+         "BootstrapAdministrator", "RemoveOperator", "SetOperatorRights",
+         "GetOrganisationRights", "SetOrganisationAPs", "SetPreset", "SetDefaultPreset"}
 
 
 @pytest.fixture(scope="module")

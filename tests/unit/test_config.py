@@ -176,9 +176,9 @@ def test_reload_plan_applies_live_keys_and_keeps_restart_keys(tmp_path: Path) ->
     new = load_config(write(tmp_path, '[tap]\nread_on_insert = false\n'
                                       '[metrics]\nlisten = "127.0.0.1:9751"\n'
                                       '[sockets.kiosk]\npath = "/run/other/kiosk.sock"\n'
-                                      '[pin]\nfloor = 2\n[presets]\nday = ["ap-1"]\n'))
+                                      '[pin]\nfloor = 2\n[presets]\nready_event = true\n'))
     plan = plan_reload(running, new)
-    assert plan.live == ("tap.read_on_insert", "presets", "pin.floor")
+    assert plan.live == ("tap.read_on_insert", "presets.ready_event", "pin.floor")
     assert plan.restart == ("sockets.kiosk.path", "metrics.listen")
     assert (plan.config.tap, plan.config.pin, plan.config.presets) == (new.tap, new.pin,
                                                                        new.presets)
@@ -244,3 +244,12 @@ def test_the_one_aid_check_names_the_key(tmp_path: Path, text: str, key: str,
     message = error(tmp_path, text)
     assert f"cardapd.toml: {key}: " in message
     assert what in message
+
+
+def test_preset_sets_in_the_file_say_where_they_went(tmp_path: Path) -> None:
+    """Preset sets live on the roster per organisation (issue 16): an old [presets] table
+    says so, naming the key."""
+    message = error(tmp_path, '[presets]\nnew-staff = ["org-a-staff-c"]\n')
+    assert "presets.new-staff: preset sets are kept on the roster per organisation" in message
+    assert "cardapctl presets set" in message
+    assert load_config(write(tmp_path, "[presets]\nready_event = true\n")).presets.ready_event

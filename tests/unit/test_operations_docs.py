@@ -197,7 +197,7 @@ def test_operations_guide_config_examples_load(tmp_path: Path) -> None:
     kiosk_path.write_text(examples["kiosk"])
     kiosk = load_config(kiosk_path)
     assert kiosk.loading.configured
-    assert kiosk.presets
+    assert kiosk.presets.ready_event
     assert not kiosk.sockets.gate.enabled
     gate_path = tmp_path / "gate.toml"
     gate_path.write_text(examples["gate"])

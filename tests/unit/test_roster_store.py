@@ -158,19 +158,59 @@ def test_fingers(roster: Roster) -> None:
         roster.set_enrolled_fingers("city", "op1", ["tail"], by=admin(roster))
 
 
-def test_permitted_aps_and_presets(roster: Roster) -> None:
-    roster.set_permitted_aps("city", ["staff-id", "library"], by=admin(roster))
-    assert roster.permitted_aps("city") == ["library", "staff-id"]
-    roster.set_preset("city", "new-staff", ["staff-id", "library"], by=admin(roster))
-    assert roster.presets("city") == {"new-staff": ["staff-id", "library"]}
+def test_organisation_aps_presets_and_the_default(roster: Roster) -> None:
+    rules = roster.rules("city")
+    assert (rules.restricted, rules.may_load("anything"), rules.presets) == (False, True, {})
+    change = roster.set_organisation_aps("city", ["staff-id", "library"],
+                                         ["staff-id", "old-door"], by=admin(roster))
+    assert change.detail == {"restricted": True, "load": ["library", "staff-id"],
+                             "delete": ["old-door", "staff-id"]}
+    rules = roster.rules("city")
+    assert rules.loadable == {"library", "staff-id"}
+    assert rules.deletable == {"old-door", "staff-id"}
+    assert rules.may_delete("old-door")
+    assert not rules.may_load("old-door")  # retired: deletable, no longer loadable
+    roster.set_preset("city", "new-staff", ["staff-id", "library"], by=admin(roster),
+                      make_default=True)
+    roster.set_preset("city", "library", ["library"], by=admin(roster))
+    rules = roster.rules("city")
+    assert rules.presets == {"new-staff": ("staff-id", "library"), "library": ("library",)}
+    assert rules.default_preset == "new-staff"
     with pytest.raises(InvalidArgument) as err:
         roster.set_preset("city", "bad", ["gym"], by=admin(roster))
-    assert err.value.reason == "AP_NOT_PERMITTED"
+    assert err.value.reason == "PRESET_USES_AP"
+    with pytest.raises(InvalidArgument) as uses:
+        roster.set_organisation_aps("city", ["staff-id"], [], by=admin(roster))
+    assert uses.value.reason == "PRESET_USES_AP"
+    assert roster.rules("city").loadable == {"library", "staff-id"}  # rolled back
+    with pytest.raises(NotFound):
+        roster.set_default_preset("city", "nope", by=admin(roster))
+    roster.set_default_preset("city", "library", by=admin(roster))
+    assert roster.rules("city").default_preset == "library"
+    roster.set_preset("city", "library", [], by=admin(roster))  # deleting clears the default
+    assert roster.rules("city").default_preset == ""
+    roster.unrestrict_organisation_aps("city", by=admin(roster))
+    assert not roster.rules("city").restricted
+    roster.set_preset("city", "any", ["gym"], by=admin(roster))  # the catalogue decides
+    with pytest.raises(NotAuthorized):
+        roster.set_preset("city", "x", ["gym"], by=None)
+    bank = roster.bootstrap_administrator("bank", "boss", "Boss", []).operator
+    assert bank is not None
+    with pytest.raises(NotAuthorized) as other:
+        roster.set_organisation_aps("city", [], [], by=bank.to_operator())
+    assert other.value.reason == "OTHER_ORGANISATION"
+
+
+def test_rights_are_changed_by_an_administrator(roster: Roster) -> None:
+    roster.add_operator("city", "op1", "Op", [Right.LOAD], by=admin(roster))
+    change = roster.set_rights("city", "op1", [Right.DELETE, Right.DIAGNOSE], by=admin(roster))
+    assert change.detail == {"rights": ["delete", "diagnose"], "was": ["load"]}
+    assert roster.current(Operator("city", "op1", frozenset())).rights == {Right.DELETE,
+                                                                          Right.DIAGNOSE}
     with pytest.raises(InvalidArgument):
-        roster.set_permitted_aps("city", ["staff-id"], by=admin(roster))
-    assert roster.permitted_aps("city") == ["library", "staff-id"]  # rolled back
-    roster.set_preset("city", "new-staff", [], by=admin(roster))
-    assert roster.presets("city") == {}
+        roster.set_rights("city", "op1", [Right.ADMINISTER], by=admin(roster))
+    with pytest.raises(NotAuthorized):
+        roster.set_rights("city", "op1", [], by=roster.get("city", "op1").to_operator())
 
 
 def test_no_client_can_appoint_the_first_administrator(roster: Roster) -> None:
@@ -178,7 +218,7 @@ def test_no_client_can_appoint_the_first_administrator(roster: Roster) -> None:
     for call in (lambda: roster.add_operator("bank", "x", "X", [], by=None),
                  lambda: roster.appoint_administrator("bank", "x", by=None),
                  lambda: roster.set_enrolled_fingers("bank", "x", ["left-thumb"], by=None),
-                 lambda: roster.set_permitted_aps("bank", ["a"], by=None)):
+                 lambda: roster.set_organisation_aps("bank", ["a"], [], by=None)):
         with pytest.raises(NotAuthorized) as err:
             call()
         assert err.value.reason == "ADMINISTRATOR_REQUIRED"

@@ -96,7 +96,14 @@ def test_roster(stores: Path) -> None:
         assert (approval.approved_by, approval.reason) == ("admin-1", "no usable fingerprint")
         _, check = roster.check_password("org-a", "op-2", "correct horse battery")
         assert check.ok
-        assert roster.permitted_aps("org-a") == ["org-a-records-d", "org-a-staff-c"]
+        # version 3: the APs org-a's administrator permitted become what its operators
+        # may load and delete; org-b never set any: its whole catalogue
+        rules = roster.rules("org-a")
+        assert rules.restricted
+        assert rules.loadable == rules.deletable == {"org-a-records-d", "org-a-staff-c"}
+        assert rules.presets == {"new-staff": ("org-a-staff-c", "org-a-records-d")}
+        assert rules.default_preset == ""
+        assert not roster.rules("org-b").restricted
         assert roster.presets("org-a") == {"new-staff": ["org-a-staff-c", "org-a-records-d"]}
         # version 2: nobody was removed before; removal keeps the row and the id
         assert not any(r.removed for r in ops.values())

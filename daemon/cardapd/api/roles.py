@@ -55,6 +55,12 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     # accounts
     "BootstrapAdministrator": frozenset({OPS}),
     "RemoveOperator": frozenset({OPS}),
+    # rights and presets per organisation
+    "SetOperatorRights": frozenset({OPS}),
+    "GetOrganisationRights": frozenset({OPS}),
+    "SetOrganisationAPs": frozenset({OPS}),
+    "SetPreset": frozenset({OPS}),
+    "SetDefaultPreset": frozenset({OPS}),
 }
 
 

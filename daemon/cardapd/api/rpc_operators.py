@@ -16,7 +16,7 @@ from cardap.v1 import operators_pb2, terminal_pb2
 from cardapd.api.base import RpcBase
 from cardapd.api.convert import timestamp
 from cardapd.api.rpc import Ctx, session_token, stream, unary
-from cardapd.domain import OpContext, Operator, Right
+from cardapd.domain import OpContext, Operator, OrganisationRules, Right
 from cardapd.errors import Cancelled, InvalidArgument, Unauthenticated
 from cardapd.operators.admin import RosterAdmin
 from cardapd.operators.login import LoginStart, OperatorService, PasswordPrompt, relay
@@ -301,3 +301,71 @@ class AccountsRpc(RpcBase):
         record = await self.services.admin.remove(ctx, by, request.organisation,
                                                   request.operator_id)
         return operator(record) if record is not None else operators_pb2.Operator()
+
+
+MAX_IDS = 256
+"""At most this many AP ids in one rights or preset request."""
+
+
+def ap_ids(values: Any, field: str) -> list[str]:
+    """AP ids of a request (each checked by the roster; here only their number)."""
+    out = [str(v) for v in values]
+    if len(out) > MAX_IDS:
+        raise InvalidArgument(f"{field}: at most {MAX_IDS} AP ids", metadata={"field": field})
+    return out
+
+
+def organisation_rights(rules: OrganisationRules) -> terminal_pb2.OrganisationRights:
+    """An OrganisationRights message."""
+    return terminal_pb2.OrganisationRights(
+        organisation=rules.organisation, restricted=rules.restricted,
+        load_ap_ids=sorted(rules.loadable) if rules.restricted else [],
+        delete_ap_ids=sorted(rules.deletable) if rules.restricted else [],
+        presets=[terminal_pb2.PresetSet(name=n, ap_ids=list(ids))
+                 for n, ids in sorted(rules.presets.items())],
+        default_preset=rules.default_preset)
+
+
+class RightsRpc(RpcBase):
+    """The roster as the one source of rights: operators' rights, each organisation's APs,
+    presets and default preset (administrator sessions; reading needs none)."""
+
+    def _by(self, context: Ctx) -> Operator | None:
+        return self.services.admin.acting(session_token(context), self.connection)
+
+    @unary
+    async def SetOperatorRights(self, request: terminal_pb2.SetOperatorRightsRequest,
+                                context: Ctx, ctx: OpContext) -> operators_pb2.Operator:
+        record = await self.services.admin.set_rights(
+            ctx, self._by(context), request.organisation, request.operator_id,
+            rights(request.rights))
+        return operator(record) if record is not None else operators_pb2.Operator()
+
+    @unary
+    async def GetOrganisationRights(self, request: terminal_pb2.GetOrganisationRightsRequest,
+                                    context: Ctx, ctx: OpContext
+                                    ) -> terminal_pb2.OrganisationRights:
+        self._by(context)  # a token, when sent, must be live
+        return organisation_rights(await self.services.admin.rules(request.organisation))
+
+    @unary
+    async def SetOrganisationAPs(self, request: terminal_pb2.SetOrganisationAPsRequest,
+                                 context: Ctx, ctx: OpContext
+                                 ) -> terminal_pb2.OrganisationRights:
+        return organisation_rights(await self.services.admin.set_organisation_aps(
+            ctx, self._by(context), request.organisation,
+            ap_ids(request.load_ap_ids, "load_ap_ids"),
+            ap_ids(request.delete_ap_ids, "delete_ap_ids"), request.unrestricted))
+
+    @unary
+    async def SetPreset(self, request: terminal_pb2.SetPresetRequest, context: Ctx,
+                        ctx: OpContext) -> terminal_pb2.OrganisationRights:
+        return organisation_rights(await self.services.admin.set_preset(
+            ctx, self._by(context), request.organisation, request.name,
+            ap_ids(request.ap_ids, "ap_ids"), request.make_default))
+
+    @unary
+    async def SetDefaultPreset(self, request: terminal_pb2.SetDefaultPresetRequest,
+                               context: Ctx, ctx: OpContext) -> terminal_pb2.OrganisationRights:
+        return organisation_rights(await self.services.admin.set_default_preset(
+            ctx, self._by(context), request.organisation, request.name))

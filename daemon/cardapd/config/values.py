@@ -2,7 +2,7 @@
 
 msgspec decodes the standard types (strings, numbers, booleans, lists, tables) and checks
 their bounds; the values with a shape of their own — absolute paths, AIDs in hex, socket
-modes, addresses, secrets read from 0600 files, preset tables, custom AP locators — are
+modes, addresses, secrets read from 0600 files, custom AP locators — are
 classes here, built by `decode` (msgspec's `dec_hook`). A problem raises ValueError (or
 TypeError for the wrong TOML type) with a message that never shows a secret. A message may
 start with `@key: ` to say that the problem lies deeper than where msgspec stands (an entry
@@ -245,28 +245,6 @@ def ap_pin(raw: bytes) -> bytes:
     return raw
 
 
-class Presets(tuple[tuple[str, tuple[str, ...]], ...]):
-    """[presets]: name = ["ap-id", ...], each loaded in order."""
-
-    TYPE_DOC = "table: name = list of AP ids"
-
-    @classmethod
-    def parse(cls, value: object) -> Presets:
-        table = _table(value)
-        out = []
-        for name, ids in table.items():
-            if not isinstance(ids, list) or not ids:
-                raise ValueError(at(name, "a preset names at least one AP (a list of AP ids)"))
-            for i, ap_id in enumerate(ids):
-                if not isinstance(ap_id, str) or not ap_id:
-                    raise ValueError(at(f"{name}[{i}]", "expected a non-empty string, got "
-                                                         f"{kind(ap_id)}"))
-            if len(set(ids)) != len(ids):
-                raise ValueError(at(name, "names an AP twice"))
-            out.append((name, tuple(ids)))
-        return cls(out)
-
-
 class Organisations(tuple[tuple[str, str], ...]):
     """[operators.organisations]: id = "display name"."""
 
@@ -301,7 +279,7 @@ _PARSERS: dict[type, Any] = {
     GroupName: GroupName.parse,
     ListenAddress: ListenAddress.parse, ServiceAddress: ServiceAddress.parse,
     KeyFile: KeyFile.parse, InlineKey: InlineKey.parse, PinFile: PinFile.parse,
-    InlinePin: InlinePin.parse, Presets: Presets.parse, Organisations: Organisations.parse,
+    InlinePin: InlinePin.parse, Organisations: Organisations.parse,
     UserIdLocator: locator,
 }
 

@@ -12,8 +12,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from cardapd.domain import OpContext, Operator, Right
-from cardapd.errors import CardapError, NotAuthorized
+from cardapd.domain import OpContext, Operator, OrganisationRules, Right
+from cardapd.errors import CardapError, InvalidArgument, NotAuthorized
 from cardapd.operators.biometric import check_finger
 from cardapd.operators.bootstrap import consume_secret
 from cardapd.operators.login import OperatorService, fprint_user
@@ -103,6 +103,57 @@ class RosterAdmin:
         return await self._change(
             ctx, "roster_unlock", by, _target(organisation, operator_id),
             lambda: self.roster.unlock(organisation, operator_id, by=by))
+
+    async def set_rights(self, ctx: OpContext, by: Operator | None, organisation: str,
+                         operator_id: str, rights: frozenset[Right]) -> OperatorRecord | None:
+        """Replace an operator's rights (load, delete, diagnose)."""
+        return await self._change(
+            ctx, "roster_set_rights", by, _target(organisation, operator_id),
+            lambda: self.roster.set_rights(organisation, operator_id, rights, by=by))
+
+    async def rules(self, organisation: str) -> OrganisationRules:
+        """What the organisation allows its operators at this terminal."""
+        check_id("organisation", organisation)
+        return await asyncio.to_thread(self.roster.rules, organisation)
+
+    async def _organisation_change(self, ctx: OpContext, operation: str,
+                                   by: Operator | None, organisation: str,
+                                   fn: Callable[[], RosterChange]) -> OrganisationRules:
+        """An organisation-wide change (audited like the others); the rules after it."""
+        await self._change(ctx, operation, by, {"organisation": _safe("organisation",
+                                                                      organisation)}, fn)
+        return await asyncio.to_thread(self.roster.rules, organisation)
+
+    async def set_organisation_aps(self, ctx: OpContext, by: Operator | None,
+                                   organisation: str, load: list[str], delete: list[str],
+                                   unrestricted: bool) -> OrganisationRules:
+        """The APs the organisation's operators may load and delete (or every AP of the
+        catalogue when `unrestricted`)."""
+        if unrestricted and (load or delete):
+            raise InvalidArgument("unrestricted: name no APs (every AP of the catalogue)",
+                                  reason="INVALID_ARGUMENT",
+                                  metadata={"field": "unrestricted"})
+        return await self._organisation_change(
+            ctx, "roster_set_organisation_aps", by, organisation,
+            (lambda: self.roster.unrestrict_organisation_aps(organisation, by=by))
+            if unrestricted else
+            (lambda: self.roster.set_organisation_aps(organisation, load, delete, by=by)))
+
+    async def set_preset(self, ctx: OpContext, by: Operator | None, organisation: str,
+                         name: str, ap_ids: list[str], make_default: bool
+                         ) -> OrganisationRules:
+        """Create, replace or (no APs) delete a preset set; maybe make it the default."""
+        return await self._organisation_change(
+            ctx, "roster_set_preset", by, organisation,
+            lambda: self.roster.set_preset(organisation, name, ap_ids, by=by,
+                                           make_default=make_default))
+
+    async def set_default_preset(self, ctx: OpContext, by: Operator | None,
+                                 organisation: str, name: str) -> OrganisationRules:
+        """The preset loaded when a load names no AP ("" : none)."""
+        return await self._organisation_change(
+            ctx, "roster_set_default_preset", by, organisation,
+            lambda: self.roster.set_default_preset(organisation, name, by=by))
 
     async def _may_enrol(self, by: Operator | None, organisation: str,
                          operator_id: str) -> OperatorRecord:

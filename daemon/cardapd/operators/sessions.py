@@ -37,7 +37,6 @@ from cardapd.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from cardapd.operators.roster.model import check_time
 
 DEFAULT_IDLE = timedelta(minutes=5)
 DEFAULT_ABSOLUTE = timedelta(hours=8)
@@ -132,7 +131,11 @@ class SessionManager:
         self.absolute_timeout = absolute_timeout
 
     def _now(self, now: datetime | None) -> datetime:
-        return check_time("now", now if now is not None else self._clock())
+        when = now if now is not None else self._clock()
+        if when.tzinfo is None:  # (the roster's check_time; sessions stand on their own)
+            raise InvalidArgument("now must be a timezone-aware time", reason="INVALID_TIME",
+                                  metadata={"field": "now"})
+        return when.astimezone(UTC)
 
     def holder(self, connection_id: str, now: datetime | None = None) -> Operator | None:
         """The operator of the live session on `connection_id`, or None (no refresh)."""

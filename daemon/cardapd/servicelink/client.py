@@ -73,6 +73,11 @@ def service_error(exc: grpc.aio.AioRpcError, what: str) -> CardapError:
     code = exc.code()
     detail = exc.details() or code.name
     if code == grpc.StatusCode.PERMISSION_DENIED:
+        trailing: Any = exc.trailing_metadata() or ()
+        said = next((str(v) for k, v in trailing if k == "cardap-reason"), "")
+        if said == "ORGANISATION_NOT_ALLOWED":
+            return NotAuthorized(f"the loading service does not let this terminal act for "
+                                 f"that organisation ({detail})", reason=said)
         return NotAuthorized(f"the loading service refused {what}: {detail}",
                              reason="SERVICE_REFUSED")
     return ServiceUnavailable(f"the loading service is unavailable ({what}): {detail}",

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cardapd.domain import Operator, Right
+from cardapd.domain import Operator, OrganisationRules, Right
 from cardapd.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -467,59 +467,149 @@ class Roster:
             record, _ = self._get(conn, organisation, operator_id)
         return record, check
 
-    # --- permitted APs and preset sets -------------------------------------------------
+    # --- rights: per operator, and per organisation under the service's catalogue ---------
 
-    def set_permitted_aps(self, organisation: str, ap_ids: Iterable[str], *,
-                          by: Operator | None) -> RosterChange:
-        """Replace the APs the organisation may load (from the service's catalogue)."""
+    def set_rights(self, organisation: str, operator_id: str, rights: Iterable[Right], *,
+                   by: Operator | None, now: datetime | None = None) -> RosterChange:
+        """Replace an operator's rights (load, delete, diagnose; ADMINISTER comes with
+        appointment). Their session sees the change at its next call."""
+        granted = check_rights(rights)
+
+        def apply(conn: sqlite3.Connection, record: OperatorRecord, actor: str
+                  ) -> Mapping[str, Any]:
+            conn.execute("UPDATE operators SET rights = ? WHERE organisation = ? AND "
+                         "operator_id = ?", (_rights_text(granted), organisation, operator_id))
+            return {"rights": sorted(r.value for r in granted),
+                    "was": sorted(r.value for r in record.rights)}
+        return self._update(organisation, operator_id, by, "roster_set_rights", apply,
+                            now=now)
+
+    def _settings(self, conn: sqlite3.Connection, organisation: str) -> None:
+        conn.execute("INSERT OR IGNORE INTO organisation_settings (organisation) VALUES (?)",
+                     (organisation,))
+
+    def set_organisation_aps(self, organisation: str, load: Iterable[str],
+                             delete: Iterable[str], *, by: Operator | None) -> RosterChange:
+        """Restrict the organisation's operators to these APs (ids of the loading service's
+        catalogue): `load` they may load, `delete` they may delete. Every preset must stay
+        loadable (PRESET_USES_AP otherwise, nothing changed)."""
         check_id("organisation", organisation)
-        ids = sorted({check_id("ap_id", a) for a in ap_ids})
+        loads = sorted({check_id("ap_id", a) for a in load})
+        deletes = sorted({check_id("ap_id", a) for a in delete})
         with self._tx() as conn:
             self._require_org(conn, organisation)
             actor = self._authorise(conn, organisation, by)
             conn.execute("DELETE FROM organisation_aps WHERE organisation = ?", (organisation,))
-            conn.executemany("INSERT INTO organisation_aps VALUES (?, ?)",
-                             [(organisation, a) for a in ids])
-            orphans = conn.execute(
-                "SELECT DISTINCT name FROM presets WHERE organisation = ? AND ap_id NOT IN "
-                "(SELECT ap_id FROM organisation_aps WHERE organisation = ?)",
-                (organisation, organisation)).fetchall()
-            if orphans:
-                raise InvalidArgument("preset sets use APs that would no longer be permitted: "
-                                      + ", ".join(sorted(r[0] for r in orphans)),
-                                      reason="PRESET_USES_AP")
-        return RosterChange(actor, "roster_set_permitted_aps", organisation, None,
-                            {"ap_ids": ids})
+            conn.executemany("INSERT INTO organisation_aps (organisation, ap_id, may_load, "
+                             "may_delete) VALUES (?, ?, ?, ?)",
+                             [(organisation, a, int(a in loads), int(a in deletes))
+                              for a in sorted(set(loads) | set(deletes))])
+            self._settings(conn, organisation)
+            conn.execute("UPDATE organisation_settings SET aps_restricted = 1 "
+                         "WHERE organisation = ?", (organisation,))
+            self._check_presets(conn, organisation)
+        return RosterChange(actor, "roster_set_organisation_aps", organisation, None,
+                            {"restricted": True, "load": loads, "delete": deletes})
 
-    def permitted_aps(self, organisation: str) -> list[str]:
-        """The APs the organisation may load, sorted."""
-        rows = self._read("SELECT ap_id FROM organisation_aps WHERE organisation = ? "
-                          "ORDER BY ap_id", (organisation,))
-        return [r[0] for r in rows]
+    def unrestrict_organisation_aps(self, organisation: str, *,
+                                    by: Operator | None) -> RosterChange:
+        """Let the organisation's operators load and delete every AP of its catalogue."""
+        check_id("organisation", organisation)
+        with self._tx() as conn:
+            self._require_org(conn, organisation)
+            actor = self._authorise(conn, organisation, by)
+            conn.execute("DELETE FROM organisation_aps WHERE organisation = ?", (organisation,))
+            self._settings(conn, organisation)
+            conn.execute("UPDATE organisation_settings SET aps_restricted = 0 "
+                         "WHERE organisation = ?", (organisation,))
+        return RosterChange(actor, "roster_set_organisation_aps", organisation, None,
+                            {"restricted": False})
+
+    @staticmethod
+    def _check_presets(conn: sqlite3.Connection, organisation: str) -> None:
+        """PRESET_USES_AP when a preset names an AP the organisation may not load."""
+        restricted = conn.execute(
+            "SELECT 1 FROM organisation_settings WHERE organisation = ? AND aps_restricted = 1",
+            (organisation,)).fetchone() is not None
+        if not restricted:
+            return
+        orphans = conn.execute(
+            "SELECT DISTINCT name, ap_id FROM presets WHERE organisation = ? AND ap_id NOT IN "
+            "(SELECT ap_id FROM organisation_aps WHERE organisation = ? AND may_load = 1) "
+            "ORDER BY name, ap_id", (organisation, organisation)).fetchall()
+        if orphans:
+            raise InvalidArgument(
+                "a preset may only hold APs the organisation may load: "
+                + ", ".join(f"{n} ({a})" for n, a in orphans),
+                reason="PRESET_USES_AP",
+                metadata={"presets": ",".join(sorted({r[0] for r in orphans}))})
 
     def set_preset(self, organisation: str, name: str, ap_ids: Sequence[str], *,
-                   by: Operator | None) -> RosterChange:
-        """Create or replace a preset set (ordered permitted APs); empty deletes it."""
+                   by: Operator | None, make_default: bool = False) -> RosterChange:
+        """Create or replace a preset set (APs in load order; each once, each loadable);
+        empty `ap_ids` deletes it (and clears it as the default)."""
         check_id("organisation", organisation)
         check_id("preset", name)
         ids = [check_id("ap_id", a) for a in ap_ids]
         if len(set(ids)) != len(ids):
             raise InvalidArgument("a preset names each AP once", reason="PRESET_DUPLICATE")
+        if make_default and not ids:
+            raise InvalidArgument("a deleted preset cannot become the default",
+                                  reason="PRESET_EMPTY")
         with self._tx() as conn:
             self._require_org(conn, organisation)
             actor = self._authorise(conn, organisation, by)
-            allowed = {r[0] for r in conn.execute(
-                "SELECT ap_id FROM organisation_aps WHERE organisation = ?", (organisation,))}
-            if not set(ids) <= allowed:
-                raise InvalidArgument("a preset may only hold the organisation's permitted "
-                                      "APs", reason="AP_NOT_PERMITTED",
-                                      metadata={"ap_ids": ",".join(sorted(set(ids) - allowed))})
             conn.execute("DELETE FROM presets WHERE organisation = ? AND name = ?",
                          (organisation, name))
             conn.executemany("INSERT INTO presets VALUES (?, ?, ?, ?)",
                              [(organisation, name, i, a) for i, a in enumerate(ids)])
-        return RosterChange(actor, "roster_set_preset", organisation, None,
-                            {"preset": name, "ap_ids": ids})
+            self._check_presets(conn, organisation)
+            self._settings(conn, organisation)
+            was_default = conn.execute(
+                "SELECT 1 FROM organisation_settings WHERE organisation = ? AND "
+                "default_preset = ?", (organisation, name)).fetchone() is not None
+            if make_default or (was_default and not ids):
+                conn.execute("UPDATE organisation_settings SET default_preset = ? "
+                             "WHERE organisation = ?", (name if ids else None, organisation))
+        detail: dict[str, Any] = {"preset": name, "ap_ids": ids}
+        if make_default or (was_default and not ids):
+            detail["default"] = bool(ids)
+        return RosterChange(actor, "roster_set_preset", organisation, None, detail)
+
+    def set_default_preset(self, organisation: str, name: str, *,
+                           by: Operator | None) -> RosterChange:
+        """The preset loaded when a load names no AP ("" : none)."""
+        check_id("organisation", organisation)
+        if name:
+            check_id("preset", name)
+        with self._tx() as conn:
+            self._require_org(conn, organisation)
+            actor = self._authorise(conn, organisation, by)
+            if name and conn.execute("SELECT 1 FROM presets WHERE organisation = ? AND "
+                                     "name = ?", (organisation, name)).fetchone() is None:
+                raise NotFound(f"organisation {organisation} has no preset {name!r}",
+                               reason="PRESET_NOT_FOUND", metadata={"preset": name})
+            self._settings(conn, organisation)
+            conn.execute("UPDATE organisation_settings SET default_preset = ? "
+                         "WHERE organisation = ?", (name or None, organisation))
+        return RosterChange(actor, "roster_set_default_preset", organisation, None,
+                            {"default_preset": name})
+
+    def rules(self, organisation: str) -> OrganisationRules:
+        """What the organisation's administrators allow at this terminal (an organisation
+        not on the roster, or never restricted: every AP of its catalogue, no preset)."""
+        settings = self._read("SELECT aps_restricted, default_preset FROM "
+                              "organisation_settings WHERE organisation = ?", (organisation,))
+        restricted, default = (bool(settings[0][0]), settings[0][1] or "") if settings \
+            else (False, "")
+        aps = self._read("SELECT ap_id, may_load, may_delete FROM organisation_aps "
+                         "WHERE organisation = ?", (organisation,))
+        return OrganisationRules(
+            organisation, restricted,
+            loadable=frozenset(a for a, load, _ in aps if load),
+            deletable=frozenset(a for a, _, delete in aps if delete),
+            presets={n: tuple(ids) for n, ids in self.presets(organisation).items()},
+            default_preset=default)
 
     def presets(self, organisation: str) -> dict[str, list[str]]:
         """The organisation's preset sets: name → AP ids in load order."""
