@@ -62,6 +62,18 @@ DEFAULT_ROLE = {"status": "ops", "readers": "ops", "watch": "gate", "read-id": "
                 "diagnose": "kiosk", "metrics": "ops", "loadable": "kiosk", "aps": "kiosk",
                 "load": "kiosk", "delete": "kiosk", **cli_ops.DEFAULT_ROLE,
                 **cli_rights.DEFAULT_ROLE}
+WITHOUT_SESSION = {"diagnose": "ops", "aps": "ops"}
+"""Card commands the kiosk socket serves only with an operator session (issue 16): without
+one, the ops socket, where operations staff troubleshoot without a counter session."""
+
+
+def role_for(args: argparse.Namespace) -> str:
+    """The socket role of a command (--role wins)."""
+    if args.role:
+        return str(args.role)
+    if args.command in WITHOUT_SESSION and not (args.session or args.session_file):
+        return WITHOUT_SESSION[args.command]
+    return DEFAULT_ROLE[args.command]
 
 
 def fmt_reader(r: cards_pb2.Reader) -> str:
@@ -270,8 +282,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code."""
     args = parser().parse_args(argv)
-    socket = args.socket or default_socket(args.role or DEFAULT_ROLE[args.command],
-                                           args.socket_dir)
+    socket = args.socket or default_socket(role_for(args), args.socket_dir)
     try:
         if args.session_file and not args.session:
             args.session = cli_ops.read_token(Path(args.session_file))
