@@ -81,6 +81,7 @@ bench: setup
 	$(PY) -m bench.load --out docs/benchmarks.md
 	$(PY) -m bench.reads --out docs/benchmarks.md
 	$(PY) -m bench.audit --out docs/benchmarks.md
+	$(PY) -m bench.logins --out docs/benchmarks.md
 
 # The Debian package (release/debbuild.py; needs only Debian's python3.11 and the build
 # dependencies): the version from the git tag, a clean build of the working tree's files,

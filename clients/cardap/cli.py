@@ -22,7 +22,7 @@ import argcomplete
 import grpc
 from argcomplete import shell_integration
 
-from cardap import __version__, cli_ops, exitcodes
+from cardap import __version__, cli_ops, cli_rights, exitcodes
 from cardap.cli_cards import (
     cmd_aps,
     cmd_delete,
@@ -51,7 +51,11 @@ DEFAULT_TIMEOUT_S = 15.0
 LONG_TIMEOUT_S = 300.0
 DEFAULT_ROLE = {"status": "ops", "readers": "ops", "watch": "gate", "read-id": "gate",
                 "diagnose": "kiosk", "metrics": "ops", "loadable": "kiosk", "aps": "kiosk",
-                "load": "kiosk", "delete": "kiosk", **cli_ops.DEFAULT_ROLE}
+                "load": "kiosk", "delete": "kiosk", **cli_ops.DEFAULT_ROLE,
+                **cli_rights.DEFAULT_ROLE}
+WITHOUT_SESSION = {"diagnose": "ops", "aps": "ops"}
+"""Card commands the kiosk socket serves only with an operator session (issue 16): without
+one, the ops socket, where operations staff troubleshoot without a counter session."""
 STREAMS = ("watch", "metrics", "login", "enroll", "audit export")
 """Commands that wait for events: no deadline unless --timeout is given."""
 LONG = ("load", "audit verify", "report")
@@ -63,7 +67,7 @@ COMMANDS: dict[str, Command] = {
     "status": cmd_status, "readers": cmd_readers, "watch": cmd_watch,
     "read-id": cmd_read_id, "diagnose": cmd_diagnose, "metrics": cmd_metrics,
     "loadable": cmd_loadable, "aps": cmd_aps, "load": cmd_load, "delete": cmd_delete,
-    **cli_ops.COMMANDS,
+    **cli_ops.COMMANDS, **cli_rights.COMMANDS,
 }
 
 
@@ -175,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "(see `cardapctl loadable`)")
     what.add_argument("--preset", metavar="NAME", help="a preset set to load, AP by AP in "
                       "its order (see `cardapctl loadable`)")
+    what.add_argument("--default-preset", action="store_true",
+                      help="the organisation's default preset (APs already on the card are "
+                      "skipped)")
     reader_option(ld, "the reader holding the card (default: the one with a card)")
     ld.add_argument("--custom-user-id", default="", metavar="ID",
                     help="for custom APs only: the 13-character user ID the organisation "
@@ -189,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--yes", "-y", action="store_true",
                     help="do not ask for confirmation (needed when stdin is not a terminal)")
     cli_ops.add_parsers(sub, common)
+    cli_rights.add_parsers(sub, common)
     co = command("completion", "print the shell completion script: eval \"$(cardapctl "
                  "completion bash)\", or install it as /usr/share/bash-completion/"
                  "completions/cardapctl")
@@ -234,15 +242,23 @@ def completion(shell: str) -> int:
     return exitcodes.OK
 
 
+def role_for(args: argparse.Namespace) -> str:
+    """The socket role of a command (--role wins)."""
+    if args.role:
+        return str(args.role)
+    if args.command in WITHOUT_SESSION and not (args.session or args.session_file):
+        return WITHOUT_SESSION[args.command]
+    return DEFAULT_ROLE[args.command]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the parsed command; failures are turned into exit codes by `main`."""
     if args.command == "completion":
         return completion(args.shell)
-    socket = args.socket or default_socket(args.role or DEFAULT_ROLE[args.command],
-                                           args.socket_dir)
-    args.socket_path = socket
     if args.session_file and not args.session:
         args.session = cli_ops.read_token(Path(args.session_file))
+    socket = args.socket or default_socket(role_for(args), args.socket_dir)
+    args.socket_path = socket
     timeout = call_timeout(args)
     args.call_timeout = timeout
 

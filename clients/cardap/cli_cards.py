@@ -116,7 +116,11 @@ def cmd_status(client: CardapClient, args: argparse.Namespace) -> int:
         f"  readers: {s.readers}, cards: {s.cards}\n"
         f"  audit rows: {s.audit_head_seq}\n"
         f"  loading service: {fmt_link(s.loading_link)}\n"
-        f"  capabilities: {', '.join(s.capabilities)}"))
+        f"  capabilities: {', '.join(s.capabilities)}"
+        + (f"\n  loading certificate valid until "
+           f"{s.loading_cert_not_after.ToDatetime():%Y-%m-%d %H:%M} UTC"
+           if s.HasField("loading_cert_not_after") else "")
+        + "".join(f"\n  WARNING: {w}" for w in s.warnings)))
     return EXIT_OK
 
 
@@ -175,7 +179,8 @@ def cmd_loadable(client: CardapClient, args: argparse.Namespace) -> int:
         lines = [f"{a.ap_id}: {a.display_name or a.ap_id} (type "
                  f"{AP_TYPE_TEXT.get(a.type, '?')}, {a.area or 'any'} area, instance "
                  f"{a.instance_aid})" for a in r.aps]
-        lines += [f"preset {p.name}: {', '.join(p.ap_ids)}" for p in r.presets]
+        lines += [f"preset {p.name}{' (default)' if p.name == r.default_preset else ''}: "
+                  f"{', '.join(p.ap_ids)}" for p in r.presets]
         return "\n".join(lines) or "nothing to load"
     emit(args, resp, text)
     return EXIT_OK
@@ -241,6 +246,7 @@ def cmd_load(client: CardapClient, args: argparse.Namespace) -> int:
     try:
         for ev in client.load_ap(args.ap or "", preset=args.preset or "", reader=reader,
                                  custom_user_id=args.custom_user_id,
+                                 default_preset=args.default_preset,
                                  timeout=args.call_timeout):
             if ev.WhichOneof("event") == "progress":
                 if args.json:
@@ -253,6 +259,8 @@ def cmd_load(client: CardapClient, args: argparse.Namespace) -> int:
             if not r.ok and worst == EXIT_OK:
                 worst = exitcodes.for_reason(r.reason) if r.reason else exitcodes.FAIL
             emit(args, ev, lambda e: (
+                f"{e.result.ap_id}: already on the card ({e.result.aid}), skipped"
+                if e.result.already_present else
                 f"{e.result.ap_id}: loaded as {e.result.aid}, user ID {e.result.user_id}, "
                 f"{e.result.free_bytes} bytes free" if e.result.ok
                 else f"{e.result.ap_id}: FAILED {e.result.reason}: {e.result.message}"))

@@ -162,6 +162,10 @@ def fmt_time(ts: Any) -> str:
 def fmt_operator(op: operators_pb2.Operator) -> str:
     """One roster line."""
     rights = ",".join(enum_name(operators_pb2.Right, r, "RIGHT_") for r in op.rights) or "-"
+    if op.removed:
+        name = f" ({op.display_name})" if op.display_name else ""
+        return (f"{op.organisation}/{op.operator_id}{name}: REMOVED "
+                f"{fmt_time(op.removed_at)} by {op.removed_by or '?'} (id never reused)")
     flags = ["enabled" if op.enabled else "DISABLED"]
     if op.administrator:
         flags.append("administrator")
@@ -210,7 +214,7 @@ def cmd_login(client: CardapClient, args: argparse.Namespace) -> int:
     session: terminal_pb2.OperatorSession | None = None
     try:
         for item in client.authenticate(args.org, args.operator, method, provider,
-                                        args.wait):
+                                        args.wait, replace_session=args.replace_session):
             if isinstance(item, terminal_pb2.OperatorSession):
                 session = item
             elif args.json:
@@ -268,6 +272,10 @@ def cmd_operators(client: CardapClient, args: argparse.Namespace) -> int:
         result = client.appoint_administrator(args.org, args.operator)
     elif op_cmd == "unlock":
         result = client.unlock_operator(args.org, args.operator)
+    elif op_cmd == "remove":
+        result = client.remove_operator(args.org, args.operator)
+    elif op_cmd == "set-rights":
+        result = client.set_operator_rights(args.org, args.operator, args.rights)
     else:  # grant-password
         if args.expires <= datetime.now().astimezone():
             raise CliError(f"--expires {args.expires.isoformat()} is in the past")
@@ -374,6 +382,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     li.add_argument("--token-file", type=Path, metavar="FILE",
                     help="write the token to FILE (mode 0600) instead of stdout; pass it "
                     "later with --session-file")
+    li.add_argument("--replace-session", action="store_true",
+                    help="end another operator's session on this socket (refused otherwise)")
     lo = command(sub, "logout", "end an operator session at once (kiosk)", [common])
     lo.add_argument("--token-file", type=Path, metavar="FILE",
                     help="the token file written by login (removed after logout)")
@@ -401,6 +411,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     command(osub, "appoint-admin", "appoint an operator administrator of their "
             "organisation", [who])
     command(osub, "unlock", "unlock an operator locked after too many wrong passwords", [who])
+    sr = command(osub, "set-rights", "replace an operator's rights", [who])
+    sr.add_argument("--rights", type=parse_rights, required=True, metavar="LIST",
+                    help="comma-separated: load,delete,diagnose (empty: none)")
+    command(osub, "remove", "remove an operator (kept as removed, the id never used again; "
+            "their prints are deleted)", [who])
     gp = command(osub, "grant-password", "approve ID + password login for an operator who "
                  "cannot use the fingerprint (the initial password is asked for)",
                  [who, password])

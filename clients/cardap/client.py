@@ -167,11 +167,14 @@ class CardapClient:
                           terminal_pb2.ListCardAPsRequest(reader=reader))
 
     def load_ap(self, ap_id: str = "", *, preset: str = "", reader: str = "",
-                custom_user_id: str = "",
+                custom_user_id: str = "", default_preset: bool = False,
                 timeout: float | None = 120.0) -> Iterator[terminal_pb2.LoadAPEvent]:
-        """Load one AP (or a preset set): progress events, then a result per AP."""
+        """Load one AP, a preset set, or (`default_preset`) the organisation's default
+        preset: progress events, then a result per AP."""
         request = terminal_pb2.LoadAPRequest(reader=reader, custom_user_id=custom_user_id)
-        if preset:
+        if default_preset:
+            request.default_preset = True
+        elif preset:
             request.preset = preset
         else:
             request.ap_id = ap_id
@@ -192,20 +195,21 @@ class CardapClient:
 
     def authenticate(self, organisation: str, operator_id: str, method: str = "fingerprint",
                      password_provider: Callable[[], str] | None = None, timeout_s: int = 0,
-                     *, call_timeout: float | None = None,
+                     *, call_timeout: float | None = None, replace_session: bool = False,
                      ) -> Generator[terminal_pb2.Prompt | terminal_pb2.OperatorSession, None, None]:
         """Log an operator in: yields the prompts, then the OperatorSession as the last item.
 
         On an ENTER_PASSWORD prompt the password comes from `password_provider` (called
         after the prompt is yielded); without one the login is cancelled and
         `PASSWORD_REQUIRED` raised. Closing the iterator early cancels the login.
+        `replace_session` ends another operator's live session on this socket.
         """
         if method not in AUTH_METHODS:
             raise ValueError(f"method must be one of {sorted(AUTH_METHODS)}")
         outbox: queue.SimpleQueue[terminal_pb2.AuthenticateRequest | None] = queue.SimpleQueue()
         outbox.put(terminal_pb2.AuthenticateRequest(start=terminal_pb2.AuthenticateStart(
             organisation=organisation, operator_id=operator_id, method=AUTH_METHODS[method],
-            timeout_s=timeout_s)))
+            timeout_s=timeout_s, replace_session=replace_session)))
 
         def requests() -> Iterator[terminal_pb2.AuthenticateRequest]:
             while (item := outbox.get()) is not None:
@@ -291,6 +295,64 @@ class CardapClient:
         return self._call(self.stub.UnlockOperator,  # type: ignore[no-any-return]
                           terminal_pb2.UnlockOperatorRequest(
                               organisation=organisation, operator_id=operator_id))
+
+    def bootstrap_administrator(self, organisation: str, operator_id: str, *, secret: str,
+                                display_name: str = "",
+                                rights: Iterable[str | int] = ("load", "delete", "diagnose"),
+                                replace_session: bool = False
+                                ) -> terminal_pb2.OperatorSession:
+        """Appoint an organisation's first administrator with the one-time secret of
+        `cardapd bootstrap-admin` (a local act); their session on the ops socket."""
+        return self._call(self.stub.BootstrapAdministrator,  # type: ignore[no-any-return]
+                          terminal_pb2.BootstrapAdministratorRequest(
+                              organisation=organisation, operator_id=operator_id,
+                              display_name=display_name, secret=secret,
+                              rights=[right_value(r) for r in rights],
+                              replace_session=replace_session))
+
+    def remove_operator(self, organisation: str, operator_id: str) -> operators_pb2.Operator:
+        """Remove an operator (kept as removed; the id is never used again)."""
+        return self._call(self.stub.RemoveOperator,  # type: ignore[no-any-return]
+                          terminal_pb2.RemoveOperatorRequest(
+                              organisation=organisation, operator_id=operator_id))
+
+    def set_operator_rights(self, organisation: str, operator_id: str,
+                            rights: Iterable[str | int]) -> operators_pb2.Operator:
+        """Replace an operator's rights (names like `load` or Right values)."""
+        return self._call(self.stub.SetOperatorRights,  # type: ignore[no-any-return]
+                          terminal_pb2.SetOperatorRightsRequest(
+                              organisation=organisation, operator_id=operator_id,
+                              rights=[right_value(r) for r in rights]))
+
+    def organisation_rights(self, organisation: str) -> terminal_pb2.OrganisationRights:
+        """What the organisation allows its operators: APs, presets, the default preset."""
+        return self._call(self.stub.GetOrganisationRights,  # type: ignore[no-any-return]
+                          terminal_pb2.GetOrganisationRightsRequest(organisation=organisation))
+
+    def set_organisation_aps(self, organisation: str, *, load: Sequence[str] = (),
+                             delete: Sequence[str] = (), unrestricted: bool = False
+                             ) -> terminal_pb2.OrganisationRights:
+        """The APs the organisation's operators may load and delete (or every AP of its
+        catalogue with `unrestricted`)."""
+        return self._call(self.stub.SetOrganisationAPs,  # type: ignore[no-any-return]
+                          terminal_pb2.SetOrganisationAPsRequest(
+                              organisation=organisation, load_ap_ids=list(load),
+                              delete_ap_ids=list(delete), unrestricted=unrestricted))
+
+    def set_preset(self, organisation: str, name: str, ap_ids: Sequence[str], *,
+                   make_default: bool = False) -> terminal_pb2.OrganisationRights:
+        """Create, replace or (no APs) delete a preset set of the organisation."""
+        return self._call(self.stub.SetPreset,  # type: ignore[no-any-return]
+                          terminal_pb2.SetPresetRequest(
+                              organisation=organisation, name=name, ap_ids=list(ap_ids),
+                              make_default=make_default))
+
+    def set_default_preset(self, organisation: str,
+                           name: str) -> terminal_pb2.OrganisationRights:
+        """The organisation's default preset ("" for none)."""
+        return self._call(self.stub.SetDefaultPreset,  # type: ignore[no-any-return]
+                          terminal_pb2.SetDefaultPresetRequest(organisation=organisation,
+                                                               name=name))
 
     def enroll_finger(self, organisation: str, operator_id: str, finger: str,
                       timeout: float | None = None) -> Iterator[terminal_pb2.EnrollEvent]:

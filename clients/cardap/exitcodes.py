@@ -43,7 +43,8 @@ EXITS: tuple[Exit, ...] = (
           "INVALID_RIGHT", "INVALID_TEXT", "INVALID_TIME", "INVALID_TIMEOUTS", "INVALID_YEAR",
           "EXPIRY_IN_PAST", "EXPIRY_TOO_FAR", "PASSWORD_POLICY", "PASSWORD_REQUIRED",
           "PRESET_DUPLICATE", "PRESET_USES_AP", "START_REQUIRED", "UNKNOWN_OPERATION",
-          "PIN_REQUIRED", "TIMESTAMP_OUT_OF_RANGE", "REASON_REQUIRED",
+          "PIN_REQUIRED", "TIMESTAMP_OUT_OF_RANGE", "REASON_REQUIRED", "PRESET_EMPTY",
+          "SELF_REMOVE",
           "AUDIT_MY_NUMBER_REFUSED")),
     Exit(PRECONDITION, "PRECONDITION", "no reader, no card, not a My Number Card, the card "
          "refuses or breaks its layout, AP/operator/preset not found, PIN blocked or too few "
@@ -56,7 +57,8 @@ EXITS: tuple[Exit, ...] = (
           "KEY_VERSION_UNKNOWN", "AP_NOT_FOUND", "AP_NOT_CONFIGURED", "AP_TYPE_MISMATCH",
           "UNKNOWN_AP", "NOT_FOUND", "OPERATOR_NOT_FOUND", "ORGANISATION_NOT_FOUND",
           "NO_ORGANISATION", "PRESET_NOT_FOUND", "RESET_NOT_FOUND", "NO_ENROLLED_FINGER",
-          "PIN_ERROR", "PIN_BLOCKED", "PIN_TRIES_TOO_FEW", "REVOCATION_FEED_STALE")),
+          "PIN_ERROR", "PIN_BLOCKED", "PIN_TRIES_TOO_FEW", "REVOCATION_FEED_STALE",
+          "FAILED_PRECONDITION", "OPERATOR_REMOVED", "BOOTSTRAP_IN_PROGRESS")),
     Exit(DENIED, "DENIED", "wrong socket for the role, not permitted, no or expired "
          "operator session, login refused, wrong PIN",
          ("WRONG_ROLE", "PERMISSION_DENIED", "NOT_PERMITTED", "AP_NOT_PERMITTED",
@@ -65,7 +67,9 @@ EXITS: tuple[Exit, ...] = (
           "UNAUTHENTICATED", "NO_OPERATOR_SESSION", "SESSION_EXPIRED", "SESSION_IDLE",
           "SESSION_UNKNOWN", "SESSION_WRONG_CONNECTION", "FINGER_NOT_MATCHED",
           "PASSWORD_WRONG", "PASSWORD_NOT_APPROVED", "PASSWORD_APPROVAL_EXPIRED",
-          "OPERATOR_LOCKED", "PIN_WRONG")),
+          "OPERATOR_LOCKED", "PIN_WRONG", "LOGIN_REFUSED", "SESSION_IN_USE",
+          "ORGANISATION_NOT_CONFIGURED", "ORGANISATION_NOT_ALLOWED",
+          "BOOTSTRAP_SECRET_INVALID")),
     Exit(UNAVAILABLE, "UNAVAILABLE", "the daemon (not running, or not in the socket's "
          "group), pcscd, the card, the reader, the loading service or fprintd is "
          "unavailable, or the daemon is stopping",
@@ -86,7 +90,8 @@ EXITS: tuple[Exit, ...] = (
           "CLIENT_GONE")),
     Exit(EXISTS, "EXISTS", "already exists (an AP on the card, an operator, a finger)",
          ("ALREADY_EXISTS", "OPERATOR_EXISTS", "ORGANISATION_EXISTS",
-          "FINGER_ALREADY_ENROLLED", "RESET_ALREADY_ACKNOWLEDGED")),
+          "FINGER_ALREADY_ENROLLED", "RESET_ALREADY_ACKNOWLEDGED", "OPERATOR_ID_USED",
+          "ADMINISTRATOR_EXISTS")),
     Exit(FULL, "FULL", "card full, or another limit reached",
          ("CARD_FULL", "RESOURCE_EXHAUSTED", "BIOMETRIC_STORAGE_FULL", "TOO_MANY_SESSIONS")),
     Exit(WARNING, "WARNING", "`diagnose`: WARNING (the card works; something needs "

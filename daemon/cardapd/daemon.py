@@ -53,6 +53,7 @@ from cardapd.operators.biometric import BiometricBackend
 from cardapd.operators.fprintd import FprintdClient
 from cardapd.operators.login import OperatorService
 from cardapd.operators.roster import Roster, SessionManager
+from cardapd.operators.sessions import current_connection
 from cardapd.readers.owner import CardLimits
 from cardapd.readers.service import Readers
 from cardapd.readers.settings import ReaderSettings
@@ -60,6 +61,7 @@ from cardapd.reads.revocation import Revocation
 from cardapd.reads.revocation_store import RevocationStore
 from cardapd.reads.service import UserIdReads
 from cardapd.servicelink.client import LoadingClient, certificate_cn
+from cardapd.servicelink.tls import TerminalTls, read_tls
 from cardapd.telemetry.logsetup import set_format
 from cardapd.telemetry.metrics import Check, Metrics
 from cardapd.telemetry.oplog import OperationLog
@@ -121,6 +123,27 @@ class RosterSessions:
             raise Unauthenticated("log in first: no operator session (metadata "
                                   "cardap-session)", reason="NO_OPERATOR_SESSION")
         return self._real.validate(token)
+
+    def live(self, token: str) -> bool:
+        """Whether an operator is logged in on the calling socket (a test token counts
+        when it is valid)."""
+        if self._test is not None and token.startswith("test:"):
+            try:
+                self._test.validate(token)
+            except CardapError:
+                return False
+            return True
+        connection = current_connection.get()
+        return connection is not None and self._real.holder(connection) is not None
+
+    def holder(self, connection: str) -> Operator | None:
+        """The operator of the live roster session on `connection` (no refresh)."""
+        return self._real.holder(connection)
+
+
+def acting_for(cfg: Config) -> frozenset[str]:
+    """The organisations this terminal acts for ([operators.organisations])."""
+    return frozenset(org for org, _ in cfg.operators.organisations)
 
 
 def session_manager(cfg: Config, roster: Roster) -> SessionManager:
@@ -207,19 +230,24 @@ class Running:
     roster: Roster
     started_at: datetime
     loading_link: Callable[[], LoadingLinkStatus]  # the link in use (a reload may swap it)
+    tls: Callable[[], TerminalTls | None]  # what the loading link in use holds
 
     def status(self) -> DaemonStatus:
-        """Daemon health for GetStatus."""
+        """Daemon health for GetStatus (with what operations should act on soon)."""
         s = self.services
         readers, cards = s.readers.counts()
         caps = list(BASE_CAPABILITIES) + s.reads.capabilities()
         if s.loading.service.configured:
             caps += LOADING_CAPABILITIES
         caps += ["revocation", "user_id_status.local"]
+        tls = self.tls() if s.loading.service.configured else None
+        warning = tls.warning(datetime.now(UTC)) if tls is not None else ""
         return DaemonStatus(version=__version__, started_at=self.started_at,
                             pcsc_available=s.readers.pcsc_available, readers=readers,
                             cards=cards, audit_head_seq=s.sink.head(),
-                            capabilities=tuple(caps), loading_link=self.loading_link())
+                            capabilities=tuple(caps), loading_link=self.loading_link(),
+                            loading_cert_not_after=tls.not_after if tls else None,
+                            warnings=(warning,) if warning else ())
 
 
 class Daemon:
@@ -269,8 +297,10 @@ class Daemon:
             roster, sessions, biometric(cfg), sink,
             verify_timeout_s=cfg.operators.verify_timeout_s,
             enroll_timeout_s=cfg.operators.enroll_timeout_s, metrics=self.metrics)
-        loader = Loader(readers, link, journal, RosterSessions(sessions, self.test_sessions),
-                        recorder, cfg.presets)
+        counter_sessions = RosterSessions(sessions, self.test_sessions)
+        loader = Loader(readers, link, journal, counter_sessions, recorder, roster,
+                        organisations=acting_for(cfg),
+                        ready_event=cfg.presets.ready_event)
         store = await asyncio.to_thread(RevocationStore,
                                         Path(cfg.daemon.state_dir) / "revocation.db")
         revocation = Revocation(store, link if cfg.loading.configured else None,
@@ -284,11 +314,14 @@ class Daemon:
                              checkpoints)
         refusals = RefusalLedger(sink, cfg.audit.refused_window_s)
         services = Services(readers=readers, reads=reads, revocation=revocation,
-                            loading=loader, operators=operators, admin=RosterAdmin(operators),
+                            loading=loader, operators=operators,
+                            admin=RosterAdmin(operators, Path(cfg.daemon.state_dir)),
                             audit_log=audit, sink=sink, metrics=self.metrics,
-                            status=lambda: running.status(), refusals=refusals)
+                            status=lambda: running.status(), refusals=refusals,
+                            sessions=counter_sessions)
         running = Running(services, sessions, roster, started_at=readers.started_at,
-                          loading_link=self._link_status)
+                          loading_link=self._link_status,
+                          tls=lambda: self._link.tls if self._link is not None else None)
         self._running = running
         self.metrics.watch(link.check_link, operators.check_device)
         servers: list[RoleServer] = []
@@ -462,9 +495,20 @@ class Daemon:
                 "file": exc.metadata.get("file", where), "key": exc.metadata.get("key", ""),
                 "error": exc.message})
             return False, f"configuration reload refused: {exc.message}"
-        plan = plan_reload(self.cfg, new)
         try:
-            await self._apply(running, self.cfg, plan.config)
+            tls = await asyncio.to_thread(read_tls, new.loading) if new.loading.configured \
+                else None
+        except ConfigError as exc:  # a rotation half done: keep the pair that works
+            log.error("configuration reload refused, the running configuration stays in "
+                      "force: %s", exc.message, extra={"operation": "config_reload"})
+            await self._audit_reload(running, "error", exc.reason, {
+                "file": where, "key": exc.metadata.get("key", ""), "error": exc.message})
+            return False, f"configuration reload refused: {exc.message}"
+        plan = plan_reload(self.cfg, new)
+        live = list(plan.live)
+        try:
+            if await self._apply(running, self.cfg, plan.config, tls):
+                live.append("loading certificate (rotated)")
         except Exception as exc:  # every value was validated: a bug, but keep serving
             log.exception("configuration reload from %s failed while applying it; some "
                           "changes may be in force, restart to be sure", where)
@@ -473,7 +517,7 @@ class Daemon:
             return False, "configuration reload failed: restart cardapd"
         self.cfg = plan.config
         log.info("configuration reloaded from %s: %s", where,
-                 f"applied {', '.join(plan.live)}" if plan.live else "no change to apply",
+                 f"applied {', '.join(live)}" if live else "no change to apply",
                  extra={"operation": "config_reload"})
         if plan.restart:
             log.warning("configuration reloaded from %s: %s changed but take(s) effect only "
@@ -481,26 +525,32 @@ class Daemon:
                         "stay in force until then", where, ", ".join(plan.restart),
                         extra={"operation": "config_reload"})
         await self._audit_reload(running, "ok", "", {
-            "file": where, "applied": list(plan.live), "restart_required": list(plan.restart)})
+            "file": where, "applied": live, "restart_required": list(plan.restart)})
         if plan.restart:
             return True, f"configuration reloaded; restart needed for {', '.join(plan.restart)}"
         return True, "configuration reloaded"
 
-    async def _apply(self, run: Running, old: Config, new: Config) -> None:
+    async def _apply(self, run: Running, old: Config, new: Config,
+                     tls: TerminalTls | None) -> bool:
         """Apply a validated configuration to the running parts: new objects are built
-        first, then swapped in. Nothing here touches a socket, a stream or a store."""
+        first, then swapped in. Nothing here touches a socket, a stream or a store. True
+        when the loading link's TLS files changed under the same keys (a rotation)."""
         s = run.services
         link = self._link
         assert link is not None  # set at start
-        if new.loading != old.loading:
-            link = LoadingClient(new.loading, self.metrics, self._checkpoints)
+        rotated = (new.loading == old.loading and tls is not None
+                   and (link.tls is None or link.tls.digest != tls.digest))
+        if new.loading != old.loading or rotated:
+            link = LoadingClient(new.loading, self.metrics, self._checkpoints, tls)
             await asyncio.to_thread(link.preflight)
             if self._checkpoints is not None:
                 self._checkpoints.reconfigure(link)
         apply_logging(old.daemon, new.daemon)
         s.readers.apply_settings(reader_settings(new))
         s.reads.reconfigure(new.read_aps, new.pin.floor)
-        s.loading.reconfigure(link, new.presets)  # a session in progress keeps the old one
+        # A session in progress keeps the old link.
+        s.loading.reconfigure(link, organisations=acting_for(new),
+                              ready_event=new.presets.ready_event)
         if link is not self._link:
             self._link = link
             self.metrics.watch(link.check_link)
@@ -516,6 +566,7 @@ class Daemon:
             idle_timeout=timedelta(seconds=new.operators.idle_timeout_s),
             absolute_timeout=timedelta(seconds=new.operators.absolute_timeout_s))
         await add_organisations(new, run.roster, s.sink)
+        return rotated
 
     async def _audit_reload(self, running: Running, result: str, reason: str,
                             detail: Mapping[str, object]) -> None:

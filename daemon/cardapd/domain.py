@@ -75,6 +75,56 @@ class OperatorSessions(Protocol):
         ...
 
 
+def connection_of(role: str) -> str:
+    """The connection id operator sessions bind to for a socket role (D18: gRPC over a
+    Unix socket names no connection, so a session belongs to its socket)."""
+    return f"socket:{role}"
+
+
+KIOSK_CONNECTION = connection_of("kiosk")
+"""Where the counter's operator is logged in."""
+
+CARD_RIGHTS = frozenset({Right.LOAD, Right.DELETE, Right.DIAGNOSE})
+"""The rights that let an operator handle a card at the counter."""
+
+
+class CounterSessions(OperatorSessions, Protocol):
+    """Sessions as the counter's card actions see them: who acts, and whether anyone is
+    logged in on the calling socket (card events carry user IDs only then)."""
+
+    def live(self, token: str) -> bool:
+        """Whether an operator session is live on the calling socket (`token`: the one the
+        caller sent, "" for none; a live session of the socket counts either way)."""
+        ...
+
+    def holder(self, connection: str) -> Operator | None:
+        """The operator of the live session on `connection` (no refresh), or None."""
+        ...
+
+
+@dataclass(frozen=True)
+class OrganisationRules:
+    """What an organisation's administrators allow its operators at this terminal, under
+    the loading service's catalogue: the APs they may load and delete (`restricted` False:
+    every AP of the catalogue), the preset sets (name → AP ids in load order) and the one
+    loaded when a load names no AP."""
+
+    organisation: str
+    restricted: bool = False
+    loadable: frozenset[str] = frozenset()
+    deletable: frozenset[str] = frozenset()
+    presets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    default_preset: str = ""
+
+    def may_load(self, ap_id: str) -> bool:
+        """Whether the organisation's operators may load `ap_id` (catalogue permitting)."""
+        return not self.restricted or ap_id in self.loadable
+
+    def may_delete(self, ap_id: str) -> bool:
+        """Whether they may delete it (catalogue permitting)."""
+        return not self.restricted or ap_id in self.deletable
+
+
 class IdStatus(enum.Enum):
     """A user ID's revocation status (mirrors cards.proto UserIDStatus)."""
 
@@ -127,6 +177,8 @@ class DaemonStatus:
     audit_head_seq: int
     capabilities: tuple[str, ...] = ()
     loading_link: LoadingLinkStatus = LoadingLinkStatus(configured=False)
+    loading_cert_not_after: datetime | None = None
+    warnings: tuple[str, ...] = ()
 
 
 AUDIT_OPERATIONS: frozenset[str] = frozenset({
@@ -142,7 +194,9 @@ AUDIT_OPERATIONS: frozenset[str] = frozenset({
     "operator_login", "operator_logout", "roster_add_organisation", "roster_add_operator",
     "roster_set_enabled", "roster_appoint_administrator", "roster_grant_password_fallback",
     "roster_unlock", "roster_set_fingers", "roster_enroll_finger",
-    "roster_set_permitted_aps", "roster_set_preset",
+    "roster_set_permitted_aps", "roster_set_preset", "roster_prints_deleted",
+    "roster_bootstrap_administrator", "roster_remove_operator", "roster_set_rights",
+    "roster_set_organisation_aps", "roster_set_default_preset",
     # the audit trail itself
     "audit_export", "audit_verify", "yearly_report",
 })

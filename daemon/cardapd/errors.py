@@ -242,3 +242,10 @@ def from_card(exc: card.CardLibError) -> CardapError:
         made = CardError(exc.message, reason=exc.reason)
     made.metadata.update(exc.metadata)
     return made
+
+
+class FailedPrecondition(CardapError):
+    """The request is valid but the state of what it names does not allow it now (an
+    operator removed, another operator's session open, an administrator already there)."""
+
+    reason = "FAILED_PRECONDITION"

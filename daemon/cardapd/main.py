@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "it owns the IC card reader through pcscd and serves kiosk, gate and "
                     "operations clients over local gRPC sockets. Run by systemd "
                     "(cardapd.service); SIGHUP reloads the configuration, SIGTERM stops "
-                    "after the card writes in progress.")
+                    "after the card writes in progress.",
+        epilog="cardapd bootstrap-admin --organisation ORG --operator ID …: appoint the "
+               "first administrator of an organisation (run as root on the terminal; "
+               "cardapd bootstrap-admin --help)")
     p.add_argument("--config", type=Path, default=None,
                    help=f"configuration file (default {DEFAULT_CONFIG} if it exists)")
     p.add_argument("--check-config", action="store_true",
@@ -54,6 +57,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the daemon; returns the exit code."""
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["bootstrap-admin"]:
+        from cardapd.bootstrap_admin import main as bootstrap_main
+        return bootstrap_main(args_list[1:])
     args = parse_args(argv)
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     try:

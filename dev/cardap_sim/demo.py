@@ -222,21 +222,26 @@ def feed(stack: Stack, prompts: Any, images: list[Any]) -> Any:
 
 
 def demo_operators(stack: Stack, term: Terminal) -> tuple[str, str]:
-    """Bootstrap admin-1, enrol op-1's finger, log op-1 in by fingerprint; the sessions of
-    admin-1 (ops socket) and op-1 (kiosk socket)."""
+    """Bootstrap admin-1 (the local act), enrol their finger and op-1's, log op-1 in by
+    fingerprint; the sessions of admin-1 (ops socket) and op-1 (kiosk socket)."""
     from cardap.client import CardapClient
     from cardap_sim.biometric import nist_print, variants
 
     arch, loop = variants(nist_print("arch")), variants(nist_print("loop-right"))
     org = stack.organisation
-    with CardapClient(stack.socket("ops"), timeout=60) as ops:
-        ops.add_operator(org, "admin-1", "Administrator", rights=("load", "delete"))
+    boot = stack.bootstrap_admin("admin-1", name="Administrator", rights="load,delete")
+    with CardapClient(stack.socket("ops"), timeout=60, session=boot) as ops:
         feed(stack, ops.enroll_finger(org, "admin-1", "right-index-finger"), arch[:8])
-        ops.appoint_administrator(org, "admin-1")
+        ops.end_session(boot)
+    with CardapClient(stack.socket("ops"), timeout=60) as ops:
         admin = feed(stack, ops.authenticate(org, "admin-1"), arch[6:])
-    term.say("admin-1 appointed, enrolled and logged in by fingerprint (ops socket)")
+    term.say("admin-1 appointed by `cardapd bootstrap-admin` (the local act), enrolled and "
+             "logged in by fingerprint (ops socket); preset new-staff set up as the default")
     with CardapClient(stack.socket("ops"), timeout=60, session=admin.token) as ops:
         ops.add_operator(org, "op-1", "Operator 1", rights=("load", "delete", "diagnose"))
+        # Presets are each organisation's, on the roster: the administrator sets one up.
+        ops.set_preset(org, "new-staff", ["org-a-cert-a", "org-a-records-d"],
+                       make_default=True)
         feed(stack, ops.enroll_finger(org, "op-1", "right-index-finger"), loop[:8])
     with CardapClient(stack.socket("kiosk"), timeout=60) as kiosk:
         session = feed(stack, kiosk.authenticate(org, "op-1"), loop[6:])
@@ -257,8 +262,7 @@ def run(workdir: Path, demo: bool, term: Terminal) -> int:
         shutil.rmtree(workdir)
     # The production daemon (`cardapd.main`): operators log in by fingerprint through real
     # fprintd on a private bus, fed by the virtual sensor with the NIST test prints.
-    stack = Stack(workdir, loading=True, biometric=True,
-                  presets={"new-staff": ["org-a-cert-a", "org-a-records-d"]})
+    stack = Stack(workdir, loading=True, biometric=True)
     term.say(f"starting pcscd + vpcd (port {stack.vpcd_port}) + virtual cards + loading "
              f"service (mTLS) + fprintd (private bus, virtual sensor) + cardapd in "
              f"{workdir} ...")

@@ -87,10 +87,10 @@ class Stack:
                  extra_config: str = "", log_level: str = "info", loading: bool = False,
                  test_sessions: bool = False, organisation: str = "org-a",
                  fake_now: str | None = SERVICE_OPEN_AT,
-                 presets: Mapping[str, list[str]] | None = None,
                  biometric: bool = False, unpluggable: bool = False,
                  hotplug: str = "auto", reader_shim: bool = False,
-                 audit_config: str = "") -> None:
+                 audit_config: str = "",
+                 organisations: Mapping[str, str] | None = None) -> None:
         # loading: also run the loading service (mTLS, dev CA) and write [loading];
         # test_sessions: run the daemon through the TEST-ONLY cardapd_testing.main
         # (operator tokens test:<org>:<operator>); fake_now: the service clock's start
@@ -116,8 +116,10 @@ class Stack:
         self.bio: Any = None  # the running BiometricStack
         self._bio_cm: Any = None
         self.organisation = organisation
+        # [operators.organisations]: the organisations working on this terminal
+        self.organisations = dict(organisations or {organisation: "Organisation A"})
+        self.ca: Any = None  # the dev CA (cardap_sim.loadsvc.devca.DevCa) once written
         self.fake_now = fake_now
-        self.presets = dict(presets or {})
         self.certs_dir = self.dir / "certs"
         self.loadsvc: subprocess.Popen[bytes] | None = None
         self.loadsvc_port: int | None = None
@@ -252,10 +254,27 @@ class Stack:
         from cardap_sim.loadsvc.devca import write_bundle
         from cardap_sim.loadsvc.keystore import write_dev_key_file
         if not (self.certs_dir / "ca.pem").exists():
-            write_bundle(self.certs_dir, [("kiosk-01", self.organisation)])
+            self.ca = write_bundle(self.certs_dir, [("kiosk-01", self.organisation)])
         keys = self.certs_dir / "card-keys.json"
         if not keys.exists():
             write_dev_key_file(keys)
+
+    def install_terminal_cert(self, *, not_before: Any = None, not_after: Any = None,
+                              key_only: bool = False, cert_only: bool = False) -> None:
+        """Replace this terminal's certificate and key (kiosk-01.pem/.key) with a new pair
+        from the dev CA, as an operator renews it (`key_only`/`cert_only`: half a
+        rotation, a pair that does not belong together)."""
+        from cardap_sim.loadsvc.devca import write_private
+        if self.ca is None:
+            raise RuntimeError("the dev CA of this stack was not written by it")
+        issued = self.ca.terminal_cert("kiosk-01", self.organisation, not_before=not_before,
+                                       not_after=not_after)
+        if not key_only:
+            tmp = self.certs_dir / "kiosk-01.pem.new"
+            tmp.write_bytes(issued.cert_pem)
+            tmp.replace(self.certs_dir / "kiosk-01.pem")
+        if not cert_only:
+            write_private(self.certs_dir / "kiosk-01.key", issued.key_pem)
 
     def start_loadsvc(self, port: int = 0, fake_now: str | None = None) -> int:
         """Start `python -m cardap_sim.loadsvc serve`; returns its port (READY line)."""
@@ -300,19 +319,15 @@ class Stack:
                 proc.wait(5)
 
     def _loading_config(self) -> str:
-        """The [loading] and [presets] sections for this stack."""
+        """The [loading] section for this stack."""
         if not self.loading:
             return ""
         if self.loadsvc_port is None:
             self.loadsvc_port = free_port()
         c = self.certs_dir
-        text = (f'[loading]\naddress = "127.0.0.1:{self.loadsvc_port}"\n'
+        return (f'[loading]\naddress = "127.0.0.1:{self.loadsvc_port}"\n'
                 f'ca = "{c / "ca.pem"}"\ncert = "{c / "kiosk-01.pem"}"\n'
                 f'key = "{c / "kiosk-01.key"}"\ntimeout_s = 20\n\n')
-        if self.presets:
-            text += "[presets]\n" + "".join(
-                f"{name} = {json.dumps(list(aps))}\n" for name, aps in self.presets.items())
-        return text
 
     # ------------------------------------------------------------------ daemon
 
@@ -329,8 +344,9 @@ class Stack:
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n\n'
             f'[audit]\npath = "{state / "audit.db"}"\n{self.audit_config}\n'
             + self._loading_config()
-            + f'[operators.organisations]\n{self.organisation} = "Organisation A"\n\n'
-            + self.extra_config)
+            + "[operators.organisations]\n" + "".join(
+                f"{org} = {json.dumps(name)}\n" for org, name in self.organisations.items())
+            + "\n" + self.extra_config)
 
     def start_daemon(self, extra_env: Mapping[str, str] | None = None) -> None:
         """Start cardapd against this stack and wait until its sockets answer."""
@@ -356,6 +372,28 @@ class Stack:
             raise RuntimeError(f"cardapd exited with {self.daemon.returncode}; see "
                                f"{self.dir / 'cardapd.log'}")
         wait_for(lambda: self._answers("ops"), 10, "cardapd to answer on its ops socket")
+
+    def bootstrap_admin(self, operator_id: str = "admin-1", organisation: str = "", *,
+                        name: str = "", rights: str = "load,delete,diagnose",
+                        replace_session: bool = False) -> str:
+        """Appoint an organisation's first administrator the way root does on a terminal
+        (`cardapd bootstrap-admin`, without enrolling a finger); their ops session token."""
+        org = organisation or self.organisation
+        token_file = self.dir / f"bootstrap-{org}-{operator_id}.token"
+        cmd = [sys.executable, "-m", "cardapd.main", "bootstrap-admin",
+               "--config", str(self.config_path), "--organisation", org,
+               "--operator", operator_id, "--name", name or operator_id, "--rights", rights,
+               "--no-enroll", "--session-file", str(token_file)]
+        if replace_session:
+            cmd.append("--replace-session")
+        result = subprocess.run(cmd, env=self.env, capture_output=True, text=True,
+                                timeout=60, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"cardapd bootstrap-admin failed ({result.returncode}): "
+                               f"{result.stderr.strip()}")
+        token = token_file.read_text().strip()
+        token_file.unlink()
+        return token
 
     def _answers(self, role: str) -> bool:
         """Whether the daemon accepts a connection on `role`'s socket."""

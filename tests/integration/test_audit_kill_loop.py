@@ -46,7 +46,7 @@ def test_kill_9_in_a_loop_loses_no_acknowledged_operation(stack: Stack) -> None:
             killer = threading.Thread(target=kill, daemon=True)
             killer.start()
         with grpc.insecure_channel(f"unix:{stack.socket('gate')}") as gate_ch, \
-                grpc.insecure_channel(f"unix:{stack.socket('kiosk')}") as kiosk_ch:
+                grpc.insecure_channel(f"unix:{stack.socket('ops')}") as kiosk_ch:
             gate = terminal_pb2_grpc.TerminalStub(gate_ch)
             kiosk = terminal_pb2_grpc.TerminalStub(kiosk_ch)
             while done < OPERATIONS:

@@ -53,12 +53,12 @@ def test_one_row_per_operation(stack: Stack) -> None:
     card_id = reader.card.card_id
     with CardapClient(stack.socket("gate"), request_id="audit-cached") as gate:
         assert gate.read_user_id().cached
-    with CardapClient(stack.socket("kiosk"), request_id="audit-fresh") as kiosk:
+    with CardapClient(stack.socket("gate"), request_id="audit-fresh") as kiosk:
         assert not kiosk.read_user_id(r0, fresh=True).cached
     with CardapClient(stack.socket("gate"), request_id="audit-failed") as gate, \
             pytest.raises(CardapClientError):
         gate.read_user_id(aid="D392F000430100FF")  # no such AP on the card
-    with CardapClient(stack.socket("kiosk"), request_id="audit-diag") as kiosk:
+    with CardapClient(stack.socket("ops"), request_id="audit-diag") as kiosk:
         kiosk.diagnose(r0)
     with CardapClient(stack.socket("ops"), request_id="audit-diag-ops") as ops:
         ops.diagnose(reader_name(stack, 1))
@@ -82,14 +82,14 @@ def test_one_row_per_operation(stack: Stack) -> None:
             cached.reason) == ("read_user_id", "gate", r0, card_id, "ok", None)
     assert cached.detail["cached"] is True
     (fresh,) = by_request(stack, "audit-fresh")
-    assert (fresh.operation, fresh.actor, fresh.result) == ("read_user_id", "kiosk", "ok")
+    assert (fresh.operation, fresh.actor, fresh.result) == ("read_user_id", "gate", "ok")
     assert fresh.detail["cached"] is False
     (failed,) = by_request(stack, "audit-failed")
     assert (failed.operation, failed.actor, failed.reader, failed.card_id, failed.result,
             failed.reason) == ("read_user_id", "gate", r0, card_id, "error", "AP_NOT_FOUND")
     (diag,) = by_request(stack, "audit-diag")
     assert (diag.operation, diag.actor, diag.reader, diag.card_id, diag.result) == (
-        "diagnose", "kiosk", r0, card_id, "ok")
+        "diagnose", "ops", r0, card_id, "ok")
     (diag_ops,) = by_request(stack, "audit-diag-ops")
     assert (diag_ops.actor, diag_ops.reader, diag_ops.card_id) == (
         "ops", reader_name(stack, 1), None)

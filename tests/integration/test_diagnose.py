@@ -44,7 +44,7 @@ def st(shared_stack: Stack) -> Iterator[Stack]:
     wait_until(lambda: _both_empty(shared_stack), 15, "both readers empty again")
 
 
-def diagnose(stack: Stack, slot: int = 0, role: str = "kiosk") -> terminal_pb2.ReaderDiagnosis:
+def diagnose(stack: Stack, slot: int = 0, role: str = "ops") -> terminal_pb2.ReaderDiagnosis:
     with client(stack, role) as c:
         resp = c.diagnose(reader_name(stack, slot))
     assert len(resp.readers) == 1
@@ -105,7 +105,7 @@ def test_empty_reader_is_no_card(st: Stack) -> None:
     assert diag.verdict == terminal_pb2.VERDICT_NO_CARD
     assert check(diag, "card").reason == "NO_CARD"
     assert not diag.aps
-    with client(st, "kiosk") as kiosk:
+    with client(st, "ops") as kiosk:  # the kiosk socket needs an operator (issue 16)
         every = kiosk.diagnose()
     assert sorted(d.reader.name for d in every.readers) == [reader_name(st, 0),
                                                               reader_name(st, 1)]
@@ -138,7 +138,7 @@ def test_card_pulled_during_diagnosis(st: Stack) -> None:
 
 
 def test_unknown_reader(st: Stack) -> None:
-    with client(st, "kiosk") as kiosk:
+    with client(st, "ops") as kiosk:
         expect_error(lambda: kiosk.diagnose("No Such Reader 00 00"),
                      grpc.StatusCode.FAILED_PRECONDITION, "NO_READER")
 

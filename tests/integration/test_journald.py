@@ -169,7 +169,7 @@ def test_daemon_requests_are_indexed_in_the_journal(tmp_path: Path, journald: Jo
         reader = insert_and_wait(stack, 0, stack.demo_card()).name
         with CardapClient(stack.socket("gate"), request_id="jrnl-read-1") as gate:
             assert gate.read_user_id(fresh=True).user_id
-        with CardapClient(stack.socket("kiosk"), request_id="jrnl-diag-1") as kiosk:
+        with CardapClient(stack.socket("ops"), request_id="jrnl-diag-1") as kiosk:
             kiosk.diagnose(reader)
     finally:
         stack.stop()
@@ -178,7 +178,7 @@ def test_daemon_requests_are_indexed_in_the_journal(tmp_path: Path, journald: Jo
     assert diag, journald.log.read_text(errors="replace")
     for entry in diag:
         assert entry["CARDAPD_OPERATION"] == "diagnose"
-        assert entry["CARDAPD_ROLE"] == "kiosk"
+        assert entry["CARDAPD_ROLE"] == "ops"
         assert entry["SYSLOG_IDENTIFIER"] == "cardapd"
         assert entry["_TRANSPORT"] == "journal"
         assert {"PRIORITY", "CODE_FILE", "CODE_LINE", "CODE_FUNC", "LOGGER"} <= set(entry)

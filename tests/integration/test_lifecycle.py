@@ -145,20 +145,18 @@ def test_sighup_applies_a_valid_configuration_and_keeps_streams(tmp_path: Path) 
         card = stack.demo_card()
         assert tap_ids(insert(stack, events, card)) == [demo_user_id()]
         remove(stack, events)
-        with kiosk(stack) as k:
-            assert "fast" not in [p.name for p in k.loadable_aps().presets]
 
         edit_config(stack, "[tap]\n", "[tap]\nread_on_insert = false\n")
         edit_config(stack, "[pcsc]\n", f'[pcsc]\nreaders_exclude = ["{R1}"]\n')
         edit_config(stack, f"127.0.0.1:{stack.metrics_port}", "127.0.0.1:1")
         with stack.config_path.open("a") as f:
-            f.write(f'\n[presets]\nfast = ["{AP_C}"]\n')
+            f.write('\n[presets]\nready_event = true\n')
         row, detail = sighup(stack)
 
         assert (row.result, row.reason) == ("ok", None), row
         assert detail["file"] == str(stack.config_path)
         assert set(detail["applied"]) == {"tap.read_on_insert", "pcsc.readers_exclude",
-                                          "presets"}, detail
+                                          "presets.ready_event"}, detail
         assert detail["restart_required"] == ["metrics.listen"], detail
         assert logged(stack, "configuration reloaded")
         assert any("metrics.listen" in e["message"] and e["level"] == "warning"
@@ -173,9 +171,6 @@ def test_sighup_applies_a_valid_configuration_and_keeps_streams(tmp_path: Path) 
         read = gate.read_user_id(fresh=False)
         assert (read.user_id, read.cached) == (demo_user_id(), False)
         assert [r.name for r in gate.readers().readers] == [R0]
-        with kiosk(stack) as k:
-            assert [AP_C] in [list(p.ap_ids) for p in k.loadable_aps().presets
-                              if p.name == "fast"]
         # The metrics stream is still open; the listener stays where it was (restart key).
         next(samples)
         assert port_open(stack.metrics_port)

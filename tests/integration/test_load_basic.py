@@ -92,7 +92,8 @@ def test_load_read_delete(lstack: Stack) -> None:
     assert (read.user_id, read.cached) == (res.user_id, False)
     ch, t = stub(lstack, "ops")
     with ch:
-        listed = t.ListCardAPs(terminal_pb2.ListCardAPsRequest(), timeout=30)
+        listed = t.ListCardAPs(terminal_pb2.ListCardAPsRequest(), timeout=30,
+                               metadata=SESSION)
     assert STAFF_C_AID in [a.aid for a in listed.aps]
     assert listed.free_bytes["extended"] == res.free_bytes
     first = delete(lstack, STAFF_C_AID)
@@ -129,7 +130,8 @@ def test_refusals(lstack: Stack) -> None:
                  grpc.StatusCode.PERMISSION_DENIED, "RIGHT_MISSING")
     ch, t = stub(lstack)
     with ch:
-        listed = t.ListCardAPs(terminal_pb2.ListCardAPsRequest(), timeout=30)
+        listed = t.ListCardAPs(terminal_pb2.ListCardAPsRequest(), timeout=30,
+                               metadata=SESSION)
     assert STAFF_C_AID not in [a.aid for a in listed.aps]
 
 
@@ -169,7 +171,8 @@ def test_pulled_mid_load_is_aborted_then_reconciled(lstack: Stack) -> None:
     assert told.detail.startswith("reconciled:"), told.detail
     ch, t = stub(lstack)
     with ch:
-        listed = t.ListCardAPs(terminal_pb2.ListCardAPsRequest(), timeout=30)
+        listed = t.ListCardAPs(terminal_pb2.ListCardAPsRequest(), timeout=30,
+                               metadata=SESSION)
     assert STAFF_C_AID not in [a.aid for a in listed.aps]
     assert listed.free_bytes["extended"] == 32768
     ops = audit_ops(lstack)

@@ -412,7 +412,7 @@ def test_every_type_loads_on_both_vendors(slot0: LoadStack, profile: str) -> Non
         cap, used = view.free[EXT]
         assert res.free_bytes == cap - used
         if ap == AP_C:
-            with CardapClient(slot0.socket("kiosk")) as kiosk:
+            with CardapClient(slot0.socket("kiosk"), session=SESSION_MD[0][1]) as kiosk:
                 read = kiosk.read_user_id(r0, aid=AIDS[AP_C], fresh=True)
                 assert (read.user_id, read.cached) == (res.user_id, False)
     listed = list_card_aps(slot0, r0)
@@ -501,7 +501,7 @@ def test_ap_already_on_card_is_already_exists(slot0: LoadStack) -> None:
     assert err.reason == "ALREADY_EXISTS", err
     view = inspect_card(path)
     assert view.ext_used() == used
-    with CardapClient(slot0.socket("kiosk")) as kiosk:
+    with CardapClient(slot0.socket("kiosk"), session=SESSION_MD[0][1]) as kiosk:
         assert kiosk.read_user_id(aid=AIDS[AP_C], fresh=True).user_id == first.user_id
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from cardap.client import CardapClientError
 from cardap.v1 import terminal_pb2
+from cardap_sim.biometric import nist_print, variants
 from cardap_sim.loadsvc.devca import DevCa, write_private
 from cardap_sim.stack import Stack
 
@@ -21,7 +22,7 @@ from .conftest import cardapctl, client, expect_error, wait_until
 from .secure_helpers import SESSION, call, new_stack
 from .test_load_faults import LoadStack
 from .test_metrics_and_cli import samples, scrape
-from .test_operators import ORG, login, rpc
+from .test_operators import ORG, enrol, login, rpc
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 STATE_PREFIXES = ("cardapd_loading_", "cardapd_revocation_feed_", "cardapd_biometric_",
@@ -227,8 +228,9 @@ def test_biometric_device_state_follows_fprintd(tmp_path: Path) -> None:
     try:
         s.start()
         wait_until(lambda: has(s, state, 1, state="ok"), 20, "the device check at start")
-        rpc(s, "ops", "AddOperator", terminal_pb2.AddOperatorRequest(
-            organisation=ORG, operator_id="op-m", display_name="M", rights=[]))
+        boot = s.bootstrap_admin("op-m", ORG)  # an operator with a finger in fprintd
+        enrol(s, "op-m", variants(nist_print("arch"))[:8], boot)
+        rpc(s, "ops", "EndOperatorSession", terminal_pb2.EndOperatorSessionRequest(token=boot))
         s.bio.fprintd.stop()
         expect_error(lambda: login(s, "op-m"), grpc.StatusCode.UNAVAILABLE,
                      "BIOMETRIC_UNAVAILABLE")
@@ -236,8 +238,8 @@ def test_biometric_device_state_follows_fprintd(tmp_path: Path) -> None:
         assert down[(state, (("state", "unavailable"),))] == 1
         assert down[(state, (("state", "ok"),))] == 0
         s.bio.fprintd.start()
-        expect_error(lambda: login(s, "op-m"), grpc.StatusCode.NOT_FOUND,
-                     "NO_ENROLLED_FINGER")  # fprintd answered: the device is there
+        expect_error(lambda: login(s, "op-m", timeout_s=2), grpc.StatusCode.CANCELLED,
+                     "BIOMETRIC_TIMEOUT")  # fprintd answered and waited: the device is there
         up = same_on_both(s, ("cardapd_biometric_",))
         assert up[(state, (("state", "ok"),))] == 1
         assert sum(up.values()) == 1

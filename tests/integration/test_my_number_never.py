@@ -115,25 +115,26 @@ def run_session(stack: Stack, out: Collected) -> dict[int, list[bytes]]:
         for reader in (r0, r1):
             out.call(lambda r=reader: gate.read_user_id(r))
             out.call(lambda r=reader: gate.read_user_id(r, fresh=True))
+            out.call(lambda r=reader: gate.read_user_id(r, "D392F00043010001", fresh=True))
             out.call(lambda r=reader: kiosk.read_user_id(r, "D392F00043010001", fresh=True))
             out.call(lambda r=reader: gate.read_user_id(r, "D392F000430100FF"))  # not on card
             out.call(lambda r=reader: gate.read_user_id(r, INPUT_ASSIST_AID.hex(), fresh=True))
         out.call(gate.read_user_id)  # ambiguous
-        out.call(kiosk.diagnose)
+        out.call(kiosk.diagnose)  # no operator session: refused
         out.call(ops.diagnose)
-        out.call(lambda: kiosk.diagnose(r0))
+        out.call(lambda: ops.diagnose(r0))
         out.call(gate.diagnose)  # wrong role
 
         selects[0] += stack.control.selects(0)
         remove_and_wait(stack, 0)
         out.call(lambda: gate.read_user_id(r0))  # no card
-        out.call(lambda: kiosk.diagnose(r0))
+        out.call(lambda: ops.diagnose(r0))
         out.add(insert_and_wait(stack, 0, stack.demo_card("a")))
         out.call(lambda: gate.read_user_id(r0, fresh=True))
 
         stack.control.fault(1, garbage=-1)
         out.call(lambda: gate.read_user_id(r1, fresh=True))
-        out.call(lambda: kiosk.diagnose(r1))
+        out.call(lambda: ops.diagnose(r1))
         stack.control.fault(1, clear=True)
         out.call(lambda: gate.read_user_id(r1, fresh=True))
         for snap in ops.metrics(interval_s=1, timeout=10):

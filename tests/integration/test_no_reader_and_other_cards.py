@@ -53,7 +53,7 @@ def test_no_reader(no_reader_stack: Stack) -> None:
         expect_error(gate.read_user_id, grpc.StatusCode.FAILED_PRECONDITION, "NO_READER")
         expect_error(lambda: gate.read_user_id(reader_name(stack, 0)),
                      grpc.StatusCode.FAILED_PRECONDITION, "NO_READER")
-    with client(stack, "kiosk") as kiosk:
+    with client(stack, "ops") as kiosk:
         diag = kiosk.diagnose()
         expect_error(lambda: kiosk.diagnose(reader_name(stack, 0)),
                      grpc.StatusCode.FAILED_PRECONDITION, "NO_READER")
@@ -92,7 +92,7 @@ def test_other_card_is_told_apart(st: Stack) -> None:
                      "NOT_MY_NUMBER_CARD")
         expect_error(lambda: gate.read_user_id(reader_name(st, 0), fresh=True),
                      grpc.StatusCode.FAILED_PRECONDITION, "NOT_MY_NUMBER_CARD")
-    with client(st, "kiosk") as kiosk:
+    with client(st, "ops") as kiosk:
         diag = kiosk.diagnose(reader_name(st, 0)).readers[0]
     assert diag.verdict == terminal_pb2.VERDICT_CARD_FAULT
     identify = [c for c in diag.checks if c.name == "identify"]

@@ -16,6 +16,8 @@ from cardap.client import CardapClientError
 from cardap.v1 import operators_pb2, terminal_pb2, terminal_pb2_grpc
 from cardap_sim.biometric import GreyImage, nist_print, variants
 from cardap_sim.stack import Stack
+from cardapd.audit import query
+from cardapd.operators.login import fprint_user
 
 from .conftest import expect_error, insert_and_wait
 
@@ -39,12 +41,14 @@ def rpc(stack: Stack, role: str, method: str, request: Any, token: str = "",
 
 def login(stack: Stack, operator_id: str, role: str = "kiosk", *,
           images: list[GreyImage] | None = None, password: str | None = None,
-          timeout_s: int = 10) -> tuple[list[str], str]:
-    """Log in (finger: present `images` at each PLACE_FINGER); (prompt codes, token)."""
+          timeout_s: int = 10, replace: bool = True) -> tuple[list[str], str]:
+    """Log in (finger: present `images` at each PLACE_FINGER); (prompt codes, token).
+    `replace`: end another operator's session on the socket (these tests do not care)."""
     method = (operators_pb2.AUTH_METHOD_PASSWORD if password is not None
               else operators_pb2.AUTH_METHOD_FINGERPRINT)
     start = terminal_pb2.AuthenticateRequest(start=terminal_pb2.AuthenticateStart(
-        organisation=ORG, operator_id=operator_id, method=method, timeout_s=timeout_s))
+        organisation=ORG, operator_id=operator_id, method=method, timeout_s=timeout_s,
+        replace_session=replace))
     ready = threading.Event()
 
     def requests() -> Iterator[terminal_pb2.AuthenticateRequest]:
@@ -121,16 +125,20 @@ def prints() -> dict[str, list[GreyImage]]:
     return {n: variants(nist_print(n)) for n in ("arch", "loop-right", "whorl")}
 
 
+def bootstrap(stack: Stack, images: list[GreyImage], operator_id: str = "admin-1") -> str:
+    """The local act appoints `operator_id`, who enrols a finger with that session and
+    then logs in on ops by finger; the token of that login."""
+    boot = stack.bootstrap_admin(operator_id, ORG, rights="load")
+    enrol(stack, operator_id, images[:8], boot)
+    rpc(stack, "ops", "EndOperatorSession", terminal_pb2.EndOperatorSessionRequest(token=boot))
+    return login(stack, operator_id, "ops", images=images[6:])[1]
+
+
 @pytest.fixture(scope="module")
 def admin(bstack: Stack, prints: dict[str, list[GreyImage]]) -> str:
-    """Bootstrap admin-1 (enrolled before appointment), log in on ops; its token."""
-    add = terminal_pb2.AddOperatorRequest(organisation=ORG, operator_id="admin-1",
-                                          display_name="Admin", rights=[operators_pb2.RIGHT_LOAD])
-    rpc(bstack, "ops", "AddOperator", add)
-    enrol(bstack, "admin-1", prints["arch"][:8])
-    rpc(bstack, "ops", "AppointAdministrator", terminal_pb2.AppointAdministratorRequest(
-        organisation=ORG, operator_id="admin-1"))
-    _, token = login(bstack, "admin-1", "ops", images=prints["arch"][6:])
+    """admin-1 appointed by `cardapd bootstrap-admin`, enrolled, logged in on ops; its
+    token."""
+    token = bootstrap(bstack, prints["arch"])
     add = terminal_pb2.AddOperatorRequest(organisation=ORG, operator_id="op-1",
                                           display_name="Operator 1",
                                           rights=[operators_pb2.RIGHT_LOAD,
@@ -140,7 +148,7 @@ def admin(bstack: Stack, prints: dict[str, list[GreyImage]]) -> str:
     return token
 
 
-def test_bootstrap_closes_after_appointment(bstack: Stack, admin: str) -> None:
+def test_roster_changes_need_an_administrator_session(bstack: Stack, admin: str) -> None:
     add = terminal_pb2.AddOperatorRequest(organisation=ORG, operator_id="op-x",
                                           display_name="X", rights=[])
     expect_error(lambda: rpc(bstack, "ops", "AddOperator", add),
@@ -148,8 +156,11 @@ def test_bootstrap_closes_after_appointment(bstack: Stack, admin: str) -> None:
     ops = rpc(bstack, "ops", "ListOperators", terminal_pb2.ListOperatorsRequest())
     byid = {o.operator_id: o for o in ops.operators}
     assert byid["admin-1"].administrator
+    assert byid["admin-1"].enrolled_fingers == ["right-index-finger"]
     assert byid["op-1"].enrolled_fingers == ["right-index-finger"]
     assert ("ops:org-a/admin-1", "ok", "") in audit_rows(bstack, "roster_add_operator")
+    assert ("ops:org-a/admin-1", "ok", "") in audit_rows(bstack,
+                                                        "roster_bootstrap_administrator")
 
 
 def test_finger_login_then_load(bstack: Stack, admin: str,
@@ -187,26 +198,32 @@ def timezone_jst() -> Any:
     return JST
 
 
-def test_wrong_finger_not_matched_and_audited(bstack: Stack, admin: str,
-                                              prints: dict[str, list[GreyImage]]) -> None:
+def test_wrong_finger_refused_and_audited(bstack: Stack, admin: str,
+                                          prints: dict[str, list[GreyImage]]) -> None:
     with pytest.raises(CardapClientError) as info:
         login(bstack, "op-1", images=prints["whorl"][6:7])
     err = info.value
-    assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, "FINGER_NOT_MATCHED")
+    assert (err.code, err.reason) == (grpc.StatusCode.UNAUTHENTICATED, "LOGIN_REFUSED")
     assert "NOT_MATCHED" in err.codes  # type: ignore[attr-defined]
     assert ("kiosk", "error", "FINGER_NOT_MATCHED") in audit_rows(bstack, "operator_login")
 
 
-def test_unknown_and_unenrolled(bstack: Stack, admin: str) -> None:
-    expect_error(lambda: login(bstack, "nobody"), grpc.StatusCode.NOT_FOUND,
-                 "OPERATOR_NOT_FOUND")
+def test_a_fingerprint_login_tells_nobody_who_exists(bstack: Stack, admin: str) -> None:
+    """Unknown, unenrolled and enrolled operators whose finger never comes look the same:
+    PLACE_FINGER, then BIOMETRIC_TIMEOUT after the same wait; the audit knows why."""
     rpc(bstack, "ops", "AddOperator", terminal_pb2.AddOperatorRequest(
         organisation=ORG, operator_id="op-2", display_name="Two",
         rights=[operators_pb2.RIGHT_LOAD]), admin)
-    expect_error(lambda: login(bstack, "op-2"), grpc.StatusCode.NOT_FOUND, "NO_ENROLLED_FINGER")
-    reasons = [r[2] for r in audit_rows(bstack, "operator_login")]
-    assert "OPERATOR_NOT_FOUND" in reasons
-    assert "NO_ENROLLED_FINGER" in reasons
+    outcomes = []
+    for operator_id in ("nobody", "op-2", "op-1"):
+        with pytest.raises(CardapClientError) as info:
+            login(bstack, operator_id, timeout_s=2)
+        err = info.value
+        outcomes.append((err.code, err.reason, err.message, err.codes))  # type: ignore[attr-defined]
+    assert outcomes == [(grpc.StatusCode.CANCELLED, "BIOMETRIC_TIMEOUT",
+                         "no finger decision within 2 s", ["PLACE_FINGER"])] * 3, outcomes
+    reasons = [r[2] for r in audit_rows(bstack, "operator_login")][-3:]
+    assert reasons == ["OPERATOR_NOT_FOUND", "NO_ENROLLED_FINGER", "BIOMETRIC_TIMEOUT"]
 
 
 def test_password_fallback_lockout_unlock(bstack: Stack, admin: str) -> None:
@@ -214,7 +231,7 @@ def test_password_fallback_lockout_unlock(bstack: Stack, admin: str) -> None:
         organisation=ORG, operator_id="op-3", display_name="Three",
         rights=[operators_pb2.RIGHT_LOAD]), admin)
     expect_error(lambda: login(bstack, "op-3", password=PASSWORD),
-                 grpc.StatusCode.PERMISSION_DENIED, "PASSWORD_NOT_APPROVED")
+                 grpc.StatusCode.UNAUTHENTICATED, "LOGIN_REFUSED")
     grant = terminal_pb2.GrantPasswordFallbackRequest(
         organisation=ORG, operator_id="op-3", reason="injured finger", password=PASSWORD)
     grant.expires_at.FromDatetime(datetime.now(UTC) + timedelta(days=30))
@@ -222,13 +239,13 @@ def test_password_fallback_lockout_unlock(bstack: Stack, admin: str) -> None:
     codes, token = login(bstack, "op-3", password=PASSWORD)
     assert codes == ["ENTER_PASSWORD"]
     assert token
-    for _ in range(4):
+    for _ in range(5):
         expect_error(lambda: login(bstack, "op-3", password="wrong password 1"),
-                     grpc.StatusCode.UNAUTHENTICATED, "PASSWORD_WRONG")
-    expect_error(lambda: login(bstack, "op-3", password="wrong password 1"),
-                 grpc.StatusCode.PERMISSION_DENIED, "OPERATOR_LOCKED")
+                     grpc.StatusCode.UNAUTHENTICATED, "LOGIN_REFUSED")
     expect_error(lambda: login(bstack, "op-3", password=PASSWORD),
-                 grpc.StatusCode.PERMISSION_DENIED, "OPERATOR_LOCKED")
+                 grpc.StatusCode.UNAUTHENTICATED, "LOGIN_REFUSED")
+    assert [r[2] for r in audit_rows(bstack, "operator_login")][-6:] == [
+        "PASSWORD_WRONG"] * 4 + ["OPERATOR_LOCKED"] * 2
     rpc(bstack, "ops", "UnlockOperator", terminal_pb2.UnlockOperatorRequest(
         organisation=ORG, operator_id="op-3"), admin)
     assert login(bstack, "op-3", password=PASSWORD)[1]
@@ -237,9 +254,32 @@ def test_password_fallback_lockout_unlock(bstack: Stack, admin: str) -> None:
     rpc(bstack, "ops", "GrantPasswordFallback", grant, admin)
     time.sleep(3.5)
     expect_error(lambda: login(bstack, "op-3", password=PASSWORD),
-                 grpc.StatusCode.PERMISSION_DENIED, "PASSWORD_APPROVAL_EXPIRED")
+                 grpc.StatusCode.UNAUTHENTICATED, "LOGIN_REFUSED")
+    assert audit_rows(bstack, "operator_login")[-1][2] == "PASSWORD_APPROVAL_EXPIRED"
     assert len([r for r in audit_rows(bstack, "operator_login") if "op-3" in r[0]
                 or r[2].startswith("PASSWORD") or r[2] == "OPERATOR_LOCKED"]) >= 9
+
+
+def test_removal_deletes_the_prints_from_fprintd(bstack: Stack, admin: str,
+                                                 prints: dict[str, list[GreyImage]]) -> None:
+    rpc(bstack, "ops", "AddOperator", terminal_pb2.AddOperatorRequest(
+        organisation=ORG, operator_id="op-r", display_name="Leaving",
+        rights=[operators_pb2.RIGHT_LOAD]), admin)
+    enrol(bstack, "op-r", prints["whorl"][:8], admin)
+    stored = bstack.bio.fprintd.state_dir / fprint_user(ORG, "op-r")
+    assert any(p.is_file() for p in stored.rglob("*")), "fprintd holds the print"
+    removed = rpc(bstack, "ops", "RemoveOperator", terminal_pb2.RemoveOperatorRequest(
+        organisation=ORG, operator_id="op-r"), admin)
+    assert removed.removed
+    assert list(removed.enrolled_fingers) == []  # fprintd confirmed the deletion
+    assert not any(p.is_file() for p in stored.rglob("*")), "the print is gone"
+    row = [r for r in query(bstack.dir / "state" / "audit.db")
+           if r.operation == "roster_remove_operator"][-1]
+    assert (row.result, row.detail["prints_deleted"]) == ("ok", "yes")
+    with pytest.raises(CardapClientError) as info:
+        login(bstack, "op-r", timeout_s=2)
+    assert info.value.reason == "BIOMETRIC_TIMEOUT"  # as for anyone without a print
+    assert audit_rows(bstack, "operator_login")[-1][2] == "OPERATOR_REMOVED"
 
 
 def test_fprintd_killed_mid_verify(bstack: Stack, admin: str) -> None:

@@ -50,7 +50,7 @@ def test_degraded_recovered_snapshot_then_live(stack: Stack) -> None:
         expect_error(gate.read_user_id, grpc.StatusCode.UNAVAILABLE, "PCSC_UNAVAILABLE")
         expect_error(lambda: gate.read_user_id(reader_name(stack, 0), fresh=True),
                      grpc.StatusCode.UNAVAILABLE, "PCSC_UNAVAILABLE")
-        with client(stack, "kiosk") as kiosk:
+        with client(stack, "ops") as kiosk:
             diag = kiosk.diagnose()
         assert not diag.pcsc_available
         assert diag.verdict == terminal_pb2.VERDICT_READER_FAULT

@@ -27,7 +27,9 @@ BUILT = {"GetStatus", "ListReaders", "WatchCardEvents", "ReadUserID", "Diagnose"
          "AuthenticateOperator", "EndOperatorSession", "ExportAudit", "VerifyAudit",
          "GetYearlyReport", "ListOperators", "AddOperator", "SetOperatorEnabled",
          "AppointAdministrator", "GrantPasswordFallback", "UnlockOperator", "EnrollFinger",
-         "AcknowledgeAuditReset"}
+         "AcknowledgeAuditReset",
+         "BootstrapAdministrator", "RemoveOperator", "SetOperatorRights",
+         "GetOrganisationRights", "SetOrganisationAPs", "SetPreset", "SetDefaultPreset"}
 
 
 @pytest.fixture(scope="module")

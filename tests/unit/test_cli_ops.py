@@ -75,7 +75,7 @@ class FakeClient:
             raise self.error
 
     def authenticate(self, org: str, op: str, method: str, provider: Any,
-                     timeout_s: int) -> Iterator[Any]:
+                     timeout_s: int, replace_session: bool = False) -> Iterator[Any]:
         self._record("authenticate", org, op, method, timeout_s)
         yield from self.prompts
         if method == "password":

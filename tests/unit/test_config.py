@@ -74,7 +74,7 @@ def test_full_values(tmp_path: Path) -> None:
         readers_exclude = ["*SAM*"]
         reconnect_interval_s = 2
         [tap]
-        type_c_aids = ["d392f000260100000001", "A000000003"]
+        type_c_aids = ["d392f00043010001", "A000000003"]
         read_on_insert = false
         [diagnose]
         probe_type_c = false
@@ -88,7 +88,7 @@ def test_full_values(tmp_path: Path) -> None:
     assert cfg.sockets.gate.group == "turnstile"
     assert [s.role for s in cfg.sockets.enabled()] == ["gate", "ops"]
     assert cfg.pcsc.readers_include == ("ACS*",)
-    assert cfg.tap.type_c_aids == (bytes.fromhex("D392F000260100000001"),
+    assert cfg.tap.type_c_aids == (bytes.fromhex("D392F00043010001"),
                                    bytes.fromhex("A000000003"))
     assert not cfg.tap.read_on_insert
     assert not cfg.diagnose.probe_type_c
@@ -97,12 +97,12 @@ def test_full_values(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ('[tap]\ntype_c_aids = ["D392F00026", "zz11223344"]',
+    ('[tap]\ntype_c_aids = ["D392F00043", "zz11223344"]',
      "cardapd.toml: tap.type_c_aids[1]: not hex"),
     ('[tap]\ntype_c_aids = ["D392F0"]', "tap.type_c_aids[0]: an AID is 5 to 16 bytes, this is 3"),
-    ('[tap]\ntype_c_aids = ["D392F00026", "d392f00026"]',
+    ('[tap]\ntype_c_aids = ["D392F00043", "d392f00043"]',
      "tap.type_c_aids[1]: duplicate of type_c_aids[0]"),
-    ('[tap]\ntype_c_aids = "D392F00026"', "tap.type_c_aids: expected a list, got a string"),
+    ('[tap]\ntype_c_aids = "D392F00043"', "tap.type_c_aids: expected a list, got a string"),
     ("[tap]\ntype_c_aids = [1]", "tap.type_c_aids[0]: expected a non-empty string"),
     ('[daemon]\nlog_levle = "debug"', "daemon.log_levle: unknown key (did you mean 'log_level'?)"),
     ("[deamon]\n", "deamon: unknown key (did you mean 'daemon'?)"),
@@ -176,9 +176,9 @@ def test_reload_plan_applies_live_keys_and_keeps_restart_keys(tmp_path: Path) ->
     new = load_config(write(tmp_path, '[tap]\nread_on_insert = false\n'
                                       '[metrics]\nlisten = "127.0.0.1:9751"\n'
                                       '[sockets.kiosk]\npath = "/run/other/kiosk.sock"\n'
-                                      '[pin]\nfloor = 2\n[presets]\nday = ["ap-1"]\n'))
+                                      '[pin]\nfloor = 2\n[presets]\nready_event = true\n'))
     plan = plan_reload(running, new)
-    assert plan.live == ("tap.read_on_insert", "presets", "pin.floor")
+    assert plan.live == ("tap.read_on_insert", "presets.ready_event", "pin.floor")
     assert plan.restart == ("sockets.kiosk.path", "metrics.listen")
     assert (plan.config.tap, plan.config.pin, plan.config.presets) == (new.tap, new.pin,
                                                                        new.presets)
@@ -223,3 +223,34 @@ def test_read_aps_and_secrets_compare_by_value(tmp_path: Path) -> None:
     assert changed_keys(first, load_config(write(tmp_path, text))) == ()
     key.write_text("11" * 16)
     assert plan_reload(first, load_config(write(tmp_path, text))).live == ("read.aps",)
+
+
+@pytest.mark.parametrize(("text", "key", "what"), [
+    ('[tap]\ntype_c_aids = ["D3921000310001010408"]', "tap.type_c_aids[0]", "input assist"),
+    ('[tap]\ntype_c_aids = ["D392F00043010001", "d392100031"]', "tap.type_c_aids[1]",
+     "input assist"),
+    ('[tap]\ntype_c_aids = ["D39210003100010104"]', "tap.type_c_aids[0]", "input assist"),
+    ('[tap]\ntype_c_aids = ["D392F000260100000001"]', "tap.type_c_aids[0]", "JPKI AP"),
+    ('[tap]\ntype_c_aids = ["d3921000310001010402"]', "tap.type_c_aids[0]", "card face AP"),
+    ('[tap]\ntype_c_aids = ["D3921000310001010401"]', "tap.type_c_aids[0]", "住基AP"),
+    ('[[read.aps]]\naid = "D392100031000101"\ntype = "C"\norganisation = "org-a"',
+     "read.aps[0].aid", "input assist"),
+    ('[[read.aps]]\naid = "D392F00026"\ntype = "C"\norganisation = "org-a"',
+     "read.aps[0].aid", "JPKI AP"),
+])
+def test_the_one_aid_check_names_the_key(tmp_path: Path, text: str, key: str,
+                                         what: str) -> None:
+    """An AID that could select the input assist AP (exact, prefix or partial, any case) or
+    a built-in AP where a card AP is expected makes the whole file invalid."""
+    message = error(tmp_path, text)
+    assert f"cardapd.toml: {key}: " in message
+    assert what in message
+
+
+def test_preset_sets_in_the_file_say_where_they_went(tmp_path: Path) -> None:
+    """Preset sets live on the roster per organisation (issue 16): an old [presets] table
+    says so, naming the key."""
+    message = error(tmp_path, '[presets]\nnew-staff = ["org-a-staff-c"]\n')
+    assert "presets.new-staff: preset sets are kept on the roster per organisation" in message
+    assert "cardapctl presets set" in message
+    assert load_config(write(tmp_path, "[presets]\nready_event = true\n")).presets.ready_event

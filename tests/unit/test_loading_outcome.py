@@ -77,19 +77,19 @@ def test_loading_config(tmp_path: Path) -> None:
     path.write_text('[loading]\naddress = "127.0.0.1:7443"\nca = "/etc/cardapd/tls/ca.pem"\n'
                     'cert = "/etc/cardapd/tls/t.pem"\nkey = "/etc/cardapd/tls/t.key"\n'
                     'timeout_s = 5\n'
-                    '[presets]\nstaff = ["org-a-staff-c", "org-a-records-d"]\n')
+                    '[presets]\nready_event = true\n')
     cfg = load_config(path)
     assert cfg.loading.configured
     assert cfg.loading.timeout_s == 5.0
     assert cfg.loading.key == Path("/etc/cardapd/tls/t.key")
-    assert cfg.presets == (("staff", ("org-a-staff-c", "org-a-records-d")),)
+    assert cfg.presets.ready_event
     assert not load_config(None).loading.configured
     for text, expected in [
         ('[loading]\naddress = "127.0.0.1:7443"\n', "loading.ca: required"),
         ('[loading]\naddress = "nohost"\nca = "/etc/a"\ncert = "/etc/b"\nkey = "/etc/c"\n',
          "loading.address: expected host:port"),
-        ('[presets]\nx = []\n', "presets.x: a preset names at least one AP"),
-        ('[presets]\nx = ["a", "a"]\n', "presets.x: names an AP twice"),
+        ('[presets]\nx = []\n', "presets.x: preset sets are kept on the roster"),
+        ('[presets]\nready_event = 1\n', "presets.ready_event: expected true or false"),
     ]:
         path.write_text(text)
         with pytest.raises(ConfigError, match=expected):

@@ -76,23 +76,43 @@ async def test_catalogue_and_health_with_client_cert(
 
 async def test_other_organisation_is_permission_denied(
         server: tuple[LoadingServer, ServiceCore], ca: DevCa) -> None:
+    """kiosk-09 of org-b serves org-b only; kiosk-01 serves org-a and org-b, not the city:
+    any other organisation is PERMISSION_DENIED with the reason in trailing metadata."""
     srv, _ = server
-    term = ca.terminal_cert("kiosk-01", "org-b")
+    for terminal, org, asked in (("kiosk-09", "org-b", "org-a"), ("kiosk-01", "org-a", "city")):
+        term = ca.terminal_cert(terminal, org)
+        async with channel(srv.port, ca.cert_pem, (term.cert_pem, term.key_pem)) as ch:
+            stub = loading_pb2_grpc.LoadingServiceStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetCatalogue(loading_pb2.GetCatalogueRequest(organisation=asked))
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert ("cardap-reason", "ORGANISATION_NOT_ALLOWED") in tuple(
+                err.value.trailing_metadata() or ())
+            assert f"{terminal} may not act for organisation {asked}" in (
+                err.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetRevocationFeed(loading_pb2.GetRevocationFeedRequest(
+                    organisation=asked))
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            call = stub.CardSession()
+            await call.write(loading_pb2.TerminalMessage(open=loading_pb2.SessionOpen(
+                organisation=asked, action="load", ap_id="org-a-staff-c", journal_id="j")))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call.read()
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_shared_terminal_acts_for_the_organisations_it_serves(
+        server: tuple[LoadingServer, ServiceCore], ca: DevCa) -> None:
+    srv, _ = server
+    term = ca.terminal_cert("kiosk-01", "org-a")
     async with channel(srv.port, ca.cert_pem, (term.cert_pem, term.key_pem)) as ch:
         stub = loading_pb2_grpc.LoadingServiceStub(ch)
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.GetCatalogue(loading_pb2.GetCatalogueRequest(organisation="org-a"))
-        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.GetRevocationFeed(loading_pb2.GetRevocationFeedRequest(
-                organisation="org-a"))
-        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        call = stub.CardSession()
-        await call.write(loading_pb2.TerminalMessage(open=loading_pb2.SessionOpen(
-            organisation="org-a", action="load", ap_id="org-a-staff-c", journal_id="j")))
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await call.read()
-        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        for org, aps in (("", ["org-a-staff-c", "org-a-cert-a", "org-a-records-d",
+                               "org-a-custom"]), ("org-b", ["org-b-door-c"])):
+            resp = await stub.GetCatalogue(loading_pb2.GetCatalogueRequest(organisation=org))
+            assert resp.organisation == (org or "org-a")
+            assert [e.ap_id for e in resp.aps] == aps
 
 
 async def test_cert_from_another_ca_is_rejected(

@@ -10,8 +10,11 @@ from cardapd.myna.aids import (
     CARD_FACE_AID,
     DENY_LIST,
     DENY_MY_NUMBER_AP,
+    ISD_AID,
     JPKI_AID,
     JUKI_AID,
+    aid_problem,
+    check_aid,
     is_denied,
     select_aid,
 )
@@ -68,3 +71,35 @@ def test_aid_length_checked(aid: bytes) -> None:
     with pytest.raises(InvalidArgument):
         select_aid(proto, aid)
     assert conn.sent == []
+
+
+@pytest.mark.parametrize("aid", [
+    "D3921000310001010408", "d3921000310001010408", "D392100031", "d392100031000101",
+    "D392100031000101040801",
+])
+def test_one_check_refuses_the_input_assist_ap_in_every_form(aid: str) -> None:
+    raw = bytes.fromhex(aid)
+    for card_ap in (True, False):
+        with pytest.raises(NotAuthorized) as info:
+            check_aid(raw, "tap.type_c_aids[0]", card_ap=card_ap)
+        assert info.value.reason == "AID_FORBIDDEN"
+        assert info.value.metadata == {"field": "tap.type_c_aids[0]"}
+        assert info.value.message.startswith("tap.type_c_aids[0]: ")
+
+
+@pytest.mark.parametrize(("aid", "name"), [
+    (JPKI_AID, "JPKI"), (JPKI_AID[:5], "JPKI"), (CARD_FACE_AID, "card face"),
+    (JUKI_AID, "住基"), (ISD_AID, "ISD"), (ISD_AID[:5], "ISD"),
+])
+def test_built_in_aps_refused_where_a_card_ap_is_expected(aid: bytes, name: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        check_aid(aid, "aid")
+    assert info.value.reason == "AID_BUILT_IN"
+    assert name in info.value.message
+    assert check_aid(aid, "the service's SELECT", card_ap=False) == aid
+
+
+@pytest.mark.parametrize("aid", ["D392F00043010001", "D392F000430A0001", "A000000003"])
+def test_card_ap_aids_pass(aid: str) -> None:
+    assert check_aid(bytes.fromhex(aid), "aid") == bytes.fromhex(aid)
+    assert aid_problem(bytes.fromhex(aid)) is None

@@ -59,7 +59,7 @@ def test_scrape_config_checks_with_the_rules(tmp_path: Path) -> None:
         assert job in scrape, job
     result = run(tool, "check", "config", str(prometheus_yml(tmp_path, scrape)))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 13 rules found" in result.stdout + result.stderr
+    assert "SUCCESS: 15 rules found" in result.stdout + result.stderr
 
 
 def test_scrape_config_check_can_fail(tmp_path: Path) -> None:
@@ -107,7 +107,9 @@ def test_every_alert_has_for_severity_and_annotations() -> None:
                            "CardapdLoadFailures", "CardapdAuditWriteFailures",
                            "CardapdSlowReads", "CardapdGateNotWatched",
                            "CardapdLoadingLinkDown", "CardapdRevocationFeedStale",
-                           "CardapdBiometricDeviceMissing", "CardapdAuditChainBroken"}
+                           "CardapdBiometricDeviceMissing", "CardapdAuditChainBroken",
+                           "CardapdLoadingCertificateExpiresSoon",
+                           "CardapdLoadingCertificateExpiring"}
     for name, block in blocks.items():
         assert re.search(r"(?m)^\s+for: \d+[smh]$", block), name
         assert re.search(r"(?m)^\s+severity: (critical|warning)$", block), name

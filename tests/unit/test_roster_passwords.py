@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,12 @@ from cardapd.domain import Operator, Right
 from cardapd.errors import CardapError, InvalidArgument, NotAuthorized, Unauthenticated
 from cardapd.operators.roster import MAX_TRIES, Hasher, PasswordOutcome, Roster, check_policy
 from cardapd.operators.roster.model import OperatorRecord, PasswordApproval
-from cardapd.operators.roster.passwords import check_password
+from cardapd.operators.roster.passwords import (
+    REFUSED_MESSAGE,
+    LoginRefused,
+    PasswordCheck,
+    check_password,
+)
 
 NOW = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 FAST = Hasher(time_cost=1, memory_cost_kib=8, parallelism=1)
@@ -26,14 +32,24 @@ SECRET = "Correct-Horse-7-Battery"
 def roster(tmp_path: Path) -> Iterator[Roster]:
     with Roster(tmp_path / "roster.db", hasher=FAST, clock=lambda: NOW) as r:
         r.add_organisation("city", "Sample City")
-        r.add_operator("city", "admin1", "Admin", [], by=None)
-        r.appoint_administrator("city", "admin1", by=None)
+        r.bootstrap_administrator("city", "admin1", "Admin", [])
         r.add_operator("city", "op1", "Op One", [Right.LOAD], by=admin(r))
         yield r
 
 
 def admin(roster: Roster) -> Operator:
     return roster.get("city", "admin1").to_operator()
+
+
+def refused(check: PasswordCheck, precise: str) -> None:
+    """The caller sees LOGIN_REFUSED with one message and no metadata; the precise reason
+    stays for the audit row."""
+    with pytest.raises(LoginRefused) as err:
+        check.raise_for_outcome()
+    assert isinstance(err.value, Unauthenticated)
+    assert (err.value.reason, err.value.message, err.value.metadata) == (
+        "LOGIN_REFUSED", REFUSED_MESSAGE, {})
+    assert err.value.precise == check.reason == precise
 
 
 def grant(roster: Roster, days: int = 30) -> None:
@@ -45,9 +61,7 @@ def grant(roster: Roster, days: int = 30) -> None:
 def test_no_approval_refused(roster: Roster) -> None:
     _, check = roster.check_password("city", "op1", SECRET)
     assert check.outcome is PasswordOutcome.NO_APPROVAL
-    with pytest.raises(NotAuthorized) as err:
-        check.raise_for_outcome()
-    assert err.value.reason == "PASSWORD_NOT_APPROVED"
+    refused(check, "PASSWORD_NOT_APPROVED")
 
 
 def test_grant_records_approval_and_login_works(roster: Roster) -> None:
@@ -91,9 +105,7 @@ def test_expired_approval_refused(roster: Roster) -> None:
     grant(roster, days=1)
     _, check = roster.check_password("city", "op1", SECRET, now=NOW + timedelta(days=1))
     assert check.outcome is PasswordOutcome.EXPIRED
-    with pytest.raises(NotAuthorized) as err:
-        check.raise_for_outcome()
-    assert err.value.reason == "PASSWORD_APPROVAL_EXPIRED"
+    refused(check, "PASSWORD_APPROVAL_EXPIRED")
 
 
 def test_five_wrong_lock_then_unlock(roster: Roster) -> None:
@@ -102,18 +114,14 @@ def test_five_wrong_lock_then_unlock(roster: Roster) -> None:
         _, check = roster.check_password("city", "op1", "wrong password!!")
         assert check.outcome is PasswordOutcome.WRONG
         assert check.tries_left == left
-        with pytest.raises(Unauthenticated) as err:
-            check.raise_for_outcome()
-        assert err.value.metadata["tries_left"] == str(left)
+        refused(check, "PASSWORD_WRONG")
     record, check = roster.check_password("city", "op1", "wrong password!!")
     assert check.outcome is PasswordOutcome.LOCKED
     assert record.locked
     assert record.failed_password_tries == MAX_TRIES
     _, check = roster.check_password("city", "op1", SECRET)  # right, but locked
     assert check.outcome is PasswordOutcome.LOCKED
-    with pytest.raises(NotAuthorized) as locked:
-        check.raise_for_outcome()
-    assert locked.value.reason == "OPERATOR_LOCKED"
+    refused(check, "OPERATOR_LOCKED")
     change = roster.unlock("city", "op1", by=admin(roster))
     assert change.detail == {"was_locked": True, "failed_password_tries": MAX_TRIES}
     _, check = roster.check_password("city", "op1", SECRET)
@@ -133,7 +141,51 @@ def test_success_resets_the_count(roster: Roster) -> None:
 def test_disabled_operator_refused(roster: Roster) -> None:
     grant(roster)
     roster.set_enabled("city", "op1", False, by=admin(roster))
-    assert roster.check_password("city", "op1", SECRET)[1].outcome is PasswordOutcome.DISABLED
+    _, check = roster.check_password("city", "op1", SECRET)
+    assert check.outcome is PasswordOutcome.DISABLED
+    refused(check, "OPERATOR_DISABLED")
+
+
+def test_unknown_and_removed_operators_refused_alike(roster: Roster) -> None:
+    record, check = roster.check_password("city", "ghost", SECRET)
+    assert record is None
+    refused(check, "OPERATOR_NOT_FOUND")
+    grant(roster)
+    roster.remove_operator("city", "op1", by=admin(roster))
+    _, check = roster.check_password("city", "op1", SECRET)
+    refused(check, "OPERATOR_REMOVED")
+
+
+def test_every_attempt_costs_one_verification_and_one_write(
+        roster: Roster, tmp_path: Path) -> None:
+    """The work does not depend on who exists: one argon2 verification on every path, and
+    one durable write (the attempt counter) even for an unknown operator."""
+    grant(roster)
+    calls: list[str] = []
+    real_verify = roster.hasher.verify
+
+    def counting(encoded: str, password: str) -> bool:
+        calls.append("verify")
+        return real_verify(encoded, password)
+
+    roster.hasher.verify = counting  # type: ignore[method-assign]
+    roster.set_enabled("city", "admin1", True, by=admin(roster))
+    cases = [("city", "ghost"), ("city", "op1"), ("city", "admin1"), ("nowhere", "x")]
+    for org, op in cases:
+        before = counter(tmp_path)
+        calls.clear()
+        roster.check_password(org, op, "wrong password!!")
+        assert calls == ["verify"], (org, op)
+        assert counter(tmp_path) == before + 1
+
+
+def counter(tmp_path: Path) -> int:
+    conn = sqlite3.connect(tmp_path / "roster.db")
+    try:
+        return int(conn.execute("SELECT value FROM roster_counters WHERE name = "
+                                "'password_attempts'").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def test_argon2id_parameters_in_hash() -> None:
@@ -146,8 +198,7 @@ def test_argon2id_parameters_in_hash() -> None:
 def test_weak_hash_is_upgraded(tmp_path: Path) -> None:
     with Roster(tmp_path / "r.db", hasher=FAST, clock=lambda: NOW) as r:
         r.add_organisation("city", "City")
-        r.add_operator("city", "admin1", "A", [], by=None)
-        r.appoint_administrator("city", "admin1", by=None)
+        r.bootstrap_administrator("city", "admin1", "A", [])
         r.add_operator("city", "op1", "Op", [], by=admin(r))
         grant(r)
     strong = Hasher(time_cost=2, memory_cost_kib=16, parallelism=1)

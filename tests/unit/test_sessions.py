@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cardapd.domain import Operator, OperatorSessions, Right
-from cardapd.errors import InvalidArgument, NotAuthorized, NotFound, Unauthenticated
+from cardapd.errors import InvalidArgument, NotAuthorized, Unauthenticated
 from cardapd.operators.roster import Hasher, Roster, SessionManager, connection_scope
+from cardapd.operators.sessions import SessionInUse
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 OP = Operator("city", "op1", frozenset({Right.LOAD}))
@@ -125,16 +126,47 @@ def test_token_not_stored_in_clear() -> None:
     assert token not in [str(k) for k in sm._sessions]
 
 
-def test_new_login_on_connection_replaces_and_end_connection() -> None:
+def test_another_operator_replaces_a_live_session_only_when_asked() -> None:
     sm = manager(Clock())
     first = sm.open(OP, "c").token
-    second = sm.open(Operator("city", "op2", frozenset()), "c").token
+    op2 = Operator("city", "op2", frozenset())
+    with pytest.raises(SessionInUse) as err:
+        sm.open(op2, "c")
+    assert (err.value.reason, err.value.holder) == ("SESSION_IN_USE", OP)
+    assert "op1" not in err.value.message  # the caller is not told who holds it
+    with pytest.raises(SessionInUse):
+        sm.check_replace(op2, "c", replace=False)
+    sm.check_replace(op2, "c", replace=True)
+    sm.check_replace(OP, "c", replace=False)  # one's own session: always replaceable
+    assert sm.validate(first, "c") == OP  # the refusal changed nothing
+    second = sm.open(op2, "c", replace=True)
+    assert second.replaced == OP
     with pytest.raises(Unauthenticated):
         sm.validate(first, "c")
-    assert sm.validate(second, "c").operator_id == "op2"
+    assert sm.validate(second.token, "c").operator_id == "op2"
     other = sm.open(OP, "d").token
     assert sm.end_connection("c") == 1
     assert sm.validate(other, "d") == OP
+
+
+def test_the_same_operator_replaces_their_own_session() -> None:
+    sm = manager(Clock())
+    first = sm.open(OP, "c")
+    again = sm.open(OP, "c")  # the kiosk UI crashed and the operator logs in again
+    assert first.replaced is None
+    assert again.replaced == OP
+    with pytest.raises(Unauthenticated):
+        sm.validate(first.token, "c")
+    assert sm.holder("c") == OP
+
+
+def test_an_idle_session_blocks_nobody() -> None:
+    clock = Clock()
+    sm = manager(clock)
+    sm.open(OP, "c")
+    clock.advance(minutes=6)
+    assert sm.holder("c") is None
+    assert sm.open(Operator("city", "op2", frozenset()), "c").replaced is None
 
 
 def test_current_rereads_the_roster() -> None:
@@ -180,8 +212,7 @@ def test_with_the_roster(tmp_path: Path) -> None:
     fast = Hasher(time_cost=1, memory_cost_kib=8, parallelism=1)
     with Roster(tmp_path / "roster.db", hasher=fast, clock=lambda: T0) as roster:
         roster.add_organisation("city", "City")
-        roster.add_operator("city", "boss", "Boss", [], by=None)
-        roster.appoint_administrator("city", "boss", by=None)
+        roster.bootstrap_administrator("city", "boss", "Boss", [])
         boss = roster.get("city", "boss").to_operator()
         roster.add_operator("city", "op1", "Op", [Right.LOAD], by=boss)
         sm = SessionManager(clock=lambda: T0, current=roster.current)
@@ -191,5 +222,4 @@ def test_with_the_roster(tmp_path: Path) -> None:
         with pytest.raises(NotAuthorized) as err:
             sm.validate(token, "k1")
         assert err.value.reason == "OPERATOR_DISABLED"
-        with pytest.raises(NotFound):
-            roster.check_password("city", "ghost", "whatever whatever")
+        assert roster.check_password("city", "ghost", "whatever whatever")[0] is None

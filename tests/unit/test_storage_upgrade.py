@@ -17,7 +17,8 @@ from cardapd.audit.archive import export_segment
 from cardapd.audit.export import AuditFilter, query
 from cardapd.audit.schema import AUDIT_SCHEMA
 from cardapd.audit.verify import Mode
-from cardapd.domain import Right
+from cardapd.domain import Operator, Right
+from cardapd.errors import AlreadyExists
 from cardapd.loading.journal import JOURNAL_SCHEMA, Journal
 from cardapd.operators.roster.passwords import Hasher
 from cardapd.operators.roster.schema import ROSTER_SCHEMA
@@ -118,9 +119,38 @@ def test_roster(stores: Path) -> None:
         assert (approval.approved_by, approval.reason) == ("admin-1", "no usable fingerprint")
         _, check = roster.check_password("org-a", "op-2", "correct horse battery")
         assert check.ok
-        assert roster.permitted_aps("org-a") == ["org-a-records-d", "org-a-staff-c"]
+        # version 3: the APs org-a's administrator permitted become what its operators
+        # may load and delete; org-b never set any: its whole catalogue
+        rules = roster.rules("org-a")
+        assert rules.restricted
+        assert rules.loadable == rules.deletable == {"org-a-records-d", "org-a-staff-c"}
+        assert rules.presets == {"new-staff": ("org-a-staff-c", "org-a-records-d")}
+        assert rules.default_preset == ""
+        assert not roster.rules("org-b").restricted
         assert roster.presets("org-a") == {"new-staff": ["org-a-staff-c", "org-a-records-d"]}
+        # version 2: nobody was removed before; removal keeps the row and the id
+        assert not any(r.removed for r in ops.values())
+        admin = admin_of(roster)
+        roster.remove_operator("org-a", "op-1", by=admin)
+        assert roster.get("org-a", "op-1").removed
+        with pytest.raises(AlreadyExists) as used:
+            roster.add_operator("org-a", "op-1", "Someone else", [Right.LOAD], by=admin)
+        assert used.value.reason == "OPERATOR_ID_USED"
+        assert roster.check_password("org-a", "nobody", "correct horse battery")[0] is None
     _upgraded(path, ROSTER_SCHEMA)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT value FROM roster_counters WHERE name = "
+                            "'password_attempts'").fetchone()[0] == 2
+        with pytest.raises(sqlite3.DatabaseError, match="never deleted"):
+            conn.execute("DELETE FROM operators WHERE operator_id = 'b-op'")
+    finally:
+        conn.close()
+
+
+def admin_of(roster: Roster) -> Operator:
+    """org-a's administrator as a session would carry it."""
+    return roster.get("org-a", "admin-1").to_operator()
 
 
 def test_journal(stores: Path) -> None:

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cardapd.api.roles import Role
+from cardapd.api.rpc import Ctx, session_token
 from cardapd.audit.service import AuditService
-from cardapd.domain import AuditSink, DaemonStatus
+from cardapd.domain import (
+    CARD_RIGHTS,
+    AuditSink,
+    CounterSessions,
+    DaemonStatus,
+    OpContext,
+    Operator,
+    Right,
+    connection_of,
+)
+from cardapd.errors import NotAuthorized
 from cardapd.loading.loader import Loader
 from cardapd.operators.admin import RosterAdmin
 from cardapd.operators.login import OperatorService
@@ -35,6 +46,7 @@ class Services:
     metrics: Metrics
     status: Callable[[], DaemonStatus]
     refusals: RefusalLedger
+    sessions: CounterSessions  # operator sessions, as the counter's card actions check them
 
 
 class RpcBase:
@@ -45,7 +57,7 @@ class RpcBase:
         self.services = services
         self.role = role
         # gRPC over a Unix socket names no connection: sessions bind to the socket (D18).
-        self.connection = f"socket:{role}"
+        self.connection = connection_of(role)
         self.audit = services.sink
         self.refusals = services.refusals
         self._grpc_requests = services.metrics.grpc_requests
@@ -53,3 +65,25 @@ class RpcBase:
     def count(self, method: str, code: str) -> None:
         """Count one finished call."""
         self._grpc_requests.labels(method, str(self.role), code).inc()
+
+    def counter(self, context: Ctx, ctx: OpContext, right: Right | None = None
+                ) -> tuple[OpContext, Operator | None]:
+        """On the kiosk socket, the operator behind a card action: a live session holding
+        `right` (or, without one, any of load, delete, diagnose), named in the call's
+        audit row; UNAUTHENTICATED / PERMISSION_DENIED otherwise. Other sockets: none."""
+        if self.role is not Role.KIOSK:
+            return ctx, None
+        operator = self.services.sessions.validate(session_token(context))
+        if right is not None:
+            operator.require(right)
+        elif not operator.rights & CARD_RIGHTS:
+            raise NotAuthorized(f"operator {operator.actor} has no right to handle cards "
+                                "(load, delete or diagnose)", reason="RIGHT_MISSING",
+                                metadata={"right": "load|delete|diagnose"})
+        return replace(ctx, operator=operator.actor), operator
+
+    def shows_user_ids(self, context: Ctx) -> bool:
+        """Whether the card views this call returns carry tap-read user IDs: on the kiosk
+        socket only while an operator is logged in there; elsewhere always."""
+        return self.role is not Role.KIOSK or self.services.sessions.live(
+            session_token(context))

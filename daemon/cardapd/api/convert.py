@@ -52,29 +52,41 @@ def timestamp(dt: datetime) -> Timestamp:
     return ts
 
 
-def card(view: CardView) -> cards_pb2.Card:
-    """A Card message (never with the My Number: the daemon never has it)."""
+HIDDEN_USER_ID = "NO_OPERATOR_SESSION"
+"""The TapRead reason where a user ID is left out: nobody is logged in at the kiosk."""
+
+
+def card(view: CardView, users: bool = True) -> cards_pb2.Card:
+    """A Card message (never with the My Number: the daemon never has it; without
+    `users`, without the tap-read user IDs either)."""
     return cards_pb2.Card(
         card_id=view.card_id, atr=view.atr.hex().upper(), kind=CARD_KIND[view.kind],
         profile=view.profile, inserted_at=timestamp(view.inserted_at),
         tap=[cards_pb2.TapRead(aid=t.aid.hex().upper(), user_id=t.user_id, reason=t.reason)
+             if users or not t.user_id else
+             cards_pb2.TapRead(aid=t.aid.hex().upper(), reason=HIDDEN_USER_ID)
              for t in view.tap])
 
 
-def reader(view: ReaderView) -> cards_pb2.Reader:
+def reader(view: ReaderView, users: bool = True) -> cards_pb2.Reader:
     """A Reader message."""
     msg = cards_pb2.Reader(name=view.name, state=READER_STATE[view.state])
     if view.card is not None:
-        msg.card.CopyFrom(card(view.card))
+        msg.card.CopyFrom(card(view.card, users))
     return msg
 
 
-def event(ev: CardEvent) -> cards_pb2.CardEvent:
+def event(ev: CardEvent, users: bool = True) -> cards_pb2.CardEvent:
     """A CardEvent message."""
     msg = cards_pb2.CardEvent(seq=ev.seq, kind=EVENT_KIND[ev.kind], time=timestamp(ev.time),
                               detail=ev.detail)
     if ev.reader is not None:
-        msg.reader.CopyFrom(reader(ev.reader))
+        msg.reader.CopyFrom(reader(ev.reader, users))
+    if ev.kind is EventKind.PRESET_READY:
+        data = dict(ev.data)
+        msg.preset_ready.CopyFrom(cards_pb2.PresetReady(
+            organisation=data.get("organisation", ""), name=data.get("preset", ""),
+            ap_ids=[a for a in data.get("ap_ids", "").split(",") if a]))
     return msg
 
 
@@ -96,11 +108,15 @@ def loading_link(link: LoadingLinkStatus) -> terminal_pb2.LoadingLinkStatus:
 
 def status(st: DaemonStatus, role: str) -> terminal_pb2.GetStatusResponse:
     """A GetStatusResponse message."""
-    return terminal_pb2.GetStatusResponse(
+    msg = terminal_pb2.GetStatusResponse(
         version=st.version, started_at=timestamp(st.started_at),
         pcsc_available=st.pcsc_available, readers=st.readers, cards=st.cards,
         audit_head_seq=st.audit_head_seq, role=role, capabilities=st.capabilities,
-        loading_link=loading_link(st.loading_link))
+        loading_link=loading_link(st.loading_link),
+        warnings=st.warnings)
+    if st.loading_cert_not_after is not None:
+        msg.loading_cert_not_after.CopyFrom(timestamp(st.loading_cert_not_after))
+    return msg
 
 
 def diagnosis(d: Diagnosis) -> terminal_pb2.ReaderDiagnosis:

@@ -26,7 +26,8 @@ def event(item: Progress | LoadOutcome) -> terminal_pb2.LoadAPEvent:
             blocks_total=item.blocks_total))
     return terminal_pb2.LoadAPEvent(result=terminal_pb2.LoadResult(
         ap_id=item.ap_id, aid=item.aid, user_id=item.user_id, free_bytes=item.free_bytes,
-        ok=item.ok, reason=item.reason, message=item.message))
+        ok=item.ok, reason=item.reason, message=item.message,
+        already_present=item.already_present))
 
 
 def card_ap(ap: CardAp) -> terminal_pb2.CardAP:

@@ -53,6 +53,15 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     # revocation
     "SyncRevocation": frozenset({OPS}),
     "SetUserIDStatus": frozenset({OPS}),
+    # accounts
+    "BootstrapAdministrator": frozenset({OPS}),
+    "RemoveOperator": frozenset({OPS}),
+    # rights and presets per organisation
+    "SetOperatorRights": frozenset({OPS}),
+    "GetOrganisationRights": frozenset({OPS}),
+    "SetOrganisationAPs": frozenset({OPS}),
+    "SetPreset": frozenset({OPS}),
+    "SetDefaultPreset": frozenset({OPS}),
 }
 
 

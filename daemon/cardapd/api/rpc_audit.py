@@ -51,19 +51,15 @@ class AuditRpc(RpcBase):
                                     ) -> terminal_pb2.AcknowledgeAuditResetResponse:
         by = self.services.admin.acting(session_token(context), self.connection)
         if by is None:
-            # The roster's bootstrap rule: without a session only while no organisation
-            # has an enabled administrator (the one who could acknowledge).
-            operators = await self.services.admin.list_operators("")
-            if any(o.administrator and o.enabled for o in operators):
-                raise NotAuthorized("acknowledging an audit anchor reset needs an "
-                                    "administrator's session (cardap-session)",
-                                    reason="ADMINISTRATOR_REQUIRED")
-            actor = ""
-        else:
-            by.require(Right.ADMINISTER)
-            actor = by.actor
-            ctx = OpContext(role=ctx.role, request_id=ctx.request_id, operator=actor,
-                            cancel=ctx.cancel)
+            # No bootstrap rule: an anchor reset may be a rewrite of the terminal's history,
+            # so only an administrator explains it away (on a roster without one, root
+            # appoints the first: `cardapd bootstrap-admin --session-file`, D41).
+            raise NotAuthorized("acknowledging an audit anchor reset needs an administrator's "
+                                "session (cardap-session)", reason="ADMINISTRATOR_REQUIRED")
+        by.require(Right.ADMINISTER)
+        actor = by.actor
+        ctx = OpContext(role=ctx.role, request_id=ctx.request_id, operator=actor,
+                        cancel=ctx.cancel)
         seq = await asyncio.shield(self.services.audit_log.acknowledge(
             ctx, actor, request.reset_seq, request.reason))
         return terminal_pb2.AcknowledgeAuditResetResponse(acknowledgement_seq=seq)

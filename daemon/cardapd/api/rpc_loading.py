@@ -15,17 +15,20 @@ from cardapd.loading.loader import LoadOutcome, Progress
 
 
 class LoadingRpc(RpcBase):
-    """Loads and deletes need an operator session (metadata `cardap-session`)."""
+    """Every card action on the kiosk socket needs an operator session (metadata
+    `cardap-session`); ListCardAPs on the ops socket does not."""
 
     @unary
     async def ListLoadableAPs(self, request: terminal_pb2.ListLoadableAPsRequest, context: Ctx,
                               ctx: OpContext) -> terminal_pb2.ListLoadableAPsResponse:
         loader = self.services.loading
         operator = loader.operator(session_token(context))
-        entries, presets = await loader.list_loadable(operator)
+        got = await loader.list_loadable(operator)
         return terminal_pb2.ListLoadableAPsResponse(
-            aps=[convert_loading.catalogue_entry(e) for e in entries],
-            presets=[terminal_pb2.PresetSet(name=n, ap_ids=ids) for n, ids in presets.items()])
+            aps=[convert_loading.catalogue_entry(e) for e in got.entries],
+            presets=[terminal_pb2.PresetSet(name=n, ap_ids=ids)
+                     for n, ids in got.presets.items()],
+            default_preset=got.default_preset)
 
     @stream
     async def LoadAP(self, request: terminal_pb2.LoadAPRequest, context: Ctx,
@@ -36,8 +39,10 @@ class LoadingRpc(RpcBase):
         which = request.WhichOneof("what")
         ap_id = request.ap_id if which == "ap_id" else ""
         preset = request.preset if which == "preset" else ""
-        if not (ap_id or preset) or len(ap_id) > 128 or len(preset) > 128:
-            raise InvalidArgument("ap_id or preset: name one AP or one preset (≤ 128 bytes)",
+        default = which == "default_preset" and request.default_preset
+        if not (ap_id or preset or default) or len(ap_id) > 128 or len(preset) > 128:
+            raise InvalidArgument("ap_id, preset or default_preset: name one AP, one preset, "
+                                  "or ask for the default preset (≤ 128 bytes)",
                                   metadata={"field": "what"})
         if len(request.custom_user_id) > 13:
             raise InvalidArgument("custom_user_id: 13 characters",
@@ -46,7 +51,7 @@ class LoadingRpc(RpcBase):
         task = asyncio.ensure_future(loader.load(
             ctx, operator, reader=reader, ap_id=ap_id, preset=preset,
             custom_user_id=request.custom_user_id, progress=queue.put_nowait,
-            result=queue.put_nowait))
+            result=queue.put_nowait, default_preset=default))
         # Should the client go away, the wrapper sets ctx.cancel: the load stops before its
         # next APDU and finishes its journal and audit rows on its own.
         while not (task.done() and queue.empty()):
@@ -76,7 +81,9 @@ class LoadingRpc(RpcBase):
     @unary
     async def ListCardAPs(self, request: terminal_pb2.ListCardAPsRequest, context: Ctx,
                           ctx: OpContext) -> terminal_pb2.ListCardAPsResponse:
+        ctx, operator = self.counter(context, ctx)
         found, free = await self.services.loading.list_card_aps(
-            ctx, reader=validate.reader_name(request.reader))
+            ctx, reader=validate.reader_name(request.reader),
+            organisation=operator.organisation if operator is not None else None)
         return terminal_pb2.ListCardAPsResponse(
             aps=[convert_loading.card_ap(a) for a in found], free_bytes=free)

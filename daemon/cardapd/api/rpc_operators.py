@@ -16,7 +16,7 @@ from cardapd.api import validate
 from cardapd.api.base import RpcBase
 from cardapd.api.convert import timestamp
 from cardapd.api.rpc import Ctx, session_token, stream, unary
-from cardapd.domain import OpContext, Operator, Right
+from cardapd.domain import OpContext, Operator, OrganisationRules, Right
 from cardapd.errors import Cancelled, InvalidArgument, Unauthenticated
 from cardapd.operators.admin import RosterAdmin
 from cardapd.operators.login import LoginStart, OperatorService, PasswordPrompt, relay
@@ -45,7 +45,10 @@ def operator(record: OperatorRecord) -> operators_pb2.Operator:
         display_name=record.display_name,
         rights=sorted(RIGHT_TO[r] for r in record.effective_rights),
         enabled=record.enabled, administrator=record.administrator,
-        enrolled_fingers=list(record.enrolled_fingers), locked=record.locked)
+        enrolled_fingers=list(record.enrolled_fingers), locked=record.locked,
+        removed=record.removed, removed_by=record.removed_by)
+    if record.removed_at is not None:
+        msg.removed_at.CopyFrom(timestamp(record.removed_at))
     if record.password_approval is not None:
         a = record.password_approval
         msg.password_approval.CopyFrom(operators_pb2.PasswordApproval(
@@ -83,7 +86,7 @@ def _start(msg: Any) -> LoginStart:
         raise InvalidArgument("timeout_s: at most 300", metadata={"field": "timeout_s"})
     return LoginStart(s.organisation, s.operator_id,
                       "password" if method == "password" else "fingerprint",
-                      float(s.timeout_s))
+                      float(s.timeout_s), s.replace_session)
 
 
 class _Requests:
@@ -274,3 +277,96 @@ class OperatorsRpc(RpcBase):
         async for event in enroll(self.services.admin, request, ctx, session_token(context),
                                   self.connection):
             yield event
+
+
+class AccountsRpc(RpcBase):
+    """BootstrapAdministrator (the local act) and RemoveOperator."""
+
+    @unary
+    async def BootstrapAdministrator(self, request: terminal_pb2.BootstrapAdministratorRequest,
+                                     context: Ctx, ctx: OpContext
+                                     ) -> terminal_pb2.OperatorSession:
+        if len(request.secret) > 256:
+            raise InvalidArgument("secret: at most 256 characters",
+                                  metadata={"field": "secret"})
+        opened = await self.services.admin.bootstrap(
+            ctx, self.connection, secret=request.secret, organisation=request.organisation,
+            operator_id=request.operator_id, display_name=request.display_name,
+            rights=rights(request.rights), replace_session=request.replace_session)
+        return session(self.services.operators, opened)
+
+    @unary
+    async def RemoveOperator(self, request: terminal_pb2.RemoveOperatorRequest, context: Ctx,
+                             ctx: OpContext) -> operators_pb2.Operator:
+        by = self.services.admin.acting(session_token(context), self.connection)
+        record = await self.services.admin.remove(ctx, by, request.organisation,
+                                                  request.operator_id)
+        return operator(record) if record is not None else operators_pb2.Operator()
+
+
+MAX_IDS = 256
+"""At most this many AP ids in one rights or preset request."""
+
+
+def ap_ids(values: Any, field: str) -> list[str]:
+    """AP ids of a request (each checked by the roster; here only their number)."""
+    out = [str(v) for v in values]
+    if len(out) > MAX_IDS:
+        raise InvalidArgument(f"{field}: at most {MAX_IDS} AP ids", metadata={"field": field})
+    return out
+
+
+def organisation_rights(rules: OrganisationRules) -> terminal_pb2.OrganisationRights:
+    """An OrganisationRights message."""
+    return terminal_pb2.OrganisationRights(
+        organisation=rules.organisation, restricted=rules.restricted,
+        load_ap_ids=sorted(rules.loadable) if rules.restricted else [],
+        delete_ap_ids=sorted(rules.deletable) if rules.restricted else [],
+        presets=[terminal_pb2.PresetSet(name=n, ap_ids=list(ids))
+                 for n, ids in sorted(rules.presets.items())],
+        default_preset=rules.default_preset)
+
+
+class RightsRpc(RpcBase):
+    """The roster as the one source of rights: operators' rights, each organisation's APs,
+    presets and default preset (administrator sessions; reading needs none)."""
+
+    def _by(self, context: Ctx) -> Operator | None:
+        return self.services.admin.acting(session_token(context), self.connection)
+
+    @unary
+    async def SetOperatorRights(self, request: terminal_pb2.SetOperatorRightsRequest,
+                                context: Ctx, ctx: OpContext) -> operators_pb2.Operator:
+        record = await self.services.admin.set_rights(
+            ctx, self._by(context), request.organisation, request.operator_id,
+            rights(request.rights))
+        return operator(record) if record is not None else operators_pb2.Operator()
+
+    @unary
+    async def GetOrganisationRights(self, request: terminal_pb2.GetOrganisationRightsRequest,
+                                    context: Ctx, ctx: OpContext
+                                    ) -> terminal_pb2.OrganisationRights:
+        self._by(context)  # a token, when sent, must be live
+        return organisation_rights(await self.services.admin.rules(request.organisation))
+
+    @unary
+    async def SetOrganisationAPs(self, request: terminal_pb2.SetOrganisationAPsRequest,
+                                 context: Ctx, ctx: OpContext
+                                 ) -> terminal_pb2.OrganisationRights:
+        return organisation_rights(await self.services.admin.set_organisation_aps(
+            ctx, self._by(context), request.organisation,
+            ap_ids(request.load_ap_ids, "load_ap_ids"),
+            ap_ids(request.delete_ap_ids, "delete_ap_ids"), request.unrestricted))
+
+    @unary
+    async def SetPreset(self, request: terminal_pb2.SetPresetRequest, context: Ctx,
+                        ctx: OpContext) -> terminal_pb2.OrganisationRights:
+        return organisation_rights(await self.services.admin.set_preset(
+            ctx, self._by(context), request.organisation, request.name,
+            ap_ids(request.ap_ids, "ap_ids"), request.make_default))
+
+    @unary
+    async def SetDefaultPreset(self, request: terminal_pb2.SetDefaultPresetRequest,
+                               context: Ctx, ctx: OpContext) -> terminal_pb2.OrganisationRights:
+        return organisation_rights(await self.services.admin.set_default_preset(
+            ctx, self._by(context), request.organisation, request.name))

@@ -8,15 +8,19 @@ from collections.abc import AsyncIterator
 from cardap.v1 import cards_pb2, terminal_pb2
 from cardapd.api import convert, validate
 from cardapd.api.base import RpcBase
+from cardapd.api.roles import Role
 from cardapd.api.rpc import Ctx, stream, unary
-from cardapd.domain import OpContext
+from cardapd.domain import OpContext, Right
 from cardapd.errors import CardapError
 from cardapd.readers.diagnose import worst
 from cardapd.readers.hub import now
+from cardapd.readers.model import EventKind
 
 
 class ReadersRpc(RpcBase):
-    """GetStatus, ListReaders, WatchCardEvents, Diagnose, WatchMetrics."""
+    """GetStatus, ListReaders, WatchCardEvents, Diagnose, WatchMetrics. On the kiosk socket
+    a diagnosis needs an operator with the DIAGNOSE right, and card views carry tap-read
+    user IDs only while an operator is logged in there; status needs no session."""
 
     @unary
     async def GetStatus(self, request: terminal_pb2.GetStatusRequest, context: Ctx,
@@ -27,8 +31,9 @@ class ReadersRpc(RpcBase):
     async def ListReaders(self, request: terminal_pb2.ListReadersRequest, context: Ctx,
                           ctx: OpContext) -> terminal_pb2.ListReadersResponse:
         readers = self.services.readers
+        users = self.shows_user_ids(context)
         return terminal_pb2.ListReadersResponse(
-            readers=[convert.reader(v) for v in readers.readers()],
+            readers=[convert.reader(v, users) for v in readers.readers()],
             pcsc_available=readers.pcsc_available)
 
     @stream
@@ -37,9 +42,13 @@ class ReadersRpc(RpcBase):
                               ) -> AsyncIterator[cards_pb2.CardEvent]:
         readers = self.services.readers
         sub = readers.subscribe(validate.reader_filter(list(request.readers)))
+        kiosk = self.role is Role.KIOSK
         try:
             async for event in sub.events():
-                yield convert.event(event)
+                if event.kind is EventKind.PRESET_READY and not kiosk:
+                    continue  # a kiosk matter: the gate's stream stays as it was
+                # On the kiosk socket, user IDs only while an operator is logged in there.
+                yield convert.event(event, self.shows_user_ids(context))
             if sub.overflowed:
                 raise CardapError("this client fell too far behind the card events; "
                                   "reconnect to get a fresh snapshot",
@@ -50,6 +59,7 @@ class ReadersRpc(RpcBase):
     @unary
     async def Diagnose(self, request: terminal_pb2.DiagnoseRequest, context: Ctx,
                        ctx: OpContext) -> terminal_pb2.DiagnoseResponse:
+        ctx, _ = self.counter(context, ctx, Right.DIAGNOSE)
         readers = self.services.readers
         diags = await readers.diagnose(ctx, reader=validate.reader_name(request.reader))
         bad = worst(diags)

@@ -27,6 +27,7 @@ class ReadsRpc(RpcBase):
         if kind == "C" and request.pin:
             raise InvalidArgument("pin: a Type C AP is read without a PIN; send none",
                                   metadata={"field": "pin"})
+        ctx, _ = self.counter(context, ctx)  # the kiosk: an operator behind every read
         result = await self.services.reads.read(ctx, reader=reader, kind=kind, aid=aid,
                                                 pin=pin, fresh=request.fresh)
         return convert.user_id_read(result)

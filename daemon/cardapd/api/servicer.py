@@ -6,11 +6,11 @@ from __future__ import annotations
 from cardap.v1 import terminal_pb2_grpc
 from cardapd.api.rpc_audit import AuditRpc
 from cardapd.api.rpc_loading import LoadingRpc
-from cardapd.api.rpc_operators import OperatorsRpc
+from cardapd.api.rpc_operators import AccountsRpc, OperatorsRpc, RightsRpc
 from cardapd.api.rpc_readers import ReadersRpc
 from cardapd.api.rpc_reads import ReadsRpc
 
 
-class TerminalServicer(ReadersRpc, ReadsRpc, LoadingRpc, OperatorsRpc, AuditRpc,
-                       terminal_pb2_grpc.TerminalServicer):
+class TerminalServicer(ReadersRpc, ReadsRpc, LoadingRpc, OperatorsRpc, AccountsRpc, RightsRpc,
+                       AuditRpc, terminal_pb2_grpc.TerminalServicer):
     """cardap.v1.Terminal for one socket role."""

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cardapd.errors import InvalidArgument
+from cardapd.myna.aids import check_aid
 
 MAX_READER_NAME = 128
 MAX_READERS_FILTER = 16
@@ -35,7 +36,9 @@ def reader_filter(values: list[str]) -> list[str]:
 
 
 def aid(value: str, field: str = "aid") -> bytes | None:
-    """An AID in hex, 5..16 bytes; empty → None (use the configured default)."""
+    """The AID of a card AP in hex, 5..16 bytes, through the one AID check (never one that
+    could select the input assist AP or a built-in AP); empty → None (the configured
+    default)."""
     if not value:
         return None
     if len(value) > 32 or len(value) % 2 or not _HEX.fullmatch(value):
@@ -43,7 +46,7 @@ def aid(value: str, field: str = "aid") -> bytes | None:
     raw = bytes.fromhex(value)
     if len(raw) < 5:
         raise InvalidArgument(f"{field}: an AID is 10 to 32 hex digits", metadata={"field": field})
-    return raw
+    return check_aid(raw, field)
 
 
 def pin(value: bytes) -> bytes:

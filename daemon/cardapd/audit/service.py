@@ -170,7 +170,7 @@ class AuditService:
             conn.close()
 
     async def acknowledge(self, ctx: OpContext, by: str, reset_seq: int, reason: str) -> int:
-        """An administrator (`by`; "" under the bootstrap rule) acknowledges the anchor
+        """An administrator (`by`, their actor) acknowledges the anchor
         reset at `reset_seq` with a reason; audited durably, then the chain is verified
         again and a checkpoint leaves the terminal. Returns the acknowledgement's seq."""
         why = " ".join(reason.split())
@@ -190,9 +190,9 @@ class AuditService:
                                 metadata={"reset_seq": str(reset_seq)})
         seq = await self.audit.record(ctx, RESET_ACKNOWLEDGED, result="ok", detail={
             "reset_seq": reset_seq, "kind": reset.kind, "reason": why,
-            "administrator": by or "bootstrap"}, durable=True)
+            "administrator": by}, durable=True)
         log.warning("audit anchor reset at row %d (%s) acknowledged by %s: %s", reset_seq,
-                    reset.kind, by or "the bootstrap rule (no administrator yet)", why)
+                    reset.kind, by, why)
         try:
             await self.maintenance.verify(Mode.INCREMENTAL, ctx.cancel)
         except (StoreError, Cancelled) as exc:

@@ -54,6 +54,11 @@ def load_config(path: Path | None) -> Config:
     return cfg
 
 
+MOVED_PRESET = ("preset sets are kept on the roster per organisation since issue 16: set "
+                "them with `cardapctl presets set --org ORG --name NAME --aps A,B` and remove "
+                "this key ([presets] has only ready_event now)")
+
+
 def _error(src: str, key: str, problem: str) -> ConfigError:
     return ConfigError(f"{src}: {key}: {problem}" if key else f"{src}: {problem}",
                        metadata={"file": src, "key": key})
@@ -141,6 +146,8 @@ def _translate(src: str, text: str, data: dict[str, Any]) -> ConfigError:
         inner = _unwrap(t)[0] if t is not None else None
         known = tuple(f.name for f in inner.fields if f.name != "source") \
             if isinstance(inner, mi.StructType) else ()
+        if parts == ["presets"] and isinstance(_value_at(data, [*parts, m[1]]), list):
+            return _error(src, _dotted([*parts, m[1]]), MOVED_PRESET)
         return _error(src, _dotted([*parts, m[1]]), _unknown(m[1], known))
     if m := re.fullmatch(r"Object missing required field `(.+)`", message):
         return _error(src, _dotted([*parts, m[1]]), "required")

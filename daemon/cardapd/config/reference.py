@@ -155,7 +155,7 @@ def markdown() -> str:
         rows = list(_key_rows(table, info, value))
         if not rows:
             continue
-        if not table:  # keys of the root: tables of their own ([presets])
+        if not table:  # keys of the root: tables of their own
             out += [f"## `[{row[0].strip('`')}]`\n\n{row[4]} Type: {row[1]}; change: "
                     f"{row[3]}.\n" for row in rows]
             continue
@@ -219,7 +219,7 @@ def example() -> str:
             out += _comment(doc)
             if isinstance(default, tuple) and default == () and extra.get("example") and \
                     not isinstance(default, list):
-                if field.name in ("organisations",) or table == "presets":
+                if field.name in ("organisations",):
                     out.append(f"# {field.name} = {extra['example']}")
                 else:
                     out.append(f"{field.name} = []  # e.g. {extra['example']}")
@@ -228,16 +228,7 @@ def example() -> str:
             else:
                 out.append(f"{field.name} = {toml_value(default)}")
         out.append("")
-        if table == "loading":
-            out += ["[presets]", *_comment(_presets_doc()),
-                    "# new-staff = [\"org-a-staff-c\", \"org-a-records-d\"]", ""]
     return "\n".join(out).rstrip() + "\n"
-
-
-def _presets_doc() -> str:
-    info = mi.type_info(Config)
-    assert isinstance(info, mi.StructType)
-    return _meta(next(f for f in info.fields if f.name == "presets"))[0]
 
 
 def _read_aps_example() -> list[str]:

@@ -28,7 +28,6 @@ from cardapd.config.values import (
     ListenAddress,
     Organisations,
     PinFile,
-    Presets,
     ServiceAddress,
     SocketMode,
     at,
@@ -316,6 +315,16 @@ class LoadingConfig(Section, frozen=True):
         return bool(self.address)
 
 
+class PresetsConfig(Section, frozen=True):
+    """[presets]: the preset-ready event (the sets are on the roster: cardapctl presets)."""
+
+    ready_event: Annotated[bool, key(
+        "When a My Number Card is inserted while an operator is logged in at the kiosk and "
+        "the default preset of their organisation has APs the card lacks, send a "
+        "PRESET_READY card event on the kiosk socket; the kiosk confirms with LoadAP "
+        "default_preset (nothing is written without that call).")] = False
+
+
 class ReadApConfig(Section, frozen=True):
     """One [[read.aps]] table: an AP the gate reads, how to authenticate, where the ID is."""
 
@@ -464,9 +473,7 @@ class Config(Section, frozen=True, eq=False):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     loading: LoadingConfig = msgspec.field(default_factory=LoadingConfig)
-    presets: Annotated[Presets, key(
-        "Preset sets: name = [\"ap-id\", …], loaded in order.",
-        example='{ new-staff = ["org-a-staff-c", "org-a-records-d"] }')] = Presets()
+    presets: PresetsConfig = msgspec.field(default_factory=PresetsConfig)
     read: ReadConfig = msgspec.field(default_factory=ReadConfig)
     pin: PinConfig = msgspec.field(default_factory=PinConfig)
     revocation: RevocationConfig = msgspec.field(default_factory=RevocationConfig)

@@ -2,7 +2,7 @@
 
 msgspec decodes the standard types (strings, numbers, booleans, lists, tables) and checks
 their bounds; the values with a shape of their own — absolute paths, AIDs in hex, socket
-modes, addresses, secrets read from 0600 files, preset tables, custom AP locators — are
+modes, addresses, secrets read from 0600 files, custom AP locators — are
 classes here, built by `decode` (msgspec's `dec_hook`). A problem raises ValueError (or
 TypeError for the wrong TOML type) with a message that never shows a secret. A message may
 start with `@key: ` to say that the problem lies deeper than where msgspec stands (an entry
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cardapd.config.secrets import Secret, read_secret_file
+from cardapd.myna.aids import aid_problem
 from cardapd.myna.custom import UserIdLocator, parse_locator
 
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
@@ -60,7 +61,9 @@ def absolute_path(value: object) -> Path:
 
 
 class Aid(bytes):
-    """An application identifier, written in hex: 5 to 16 bytes."""
+    """An application identifier of a card AP, written in hex: 5 to 16 bytes, never one
+    that could select the text input assist AP or a built-in AP (`myna.aids.aid_problem`,
+    the one AID check)."""
 
     TYPE_DOC = "AID, hex (5-16 bytes)"
 
@@ -74,6 +77,9 @@ class Aid(bytes):
                              ) from None
         if not 5 <= len(raw) <= 16:
             raise ValueError(f"an AID is 5 to 16 bytes, this is {len(raw)}")
+        problem = aid_problem(raw)
+        if problem is not None:
+            raise ValueError(f"{raw.hex().upper()} {problem[1]}")
         return cls(raw)
 
 
@@ -239,28 +245,6 @@ def ap_pin(raw: bytes) -> bytes:
     return raw
 
 
-class Presets(tuple[tuple[str, tuple[str, ...]], ...]):
-    """[presets]: name = ["ap-id", ...], each loaded in order."""
-
-    TYPE_DOC = "table: name = list of AP ids"
-
-    @classmethod
-    def parse(cls, value: object) -> Presets:
-        table = _table(value)
-        out = []
-        for name, ids in table.items():
-            if not isinstance(ids, list) or not ids:
-                raise ValueError(at(name, "a preset names at least one AP (a list of AP ids)"))
-            for i, ap_id in enumerate(ids):
-                if not isinstance(ap_id, str) or not ap_id:
-                    raise ValueError(at(f"{name}[{i}]", "expected a non-empty string, got "
-                                                         f"{kind(ap_id)}"))
-            if len(set(ids)) != len(ids):
-                raise ValueError(at(name, "names an AP twice"))
-            out.append((name, tuple(ids)))
-        return cls(out)
-
-
 class Organisations(tuple[tuple[str, str], ...]):
     """[operators.organisations]: id = "display name"."""
 
@@ -295,7 +279,7 @@ _PARSERS: dict[type, Any] = {
     GroupName: GroupName.parse,
     ListenAddress: ListenAddress.parse, ServiceAddress: ServiceAddress.parse,
     KeyFile: KeyFile.parse, InlineKey: InlineKey.parse, PinFile: PinFile.parse,
-    InlinePin: InlinePin.parse, Presets: Presets.parse, Organisations: Organisations.parse,
+    InlinePin: InlinePin.parse, Organisations: Organisations.parse,
     UserIdLocator: locator,
 }
 

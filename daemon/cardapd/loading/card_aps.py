@@ -83,3 +83,18 @@ def read_card_aps(proto: ApduProtocol, candidates: list[Candidate],
             found.append(CardAp(cand.aid, cand.type, cand.area, "SELECTABLE"))
     select_aid(proto, ISD_AID, "SELECT ISD", cancel=cancel)
     return found, free
+
+
+def present_aps(proto: ApduProtocol, aids: list[bytes],
+                cancel: threading.Event | None = None) -> set[bytes]:
+    """Which of `aids` answer SELECT on the card (on the reader thread; the ISD is selected
+    again at the end, as every card session expects to find it)."""
+    found: set[bytes] = set()
+    for aid in aids:
+        try:
+            if select_aid(proto, aid, "SELECT AP of a preset", cancel=cancel):
+                found.add(aid)
+        except (NotAuthorized, StatusWordError):
+            continue
+    select_aid(proto, ISD_AID, "SELECT ISD", cancel=cancel)
+    return found

@@ -1,9 +1,20 @@
 """Load and delete card APs through the loading service, journalled and audited.
 
-The daemon checks the operator's rights and the organisation's catalogue before it opens
-a card session; the service checks again. A journal row is written before the first APDU
-and finished after the last; a load cut short (card pulled, service lost, daemon killed)
-is reconciled (`loading.reconcile`) the next time that card is identified.
+The operator's organisation decides (a counter may serve several, 共同利用): the
+terminal acts only for the organisations its configuration names, and the service only
+for those it lets this terminal act for. Before it opens a card session the daemon checks
+the operator's right (LOAD, DELETE), the organisation's catalogue (the service's outer
+limit) and the organisation's rules on the roster (the APs its administrators let its
+operators load or delete, its presets); the service checks again and bills the
+organisation. A journal row is written before the first APDU and finished after the last;
+a load cut short (card pulled, service lost, daemon killed) is reconciled
+(`loading.reconcile`) the next time that card is identified.
+
+A preset (named, or the organisation's default when the load names no AP) loads in order;
+an AP already on the card is reported (`already_present`) and skipped, any other failure
+stops the set (D15). With `[presets] ready_event`, a My Number Card inserted while an
+operator is logged in at the kiosk gets a PRESET_READY event naming the default preset's
+APs missing from it: the kiosk confirms with one LoadAP call; nothing is written without it.
 
 Every card write (load, preset, delete) is tracked for a graceful stop (D20): once the
 daemon is stopping, new writes are refused with UNAVAILABLE `SHUTTING_DOWN`; the stop waits
@@ -22,7 +33,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cardapd.domain import OpContext, Operator, OperatorSessions, Right
+from cardapd.domain import (
+    KIOSK_CONNECTION,
+    CounterSessions,
+    OpContext,
+    Operator,
+    OrganisationRules,
+    Right,
+)
 from cardapd.errors import (
     CardapError,
     CardRemoved,
@@ -32,7 +50,7 @@ from cardapd.errors import (
     NotMyNumberCard,
     ServiceUnavailable,
 )
-from cardapd.loading.card_aps import Candidate, CardAp, read_card_aps
+from cardapd.loading.card_aps import Candidate, CardAp, present_aps, read_card_aps
 from cardapd.loading.journal import Journal
 from cardapd.loading.outcome import (
     NOT_NOW,
@@ -49,13 +67,14 @@ from cardapd.loading.ports import (
     CatalogueEntry,
     LoadingService,
     OnBatch,
+    RulesSource,
     SessionOpen,
     SessionOutcome,
 )
 from cardapd.loading.progress import BlockProgress
 from cardapd.loading.reconcile import Reconciler
 from cardapd.loading.relay import run_batch
-from cardapd.readers.model import CardKind
+from cardapd.readers.model import CardKind, EventKind, ReaderView
 from cardapd.telemetry.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -90,7 +109,8 @@ class Progress:
 
 @dataclass(frozen=True)
 class LoadOutcome:
-    """The result of one AP of a load."""
+    """The result of one AP of a load (`already_present`: a preset found it on the card
+    and skipped it)."""
 
     ap_id: str
     aid: str
@@ -99,6 +119,19 @@ class LoadOutcome:
     ok: bool
     reason: str = ""
     message: str = ""
+    already_present: bool = False
+
+
+@dataclass(frozen=True)
+class Loadable:
+    """What an operator may load: catalogue entries, preset sets, the default preset."""
+
+    entries: list[CatalogueEntry]
+    presets: dict[str, list[str]]
+    default_preset: str = ""
+
+
+ALREADY_PRESENT = "ALREADY_PRESENT"
 
 
 @dataclass(frozen=True)
@@ -117,14 +150,18 @@ class Loader:
     """Load, delete and list card APs; reconcile what was cut short."""
 
     def __init__(self, cards: CardAccess, service: LoadingService, journal: Journal,
-                 sessions: OperatorSessions, recorder: Recorder,
-                 presets: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> None:
+                 sessions: CounterSessions, recorder: Recorder, rules: RulesSource, *,
+                 organisations: frozenset[str] = frozenset(),
+                 ready_event: bool = False) -> None:
         self.cards = cards
         self.service = service
         self.journal = journal
         self.sessions = sessions
         self.recorder = recorder
-        self.presets = dict(presets)
+        self.rules_source = rules
+        self.organisations = organisations  # [operators.organisations]: who we act for
+        self.ready_event = ready_event  # [presets] ready_event
+        self._announcing: set[asyncio.Task[None]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._writes: dict[asyncio.Task[Any], _Write] = {}
         self._stopping = False  # new card writes are refused
@@ -133,6 +170,7 @@ class Loader:
         self._closing: set[asyncio.Task[None]] = set()
         self.reconciler = Reconciler(cards, journal, recorder, self.lock, self.relay_session)
         cards.on_identified(self.reconciler.start)  # before the CARD_INSERTED event
+        cards.on_identified(self._announce_preset)
 
     # ------------------------------------------------------------------ operators
 
@@ -140,71 +178,139 @@ class Loader:
         """The operator of a session token (UNAUTHENTICATED without a valid one)."""
         return self.sessions.validate(token)
 
-    async def list_loadable(self, operator: Operator
-                            ) -> tuple[list[CatalogueEntry], dict[str, list[str]]]:
-        """The organisation's catalogue and the presets it can load completely."""
-        entries = await self.service.catalogue(operator.organisation)
+    def _acting_for(self, operator: Operator) -> None:
+        """PERMISSION_DENIED unless the terminal's configuration names the operator's
+        organisation (the service checks that it may act for it, too)."""
+        if operator.organisation not in self.organisations:
+            raise NotAuthorized(
+                f"this terminal does not act for organisation {operator.organisation} (it is "
+                "not in [operators.organisations])", reason="ORGANISATION_NOT_CONFIGURED",
+                metadata={"organisation": operator.organisation})
+
+    async def rules(self, organisation: str) -> OrganisationRules:
+        """The organisation's rules on the roster."""
+        return await asyncio.to_thread(self.rules_source.rules, organisation)
+
+    async def list_loadable(self, operator: Operator) -> Loadable:
+        """What the operator may load: the organisation's catalogue under its rules (nothing
+        without the LOAD right), and the presets it can load completely."""
+        self._acting_for(operator)
+        rules = await self.rules(operator.organisation)
+        catalogue = await self.service.catalogue(operator.organisation)
+        if Right.LOAD not in operator.rights:
+            return Loadable([], {}, "")
+        entries = [e for e in catalogue if rules.may_load(e.ap_id)]
         ids = {e.ap_id for e in entries}
-        presets = {n: list(aps) for n, aps in self.presets.items() if set(aps) <= ids}
-        return entries, presets
+        presets = {n: list(aps) for n, aps in rules.presets.items() if set(aps) <= ids}
+        default = rules.default_preset if rules.default_preset in presets else ""
+        return Loadable(entries, presets, default)
 
     # ------------------------------------------------------------------ load
 
     async def load(self, ctx: OpContext, operator: Operator, *, reader: str, ap_id: str,
                    preset: str, custom_user_id: str, progress: Callable[[Progress], None],
-                   result: Callable[[LoadOutcome], None]) -> None:
-        """Load one AP or a preset in order; a failure is reported, then raised. Setting
-        `ctx.cancel` stops the card work before its next APDU."""
+                   result: Callable[[LoadOutcome], None], default_preset: bool = False
+                   ) -> None:
+        """Load one AP, a preset, or (`default_preset`) the organisation's default preset,
+        in order; a failure is reported, then raised. Setting `ctx.cancel` stops the card
+        work before its next APDU."""
         ctx = dataclasses.replace(ctx, operator=operator.actor)
         cancel = ctx.cancel
-        async with self._write(ctx, "load", {"ap_id": ap_id, "preset": preset}, cancel):
+        detail: dict[str, object] = {"ap_id": ap_id, "preset": preset,
+                                     "organisation": operator.organisation}
+        if default_preset:
+            detail["default_preset"] = True
+        async with self._write(ctx, "load", detail, cancel):
             await self._load(ctx, operator, reader=reader, ap_id=ap_id, preset=preset,
-                             custom_user_id=custom_user_id, progress=progress, result=result,
-                             cancel=cancel)
+                             default_preset=default_preset, custom_user_id=custom_user_id,
+                             progress=progress, result=result, cancel=cancel)
+
+    def _preset(self, rules: OrganisationRules, preset: str, default: bool) -> str:
+        """The preset to load (the default one when asked), or PRESET_NOT_FOUND."""
+        if default:
+            if not rules.default_preset:
+                raise NotFound(f"organisation {rules.organisation} has no default preset",
+                               reason="PRESET_NOT_FOUND", metadata={"preset": ""})
+            return rules.default_preset
+        if preset not in rules.presets:
+            raise NotFound(f"organisation {rules.organisation} has no preset named "
+                           f"{preset!r}", reason="PRESET_NOT_FOUND",
+                           metadata={"preset": preset})
+        return preset
 
     async def _load(self, ctx: OpContext, operator: Operator, *, reader: str, ap_id: str,
-                    preset: str, custom_user_id: str, progress: Callable[[Progress], None],
+                    preset: str, default_preset: bool, custom_user_id: str,
+                    progress: Callable[[Progress], None],
                     result: Callable[[LoadOutcome], None], cancel: threading.Event) -> None:
         start = time.perf_counter()
         target: CardTarget | None = None
+        is_set = bool(preset) or default_preset
         try:
             operator.require(Right.LOAD)
-            if preset:
-                if preset not in self.presets:
-                    raise NotFound(f"no preset named {preset!r} is configured",
-                                   reason="PRESET_NOT_FOUND", metadata={"preset": preset})
-                ap_ids = list(self.presets[preset])
+            self._acting_for(operator)
+            rules = await self.rules(operator.organisation)
+            if is_set:
+                preset = self._preset(rules, preset, default_preset)
+                ap_ids = list(rules.presets[preset])
             else:
                 ap_ids = [ap_id]
             target = await self._target(reader)
-            entries = await self._permitted(operator, ap_ids)
+            entries = await self._permitted(operator, rules, ap_ids)
             for one in ap_ids:
                 _check_custom(entries[one], custom_user_id)
         except CardapError as exc:
-            await self.audit_end(ctx, "load", start, exc, target, {"ap_id": ap_id,
-                                                                "preset": preset})
+            await self.audit_end(ctx, "load", start, exc, target, {
+                "ap_id": ap_id, "preset": preset, "organisation": operator.organisation})
             raise
         assert target is not None
         async with self.lock(target.owner.name):
+            present: set[bytes] = set()
+            if is_set:
+                await self._check_present(target)
+                aids = [bytes.fromhex(entries[a].instance_aid) for a in ap_ids]
+                present = await target.owner.run(
+                    lambda proto: present_aps(proto, aids, cancel))
             for one in ap_ids:
+                entry = entries[one]
+                if bytes.fromhex(entry.instance_aid) in present:
+                    result(await self._skip(ctx, operator, target, entry, preset))
+                    continue
                 try:
-                    outcome = await self._load_one(ctx, operator, target, entries[one],
-                                                   custom_user_id, progress, cancel)
+                    outcome = await self._load_one(ctx, operator, target, entry,
+                                                   custom_user_id, progress, cancel, preset)
                 except CardapError as exc:
-                    if preset:
-                        result(LoadOutcome(one, entries[one].instance_aid, "", 0, False,
+                    if is_set and exc.reason == "ALREADY_EXISTS":
+                        result(await self._skip(ctx, operator, target, entry, preset))
+                        continue
+                    if is_set:
+                        result(LoadOutcome(one, entry.instance_aid, "", 0, False,
                                            exc.reason, exc.message))
                     raise
                 result(outcome)
 
+    async def _skip(self, ctx: OpContext, operator: Operator, target: CardTarget,
+                    entry: CatalogueEntry, preset: str) -> LoadOutcome:
+        """An AP of a preset already on the card: reported and audited (never billed)."""
+        await self.recorder.finish(
+            ctx, "load", time.perf_counter(), None, reader=target.owner.name,
+            card_id=target.card_id, durable=True,
+            detail={"ap_id": entry.ap_id, "aid": entry.instance_aid, "preset": preset,
+                    "organisation": operator.organisation, "skipped": ALREADY_PRESENT,
+                    "billed": False})
+        return LoadOutcome(entry.ap_id, entry.instance_aid, "", 0, True, ALREADY_PRESENT,
+                           "already on the card: skipped", already_present=True)
+
     async def _load_one(self, ctx: OpContext, operator: Operator, target: CardTarget,
                         entry: CatalogueEntry, custom_user_id: str,
                         progress: Callable[[Progress], None],
-                        cancel: threading.Event | None) -> LoadOutcome:
+                        cancel: threading.Event | None, preset: str = "") -> LoadOutcome:
         """One AP: journal, audit, session, journal, audit."""
         start = time.perf_counter()
         ap_id = entry.ap_id
-        detail: dict[str, object] = {"ap_id": ap_id, "aid": entry.instance_aid}
+        detail: dict[str, object] = {"ap_id": ap_id, "aid": entry.instance_aid,
+                                     "organisation": operator.organisation}
+        if preset:
+            detail["preset"] = preset
         if self._aborting:  # the next AP of a preset, after the grace period ended
             stopped = self._interrupted("load")
             await self.audit_end(ctx, "load", start, stopped, target, detail)
@@ -245,24 +351,32 @@ class Loader:
         """Delete the AP with instance `aid`; ALREADY_ABSENT is a success."""
         ctx = dataclasses.replace(ctx, operator=operator.actor)
         cancel = ctx.cancel
-        async with self._write(ctx, "delete", {"aid": aid.hex().upper()}, cancel):
+        async with self._write(ctx, "delete", {"aid": aid.hex().upper(),
+                                               "organisation": operator.organisation}, cancel):
             return await self._delete(ctx, operator, reader=reader, aid=aid, cancel=cancel)
 
     async def _delete(self, ctx: OpContext, operator: Operator, *, reader: str,
                       aid: bytes, cancel: threading.Event) -> DeleteOutcome:
         start = time.perf_counter()
         aid_hex = aid.hex().upper()
-        detail: dict[str, object] = {"aid": aid_hex}
+        detail: dict[str, object] = {"aid": aid_hex, "organisation": operator.organisation}
         target: CardTarget | None = None
         try:
             operator.require(Right.DELETE)
+            self._acting_for(operator)
+            rules = await self.rules(operator.organisation)
             target = await self._target(reader)
             catalogue = await self.service.catalogue(operator.organisation)
             entry = next((e for e in catalogue if e.instance_aid.upper() == aid_hex), None)
             if entry is None:
                 raise NotAuthorized(f"organisation {operator.organisation} may not delete "
-                                    f"the AP {aid_hex}", reason="NOT_PERMITTED",
-                                    metadata={"aid": aid_hex})
+                                    f"the AP {aid_hex}: it is not an AP of its catalogue",
+                                    reason="NOT_PERMITTED", metadata={"aid": aid_hex})
+            if not rules.may_delete(entry.ap_id):
+                raise NotAuthorized(f"the administrators of {operator.organisation} do not let "
+                                    f"its operators delete {entry.ap_id}",
+                                    reason="NOT_PERMITTED",
+                                    metadata={"aid": aid_hex, "ap_id": entry.ap_id})
         except CardapError as exc:
             await self.audit_end(ctx, "delete", start, exc, target, detail)
             raise
@@ -328,14 +442,17 @@ class Loader:
 
     # ------------------------------------------------------------------ list
 
-    async def list_card_aps(self, ctx: OpContext, *, reader: str
+    async def list_card_aps(self, ctx: OpContext, *, reader: str,
+                            organisation: str | None = None
                             ) -> tuple[list[CardAp], dict[str, int]]:
-        """The candidate APs that answer SELECT, and the free bytes per area."""
+        """The candidate APs that answer SELECT, and the free bytes per area (candidates:
+        the catalogue of `organisation`, or of every organisation the terminal acts for)."""
         start = time.perf_counter()
         target: CardTarget | None = None
+        orgs = [organisation] if organisation is not None else sorted(self.organisations)
         try:
             target = await self._target(reader)
-            candidates = await self._candidates(target)
+            candidates = await self._candidates(target, orgs)
             async with self.lock(target.owner.name):
                 await self._check_present(target)
                 found, free = await target.owner.run(
@@ -347,14 +464,18 @@ class Loader:
                              {"aps": [a.aid.hex().upper() for a in found]})
         return found, free
 
-    async def _candidates(self, target: CardTarget) -> list[Candidate]:
-        """The terminal's catalogue (when reachable), the card's journal, the tap AIDs."""
+    async def _candidates(self, target: CardTarget, organisations: list[str]
+                          ) -> list[Candidate]:
+        """The organisations' catalogues (when reachable), the card's journal, the tap
+        AIDs."""
         out: list[Candidate] = []
-        try:
-            for e in await self.service.catalogue(""):
-                out.append(Candidate(bytes.fromhex(e.instance_aid), e.type, e.area))
-        except CardapError as exc:
-            log.info("catalogue unavailable for ListCardAPs: %s", exc.reason)
+        for organisation in organisations or [""]:
+            try:
+                for e in await self.service.catalogue(organisation):
+                    out.append(Candidate(bytes.fromhex(e.instance_aid), e.type, e.area))
+            except CardapError as exc:
+                log.info("catalogue of %s unavailable for ListCardAPs: %s",
+                         organisation or "this terminal", exc.reason)
         for row in await asyncio.to_thread(self.journal.for_card, target.card_id):
             out.append(Candidate(bytes.fromhex(row.aid)))
         out += [Candidate(aid, "C") for aid in self.cards.tap_aids]
@@ -362,11 +483,13 @@ class Loader:
 
     # ------------------------------------------------------------------ reload and stop
 
-    def reconfigure(self, service: LoadingService,
-                    presets: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
-        """A reloaded configuration (D19): presets at once, `service` from the next call
-        on. A session in progress finishes on the old link, closed once no write is left."""
-        self.presets = dict(presets)
+    def reconfigure(self, service: LoadingService, *, organisations: frozenset[str],
+                    ready_event: bool) -> None:
+        """A reloaded configuration (D19): the organisations and the preset-ready event at
+        once, `service` from the next call on. A session in progress finishes on the old
+        link, closed once no write is left."""
+        self.organisations = organisations
+        self.ready_event = ready_event
         if service is not self.service:
             self._retired.append(self.service)
             self.service = service
@@ -491,14 +614,21 @@ class Loader:
                                   metadata={"reader": owner.name})
         return CardTarget(owner, view, owner.generation)
 
-    async def _permitted(self, operator: Operator, ap_ids: list[str]
-                         ) -> dict[str, CatalogueEntry]:
-        """Catalogue entries of `ap_ids`; PERMISSION_DENIED for one the org may not load."""
+    async def _permitted(self, operator: Operator, rules: OrganisationRules,
+                         ap_ids: list[str]) -> dict[str, CatalogueEntry]:
+        """Catalogue entries of `ap_ids`; PERMISSION_DENIED for one the organisation may
+        not load: not in its catalogue (the service's outer limit), or not allowed by its
+        administrators (the roster)."""
         catalogue = {e.ap_id: e for e in await self.service.catalogue(operator.organisation)}
         for ap_id in ap_ids:
             if ap_id not in catalogue:
                 raise NotAuthorized(f"organisation {operator.organisation} may not load "
-                                    f"{ap_id!r}", reason="NOT_PERMITTED",
+                                    f"{ap_id!r}: not in its catalogue at the loading service "
+                                    "(or refused by this terminal: see its log)",
+                                    reason="NOT_PERMITTED", metadata={"ap_id": ap_id})
+            if not rules.may_load(ap_id):
+                raise NotAuthorized(f"the administrators of {operator.organisation} do not let "
+                                    f"its operators load {ap_id!r}", reason="NOT_PERMITTED",
                                     metadata={"ap_id": ap_id})
         return catalogue
 
@@ -625,8 +755,55 @@ class Loader:
                                    card_id=target.card_id if target else "", detail=detail,
                                    durable=True)
 
+    # ------------------------------------------------------------------ preset ready
+
+    def _announce_preset(self, view: ReaderView, generation: int) -> None:
+        """On identification: with `[presets] ready_event`, tell the kiosk which APs of the
+        logged-in operator's default preset the card lacks (in the background)."""
+        if not self.ready_event or self._stopping:
+            return
+        operator = self.sessions.holder(KIOSK_CONNECTION)
+        owner = self.cards.owner(view.name)
+        if operator is None or owner is None or view.card is None:
+            return
+        target = CardTarget(owner, view, generation)
+        task = asyncio.ensure_future(self._preset_ready(target, operator))
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _preset_ready(self, target: CardTarget, operator: Operator) -> None:
+        """The PRESET_READY event (a failure only logged: it is a hint, the load checks)."""
+        try:
+            if (Right.LOAD not in operator.rights
+                    or operator.organisation not in self.organisations):
+                return
+            loadable = await self.list_loadable(operator)
+            if not loadable.default_preset:
+                return
+            await self.reconciler.wait(target.owner.name, self.service.timeout_s)
+            entries = {e.ap_id: e for e in loadable.entries}
+            ap_ids = loadable.presets[loadable.default_preset]
+            async with self.lock(target.owner.name):
+                await self._check_present(target)
+                aids = [bytes.fromhex(entries[a].instance_aid) for a in ap_ids]
+                present = await target.owner.run(lambda proto: present_aps(proto, aids))
+            missing = [a for a in ap_ids if bytes.fromhex(entries[a].instance_aid)
+                       not in present]
+            if missing:
+                self.cards.tell(
+                    target.owner.name, target.generation, EventKind.PRESET_READY,
+                    f"preset {loadable.default_preset} of {operator.organisation} is ready "
+                    f"to load: {', '.join(missing)} (LoadAP default_preset confirms)",
+                    data=(("organisation", operator.organisation),
+                          ("preset", loadable.default_preset),
+                          ("ap_ids", ",".join(missing))))
+        except CardapError as exc:
+            log.info("no preset-ready event for %s: %s", target.card_id, exc.reason)
+
     async def close(self) -> None:
         """Stop reconciliations and close the service link and the journal."""
+        for task in list(self._announcing):
+            task.cancel()
         self.reconciler.cancel_all()
         self._close_retired()
         await asyncio.gather(*self._closing, return_exceptions=True)

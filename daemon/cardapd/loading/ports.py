@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from cardapd.domain import OrganisationRules
 from cardapd.errors import CardapError
 from cardapd.readers.model import EventKind, ReaderView
 from cardapd.readers.owner import ReaderOwner
@@ -188,10 +189,19 @@ class CardAccess(Protocol):
         """Drop the cached tap read of `aid` (the AP was deleted)."""
         ...
 
-    def tell(self, reader: str, generation: int, kind: EventKind, detail: str) -> None:
-        """Publish an event about the card still in `reader`."""
+    def tell(self, reader: str, generation: int, kind: EventKind, detail: str,
+             data: tuple[tuple[str, str], ...] = ()) -> None:
+        """Publish an event about the card still in `reader` (`data`: structured facts)."""
         ...
 
     def on_identified(self, listener: Callable[[ReaderView, int], None]) -> None:
         """Be told of each identified My Number Card, before its event goes out."""
+        ...
+
+
+class RulesSource(Protocol):
+    """Where an organisation's rules at this terminal come from (the roster)."""
+
+    def rules(self, organisation: str) -> OrganisationRules:
+        """What the organisation's administrators allow its operators."""
         ...

@@ -15,9 +15,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from cardapd.errors import Cancelled, CardapError, CardProtocolError, NotAuthorized
+from cardapd.errors import Cancelled, CardapError, CardProtocolError
 from cardapd.loading.ports import ApduBatch, BatchResult
-from cardapd.myna.aids import is_denied
+from cardapd.myna.aids import check_aid
 from cardlib.protocol import ApduProtocol
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,8 @@ def _check_allowed(command: bytes) -> None:
     """Refuse a plain SELECT by AID of a denied AP (a rogue service cannot reach it)."""
     if len(command) >= 5 and command[1] == 0xA4 and command[2] == 0x04 \
             and command[0] & 0x0C == 0:
-        aid = command[5:5 + command[4]]
-        if is_denied(aid):
-            raise NotAuthorized("the loading service asked to select an AP this terminal "
-                                "never selects", reason="AID_FORBIDDEN")
+        # The one AID check; built-in APs stay allowed (the ISD is selected in every session).
+        check_aid(command[5:5 + command[4]], "the loading service's SELECT", card_ap=False)
 
 
 def _check_answer(resp: bytes) -> None:

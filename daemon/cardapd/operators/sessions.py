@@ -8,8 +8,12 @@ protocol's one-argument `validate(token)` takes the connection from `current_con
 a context variable the API layer sets per call (`with connection_scope(conn_id): ...`);
 with no connection known the token is refused (fail closed). A session ends on the
 idle timeout (each successful validation restarts it), the absolute timeout, `end`,
-`end_connection` (the kiosk disconnected) or a new login on the same connection. When
-given `current`, each validation re-reads the operator from the roster, so a disabled
+`end_connection` (the kiosk disconnected) or a new login on the same connection: one
+session per connection. A login of the operator who holds the connection's live session
+replaces it (a crashed kiosk UI must not lock the counter out); a login of **another**
+operator fails with FAILED_PRECONDITION `SESSION_IN_USE` unless it asks to replace (the
+request's `replace_session`), and then says whose session it ended. When given
+`current`, each validation re-reads the operator from the roster, so a disabled or removed
 operator's session stops at once and rights changes apply to the next call.
 The clock is wall time (UTC) and injectable; expiry is inclusive of the limit.
 """
@@ -27,8 +31,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from cardapd.domain import Operator
-from cardapd.errors import InvalidArgument, ResourceExhausted, Unauthenticated
-from cardapd.operators.roster.model import check_time
+from cardapd.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+)
 
 DEFAULT_IDLE = timedelta(minutes=5)
 DEFAULT_ABSOLUTE = timedelta(hours=8)
@@ -72,12 +80,30 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class OpenedSession:
-    """What `open` hands the kiosk (cardap.v1.OperatorSession): the token, once."""
+    """What `open` hands the kiosk (cardap.v1.OperatorSession): the token, once; and the
+    operator whose live session on the connection it replaced (None: there was none)."""
 
     token: str
     operator: Operator
     expires_at: datetime
     idle_timeout_s: int
+    replaced: Operator | None = None
+
+
+class SessionInUse(FailedPrecondition):
+    """Another operator's session is live on this connection and the login did not ask to
+    replace it; `holder` is that operator (for the audit row, never for the caller)."""
+
+    reason = "SESSION_IN_USE"
+
+    def __init__(self, holder: Operator) -> None:
+        super().__init__("another operator's session is open on this socket: they log out "
+                         "first, or the login asks to replace it (replace_session)")
+        self.holder = holder
+
+
+def _same(a: Operator, b: Operator) -> bool:
+    return (a.organisation, a.operator_id) == (b.organisation, b.operator_id)
 
 
 class SessionManager:
@@ -105,29 +131,62 @@ class SessionManager:
         self.absolute_timeout = absolute_timeout
 
     def _now(self, now: datetime | None) -> datetime:
-        return check_time("now", now if now is not None else self._clock())
+        when = now if now is not None else self._clock()
+        if when.tzinfo is None:  # (the roster's check_time; sessions stand on their own)
+            raise InvalidArgument("now must be a timezone-aware time", reason="INVALID_TIME",
+                                  metadata={"field": "now"})
+        return when.astimezone(UTC)
 
-    def open(self, operator: Operator, connection_id: str,
-             now: datetime | None = None) -> OpenedSession:
-        """Start a session for an authenticated operator on `connection_id`."""
+    def holder(self, connection_id: str, now: datetime | None = None) -> Operator | None:
+        """The operator of the live session on `connection_id`, or None (no refresh)."""
+        when = self._now(now)
+        with self._lock:
+            self._sweep(when)
+            return next((s.operator for s in self._sessions.values()
+                         if s.connection_id == connection_id and when < s.expires_at), None)
+
+    def check_replace(self, operator: Operator, connection_id: str, *, replace: bool,
+                      now: datetime | None = None) -> None:
+        """SessionInUse when a login of `operator` would end another operator's live
+        session on `connection_id` without `replace` (asked before the finger or password,
+        so that nobody scans a finger for a refusal; `open` checks again)."""
+        holder = self.holder(connection_id, now)
+        if holder is not None and not replace and not _same(holder, operator):
+            raise SessionInUse(holder)
+
+    def open(self, operator: Operator, connection_id: str, now: datetime | None = None, *,
+             replace: bool = False, absolute: timedelta | None = None) -> OpenedSession:
+        """Start a session for an authenticated operator on `connection_id`, ending the live
+        one there: the operator's own, or another's when `replace` (SessionInUse
+        otherwise). `absolute` shortens the session's maximum length."""
         if not connection_id:
             raise InvalidArgument("a session needs the kiosk connection id",
                                   reason="NO_CONNECTION")
         when = self._now(now)
         token = secrets.token_urlsafe(32)
-        session = Session(operator, connection_id, when, when,
-                          when + self.absolute_timeout, self.idle_timeout)
+        longest = self.absolute_timeout if absolute is None else min(absolute,
+                                                                      self.absolute_timeout)
+        session = Session(operator, connection_id, when, when, when + longest,
+                          self.idle_timeout)
+        replaced: Operator | None = None
         with self._lock:
             self._sweep(when)
+            mine = [k for k, s in self._sessions.items()
+                    if s.connection_id == connection_id and when < s.expires_at]
+            for key in mine:
+                holder = self._sessions[key].operator
+                if not replace and not _same(holder, operator):
+                    raise SessionInUse(holder)
+                replaced = holder
             for key in [k for k, s in self._sessions.items()
                         if s.connection_id == connection_id]:
-                del self._sessions[key]  # one operator per kiosk connection
+                del self._sessions[key]  # one operator per connection
             if len(self._sessions) >= self._max:
                 raise ResourceExhausted("too many operator sessions",
                                         reason="TOO_MANY_SESSIONS")
             self._sessions[_digest(token)] = session
         return OpenedSession(token, operator, session.expires_at,
-                             int(self.idle_timeout.total_seconds()))
+                             int(self.idle_timeout.total_seconds()), replaced)
 
     def validate(self, token: str, connection_id: str | None = None,
                  now: datetime | None = None) -> Operator:

@@ -75,19 +75,21 @@ class EventHub:
         """Forget every reader (PC/SC went away)."""
         self._readers.clear()
 
-    def _next(self, kind: EventKind, reader: ReaderView | None, detail: str) -> CardEvent:
+    def _next(self, kind: EventKind, reader: ReaderView | None, detail: str,
+              data: tuple[tuple[str, str], ...] = ()) -> CardEvent:
         self._seq += 1
-        return CardEvent(seq=self._seq, kind=kind, time=now(), reader=reader, detail=detail)
+        return CardEvent(seq=self._seq, kind=kind, time=now(), reader=reader, detail=detail,
+                         data=data)
 
     def publish(self, kind: EventKind, reader: ReaderView | None = None,
-                detail: str = "") -> CardEvent:
+                detail: str = "", data: tuple[tuple[str, str], ...] = ()) -> CardEvent:
         """Record the reader's new view (if any) and send the event to every subscriber."""
         if reader is not None:
             if kind is EventKind.READER_REMOVED:
                 self._readers.pop(reader.name, None)
             else:
                 self._readers[reader.name] = reader
-        event = self._next(kind, reader, detail)
+        event = self._next(kind, reader, detail, data)
         self._deliver(event, self._subs)
         if self._on_publish is not None:
             self._on_publish(event)

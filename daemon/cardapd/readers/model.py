@@ -74,6 +74,7 @@ class EventKind(enum.Enum):
     RECOVERED = "recovered"
     CARD_MUTE = "card_mute"
     CARD_DETECTED = "card_detected"
+    PRESET_READY = "preset_ready"
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,4 @@ class CardEvent:
     time: datetime
     reader: ReaderView | None = None
     detail: str = ""
+    data: tuple[tuple[str, str], ...] = ()  # structured facts (PRESET_READY: the preset)

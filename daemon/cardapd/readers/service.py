@@ -433,13 +433,14 @@ class Readers:
                                                         if t.aid != aid))
         self.hub.set_reader(ReaderView(reader, view.state, card))
 
-    def tell(self, reader: str, generation: int, kind: EventKind, detail: str) -> None:
+    def tell(self, reader: str, generation: int, kind: EventKind, detail: str,
+             data: tuple[tuple[str, str], ...] = ()) -> None:
         """Publish an event about the card still in `reader` (e.g. a reconciliation)."""
         owner = self._owners.get(reader)
         view = self.hub.reader(reader)
         if owner is None or owner.generation != generation or view is None:
             return
-        self.hub.publish(kind, view, detail=detail)
+        self.hub.publish(kind, view, detail=detail, data=data)
 
     # ------------------------------------------------------------------ helpers
 

@@ -36,7 +36,7 @@ from cardapd.audit.checkpoints import Checkpoint, CheckpointSender
 from cardapd.config import LoadingConfig
 from cardapd.config.files import FileProblem, loading_tls_problems
 from cardapd.domain import LoadingLinkStatus
-from cardapd.errors import CardapError, NotAuthorized, ServiceUnavailable
+from cardapd.errors import CardapError, ConfigError, NotAuthorized, ServiceUnavailable
 from cardapd.loading.ports import (
     CatalogueEntry,
     OnBatch,
@@ -46,6 +46,7 @@ from cardapd.loading.ports import (
 )
 from cardapd.reads.revocation import PulledFeed
 from cardapd.servicelink import convert
+from cardapd.servicelink.tls import TerminalTls, read_tls
 from cardapd.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,11 @@ def service_error(exc: grpc.aio.AioRpcError, what: str) -> CardapError:
     code = exc.code()
     detail = exc.details() or code.name
     if code == grpc.StatusCode.PERMISSION_DENIED:
+        trailing: Any = exc.trailing_metadata() or ()
+        said = next((str(v) for k, v in trailing if k == "cardap-reason"), "")
+        if said == "ORGANISATION_NOT_ALLOWED":
+            return NotAuthorized(f"the loading service does not let this terminal act for "
+                                 f"that organisation ({detail})", reason=said)
         return NotAuthorized(f"the loading service refused {what}: {detail}",
                              reason="SERVICE_REFUSED")
     return ServiceUnavailable(f"the loading service is unavailable ({what}): {detail}",
@@ -96,7 +102,8 @@ class LoadingClient:
     """One mTLS channel to the loading service (opened lazily, reused)."""
 
     def __init__(self, cfg: LoadingConfig, metrics: Metrics | None = None,
-                 checkpoints: CheckpointSender | None = None) -> None:
+                 checkpoints: CheckpointSender | None = None,
+                 tls: TerminalTls | None = None) -> None:
         self.cfg = cfg
         self.metrics = metrics
         self.checkpoints = checkpoints
@@ -106,8 +113,25 @@ class LoadingClient:
         self.last_error = ""  # the reason of the last failure
         self._last_success: datetime | None = None
         self._last_contact = 0.0  # monotonic time of the last call's outcome
+        # The TLS material this link uses (read now when not given; None while unreadable:
+        # the first call reads it again, and fails clearly if it still cannot).
+        self.tls = tls if tls is not None or not cfg.configured else self._try_read()
         if metrics is not None:
             metrics.loading_configured.set(1 if cfg.configured else 0)
+            self._show_cert()
+
+    def _try_read(self) -> TerminalTls | None:
+        try:
+            return read_tls(self.cfg)
+        except ConfigError as exc:
+            log.error("the loading service's TLS files cannot be used: %s", exc.message)
+            return None
+
+    def _show_cert(self) -> None:
+        """The expiry metric of the certificate this link holds (0: none)."""
+        if self.metrics is not None:
+            self.metrics.loading_cert_expiry.set(
+                self.tls.not_after.timestamp() if self.tls is not None else 0)
 
     @property
     def configured(self) -> bool:
@@ -183,15 +207,18 @@ class LoadingClient:
             raise ServiceUnavailable("no loading service is configured ([loading] address)",
                                      reason="LOADING_SERVICE_NOT_CONFIGURED")
         if self._channel is None:
-            try:
-                creds = grpc.ssl_channel_credentials(
-                    root_certificates=_read(self.cfg.ca),
-                    private_key=_read(self.cfg.key), certificate_chain=_read(self.cfg.cert))
-            except OSError as exc:
-                self._link("tls_files")
-                raise ServiceUnavailable(f"cannot read the loading service TLS files: "
-                                         f"{exc.strerror or exc}",
-                                         reason="LOADING_SERVICE_UNAVAILABLE") from exc
+            if self.tls is None:
+                try:
+                    self.tls = read_tls(self.cfg)
+                except ConfigError as exc:
+                    self._link("tls_files")
+                    raise ServiceUnavailable(f"cannot use the loading service TLS files: "
+                                             f"{exc.message}",
+                                             reason="LOADING_SERVICE_UNAVAILABLE") from exc
+                self._show_cert()
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=self.tls.ca, private_key=self.tls.key,
+                certificate_chain=self.tls.cert)
             # Bounded reconnect backoff: after a short outage of the service the next load
             # must not be refused for minutes (gRPC's default grows to 120 s).
             self._channel = grpc.aio.secure_channel(self.cfg.address, creds, options=[
@@ -222,7 +249,11 @@ class LoadingClient:
             self._rpc_failed(exc)
             raise service_error(exc, "the catalogue") from None
         self._link(None)
-        return [convert.catalogue_entry(e) for e in resp.aps]
+        entries, refused = convert.catalogue(resp.aps)
+        for problem in refused:  # the rest of the catalogue stays usable
+            log.error("the loading service's catalogue holds an entry this terminal refuses "
+                      "(it is left out): %s", problem)
+        return entries
 
     async def revocation_feed(self, organisation: str, since_version: int) -> PulledFeed:
         """Entries of `organisation`'s feed changed after `since_version` (0: all)."""
@@ -321,10 +352,6 @@ class LoadingClient:
         except BaseException:
             call.cancel()
             raise
-
-
-def _read(path: Path | None) -> bytes | None:
-    return None if path is None else path.read_bytes()
 
 
 def certificate_cn(path: Path | None) -> str:

@@ -7,6 +7,7 @@ revocation capabilities see are the dataclasses of `cardapd.loading.ports` and
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -14,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from cardap.v1 import audit_pb2, cards_pb2, loading_pb2
 from cardapd.audit.checkpoints import Checkpoint
 from cardapd.domain import IdStatus
-from cardapd.errors import ServiceUnavailable
+from cardapd.errors import CardapError, ServiceUnavailable
 from cardapd.loading.ports import (
     Apdu,
     ApduBatch,
@@ -23,6 +24,7 @@ from cardapd.loading.ports import (
     SessionDone,
     SessionOpen,
 )
+from cardapd.myna.aids import check_aid
 from cardapd.reads.revocation import PulledFeed
 from cardapd.reads.revocation_store import FeedEntry
 
@@ -40,6 +42,42 @@ def catalogue_entry(e: loading_pb2.CatalogueEntry) -> CatalogueEntry:
                           image_bytes=dict(e.image_bytes), area=e.area,
                           load_file_aid=e.load_file_aid, module_aid=e.module_aid,
                           pin_required=e.pin_required)
+
+
+def entry_problem(e: loading_pb2.CatalogueEntry) -> str | None:
+    """Why this terminal refuses a catalogue entry (its AIDs through the one AID check:
+    never the input assist AP; the instance and load file never a built-in AP), or None."""
+    where = f"catalogue entry {e.ap_id[:64]!r}"
+    for field, value, card_ap in (("instance_aid", e.instance_aid, True),
+                                  ("load_file_aid", e.load_file_aid, True),
+                                  ("module_aid", e.module_aid, False)):
+        if not value and field != "instance_aid":
+            continue
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            return f"{where}: {field} is not hex"
+        if not 5 <= len(raw) <= 16:
+            return f"{where}: {field} is not an AID of 5 to 16 bytes"
+        try:
+            check_aid(raw, f"{where}.{field}", card_ap=card_ap)
+        except CardapError as exc:
+            return exc.message
+    return None
+
+
+def catalogue(aps: Iterable[loading_pb2.CatalogueEntry]
+              ) -> tuple[list[CatalogueEntry], list[str]]:
+    """The catalogue entries this terminal accepts, and why it refused the others."""
+    accepted: list[CatalogueEntry] = []
+    refused: list[str] = []
+    for e in aps:
+        problem = entry_problem(e)
+        if problem is None:
+            accepted.append(catalogue_entry(e))
+        else:
+            refused.append(problem)
+    return accepted, refused
 
 
 def session_open(o: SessionOpen, cp: Checkpoint | None = None) -> loading_pb2.SessionOpen:

@@ -167,6 +167,12 @@ class Metrics:
             "terminal's TLS files unreadable).", ["reason"], registry=r)
         for reason in LINK_ERRORS:
             self.loading_link_errors.labels(reason)
+        self.loading_cert_expiry = Gauge(
+            "cardapd_loading_client_cert_expiry_timestamp_seconds",
+            "Unix time this terminal's client certificate for the loading service expires "
+            "(notAfter of [loading] cert, as the link in use holds it; 0: no loading "
+            "service, or the certificate cannot be read). Renew before it passes: the "
+            "service refuses an expired certificate.", registry=r)
         self.revocation_feed_age = Gauge(
             "cardapd_revocation_feed_age_seconds",
             "Seconds since the organisation's revocation feed was last pulled successfully "

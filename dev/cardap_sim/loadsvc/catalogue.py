@@ -94,10 +94,13 @@ class Organisation:
 
 @dataclass
 class Catalogue:
-    """All APs and organisations of a deployment."""
+    """All APs and organisations of a deployment, and the terminals shared by several
+    organisations (terminal id → the organisations it may act for besides the one in its
+    certificate)."""
 
     aps: dict[str, CatalogueAp] = field(default_factory=dict)
     organisations: dict[str, Organisation] = field(default_factory=dict)
+    terminals: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,6 +116,11 @@ class Catalogue:
                                          f"{ap.ap_id}")
             if ap.type.needs_access_key and not ap.access_key_ref:
                 raise CatalogueError(f"AP {ap.ap_id}: type {ap.type.value} needs access_key_ref")
+        for terminal, orgs in self.terminals.items():
+            for org_id in orgs:
+                if org_id not in self.organisations:
+                    raise CatalogueError(f"terminal {terminal} may act for unknown "
+                                         f"organisation {org_id}")
         for org in self.organisations.values():
             for ap_id in org.may_load:
                 if ap_id not in self.aps:
@@ -120,6 +128,12 @@ class Catalogue:
                 if self.aps[ap_id].area == "regional" and not org.municipality:
                     raise CatalogueError(f"organisation {org.org_id} is not a municipality and "
                                          f"cannot load the regional AP {ap_id}")
+
+    def may_act_for(self, terminal_id: str, certificate_org: str, organisation: str) -> bool:
+        """Whether terminal `terminal_id` (certificate O `certificate_org`) may act for
+        `organisation`: its own, or one the deployment lets it serve (shared use)."""
+        return organisation == certificate_org or \
+            organisation in self.terminals.get(terminal_id, frozenset())
 
     def permitted(self, organisation: str, ap_id: str) -> bool:
         """Whether `organisation` may load (and delete) `ap_id`."""
@@ -202,7 +216,13 @@ def catalogue_from_dict(data: Mapping[str, Any]) -> Catalogue:
         orgs[org_id] = Organisation(org_id, str(d.get("name", org_id)),
                                     frozenset(str(x) for x in d.get("may_load", [])),
                                     bool(d.get("municipality", False)))
-    return Catalogue(aps, orgs)
+    terminals: dict[str, frozenset[str]] = {}
+    for d in data.get("terminal", []):
+        terminal_id = str(d.get("id", ""))
+        if not terminal_id or terminal_id in terminals:
+            raise CatalogueError(f"terminal id missing or duplicated: {terminal_id!r}")
+        terminals[terminal_id] = frozenset(str(x) for x in d.get("organisations", []))
+    return Catalogue(aps, orgs, terminals)
 
 
 def load_catalogue(path: Path) -> Catalogue:
@@ -228,7 +248,8 @@ def make_ap(ap_id: str, ap_type: ApType, instance_aid: str, load_file_aid: str, 
 
 
 def dev_catalogue() -> Catalogue:
-    """The built-in development catalogue (org-a, org-b and a municipality)."""
+    """The built-in development catalogue (org-a, org-b and a municipality); terminal
+    kiosk-01 is a counter shared by org-a and org-b (not the municipality)."""
     aps = [
         make_ap("org-a-staff-c", ApType.C, "D392F000430A0001", "D392F0004C0A0001",
                 sizes={"vendor-a": 2048, "vendor-b": 2304}, display_name="Org A staff ID",
@@ -255,4 +276,5 @@ def dev_catalogue() -> Catalogue:
         Organisation("city", "A municipality", frozenset({"city-resident-c"}),
                      municipality=True),
     ]
-    return Catalogue({ap.ap_id: ap for ap in aps}, {o.org_id: o for o in orgs})
+    return Catalogue({ap.ap_id: ap for ap in aps}, {o.org_id: o for o in orgs},
+                     {"kiosk-01": frozenset({"org-a", "org-b"})})

@@ -68,14 +68,17 @@ class DevCa:
         return _key_pem(self._key)
 
     def _issue(self, subject: x509.Name, san: list[x509.GeneralName],
-               usage: x509.ObjectIdentifier) -> Issued:
-        """Sign a leaf certificate for a new P-256 key."""
+               usage: x509.ObjectIdentifier, *, not_before: dt.datetime | None = None,
+               not_after: dt.datetime | None = None) -> Issued:
+        """Sign a leaf certificate for a new P-256 key (valid from 5 minutes ago for
+        VALIDITY, unless given)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
+        start = not_before or now - dt.timedelta(minutes=5)
         builder = (
             x509.CertificateBuilder().subject_name(subject).issuer_name(self.cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + VALIDITY)
+            .not_valid_before(start).not_valid_after(not_after or now + VALIDITY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
@@ -97,13 +100,17 @@ class DevCa:
                              x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cardap loading")])
         return self._issue(subject, san, ExtendedKeyUsageOID.SERVER_AUTH)
 
-    def terminal_cert(self, terminal_id: str, organisation: str) -> Issued:
-        """A terminal's client certificate: CN = terminal id, O = organisation."""
+    def terminal_cert(self, terminal_id: str, organisation: str, *,
+                      not_before: dt.datetime | None = None,
+                      not_after: dt.datetime | None = None) -> Issued:
+        """A terminal's client certificate: CN = terminal id, O = organisation (tests may
+        choose its validity, e.g. one that expires soon or has expired)."""
         if not terminal_id or not organisation:
             raise ValueError("terminal id and organisation are required")
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, terminal_id),
                              x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation)])
-        return self._issue(subject, [], ExtendedKeyUsageOID.CLIENT_AUTH)
+        return self._issue(subject, [], ExtendedKeyUsageOID.CLIENT_AUTH,
+                           not_before=not_before, not_after=not_after)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -1,8 +1,11 @@
 """gRPC front of the loading service: LoadingService over mutual TLS, plus health.
 
-The organisation is the O attribute of the client certificate (CN = terminal id); a
-request naming another organisation is PERMISSION_DENIED. No key, PIN or STORE DATA
-payload is ever logged.
+A terminal is the CN of its client certificate; it acts for the organisation in its O and
+for those the catalogue lets it serve (`[[terminal]]`: a counter shared by several
+organisations). A request naming another organisation is PERMISSION_DENIED with the
+trailing metadata `cardap-reason: ORGANISATION_NOT_ALLOWED`. The organisation of a call
+decides its catalogue, its sessions and who is billed. No key, PIN or STORE DATA payload is
+ever logged.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from cardap.v1 import audit_pb2, cards_pb2, loading_pb2, loading_pb2_grpc
-from cardap_sim.loadsvc.catalogue import ApType, CatalogueAp
+from cardap_sim.loadsvc.catalogue import ApType, Catalogue, CatalogueAp
 from cardap_sim.loadsvc.checkpoints import PAGE as CHECKPOINT_PAGE
 from cardap_sim.loadsvc.checkpoints import CheckpointStore, Kept
 from cardap_sim.loadsvc.devca import TerminalIdentity, terminal_identity
@@ -68,13 +71,23 @@ async def _caller(context: Any) -> TerminalIdentity:
         raise  # unreachable: abort raises
 
 
-async def _check_org(context: Any, ident: TerminalIdentity, asked: str) -> None:
-    """PERMISSION_DENIED when a request names another organisation than the certificate."""
-    if asked and asked != ident.organisation:
-        log.warning("terminal %s of %s asked for organisation %s", ident.terminal_id,
-                    ident.organisation, asked)
+REASON_METADATA = "cardap-reason"
+NOT_ALLOWED = "ORGANISATION_NOT_ALLOWED"
+
+
+async def _organisation(context: Any, catalogue: Catalogue, ident: TerminalIdentity,
+                        asked: str) -> str:
+    """The organisation the call acts for (empty: the certificate's); PERMISSION_DENIED
+    ORGANISATION_NOT_ALLOWED for one this terminal may not act for."""
+    organisation = asked or ident.organisation
+    if not catalogue.may_act_for(ident.terminal_id, ident.organisation, organisation):
+        log.warning("terminal %s of %s asked to act for organisation %s", ident.terminal_id,
+                    ident.organisation, organisation)
         await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                            "the request names another organisation than the certificate")
+                            f"terminal {ident.terminal_id} may not act for organisation "
+                            f"{organisation}", trailing_metadata=((REASON_METADATA,
+                                                                   NOT_ALLOWED),))
+    return organisation
 
 
 def _entry(ap: CatalogueAp) -> loading_pb2.CatalogueEntry:
@@ -166,18 +179,18 @@ class LoadingServicer(loading_pb2_grpc.LoadingServiceServicer):
                            context: Any) -> loading_pb2.GetCatalogueResponse:
         """The APs the caller's organisation may load."""
         ident = await _caller(context)
-        await _check_org(context, ident, request.organisation)
-        aps = self.core.catalogue.for_organisation(ident.organisation)
+        org = await _organisation(context, self.core.catalogue, ident, request.organisation)
+        aps = self.core.catalogue.for_organisation(org)
         return loading_pb2.GetCatalogueResponse(aps=[_entry(ap) for ap in aps],
-                                                organisation=ident.organisation)
+                                                organisation=org)
 
     async def GetRevocationFeed(self, request: loading_pb2.GetRevocationFeedRequest,
                                 context: Any) -> loading_pb2.RevocationFeed:
         """Entries of the caller's organisation changed since `since_version`."""
         ident = await _caller(context)
-        await _check_org(context, ident, request.organisation)
-        version, entries = self.feeds.since(ident.organisation, request.since_version)
-        feed = loading_pb2.RevocationFeed(version=version, organisation=ident.organisation)
+        org = await _organisation(context, self.core.catalogue, ident, request.organisation)
+        version, entries = self.feeds.since(org, request.since_version)
+        feed = loading_pb2.RevocationFeed(version=version, organisation=org)
         feed.generated_at.FromDatetime(self.core.clock.now())
         for e in entries:
             item = feed.entries.add(aid=e.aid, user_id=e.user_id, status=_STATUSES[e.status],
@@ -196,16 +209,16 @@ class LoadingServicer(loading_pb2_grpc.LoadingServiceServicer):
                                 "a card session starts with SessionOpen")
             return
         op = first.open
-        await _check_org(context, ident, op.organisation)
+        org = await _organisation(context, self.core.catalogue, ident, op.organisation)
         if op.HasField("checkpoint") and op.checkpoint.seq > 0:
             await asyncio.to_thread(_keep, self.checkpoints, ident, op.checkpoint)
         session = CardSession(self.core, SessionRequest(
-            organisation=ident.organisation, action=op.action, operator_id=op.operator_id,
+            organisation=org, action=op.action, operator_id=op.operator_id,
             ap_id=op.ap_id, aid=op.aid, card_id=op.card_id, profile=op.profile,
             journal_id=op.journal_id, custom_user_id=op.custom_user_id,
             terminal_id=ident.terminal_id))
         log.info("card session opened", extra={
-            "terminal": ident.terminal_id, "organisation": ident.organisation,
+            "terminal": ident.terminal_id, "organisation": org,
             "action": op.action, "ap_id": op.ap_id, "journal_id": op.journal_id})
         step = await asyncio.to_thread(session.start)
         while isinstance(step, Batch):

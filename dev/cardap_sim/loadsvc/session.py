@@ -115,7 +115,8 @@ CARD_PROFILES = {"4790": CardProfile("vendor-a", True), "4250": CardProfile("ven
 
 @dataclass(frozen=True)
 class SessionRequest:
-    """The terminal's SessionOpen; `organisation` is the one from the client certificate."""
+    """The terminal's SessionOpen; `organisation` is the one it acts for (checked: its
+    certificate's, or one the catalogue lets the terminal serve)."""
 
     organisation: str
     action: str

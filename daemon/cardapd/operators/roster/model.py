@@ -114,6 +114,14 @@ class OperatorRecord:
     password_approval: PasswordApproval | None = None
     locked: bool = False
     failed_password_tries: int = 0
+    removed_at: datetime | None = None
+    removed_by: str = ""
+
+    @property
+    def removed(self) -> bool:
+        """Removed from the roster: kept as a record (its id is never used again), never
+        able to log in or be changed."""
+        return self.removed_at is not None
 
     @property
     def actor(self) -> str:

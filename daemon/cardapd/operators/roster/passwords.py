@@ -8,11 +8,14 @@ about 50-100 ms on a terminal PC, which bounds an offline guesser to a few guess
 second per core. The parameters are stored in each hash (`$argon2id$v=19$m=65536,t=3,p=4$…`);
 a hash with older parameters is re-hashed at the next successful login.
 
-`check_password` is pure: it takes the operator's record and returns a
-`PasswordCheck` (outcome, tries left, the new counters) that the roster persists and
-the caller audits. Every path spends one argon2 verification, also when the answer is
-known without one (no approval, expired, locked), so response time does not tell an
-observer which case applied; the comparison itself is argon2's constant-time one.
+`check_password` is pure: it takes the operator's record (None: no such operator) and
+returns a `PasswordCheck` (outcome, tries left, the new counters) that the roster persists
+and the caller audits. Every path spends one argon2 verification, also when the answer is
+known without one (no such operator, removed, no approval, expired, locked), so response
+time does not tell an observer which case applied; the comparison itself is argon2's
+constant-time one. Every failure reaches the caller as one reason, `LOGIN_REFUSED`, with
+one message and no tries left: who exists, who is locked and who may use a password is
+the administrator's to know (the audit row keeps the precise outcome).
 The password is never logged, stored in clear, put in an error or a record.
 """
 
@@ -26,7 +29,7 @@ from datetime import datetime
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from cardapd.errors import InvalidArgument, NotAuthorized, Unauthenticated, tries_left
+from cardapd.errors import InvalidArgument, Unauthenticated
 from cardapd.operators.roster.model import OperatorRecord, check_time
 
 MAX_TRIES = 5
@@ -108,6 +111,8 @@ class PasswordOutcome(enum.Enum):
     """What a password attempt came to (stable values for audit rows)."""
 
     OK = "ok"
+    NOT_FOUND = "not_found"
+    REMOVED = "removed"
     WRONG = "wrong"
     LOCKED = "locked"
     NO_APPROVAL = "no_approval"
@@ -115,7 +120,25 @@ class PasswordOutcome(enum.Enum):
     DISABLED = "disabled"
 
 
+LOGIN_REFUSED = "LOGIN_REFUSED"
+REFUSED_MESSAGE = ("login refused: the organisation, operator ID or password is wrong, or "
+                   "this operator may not log in this way now; an administrator can see why")
+
+
+class LoginRefused(Unauthenticated):
+    """Every failed login as the caller sees it (UNAUTHENTICATED `LOGIN_REFUSED`, one
+    message, no metadata); `precise` is the reason the audit row keeps."""
+
+    reason = LOGIN_REFUSED
+
+    def __init__(self, precise: str) -> None:
+        super().__init__(REFUSED_MESSAGE)
+        self.precise = precise
+
+
 _REASONS = {
+    PasswordOutcome.NOT_FOUND: "OPERATOR_NOT_FOUND",
+    PasswordOutcome.REMOVED: "OPERATOR_REMOVED",
     PasswordOutcome.WRONG: "PASSWORD_WRONG",
     PasswordOutcome.LOCKED: "OPERATOR_LOCKED",
     PasswordOutcome.NO_APPROVAL: "PASSWORD_NOT_APPROVED",
@@ -150,33 +173,25 @@ class PasswordCheck:
                 "tries_left": self.tries_left}
 
     def raise_for_outcome(self) -> None:
-        """Nothing on success; the error to send the client otherwise."""
-        if self.ok:
-            return
-        meta = {"tries_left": str(self.tries_left)}
-        if self.outcome is PasswordOutcome.WRONG:
-            raise Unauthenticated(f"wrong password; {tries_left(self.tries_left)} before the "
-                                  "operator is locked", reason=self.reason, metadata=meta)
-        if self.outcome is PasswordOutcome.LOCKED:
-            raise NotAuthorized(f"operator locked after {MAX_TRIES} wrong passwords; an "
-                                "administrator must unlock", reason=self.reason, metadata=meta)
-        if self.outcome is PasswordOutcome.NO_APPROVAL:
-            raise NotAuthorized("no administrator approval for password login; use the "
-                                "fingerprint", reason=self.reason)
-        if self.outcome is PasswordOutcome.EXPIRED:
-            raise NotAuthorized("the approval for password login has expired; an "
-                                "administrator must renew it", reason=self.reason)
-        raise NotAuthorized("the operator is disabled", reason=self.reason)
+        """Nothing on success; `LoginRefused` (its precise reason inside) otherwise."""
+        if not self.ok:
+            raise LoginRefused(self.reason)
 
 
-def check_password(operator: OperatorRecord, password_hash: str | None, password: str,
+def check_password(operator: OperatorRecord | None, password_hash: str | None, password: str,
                    now: datetime, hasher: Hasher) -> PasswordCheck:
-    """Check one attempt against the operator's approval, lock state and hash."""
+    """Check one attempt against the operator's approval, lock state and hash (`operator`
+    None: no such operator on the roster)."""
     now = check_time("now", now)
+    if operator is None:
+        hasher.burn(password)
+        return PasswordCheck(PasswordOutcome.NOT_FOUND, 0, 0, False)
     failed = operator.failed_password_tries
     left = max(MAX_TRIES - failed, 0)
     refusal: PasswordOutcome | None = None
-    if not operator.enabled:
+    if operator.removed:
+        refusal = PasswordOutcome.REMOVED
+    elif not operator.enabled:
         refusal = PasswordOutcome.DISABLED
     elif operator.locked:
         refusal, left = PasswordOutcome.LOCKED, 0

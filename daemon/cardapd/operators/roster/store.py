@@ -3,13 +3,17 @@
 Administration rules, enforced here whatever the API layer checks:
 
 * every change is made `by` an administrator session's `Operator` of the **same**
-  organisation, re-read from the roster (enabled, still an administrator);
-* `by=None` is the bootstrap (the local ops socket without a session, e.g.
-  `cardapctl` as root): it may add organisations, and add operators and appoint an
-  administrator only while the organisation has no enabled administrator;
-* password fallback is granted only by an administrator (never bootstrap, never to
-  oneself), with a reason and an expiry in the future (at most `MAX_APPROVAL`);
-* an administrator cannot disable themselves (an organisation keeps a way back in).
+  organisation, re-read from the roster (enabled, still an administrator); `by=None` is
+  refused (ADMINISTRATOR_REQUIRED): no client can act for an organisation without one;
+* the first administrator of an organisation (or the next, once it has none) is made by
+  `bootstrap_administrator`, which the daemon calls only for the local act of
+  `cardapd bootstrap-admin` (a one-time secret only root can place, see
+  `cardapd.operators.bootstrap`); organisations come from the configuration;
+* password fallback is granted only by an administrator (never to oneself), with a reason
+  and an expiry in the future (at most `MAX_APPROVAL`);
+* an administrator cannot disable or remove themselves (an organisation keeps a way in);
+* operators are never deleted: `remove_operator` marks them removed (a trigger refuses a
+  DELETE), so an operator id names one person for the life of the roster.
 
 Every change returns a `RosterChange` for the caller's audit row; nothing here logs a
 password or its hash.
@@ -24,8 +28,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cardapd.domain import Operator, Right
-from cardapd.errors import AlreadyExists, InvalidArgument, NotAuthorized, NotFound
+from cardapd.domain import Operator, OrganisationRules, Right
+from cardapd.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotAuthorized,
+    NotFound,
+)
 from cardapd.operators.roster.model import (
     FINGERS,
     OperatorRecord,
@@ -48,7 +58,10 @@ MAX_APPROVAL = timedelta(days=366)
 
 _COLS = ("organisation, operator_id, display_name, rights, enabled, administrator, locked, "
          "failed_password_tries, enrolled_fingers, approved_by, approval_reason, "
-         "approved_at_us, expires_at_us")
+         "approved_at_us, expires_at_us, removed_us, removed_by")
+_HASH = 15  # the password hash's column after _COLS
+_HAS_ADMIN = ("SELECT 1 FROM operators WHERE organisation = ? AND administrator = 1 "
+              "AND enabled = 1 AND removed_us IS NULL")
 
 
 def _record(row: Sequence[Any]) -> OperatorRecord:
@@ -58,8 +71,21 @@ def _record(row: Sequence[Any]) -> OperatorRecord:
         approval = PasswordApproval(row[9], row[10], from_us(row[11]), from_us(row[12]))
     rights = frozenset(Right(r) for r in row[3].split(",") if r)
     fingers = tuple(f for f in row[8].split(",") if f)
+    removed = from_us(row[13]) if row[13] is not None else None
     return OperatorRecord(row[0], row[1], row[2], rights, bool(row[4]), bool(row[5]),
-                          fingers, approval, bool(row[6]), int(row[7]))
+                          fingers, approval, bool(row[6]), int(row[7]), removed,
+                          row[14] or "")
+
+
+def _present(record: OperatorRecord) -> OperatorRecord:
+    """`record` unless removed (FAILED_PRECONDITION `OPERATOR_REMOVED`)."""
+    if record.removed:
+        raise FailedPrecondition(f"operator {record.actor} was removed from the roster; a "
+                                 "removed operator cannot be changed",
+                                 reason="OPERATOR_REMOVED",
+                                 metadata={"organisation": record.organisation,
+                                           "operator_id": record.operator_id})
+    return record
 
 
 def _rights_text(rights: Iterable[Right]) -> str:
@@ -106,7 +132,7 @@ class Roster:
             raise NotFound(f"no operator {organisation}/{operator_id} on the roster",
                            reason="OPERATOR_NOT_FOUND",
                            metadata={"organisation": organisation, "operator_id": operator_id})
-        return _record(row), row[13]
+        return _record(row), row[_HASH]
 
     @staticmethod
     def _require_org(conn: sqlite3.Connection, organisation: str) -> None:
@@ -116,15 +142,10 @@ class Roster:
                            reason="ORGANISATION_NOT_FOUND",
                            metadata={"organisation": organisation})
 
-    def _authorise(self, conn: sqlite3.Connection, organisation: str, by: Operator | None,
-                   *, bootstrap: bool) -> str:
-        """The acting administrator's actor string ("" for bootstrap), or NotAuthorized."""
+    def _authorise(self, conn: sqlite3.Connection, organisation: str,
+                   by: Operator | None) -> str:
+        """The acting administrator's actor string, or NotAuthorized."""
         if by is None:
-            has_admin = conn.execute(
-                "SELECT 1 FROM operators WHERE organisation = ? AND administrator = 1 "
-                "AND enabled = 1", (organisation,)).fetchone() is not None
-            if bootstrap and not has_admin:
-                return ""
             raise NotAuthorized("this change needs an administrator session of "
                                 f"{organisation}", reason="ADMINISTRATOR_REQUIRED")
         if by.organisation != organisation:
@@ -134,7 +155,7 @@ class Roster:
             admin, _ = self._get(conn, by.organisation, by.operator_id)
         except NotFound:
             admin = None
-        if admin is None or not admin.enabled or not admin.administrator:
+        if admin is None or admin.removed or not admin.enabled or not admin.administrator:
             raise NotAuthorized(f"{by.actor} is not an enabled administrator of "
                                 f"{organisation}", reason="NOT_ADMINISTRATOR")
         return admin.actor
@@ -146,7 +167,7 @@ class Roster:
 
     def add_organisation(self, organisation: str, display_name: str, *,
                          now: datetime | None = None) -> RosterChange:
-        """Add an organisation (bootstrap only: the terminal's owner sets these up)."""
+        """Add an organisation (the daemon does, from [operators.organisations] at start)."""
         check_id("organisation", organisation)
         name = check_text("display name", display_name)
         with self._tx() as conn:
@@ -176,31 +197,83 @@ class Roster:
         stamp = to_us(self._now(now))
         with self._tx() as conn:
             self._require_org(conn, organisation)
-            actor = self._authorise(conn, organisation, by, bootstrap=True)
-            try:
-                conn.execute("INSERT INTO operators (organisation, operator_id, display_name, "
-                             "rights, created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?)",
-                             (organisation, operator_id, name, _rights_text(granted),
-                              stamp, stamp))
-            except sqlite3.IntegrityError as exc:
-                raise AlreadyExists(f"operator {organisation}/{operator_id} already exists",
-                                    reason="OPERATOR_EXISTS") from exc
+            actor = self._authorise(conn, organisation, by)
+            self._insert(conn, organisation, operator_id, name, granted, stamp)
             record, _ = self._get(conn, organisation, operator_id)
         return RosterChange(actor, "roster_add_operator", organisation, operator_id,
                             {"rights": sorted(r.value for r in granted)}, record)
 
+    def _insert(self, conn: sqlite3.Connection, organisation: str, operator_id: str,
+                name: str, rights: frozenset[Right], stamp: int,
+                administrator: bool = False) -> None:
+        """Insert a new operator; ALREADY_EXISTS when the id is or was in use."""
+        try:
+            existing, _ = self._get(conn, organisation, operator_id)
+        except NotFound:
+            existing = None
+        if existing is not None and existing.removed:
+            raise AlreadyExists(f"operator id {organisation}/{operator_id} belonged to an "
+                                "operator removed from the roster; operator ids are never "
+                                "used again: choose another", reason="OPERATOR_ID_USED",
+                                metadata={"organisation": organisation,
+                                          "operator_id": operator_id})
+        if existing is not None:
+            raise AlreadyExists(f"operator {organisation}/{operator_id} already exists",
+                                reason="OPERATOR_EXISTS")
+        conn.execute("INSERT INTO operators (organisation, operator_id, display_name, "
+                     "rights, administrator, created_us, updated_us) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (organisation, operator_id, name, _rights_text(rights),
+                      int(administrator), stamp, stamp))
+
+    def bootstrap_administrator(self, organisation: str, operator_id: str,
+                                display_name: str, rights: Iterable[Right], *,
+                                now: datetime | None = None) -> RosterChange:
+        """Appoint the administrator of an organisation that has none (the operator is
+        added when new, enabled and appointed otherwise). Only for the local bootstrap act
+        (`cardapd.operators.bootstrap`): nothing here checks who asks."""
+        check_id("organisation", organisation)
+        check_id("operator_id", operator_id)
+        granted = check_rights(rights)
+        stamp = to_us(self._now(now))
+        with self._tx() as conn:
+            self._require_org(conn, organisation)
+            if conn.execute(_HAS_ADMIN, (organisation,)).fetchone() is not None:
+                raise FailedPrecondition(
+                    f"organisation {organisation} has an enabled administrator: they add "
+                    "and appoint administrators", reason="ADMINISTRATOR_EXISTS",
+                    metadata={"organisation": organisation})
+            try:
+                record, _ = self._get(conn, organisation, operator_id)
+            except NotFound:
+                name = check_text("display name", display_name, required=False)
+                self._insert(conn, organisation, operator_id, name or operator_id, granted,
+                             stamp, administrator=True)
+                added = True
+            else:
+                _present(record)
+                rights_sql = _rights_text(granted | record.rights)
+                conn.execute("UPDATE operators SET administrator = 1, enabled = 1, rights = ?, "
+                             "updated_us = ? WHERE organisation = ? AND operator_id = ?",
+                             (rights_sql, stamp, organisation, operator_id))
+                added = False
+            record, _ = self._get(conn, organisation, operator_id)
+        return RosterChange("", "roster_bootstrap_administrator", organisation, operator_id,
+                            {"added": added, "rights": sorted(r.value for r in record.rights),
+                             "authorised_by": "local bootstrap secret"}, record)
+
     def _update(self, organisation: str, operator_id: str, by: Operator | None,
                 operation: str, apply: Callable[[sqlite3.Connection, OperatorRecord, str],
                                                 Mapping[str, Any]],
-                *, bootstrap: bool = False, now: datetime | None = None) -> RosterChange:
-        """Authorise, apply one change to an existing operator, re-read it."""
+                *, now: datetime | None = None) -> RosterChange:
+        """Authorise, apply one change to an existing (not removed) operator, re-read it."""
         check_id("organisation", organisation)
         check_id("operator_id", operator_id)
         stamp = to_us(self._now(now))
         with self._tx() as conn:
             self._require_org(conn, organisation)
-            actor = self._authorise(conn, organisation, by, bootstrap=bootstrap)
-            record, _ = self._get(conn, organisation, operator_id)
+            actor = self._authorise(conn, organisation, by)
+            record = _present(self._get(conn, organisation, operator_id)[0])
             detail = apply(conn, record, actor)
             conn.execute("UPDATE operators SET updated_us = ? WHERE organisation = ? AND "
                          "operator_id = ?", (stamp, organisation, operator_id))
@@ -234,7 +307,7 @@ class Roster:
                          "operator_id = ?", (organisation, operator_id))
             return {"was_administrator": record.administrator}
         return self._update(organisation, operator_id, by, "roster_appoint_administrator",
-                            apply, bootstrap=True, now=now)
+                            apply, now=now)
 
     def grant_password_fallback(self, organisation: str, operator_id: str, *, reason: str,
                                 expires_at: datetime, password: str,
@@ -297,9 +370,45 @@ class Roster:
             conn.execute("UPDATE operators SET enrolled_fingers = ? WHERE organisation = ? "
                          "AND operator_id = ?", (",".join(names), organisation, operator_id))
             return {"fingers": list(names), "was": list(record.enrolled_fingers)}
-        # Bootstrap allowed: the first administrator is enrolled before being appointed.
         return self._update(organisation, operator_id, by, "roster_set_fingers", apply,
-                            bootstrap=True, now=now)
+                            now=now)
+
+    def remove_operator(self, organisation: str, operator_id: str, *, by: Operator | None,
+                        now: datetime | None = None) -> RosterChange:
+        """Mark an operator removed (never deleted: the id is never used again). Their
+        rights, administrator role, password and approval go at once; the enrolled fingers
+        stay listed until `prints_deleted` records that fprintd no longer holds them."""
+        when = self._now(now)
+
+        def apply(conn: sqlite3.Connection, record: OperatorRecord, actor: str
+                  ) -> Mapping[str, Any]:
+            if actor == record.actor:
+                raise InvalidArgument("an administrator cannot remove themselves",
+                                      reason="SELF_REMOVE")
+            conn.execute("UPDATE operators SET removed_us = ?, removed_by = ?, enabled = 0, "
+                         "administrator = 0, rights = '', locked = 0, "
+                         "failed_password_tries = 0, password_hash = NULL, approved_by = NULL, "
+                         "approval_reason = NULL, approved_at_us = NULL, expires_at_us = NULL "
+                         "WHERE organisation = ? AND operator_id = ?",
+                         (to_us(when), by.operator_id if by else "", organisation, operator_id))
+            return {"was_administrator": record.administrator,
+                    "rights": sorted(r.value for r in record.rights),
+                    "fingers": list(record.enrolled_fingers)}
+        return self._update(organisation, operator_id, by, "roster_remove_operator", apply,
+                            now=when)
+
+    def prints_deleted(self, organisation: str, operator_id: str) -> None:
+        """Record that fprintd holds no print of a removed operator any more."""
+        with self._tx() as conn:
+            conn.execute("UPDATE operators SET enrolled_fingers = '' WHERE organisation = ? "
+                         "AND operator_id = ? AND removed_us IS NOT NULL",
+                         (organisation, operator_id))
+
+    def removed_with_prints(self) -> list[OperatorRecord]:
+        """Removed operators whose prints fprintd may still hold (a deletion to retry)."""
+        rows = self._read(f"SELECT {_COLS} FROM operators WHERE removed_us IS NOT NULL "  # noqa: S608
+                          "AND enrolled_fingers != '' ORDER BY organisation, operator_id")
+        return [_record(r) for r in rows]
 
     # --- reading -------------------------------------------------------------------
 
@@ -322,6 +431,9 @@ class Roster:
         except NotFound as exc:
             raise NotAuthorized(f"operator {operator.actor} is no longer on the roster",
                                 reason="OPERATOR_NOT_FOUND") from exc
+        if record.removed:
+            raise NotAuthorized(f"operator {operator.actor} was removed from the roster",
+                                reason="OPERATOR_REMOVED")
         if not record.enabled:
             raise NotAuthorized(f"operator {operator.actor} is disabled",
                                 reason="OPERATOR_DISABLED")
@@ -330,15 +442,22 @@ class Roster:
     # --- password login --------------------------------------------------------------
 
     def check_password(self, organisation: str, operator_id: str, password: str,
-                       now: datetime | None = None) -> tuple[OperatorRecord, PasswordCheck]:
-        """One password attempt, counters persisted; the caller audits and raises."""
+                       now: datetime | None = None
+                       ) -> tuple[OperatorRecord | None, PasswordCheck]:
+        """One password attempt, counters persisted; the caller audits and raises.
+
+        Every attempt costs the same: one argon2 verification and one durable write (the
+        attempt counter, plus the operator's own counters when there is such an operator),
+        so that the time to refuse says nothing about who exists (record None: no such
+        operator)."""
         when = self._now(now)
         with self._tx() as conn:
+            conn.execute("UPDATE roster_counters SET value = value + 1 "
+                         "WHERE name = 'password_attempts'")
             try:
                 record, encoded = self._get(conn, organisation, operator_id)
             except NotFound:
-                self.hasher.burn(password)  # an unknown id costs the same time
-                raise
+                return None, check_password(None, None, password, when, self.hasher)
             check = check_password(record, encoded, password, when, self.hasher)
             new_hash = self.hasher.hash(password) if check.ok and check.rehash else encoded
             conn.execute("UPDATE operators SET failed_password_tries = ?, locked = ?, "
@@ -348,59 +467,149 @@ class Roster:
             record, _ = self._get(conn, organisation, operator_id)
         return record, check
 
-    # --- permitted APs and preset sets -------------------------------------------------
+    # --- rights: per operator, and per organisation under the service's catalogue ---------
 
-    def set_permitted_aps(self, organisation: str, ap_ids: Iterable[str], *,
-                          by: Operator | None) -> RosterChange:
-        """Replace the APs the organisation may load (from the service's catalogue)."""
+    def set_rights(self, organisation: str, operator_id: str, rights: Iterable[Right], *,
+                   by: Operator | None, now: datetime | None = None) -> RosterChange:
+        """Replace an operator's rights (load, delete, diagnose; ADMINISTER comes with
+        appointment). Their session sees the change at its next call."""
+        granted = check_rights(rights)
+
+        def apply(conn: sqlite3.Connection, record: OperatorRecord, actor: str
+                  ) -> Mapping[str, Any]:
+            conn.execute("UPDATE operators SET rights = ? WHERE organisation = ? AND "
+                         "operator_id = ?", (_rights_text(granted), organisation, operator_id))
+            return {"rights": sorted(r.value for r in granted),
+                    "was": sorted(r.value for r in record.rights)}
+        return self._update(organisation, operator_id, by, "roster_set_rights", apply,
+                            now=now)
+
+    def _settings(self, conn: sqlite3.Connection, organisation: str) -> None:
+        conn.execute("INSERT OR IGNORE INTO organisation_settings (organisation) VALUES (?)",
+                     (organisation,))
+
+    def set_organisation_aps(self, organisation: str, load: Iterable[str],
+                             delete: Iterable[str], *, by: Operator | None) -> RosterChange:
+        """Restrict the organisation's operators to these APs (ids of the loading service's
+        catalogue): `load` they may load, `delete` they may delete. Every preset must stay
+        loadable (PRESET_USES_AP otherwise, nothing changed)."""
         check_id("organisation", organisation)
-        ids = sorted({check_id("ap_id", a) for a in ap_ids})
+        loads = sorted({check_id("ap_id", a) for a in load})
+        deletes = sorted({check_id("ap_id", a) for a in delete})
         with self._tx() as conn:
             self._require_org(conn, organisation)
-            actor = self._authorise(conn, organisation, by, bootstrap=True)
+            actor = self._authorise(conn, organisation, by)
             conn.execute("DELETE FROM organisation_aps WHERE organisation = ?", (organisation,))
-            conn.executemany("INSERT INTO organisation_aps VALUES (?, ?)",
-                             [(organisation, a) for a in ids])
-            orphans = conn.execute(
-                "SELECT DISTINCT name FROM presets WHERE organisation = ? AND ap_id NOT IN "
-                "(SELECT ap_id FROM organisation_aps WHERE organisation = ?)",
-                (organisation, organisation)).fetchall()
-            if orphans:
-                raise InvalidArgument("preset sets use APs that would no longer be permitted: "
-                                      + ", ".join(sorted(r[0] for r in orphans)),
-                                      reason="PRESET_USES_AP")
-        return RosterChange(actor, "roster_set_permitted_aps", organisation, None,
-                            {"ap_ids": ids})
+            conn.executemany("INSERT INTO organisation_aps (organisation, ap_id, may_load, "
+                             "may_delete) VALUES (?, ?, ?, ?)",
+                             [(organisation, a, int(a in loads), int(a in deletes))
+                              for a in sorted(set(loads) | set(deletes))])
+            self._settings(conn, organisation)
+            conn.execute("UPDATE organisation_settings SET aps_restricted = 1 "
+                         "WHERE organisation = ?", (organisation,))
+            self._check_presets(conn, organisation)
+        return RosterChange(actor, "roster_set_organisation_aps", organisation, None,
+                            {"restricted": True, "load": loads, "delete": deletes})
 
-    def permitted_aps(self, organisation: str) -> list[str]:
-        """The APs the organisation may load, sorted."""
-        rows = self._read("SELECT ap_id FROM organisation_aps WHERE organisation = ? "
-                          "ORDER BY ap_id", (organisation,))
-        return [r[0] for r in rows]
+    def unrestrict_organisation_aps(self, organisation: str, *,
+                                    by: Operator | None) -> RosterChange:
+        """Let the organisation's operators load and delete every AP of its catalogue."""
+        check_id("organisation", organisation)
+        with self._tx() as conn:
+            self._require_org(conn, organisation)
+            actor = self._authorise(conn, organisation, by)
+            conn.execute("DELETE FROM organisation_aps WHERE organisation = ?", (organisation,))
+            self._settings(conn, organisation)
+            conn.execute("UPDATE organisation_settings SET aps_restricted = 0 "
+                         "WHERE organisation = ?", (organisation,))
+        return RosterChange(actor, "roster_set_organisation_aps", organisation, None,
+                            {"restricted": False})
+
+    @staticmethod
+    def _check_presets(conn: sqlite3.Connection, organisation: str) -> None:
+        """PRESET_USES_AP when a preset names an AP the organisation may not load."""
+        restricted = conn.execute(
+            "SELECT 1 FROM organisation_settings WHERE organisation = ? AND aps_restricted = 1",
+            (organisation,)).fetchone() is not None
+        if not restricted:
+            return
+        orphans = conn.execute(
+            "SELECT DISTINCT name, ap_id FROM presets WHERE organisation = ? AND ap_id NOT IN "
+            "(SELECT ap_id FROM organisation_aps WHERE organisation = ? AND may_load = 1) "
+            "ORDER BY name, ap_id", (organisation, organisation)).fetchall()
+        if orphans:
+            raise InvalidArgument(
+                "a preset may only hold APs the organisation may load: "
+                + ", ".join(f"{n} ({a})" for n, a in orphans),
+                reason="PRESET_USES_AP",
+                metadata={"presets": ",".join(sorted({r[0] for r in orphans}))})
 
     def set_preset(self, organisation: str, name: str, ap_ids: Sequence[str], *,
-                   by: Operator | None) -> RosterChange:
-        """Create or replace a preset set (ordered permitted APs); empty deletes it."""
+                   by: Operator | None, make_default: bool = False) -> RosterChange:
+        """Create or replace a preset set (APs in load order; each once, each loadable);
+        empty `ap_ids` deletes it (and clears it as the default)."""
         check_id("organisation", organisation)
         check_id("preset", name)
         ids = [check_id("ap_id", a) for a in ap_ids]
         if len(set(ids)) != len(ids):
             raise InvalidArgument("a preset names each AP once", reason="PRESET_DUPLICATE")
+        if make_default and not ids:
+            raise InvalidArgument("a deleted preset cannot become the default",
+                                  reason="PRESET_EMPTY")
         with self._tx() as conn:
             self._require_org(conn, organisation)
-            actor = self._authorise(conn, organisation, by, bootstrap=True)
-            allowed = {r[0] for r in conn.execute(
-                "SELECT ap_id FROM organisation_aps WHERE organisation = ?", (organisation,))}
-            if not set(ids) <= allowed:
-                raise InvalidArgument("a preset may only hold the organisation's permitted "
-                                      "APs", reason="AP_NOT_PERMITTED",
-                                      metadata={"ap_ids": ",".join(sorted(set(ids) - allowed))})
+            actor = self._authorise(conn, organisation, by)
             conn.execute("DELETE FROM presets WHERE organisation = ? AND name = ?",
                          (organisation, name))
             conn.executemany("INSERT INTO presets VALUES (?, ?, ?, ?)",
                              [(organisation, name, i, a) for i, a in enumerate(ids)])
-        return RosterChange(actor, "roster_set_preset", organisation, None,
-                            {"preset": name, "ap_ids": ids})
+            self._check_presets(conn, organisation)
+            self._settings(conn, organisation)
+            was_default = conn.execute(
+                "SELECT 1 FROM organisation_settings WHERE organisation = ? AND "
+                "default_preset = ?", (organisation, name)).fetchone() is not None
+            if make_default or (was_default and not ids):
+                conn.execute("UPDATE organisation_settings SET default_preset = ? "
+                             "WHERE organisation = ?", (name if ids else None, organisation))
+        detail: dict[str, Any] = {"preset": name, "ap_ids": ids}
+        if make_default or (was_default and not ids):
+            detail["default"] = bool(ids)
+        return RosterChange(actor, "roster_set_preset", organisation, None, detail)
+
+    def set_default_preset(self, organisation: str, name: str, *,
+                           by: Operator | None) -> RosterChange:
+        """The preset loaded when a load names no AP ("" : none)."""
+        check_id("organisation", organisation)
+        if name:
+            check_id("preset", name)
+        with self._tx() as conn:
+            self._require_org(conn, organisation)
+            actor = self._authorise(conn, organisation, by)
+            if name and conn.execute("SELECT 1 FROM presets WHERE organisation = ? AND "
+                                     "name = ?", (organisation, name)).fetchone() is None:
+                raise NotFound(f"organisation {organisation} has no preset {name!r}",
+                               reason="PRESET_NOT_FOUND", metadata={"preset": name})
+            self._settings(conn, organisation)
+            conn.execute("UPDATE organisation_settings SET default_preset = ? "
+                         "WHERE organisation = ?", (name or None, organisation))
+        return RosterChange(actor, "roster_set_default_preset", organisation, None,
+                            {"default_preset": name})
+
+    def rules(self, organisation: str) -> OrganisationRules:
+        """What the organisation's administrators allow at this terminal (an organisation
+        not on the roster, or never restricted: every AP of its catalogue, no preset)."""
+        settings = self._read("SELECT aps_restricted, default_preset FROM "
+                              "organisation_settings WHERE organisation = ?", (organisation,))
+        restricted, default = (bool(settings[0][0]), settings[0][1] or "") if settings \
+            else (False, "")
+        aps = self._read("SELECT ap_id, may_load, may_delete FROM organisation_aps "
+                         "WHERE organisation = ?", (organisation,))
+        return OrganisationRules(
+            organisation, restricted,
+            loadable=frozenset(a for a, load, _ in aps if load),
+            deletable=frozenset(a for a, _, delete in aps if delete),
+            presets={n: tuple(ids) for n, ids in self.presets(organisation).items()},
+            default_preset=default)
 
     def presets(self, organisation: str) -> dict[str, list[str]]:
         """The organisation's preset sets: name → AP ids in load order."""

@@ -1,0 +1,109 @@
+"""cardapctl's commands for what each organisation allows its operators at this terminal:
+`rights show|set` (the APs they may load and delete) and `presets list|set|delete|default`
+(the preset sets and the default preset). Changes need an administrator session of the
+organisation (--session-file); showing needs only the ops socket."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from cardap.clibase import EXIT_OK, emit
+from cardap.client import CardapClient
+from cardap.v1 import terminal_pb2
+
+DEFAULT_ROLE = {"rights": "ops", "presets": "ops"}
+
+
+def ap_list(text: str) -> list[str]:
+    """`a,b,c` → ["a", "b", "c"] (argparse type; empty items dropped)."""
+    return [a.strip() for a in text.split(",") if a.strip()]
+
+
+def fmt_rights(r: terminal_pb2.OrganisationRights) -> str:
+    """An organisation's rights as lines."""
+    if r.restricted:
+        lines = [f"{r.organisation}: operators may load {', '.join(r.load_ap_ids) or 'nothing'}",
+                 f"{r.organisation}: operators may delete "
+                 f"{', '.join(r.delete_ap_ids) or 'nothing'}"]
+    else:
+        lines = [f"{r.organisation}: operators may load and delete every AP of the "
+                 "organisation's catalogue at the loading service (not restricted)"]
+    for p in r.presets:
+        mark = " (default)" if p.name == r.default_preset else ""
+        lines.append(f"preset {p.name}{mark}: {', '.join(p.ap_ids)}")
+    if not r.default_preset:
+        lines.append("no default preset")
+    return "\n".join(lines)
+
+
+def cmd_rights(client: CardapClient, args: argparse.Namespace) -> int:
+    if args.rights_command == "show":
+        result = client.organisation_rights(args.org)
+    elif args.unrestricted:
+        result = client.set_organisation_aps(args.org, unrestricted=True)
+    else:
+        result = client.set_organisation_aps(args.org, load=args.load, delete=args.delete)
+    emit(args, result, fmt_rights)
+    return EXIT_OK
+
+
+def cmd_presets(client: CardapClient, args: argparse.Namespace) -> int:
+    command = args.presets_command
+    if command == "list":
+        result = client.organisation_rights(args.org)
+    elif command == "set":
+        result = client.set_preset(args.org, args.name, args.aps, make_default=args.default)
+    elif command == "delete":
+        result = client.set_preset(args.org, args.name, [])
+    else:  # default
+        result = client.set_default_preset(args.org, "" if args.none else args.name)
+    emit(args, result, fmt_rights)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[CardapClient, argparse.Namespace], int]] = {
+    "rights": cmd_rights, "presets": cmd_presets,
+}
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add `rights` and `presets` to cardapctl's subparsers."""
+    org = argparse.ArgumentParser(add_help=False, parents=[common])
+    org.add_argument("--org", required=True, metavar="ORG",
+                     help="the organisation (as in [operators.organisations])")
+
+    def command(parent: Any, name: str, help_text: str,
+                parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=help_text,  # type: ignore[no-any-return]
+                                 description=help_text[0].upper() + help_text[1:] + ".",
+                                 parents=parents)
+
+    ri = command(sub, "rights", "the APs an organisation's operators may load and delete "
+                 "(ops; changes need an administrator's session)", [common])
+    rsub = ri.add_subparsers(dest="rights_command", required=True, metavar="COMMAND")
+    command(rsub, "show", "show the organisation's rights and presets", [org])
+    rs = command(rsub, "set", "restrict the operators to these APs (catalogue ids)", [org])
+    rs.add_argument("--load", type=ap_list, default=[], metavar="AP,AP",
+                    help="the APs they may load")
+    rs.add_argument("--delete", type=ap_list, default=[], metavar="AP,AP",
+                    help="the APs they may delete")
+    rs.add_argument("--unrestricted", action="store_true",
+                    help="instead: every AP of the organisation's catalogue")
+
+    pr = command(sub, "presets", "an organisation's preset sets and default preset (ops; "
+                 "changes need an administrator's session)", [common])
+    psub = pr.add_subparsers(dest="presets_command", required=True, metavar="COMMAND")
+    command(psub, "list", "the organisation's preset sets", [org])
+    ps = command(psub, "set", "create or replace a preset set", [org])
+    ps.add_argument("--name", required=True, metavar="NAME", help="the preset set's name")
+    ps.add_argument("--aps", type=ap_list, required=True, metavar="AP,AP",
+                    help="the APs in load order")
+    ps.add_argument("--default", action="store_true", help="make it the default preset")
+    pd = command(psub, "delete", "delete a preset set", [org])
+    pd.add_argument("--name", required=True, metavar="NAME", help="the preset set's name")
+    df = command(psub, "default", "choose the default preset", [org])
+    which = df.add_mutually_exclusive_group(required=True)
+    which.add_argument("--name", metavar="NAME", help="a preset set of the organisation")
+    which.add_argument("--none", action="store_true", help="no default preset")
