@@ -161,7 +161,7 @@ def test_segments_are_sealed_exported_and_dropped_only_after_the_yearly_report(
     code, v = verify(stack, "--full", "--checkpoints", str(tmp_path / "kept-elsewhere.jsonl"))
     assert code == 0, v
     assert (v["first_seq"], v["segments_sealed"], v["segments_dropped"]) == (
-        str(last + 1), 1, 1)  # type: ignore[operator]
+        last + 1, 1, 1)  # type: ignore[operator]
     assert v["checkpoints_before_kept"] == 1  # dropped: it is the export that answers for it
     code, offline = verify(stack, "--segments", str(export_dir), "--checkpoints",
                            str(tmp_path / "kept-elsewhere.jsonl"))

@@ -84,6 +84,14 @@ REQUIRED = {  # the least each command needs to get as far as calling the daemon
     "operators unlock": ["--org", "org-a", "--operator", "op-9"],
     "operators grant-password": ["--org", "org-a", "--operator", "op-9", "--reason", "r",
                                  "--expires", "2099-01-01", "--password-stdin"],
+    "operators remove": ["--org", "org-a", "--operator", "op-9"],
+    "operators set-rights": ["--org", "org-a", "--operator", "op-9", "--rights", "load"],
+    "rights show": ["--org", "org-a"], "rights set": ["--org", "org-a", "--unrestricted"],
+    "presets list": ["--org", "org-a"],
+    "presets set": ["--org", "org-a", "--name", "p", "--aps", AP_C],
+    "presets delete": ["--org", "org-a", "--name", "p"],
+    "presets default": ["--org", "org-a", "--none"],
+    "audit acknowledge": ["--reset", "1", "--reason", "restored"],
     "watch": ["--count", "1"],
 }
 

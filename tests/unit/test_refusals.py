@@ -25,7 +25,8 @@ class Sink:
     async def record(self, ctx: OpContext | None, operation: str, *, result: str,
                      reason: str = "", reader: str = "", card_id: str = "",
                      detail: Mapping[str, object] | None = None,
-                     durable: bool = False) -> int:
+                     durable: bool = False, started: float | None = None, message: str = "",
+                     quiet: bool = False) -> int:
         if self.fail:
             raise StoreError("disk full")
         assert ctx is not None
@@ -45,7 +46,7 @@ def counts(rows: list[tuple[str, str, str, dict[str, object]]]) -> Counter[tuple
 
 async def test_first_at_once_then_one_count_per_window() -> None:
     sink = Sink()
-    ledger = RefusalLedger(sink, 0.05)  # type: ignore[arg-type]
+    ledger = RefusalLedger(sink, 0.05)
     for i in range(500):
         await ledger.refused("gate", "LoadAP", "WRONG_ROLE", f"r{i}")
     assert len(sink.rows) == 1
@@ -61,7 +62,7 @@ async def test_first_at_once_then_one_count_per_window() -> None:
 
 async def test_many_keys_stay_within_the_bound_and_exact() -> None:
     sink = Sink()
-    ledger = RefusalLedger(sink, 3600)  # type: ignore[arg-type]
+    ledger = RefusalLedger(sink, 3600)
     sent: Counter[tuple[str, str, str]] = Counter()
     for i in range(5000):
         key = (("kiosk", "gate", "ops")[i % 3], f"Method{i % 97}", f"REASON_{i % 7}")
@@ -81,7 +82,7 @@ async def test_many_keys_stay_within_the_bound_and_exact() -> None:
 
 async def test_a_store_failure_keeps_the_count_for_the_window() -> None:
     sink = Sink(fail=True)
-    ledger = RefusalLedger(sink, 3600)  # type: ignore[arg-type]
+    ledger = RefusalLedger(sink, 3600)
     await ledger.refused("gate", "LoadAP", "WRONG_ROLE", "r1")
     sink.fail = False
     await ledger.refused("gate", "LoadAP", "WRONG_ROLE", "r2")

@@ -128,7 +128,8 @@ async def _fail(servicer: Admitting, name: str, context: Ctx, rid: str,
     if mark is None or not mark.audited:
         # counted at a bounded number of audit rows (D33); the ledger writes through the
         # operation log, so the log lines of refused calls are bounded the same way
-        await servicer.refusals.refused(str(servicer.role), name, err.reason, rid)
+        await servicer.refusals.refused(str(servicer.role), name, err.reason, rid,
+                                        err.message)
     status = to_status(err, rid)
     servicer.count(name, status.code.name)
     await context.abort(status.code, status.details, status.trailing_metadata)

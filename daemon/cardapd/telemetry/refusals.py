@@ -29,10 +29,11 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from cardapd.domain import AuditSink, OpContext
+from cardapd.domain import OpContext
 from cardapd.errors import CardapError
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,23 @@ class _Tally:
     last_request_id: str
 
 
+class RefusalSink(Protocol):
+    """Where refusals go: an audit sink that also logs the row's line with the human
+    message (`cardapd.telemetry.oplog.OperationLog`)."""
+
+    async def record(self, ctx: OpContext | None, operation: str, *, result: str,
+                     reason: str = "", reader: str = "", card_id: str = "",
+                     detail: Mapping[str, object] | None = None, durable: bool = False,
+                     started: float | None = None, message: str = "",
+                     quiet: bool = False) -> int:
+        """Append one row and log its line."""
+        ...
+
+
 class RefusalLedger:
     """Counts refused calls per (role, method, reason) and audits them at a bounded rate."""
 
-    def __init__(self, sink: AuditSink, window_s: float, *, max_keys: int = MAX_KEYS,
+    def __init__(self, sink: RefusalSink, window_s: float, *, max_keys: int = MAX_KEYS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._sink = sink
         self.window_s = window_s
@@ -100,8 +114,10 @@ class RefusalLedger:
         self.refused_total = 0
         """Refusals seen (for tests and the benchmark)."""
 
-    async def refused(self, role: str, method: str, reason: str, request_id: str) -> None:
-        """Account for one refused call (never raises: a refusal is answered anyway)."""
+    async def refused(self, role: str, method: str, reason: str, request_id: str,
+                      message: str = "") -> None:
+        """Account for one refused call (never raises: a refusal is answered anyway); the
+        first of a window is logged with `message`, what the client was told."""
         self.refused_total += 1
         if not self._window:
             self._open_window()
@@ -120,7 +136,7 @@ class RefusalLedger:
         tally = self._window[key] = _Tally(0, request_id, request_id)
         try:
             await self._sink.record(OpContext(role=role, request_id=request_id), OPERATION,
-                                    result="error", reason=reason,
+                                    result="error", reason=reason, message=message,
                                     detail={"method": method, "count": 1, "summary": False})
         except CardapError:
             log.exception("could not audit a refused %s call; it is counted in the window",
