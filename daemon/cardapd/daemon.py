@@ -61,7 +61,7 @@ def reader_settings(cfg: Config) -> ReaderSettings:
         readers_exclude=tuple(cfg.pcsc.readers_exclude),
         reconnect_interval_s=cfg.pcsc.reconnect_interval_s,
         probe_type_c=cfg.diagnose.probe_type_c,
-        hotplug=resolve_source(cfg.pcsc.hotplug))
+        hotplug=resolve_source(cfg.pcsc.hotplug), user_id_rules=cfg.user_id_rules())
 
 
 def socket_specs(cfg: Config) -> list[SocketSpec]:
@@ -207,7 +207,8 @@ class Daemon:
         revocation = Revocation(store, link if cfg.loading.configured else None,
                                 [ap.organisation for ap in cfg.read_aps], cfg.revocation,
                                 recorder)
-        reads = UserIdReads(readers, revocation, recorder, cfg.read_aps, cfg.pin.floor)
+        reads = UserIdReads(readers, revocation, recorder, cfg.read_aps, cfg.pin.floor,
+                            cfg.user_id_rules())
         audit = AuditService(Path(cfg.audit.path), sink, self.metrics)
         services = Services(readers=readers, reads=reads, revocation=revocation,
                             loading=loader, operators=operators, admin=RosterAdmin(operators),
@@ -379,7 +380,7 @@ class Daemon:
             link = LoadingClient(new.loading, self.metrics)
         apply_logging(old.daemon, new.daemon)
         s.readers.apply_settings(reader_settings(new))
-        s.reads.reconfigure(new.read_aps, new.pin.floor)
+        s.reads.reconfigure(new.read_aps, new.pin.floor, new.user_id_rules())
         s.loading.reconfigure(link, new.presets)  # a session in progress keeps the old one
         if link is not self._link:
             self._link = link

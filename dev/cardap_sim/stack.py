@@ -25,6 +25,7 @@ from cardap_sim import hotplug, procs
 from cardap_sim.procs import tied
 from cardap_sim.vcard.card import TypeCSpec, VirtualCard
 from cardap_sim.vcard.control import SimControl
+from cardap_sim.vcard.identity import check_char
 
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 DEMO_TYPE_C_AID = bytes.fromhex("D392F00043010001")
@@ -76,7 +77,6 @@ def port_open(port: int) -> bool:
 
 def demo_user_id() -> str:
     """The demo card's 13-character user ID (12 characters + check character)."""
-    from cardapd.myna.userid import check_char
     return DEMO_USER_ID + check_char(DEMO_USER_ID)
 
 

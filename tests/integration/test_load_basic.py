@@ -12,7 +12,7 @@ import pytest
 from cardap.client import CardapClientError
 from cardap.v1 import cards_pb2, terminal_pb2, terminal_pb2_grpc
 from cardap_sim.stack import Stack
-from cardapd.myna.userid import validate_user_id
+from cardap_sim.vcard.identity import validate_user_id
 
 from .conftest import client, expect_error, insert_and_wait, wait_event
 

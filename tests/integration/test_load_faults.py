@@ -32,8 +32,8 @@ from cardap_sim.loadsvc.devca import DevCa, write_private
 from cardap_sim.stack import Stack
 from cardap_sim.vcard.card import DEV_MASTER_KEYS, VirtualCard
 from cardap_sim.vcard.connection import InProcessConnection
+from cardap_sim.vcard.identity import check_char
 from cardapd.audit import AuditRecord, query, verify
-from cardapd.myna.userid import check_char
 from cardlib.apdu import CommandApdu, ResponseApdu, parse_response
 from cardlib.gp.keys import DiversifyingKeyStore
 from cardlib.gp.registry import RegistryEntry, Scope, read_registry

@@ -11,7 +11,7 @@ import pytest
 from cardap.client import CardapClient, CardapClientError
 from cardap.v1 import terminal_pb2
 from cardap_sim.stack import Stack
-from cardapd.myna.userid import validate_user_id
+from cardap_sim.vcard.identity import validate_user_id
 
 from .conftest import insert_and_wait
 

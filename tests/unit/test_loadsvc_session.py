@@ -29,7 +29,7 @@ from cardap_sim.loadsvc.session import (
 from cardap_sim.vcard import cardkeys
 from cardap_sim.vcard.card import VirtualCard
 from cardap_sim.vcard.connection import InProcessConnection
-from cardapd.myna.userid import validate_user_id
+from cardap_sim.vcard.identity import validate_user_id
 from cardlib.gp.commands import minimum_bytes
 from cardlib.gp.keys import StaticKeys
 from cardlib.gp.scp03 import FULL_SECURITY, SecurityLevel

@@ -10,12 +10,12 @@ import pytest
 
 from cardap_sim.vcard.card import TypeCSpec, VirtualCard
 from cardap_sim.vcard.connection import InProcessConnection
+from cardap_sim.vcard.identity import generate_user_id
 from cardapd.myna.aids import DENY_MY_NUMBER_AP, is_denied
 from cardapd.myna.identify import identify
 from cardapd.myna.jpki import JpkiSession
 from cardapd.myna.pin_guard import PinGuard
 from cardapd.myna.typec import TypeCSession
-from cardapd.myna.userid import generate_user_id
 from cardlib.protocol import ApduProtocol
 from cardlib.traffic import TRAFFIC
 

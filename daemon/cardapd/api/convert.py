@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from cardap.v1 import cards_pb2, terminal_pb2
 from cardapd.config import ApKind
 from cardapd.domain import DaemonStatus, IdStatus
+from cardapd.myna.userid import raw_from_text
 from cardapd.readers.diagnose import Diagnosis, Verdict
 from cardapd.readers.model import (
     CardEvent,
@@ -57,7 +58,8 @@ def card(view: CardView) -> cards_pb2.Card:
     return cards_pb2.Card(
         card_id=view.card_id, atr=view.atr.hex().upper(), kind=CARD_KIND[view.kind],
         profile=view.profile, inserted_at=timestamp(view.inserted_at),
-        tap=[cards_pb2.TapRead(aid=t.aid.hex().upper(), user_id=t.user_id, reason=t.reason)
+        tap=[cards_pb2.TapRead(aid=t.aid.hex().upper(), user_id=t.user_id, reason=t.reason,
+                               user_id_raw=raw_from_text(t.user_id) or b"")
              for t in view.tap])
 
 
@@ -110,4 +112,5 @@ def user_id_read(r: UserIdRead) -> terminal_pb2.ReadUserIDResponse:
     return terminal_pb2.ReadUserIDResponse(
         user_id=r.user_id, info=list(r.info), card_id=r.card_id, reader=r.reader,
         cached=r.cached, status=ID_STATUS[r.status], feed_age_s=r.feed_age_s,
-        aid=r.aid.hex().upper(), feed_stale=r.feed_stale, warning=r.warning)
+        aid=r.aid.hex().upper(), feed_stale=r.feed_stale, warning=r.warning,
+        user_id_raw=raw_from_text(r.user_id) or b"")

@@ -39,7 +39,7 @@ from typing import Any
 from cardapd.audit.head import HeadWriter, head_path_for, read_head
 from cardapd.audit.schema import AUDIT_SCHEMA
 from cardapd.errors import StoreError
-from cardapd.mynumber import looks_like_my_number
+from cardapd.mynumber import UserIdText, looks_like_my_number
 from cardapd.storage import Durability, open_database
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,9 @@ ANCHOR_RESET_OPERATION = "audit_anchor_reset"
 """Operation of the row the log writes itself when `audit.head` disagrees with the DB."""
 
 def _strings(value: object) -> list[str]:
-    """Every string (keys included) inside a JSON-like value."""
+    """Every string (keys included) inside a JSON-like value, except user IDs (D28)."""
+    if isinstance(value, UserIdText):
+        return []
     if isinstance(value, str):
         return [value]
     if isinstance(value, Mapping):

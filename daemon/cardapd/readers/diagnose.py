@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cardapd.errors import (
@@ -28,6 +28,7 @@ from cardapd.myna.identify import identify
 from cardapd.myna.jpki import JpkiSession, PinKind
 from cardapd.myna.profiles import load_profiles
 from cardapd.myna.typec import TypeCSession
+from cardapd.myna.userid import DEFAULT_RULE, UserIdRule
 from cardapd.readers.model import ReaderState, ReaderView
 from cardapd.readers.owner import ReaderOwner
 from cardapd.transport.udev import UsbReader
@@ -142,7 +143,9 @@ def no_reader_diagnosis(pcsc_available: bool,
 
 async def diagnose_reader(owner: ReaderOwner, view: ReaderView, *, pcsc_available: bool,
                           type_c_aids: Sequence[bytes],
-                          cancel: threading.Event | None = None) -> Diagnosis:
+                          cancel: threading.Event | None = None,
+                          rule: Callable[[bytes], UserIdRule] = lambda aid: DEFAULT_RULE
+                          ) -> Diagnosis:
     """Diagnose one reader and the card in it."""
     diag = Diagnosis(view)
     if not pcsc_available:
@@ -162,7 +165,7 @@ async def diagnose_reader(owner: ReaderOwner, view: ReaderView, *, pcsc_availabl
         return diag
     diag.checks.append(Check("card", True, "a card is in the reader"))
     try:
-        await owner.run(lambda proto: _diagnose_card(proto, diag, type_c_aids, cancel))
+        await owner.run(lambda proto: _diagnose_card(proto, diag, type_c_aids, cancel, rule))
     except CardRemoved:
         diag.checks.append(Check("card_present", False, "the card left the reader", "CARD_REMOVED"))
         diag.conclude(Verdict.NO_CARD, ACTION_REMOVED)
@@ -179,7 +182,8 @@ async def diagnose_reader(owner: ReaderOwner, view: ReaderView, *, pcsc_availabl
 
 
 def _diagnose_card(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[bytes],
-                   cancel: threading.Event | None) -> None:
+                   cancel: threading.Event | None,
+                   rule: Callable[[bytes], UserIdRule]) -> None:
     """The card-side checks, on the reader's thread."""
     atr = proto.atr
     by_atr = load_profiles().lookup(None, atr)
@@ -209,7 +213,7 @@ def _diagnose_card(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[b
         diag.conclude(Verdict.WARNING, "The card's chip is not in the profile table: loading "
                       "may pick the wrong image. Report the card id to the operations team.")
     _check_pins(proto, diag, cancel)
-    _probe_aps(proto, diag, type_c_aids, cancel)
+    _probe_aps(proto, diag, type_c_aids, cancel, rule)
 
 
 def _check_pins(proto: ApduProtocol, diag: Diagnosis, cancel: threading.Event | None) -> None:
@@ -244,7 +248,7 @@ def _check_pins(proto: ApduProtocol, diag: Diagnosis, cancel: threading.Event | 
 
 
 def _probe_aps(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[bytes],
-               cancel: threading.Event | None) -> None:
+               cancel: threading.Event | None, rule: Callable[[bytes], UserIdRule]) -> None:
     for name, aid in BUILT_IN_APS:
         present, sw = _probe(proto, aid, name, cancel)
         diag.aps.append(ApProbe(name, aid, present, sw))
@@ -257,7 +261,7 @@ def _probe_aps(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[bytes
     for aid in type_c_aids:
         label = f"Type C AP {aid.hex().upper()}"
         try:
-            session.read(aid, cancel=cancel)
+            session.read(aid, cancel=cancel, rule=rule(aid))
         except ApNotFound:
             diag.aps.append(ApProbe("Type C AP", aid, False, "6A82"))
             diag.checks.append(Check(f"type_c.{aid.hex().upper()}", True,
@@ -271,7 +275,7 @@ def _probe_aps(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[bytes
             continue
         diag.aps.append(ApProbe("Type C AP", aid, True))
         diag.checks.append(Check(f"type_c.{aid.hex().upper()}", True,
-                                 f"{label} answers and its user ID is well formed"))
+                                 f"{label} answers and its data follows the Type C layout"))
 
 
 def _probe(proto: ApduProtocol, aid: bytes, name: str,

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from cardapd.errors import ApNotFound, CardDataInvalid
 from cardapd.myna.identify import CardKind as MynaKind
 from cardapd.myna.identify import atr_card_id, identify
 from cardapd.myna.typec import TypeCSession
+from cardapd.myna.userid import DEFAULT_RULE, UserIdRule
 from cardapd.readers.model import CardKind, CardView, TapResult
 from cardlib.errors import StatusWordError
 from cardlib.protocol import ApduProtocol
 
 
 def identify_card(proto: ApduProtocol, atr: bytes, type_c_aids: Sequence[bytes],
-                  inserted_at: datetime) -> CardView:
+                  inserted_at: datetime,
+                  rule: Callable[[bytes], UserIdRule] = lambda aid: DEFAULT_RULE) -> CardView:
     """Identify the card; on a My Number Card read each configured Type C AP's user ID."""
     card_atr = proto.atr or atr
     try:
@@ -31,7 +33,7 @@ def identify_card(proto: ApduProtocol, atr: bytes, type_c_aids: Sequence[bytes],
     session = TypeCSession(proto)
     for aid in type_c_aids:
         try:
-            record = session.read(aid)
+            record = session.read(aid, rule=rule(aid))
         except (ApNotFound, CardDataInvalid, StatusWordError) as exc:
             taps.append(TapResult(aid, reason=exc.reason))
             continue

@@ -268,7 +268,8 @@ class Readers:
         # for the GIL: the first event of an insertion must not wait for identification.
         for _ in range(3):
             await asyncio.sleep(0)
-        taps = self.settings.type_c_aids if self.settings.read_on_insert else ()
+        settings = self.settings
+        taps = settings.type_c_aids if settings.read_on_insert else ()
         inserted_at = now()
         kind = EventKind.CARD_INSERTED
         if status.mute:
@@ -277,7 +278,8 @@ class Readers:
             detail = "the card does not answer to reset (mute)"
         else:
             try:
-                card = await owner.run(lambda p: identify_card(p, status.atr, taps, inserted_at))
+                card = await owner.run(lambda p: identify_card(p, status.atr, taps, inserted_at,
+                                                               settings.rule))
                 detail = card.detail
             except (CardRemoved, ReaderRemoved):
                 return  # the removal event follows; nothing to publish
@@ -347,7 +349,7 @@ class Readers:
                     results.append(await diagnose_reader(
                         owner, view, pcsc_available=self.pcsc_available,
                         type_c_aids=self.settings.type_c_aids if self.settings.probe_type_c
-                        else (), cancel=ctx.cancel))
+                        else (), cancel=ctx.cancel, rule=self.settings.rule))
         except CardapError as exc:
             await self.recorder.finish(ctx, "diagnose", start, exc, reader=reader)
             raise

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from cardapd.myna.userid import DEFAULT_RULE, UserIdRule
 
 
 @dataclass(frozen=True)
@@ -23,3 +25,9 @@ class ReaderSettings:
     probe_type_c: bool = True
     event_queue_size: int = 256
     hotplug: str = "pnp"  # "udev": also follow USB readers through udev (read at start)
+    user_id_rules: dict[bytes, UserIdRule] = field(default_factory=dict)
+    """How each tap AP's user IDs are accepted (`Config.user_id_rules`)."""
+
+    def rule(self, aid: bytes) -> UserIdRule:
+        """The user ID rule of a tap AP (the default: as the card holds it)."""
+        return self.user_id_rules.get(aid, DEFAULT_RULE)
