@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/cardap/v1/*.proto)
 APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc pcsc-tools dbus fprintd libfprint-2-2 \
-  systemd udev iproute2 prometheus util-linux
+  systemd udev iproute2 prometheus util-linux opensc
 
 .PHONY: setup system-deps proto run test test-unit test-stack lint bench certs wheel clean help docs
 

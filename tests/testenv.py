@@ -40,6 +40,7 @@ REQUIRED: dict[str, tuple[tuple[str, ...], str]] = {
     "setpriv": ((), "util-linux"),
     "mount": ((), "mount"),
     "gcc": ((), "gcc"),
+    "pkcs15-tool": ((), "opensc"),
 }
 
 

@@ -22,7 +22,7 @@ from .apdu import Command, SwError
 from .applet import Applet, LoadedApplet, Reply, fci
 from .builtin_aps import CardFaceApplet, InputAssistApplet, JukiApplet
 from .cardkeys import DEV_MASTER_KEYS, diversify, kdd_from_cplc
-from .certgen import make_auth_certificate
+from .certgen import make_certificates
 from .cplc import card_id, encode_cplc, new_cplc
 from .errors import CardMute, CardNotPowered, CardTorn
 from .faults import Faults
@@ -70,8 +70,9 @@ class VirtualCard:
         self.isd = IsdApplet(encode_cplc(state.cplc), self)
         self.applets: dict[bytes, Applet] = {}
         built_in: tuple[Applet, ...] = (
-            JpkiApplet(state.auth_cert, state.auth_pin, state.sign_pin),
-            CardFaceApplet(), JukiApplet(), InputAssistApplet(state.my_number),
+            JpkiApplet(state.certificates, state.auth_pin, state.sign_pin),
+            CardFaceApplet(), JukiApplet(),
+            InputAssistApplet(state.my_number, state.input_assist_pin),
         ) if self._profile.my_number_card else ()
         for ap in (self.isd, *built_in, *state.aps):
             if ap.aid in self.applets:
@@ -92,8 +93,10 @@ class VirtualCard:
     @classmethod
     def create(cls, profile: str = "vendor-a", path: Path | None = None,
                serial: int | None = None, type_c: Iterable[TypeCSpec] = (),
-               master_keys: StaticKeys | None = None) -> VirtualCard:
-        """A new card of `profile` (file written to `path` if given; random serial unless given).
+               master_keys: StaticKeys | None = None,
+               certificates: bool = True) -> VirtualCard:
+        """A new card of `profile` (file written to `path` if given; random serial unless given;
+        `certificates` False: no JPKI certificate issued to the holder).
 
         Its static SCP03 keys are diversified from `master_keys` (default: the test-only
         DEV_MASTER_KEYS) with the card's KDD; the card file stores the diversified keys.
@@ -101,13 +104,17 @@ class VirtualCard:
         prof = get_profile(profile)
         cplc = new_cplc(prof, serial)
         keys = diversify(master_keys or DEV_MASTER_KEYS, kdd_from_cplc(cplc))
+        certs = make_certificates(card_id(cplc), issued=certificates)
         state = CardState(
             profile=prof.name,
             cplc=cplc,
             my_number=fake_my_number(),
             auth_pin=PinState(DEFAULT_AUTH_PIN, AUTH_PIN_TRIES, AUTH_PIN_TRIES),
             sign_pin=PinState(DEFAULT_SIGN_PIN, SIGN_PIN_TRIES, SIGN_PIN_TRIES),
-            auth_cert=make_auth_certificate(card_id(cplc)),
+            auth_cert=certs.auth,
+            sign_cert=certs.sign,
+            auth_ca_cert=certs.auth_ca,
+            sign_ca_cert=certs.sign_ca,
             extended_area_capacity=prof.extended_area_size,
             aps=[TypeCApplet(spec) for spec in type_c],
             keys=keys,
