@@ -14,8 +14,8 @@ from cardlib.gp.keys import StaticKeys
 
 from .applet import LoadedApplet
 from .areas import EXTENDED_AREA_AID, REGIONAL_AREA_AID, REGIONAL_AREA_CAPACITY, LoadFile
-from .cardkeys import DEV_MASTER_KEYS, diversify, kdd_from_cplc, keys_from_json, keys_to_json
 from .builtin_aps import DEFAULT_INPUT_ASSIST_PIN, INPUT_ASSIST_PIN_TRIES
+from .cardkeys import DEV_MASTER_KEYS, diversify, kdd_from_cplc, keys_from_json, keys_to_json
 from .certgen import JpkiCertificates, virtual_cas
 from .errors import CardFileError
 from .files import PinState
