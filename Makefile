@@ -74,6 +74,7 @@ bench: setup
 	$(PY) -m bench.run --out docs/benchmarks.md
 	$(PY) -m bench.load --out docs/benchmarks.md
 	$(PY) -m bench.reads --out docs/benchmarks.md
+	$(PY) -m bench.identify --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .stamp-* build dist *.egg-info .mypy_cache .ruff_cache

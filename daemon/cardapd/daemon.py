@@ -27,10 +27,12 @@ from cardapd.audit import AsyncAuditLog
 from cardapd.audit.service import AuditService
 from cardapd.audit.sink import StoreAuditSink
 from cardapd.config import Config, DaemonConfig, load_config, plan_reload
+from cardapd.config.secrets import load_or_create_key_file
 from cardapd.domain import AuditSink, DaemonStatus, Operator, OperatorSessions
 from cardapd.errors import CardapError, ConfigError, StoreError, Unauthenticated
 from cardapd.loading.journal import Journal
 from cardapd.loading.loader import Loader
+from cardapd.myna.cardid import CardIdKey
 from cardapd.operators.admin import RosterAdmin
 from cardapd.operators.biometric import BiometricBackend
 from cardapd.operators.fprintd import FprintdClient
@@ -49,6 +51,7 @@ from cardapd.transport.udev import resolve_source
 from cardlib.traffic import TRAFFIC
 
 log = logging.getLogger(__name__)
+CARD_ID_KEY_FILE = "card-id.key"  # the terminal's key for card ids (D29), 0600 in state_dir
 SERVER_GRACE_S = 2.0  # after the card writes: what reads in flight get before streams end
 ABORT_WAIT_S = 3.0  # after the grace period: the cut writes' journal and audit rows
 
@@ -190,9 +193,12 @@ class Daemon:
         await audit_log.open()
         sink = StoreAuditSink(audit_log, self.metrics)
         recorder = Recorder(sink, self.metrics)
-        readers = Readers(reader_settings(cfg), recorder)
+        key = CardIdKey(await asyncio.to_thread(
+            load_or_create_key_file, Path(cfg.daemon.state_dir) / CARD_ID_KEY_FILE))
+        readers = Readers(reader_settings(cfg), recorder, key)
         journal = await asyncio.to_thread(Journal, Path(cfg.daemon.state_dir) / "journal.db")
         interrupted = await asyncio.to_thread(journal.mark_interrupted)
+        renamed = await asyncio.to_thread(journal.adopt_legacy_ids, key)
         link = self._link = LoadingClient(cfg.loading, self.metrics)
         roster = await asyncio.to_thread(Roster, Path(cfg.operators.roster))
         sessions = session_manager(cfg, roster)
@@ -238,6 +244,9 @@ class Daemon:
             await sink.record(None, "daemon_started", result="ok", durable=True,
                               detail={"version": __version__})
             await add_organisations(cfg, roster, sink)
+            if renamed:
+                await sink.record(None, "journal_card_ids_renamed", result="ok", durable=True,
+                                  detail={"rows": renamed})
             if interrupted:
                 await sink.record(None, "journal_interrupted", result="ok", durable=True,
                                   detail={"rows": interrupted})

@@ -42,6 +42,12 @@ class NotFound(CardapError):
     reason = "NOT_FOUND"
 
 
+class FailedPrecondition(CardapError):
+    """The request is well formed but the system is not in the state it needs."""
+
+    reason = "FAILED_PRECONDITION"
+
+
 class NotAuthorized(CardapError):
     """The caller may not do this (wrong socket role, no session, no right)."""
 

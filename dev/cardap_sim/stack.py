@@ -225,12 +225,15 @@ class Stack:
         wait_for(self.control_path.exists, 10, "the simulator's control socket")
 
     def new_card(self, name: str, *, profile: str = "vendor-a",
-                 type_c: list[TypeCSpec] | None = None, serial: int | None = None) -> Path:
-        """Create a card file in the stack directory; returns its path."""
+                 type_c: list[TypeCSpec] | None = None, serial: int | None = None,
+                 certificates: bool = True) -> Path:
+        """Create a card file in the stack directory; returns its path (`certificates`
+        False: a holder without JPKI certificates)."""
         path = self.dir / "cards" / f"{name}.json"
         path.parent.mkdir(exist_ok=True)
         VirtualCard.create(profile=profile, path=path, serial=serial,
-                           type_c=type_c if type_c is not None else [])
+                           type_c=type_c if type_c is not None else [],
+                           certificates=certificates)
         return path
 
     def demo_card(self, name: str = "demo", profile: str = "vendor-a") -> Path:

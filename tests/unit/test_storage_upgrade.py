@@ -16,6 +16,7 @@ from cardapd.audit.export import AuditFilter, query
 from cardapd.audit.schema import AUDIT_SCHEMA
 from cardapd.domain import Right
 from cardapd.loading.journal import JOURNAL_SCHEMA, Journal
+from cardapd.myna.cardid import CardIdKey
 from cardapd.operators.roster.passwords import Hasher
 from cardapd.operators.roster.schema import ROSTER_SCHEMA
 from cardapd.operators.roster.store import Roster
@@ -115,6 +116,15 @@ def test_journal(stores: Path) -> None:
         other = journal.unfinished("5110-0A0B0C0D")
         assert [(r.id, r.ap_id, r.operator) for r in other] == [
             ("j-00000004-dddddddd", "org-a-cert-a", "op-2")]
+        # D29: unfinished rows of CPLC ids in clear become the card's keyed cplc- id.
+        key = CardIdKey(bytes(32))
+        assert journal.adopt_legacy_ids(key) == 3
+        mine = key.cplc_id(bytes.fromhex("4790"), bytes.fromhex("C4486216"))
+        assert {r.id for r in journal.unfinished(mine)} == {"j-00000002-bbbbbbbb",
+                                                            "j-00000003-cccccccc"}
+        assert journal.unfinished("4790-C4486216") == []
+        assert journal.get("j-00000001-aaaaaaaa").card_id == "4790-C4486216"  # finished: kept
+        assert journal.adopt_legacy_ids(key) == 0
     finally:
         journal.close()
     _upgraded(path, JOURNAL_SCHEMA)

@@ -34,6 +34,9 @@ CARD_KIND = {
     CardKind.OTHER: cards_pb2.CARD_KIND_OTHER,
     CardKind.UNKNOWN: cards_pb2.CARD_KIND_UNKNOWN,
 }
+CARD_IDENTITY = {"cert": cards_pb2.CARD_IDENTITY_CERTIFICATE,
+                 "cplc": cards_pb2.CARD_IDENTITY_CPLC,
+                 "unconfirmed": cards_pb2.CARD_IDENTITY_UNCONFIRMED}
 EVENT_KIND = {k: getattr(cards_pb2, f"CARD_EVENT_KIND_{k.name}") for k in EventKind}
 VERDICT = {v: getattr(terminal_pb2, f"VERDICT_{v.name}") for v in Verdict}
 AP_KINDS: dict[int, ApKind] = {
@@ -58,6 +61,7 @@ def card(view: CardView) -> cards_pb2.Card:
     return cards_pb2.Card(
         card_id=view.card_id, atr=view.atr.hex().upper(), kind=CARD_KIND[view.kind],
         profile=view.profile, inserted_at=timestamp(view.inserted_at),
+        identity=CARD_IDENTITY.get(view.id_source, cards_pb2.CARD_IDENTITY_UNCONFIRMED),
         tap=[cards_pb2.TapRead(aid=t.aid.hex().upper(), user_id=t.user_id, reason=t.reason,
                                user_id_raw=raw_from_text(t.user_id) or b"")
              for t in view.tap])

@@ -37,6 +37,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "LoadAP": frozenset({K}),
     "DeleteAP": frozenset({K}),
     "ListCardAPs": frozenset({K, OPS}),
+    "ConfirmReconcile": frozenset({K}),
     # audit and reports
     "ExportAudit": frozenset({OPS}),
     "VerifyAudit": frozenset({OPS}),

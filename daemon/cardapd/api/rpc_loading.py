@@ -78,3 +78,18 @@ class LoadingRpc(RpcBase):
             ctx, reader=validate.reader_name(request.reader))
         return terminal_pb2.ListCardAPsResponse(
             aps=[convert_loading.card_ap(a) for a in found], free_bytes=free)
+
+    @unary
+    async def ConfirmReconcile(self, request: terminal_pb2.ConfirmReconcileRequest,
+                               context: Ctx, ctx: OpContext
+                               ) -> terminal_pb2.ConfirmReconcileResponse:
+        loader = self.services.loading
+        operator = loader.operator(session_token(context))
+        reader = validate.reader_name(request.reader)
+        if not 1 <= len(request.journal_id) <= 64:
+            raise InvalidArgument("journal_id: the interrupted operation's journal id",
+                                  metadata={"field": "journal_id"})
+        out = await loader.confirm_reconcile(ctx, operator, reader=reader,
+                                             journal_id=request.journal_id)
+        return terminal_pb2.ConfirmReconcileResponse(outcome=out.outcome, message=out.message,
+                                                     free_bytes=out.free_bytes)

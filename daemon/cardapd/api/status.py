@@ -51,6 +51,7 @@ CODE_FOR: tuple[tuple[type[e.CardapError], grpc.StatusCode], ...] = (
     (e.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
     (RevocationFeedStale, grpc.StatusCode.FAILED_PRECONDITION),
     (ApNotConfigured, grpc.StatusCode.FAILED_PRECONDITION),
+    (e.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 

@@ -26,6 +26,7 @@ from cardapd.domain import OpContext, Operator, OperatorSessions, Right
 from cardapd.errors import (
     CardapError,
     CardRemoved,
+    FailedPrecondition,
     InvalidArgument,
     NotAuthorized,
     NotFound,
@@ -50,6 +51,7 @@ from cardapd.loading.ports import (
 )
 from cardapd.loading.reconcile import Reconciler
 from cardapd.loading.relay import run_batch
+from cardapd.myna.cardid import is_unconfirmed
 from cardapd.readers.model import CardKind
 from cardapd.telemetry.recorder import Recorder
 
@@ -91,6 +93,15 @@ class LoadOutcome:
     ok: bool
     reason: str = ""
     message: str = ""
+
+
+@dataclass(frozen=True)
+class ReconcileOutcome:
+    """The result of a confirmed reconciliation: RECONCILED or NOTHING_TO_RECONCILE."""
+
+    outcome: str
+    message: str
+    free_bytes: int
 
 
 @dataclass(frozen=True)
@@ -280,6 +291,43 @@ class Loader:
         await self.audit_end(ctx, "delete", start, None, target,
                           {**detail, "outcome": done.reason})
         return DeleteOutcome(done.reason, done.free_bytes)
+
+    # ------------------------------------------------------------------ confirmed reconcile
+
+    async def confirm_reconcile(self, ctx: OpContext, operator: Operator, *, reader: str,
+                                journal_id: str) -> ReconcileOutcome:
+        """Reconcile the interrupted operation `journal_id` of a card that could not be
+        identified, on the card in `reader`, which the operator confirms is that card (D29).
+        The operator needs the right of the operation (load or delete) in its organisation."""
+        ctx = dataclasses.replace(ctx, operator=operator.actor)
+        start = time.perf_counter()
+        target: CardTarget | None = None
+        detail: dict[str, object] = {"journal_id": journal_id}
+        try:
+            row = await asyncio.to_thread(self.journal.get, journal_id)
+            if row is None:
+                raise NotFound(f"no journal row {journal_id!r}", reason="JOURNAL_ROW_NOT_FOUND",
+                               metadata={"journal_id": journal_id})
+            if not row.needs_reconcile or not is_unconfirmed(row.card_id):
+                raise FailedPrecondition(
+                    f"journal row {journal_id} does not await a confirmation (state "
+                    f"{row.state}; only interrupted operations of cards that could not be "
+                    "identified do)", reason="NOT_AWAITING_CONFIRMATION",
+                    metadata={"journal_id": journal_id})
+            operator.require(Right.LOAD if row.action == "load" else Right.DELETE)
+            if row.organisation != operator.organisation:
+                raise NotAuthorized(f"journal row {journal_id} belongs to organisation "
+                                    f"{row.organisation}", reason="NOT_PERMITTED",
+                                    metadata={"journal_id": journal_id})
+            target = await self._target(reader)
+        except CardapError as exc:
+            await self.audit_end(ctx, "reconcile", start, exc, target, detail)
+            raise
+        async with self._write(ctx, "reconcile", detail, ctx.cancel), \
+                self.lock(target.owner.name):
+            await self._check_present(target)
+            done = await self.reconciler.confirmed(ctx, target, row)
+        return ReconcileOutcome(done.reason, done.message, done.free_bytes)
 
     # ------------------------------------------------------------------ list
 

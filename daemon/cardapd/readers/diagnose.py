@@ -23,6 +23,7 @@ from cardapd.errors import (
     ReaderRemoved,
 )
 from cardapd.myna.aids import CARD_FACE_AID, ISD_AID, JPKI_AID, JUKI_AID, select_aid
+from cardapd.myna.cardid import UNCONFIRMED, CardIdKey
 from cardapd.myna.identify import CardKind as MynaKind
 from cardapd.myna.identify import identify
 from cardapd.myna.jpki import JpkiSession, PinKind
@@ -114,6 +115,12 @@ ACTION_AP_MISSING = ("The card's {name} does not answer. The card may be damaged
                      "issued: the holder should ask the municipality.")
 ACTION_TYPE_C_BROKEN = ("The Type C AP {aid} holds data that does not follow its layout: delete "
                         "it and load it again.")
+ACTION_UNIDENTIFIED = ("This card offers nothing unique to tell it from another (no JPKI "
+                       "authentication certificate, no CPLC): loads work, but a load cut short "
+                       "is only repaired when an operator confirms the card "
+                       "(ConfirmReconcile).")
+ID_SOURCES = {"cert": "JPKI authentication certificate (keyed hash)",
+              "cplc": "CPLC (keyed hash)"}
 PIN_NAMES: dict[PinKind, str] = {"auth": "authentication PIN", "sign": "signing password"}
 
 
@@ -142,7 +149,7 @@ def no_reader_diagnosis(pcsc_available: bool,
 
 
 async def diagnose_reader(owner: ReaderOwner, view: ReaderView, *, pcsc_available: bool,
-                          type_c_aids: Sequence[bytes],
+                          type_c_aids: Sequence[bytes], key: CardIdKey,
                           cancel: threading.Event | None = None,
                           rule: Callable[[bytes], UserIdRule] = lambda aid: DEFAULT_RULE
                           ) -> Diagnosis:
@@ -165,7 +172,8 @@ async def diagnose_reader(owner: ReaderOwner, view: ReaderView, *, pcsc_availabl
         return diag
     diag.checks.append(Check("card", True, "a card is in the reader"))
     try:
-        await owner.run(lambda proto: _diagnose_card(proto, diag, type_c_aids, cancel, rule))
+        await owner.run(lambda proto: _diagnose_card(proto, diag, type_c_aids, key, cancel,
+                                                            rule))
     except CardRemoved:
         diag.checks.append(Check("card_present", False, "the card left the reader", "CARD_REMOVED"))
         diag.conclude(Verdict.NO_CARD, ACTION_REMOVED)
@@ -182,7 +190,7 @@ async def diagnose_reader(owner: ReaderOwner, view: ReaderView, *, pcsc_availabl
 
 
 def _diagnose_card(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[bytes],
-                   cancel: threading.Event | None,
+                   key: CardIdKey, cancel: threading.Event | None,
                    rule: Callable[[bytes], UserIdRule]) -> None:
     """The card-side checks, on the reader's thread."""
     atr = proto.atr
@@ -195,7 +203,7 @@ def _diagnose_card(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[b
                  "not a fault by itself)")))
     select_aid(proto, ISD_AID, "SELECT ISD", cancel=cancel)  # CPLC is read with the ISD selected
     try:
-        ident = identify(proto, atr, cancel=cancel)
+        ident = identify(proto, atr, key, cancel=cancel)
     except StatusWordError as exc:
         diag.checks.append(Check("identify", False, f"unexpected answer: {exc.message}",
                                  "NOT_MY_NUMBER_CARD"))
@@ -209,7 +217,15 @@ def _diagnose_card(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[b
         return
     diag.checks.append(Check("identify", True, f"My Number Card, profile {ident.profile}, "
                              f"card {ident.card_id}"))
-    if ident.profile == "unknown":
+    if ident.id_source == UNCONFIRMED:
+        diag.checks.append(Check(
+            "card_identity", False, "no unique datum readable (no authentication certificate, "
+            "no CPLC): this card cannot be told from another", "CARD_UNIDENTIFIED"))
+        diag.conclude(Verdict.WARNING, ACTION_UNIDENTIFIED)
+    else:
+        diag.checks.append(Check("card_identity", True,
+                                 "card id from the " + ID_SOURCES[ident.id_source]))
+    if ident.profile == "unknown" and ident.cplc is not None:
         diag.conclude(Verdict.WARNING, "The card's chip is not in the profile table: loading "
                       "may pick the wrong image. Report the card id to the operations team.")
     _check_pins(proto, diag, cancel)

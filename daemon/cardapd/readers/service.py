@@ -29,6 +29,7 @@ from cardapd.errors import (
     PcscUnavailable,
     ReaderRemoved,
 )
+from cardapd.myna.cardid import CardIdKey
 from cardapd.readers.diagnose import Diagnosis, diagnose_reader, no_reader_diagnosis
 from cardapd.readers.hub import EventHub, Subscription, now
 from cardapd.readers.identify import identify_card
@@ -59,8 +60,10 @@ was identified, before its CARD_INSERTED event goes out."""
 class Readers:
     """Owns the readers: their table, their events, the cards in them."""
 
-    def __init__(self, settings: ReaderSettings, recorder: Recorder) -> None:
+    def __init__(self, settings: ReaderSettings, recorder: Recorder, card_id_key: CardIdKey
+                 ) -> None:
         self.settings = settings
+        self.card_id_key = card_id_key  # restart-only: card ids must not change under a run
         self.recorder = recorder
         self.metrics = recorder.metrics
         self.started_at = now()
@@ -278,8 +281,8 @@ class Readers:
             detail = "the card does not answer to reset (mute)"
         else:
             try:
-                card = await owner.run(lambda p: identify_card(p, status.atr, taps, inserted_at,
-                                                               settings.rule))
+                card = await owner.run(lambda p: identify_card(
+                    p, status.atr, taps, inserted_at, self.card_id_key, settings.rule))
                 detail = card.detail
             except (CardRemoved, ReaderRemoved):
                 return  # the removal event follows; nothing to publish
@@ -306,7 +309,8 @@ class Readers:
             None, "card_inserted", reader=owner.name,
             card_id=view.card.card_id if view.card else "",
             detail={"kind": view.card.kind.value if view.card else "unknown",
-                    "profile": view.card.profile if view.card else ""})
+                    "profile": view.card.profile if view.card else "",
+                    "id_source": view.card.id_source if view.card else ""})
 
     # ------------------------------------------------------------------ queries
 
@@ -349,7 +353,8 @@ class Readers:
                     results.append(await diagnose_reader(
                         owner, view, pcsc_available=self.pcsc_available,
                         type_c_aids=self.settings.type_c_aids if self.settings.probe_type_c
-                        else (), cancel=ctx.cancel, rule=self.settings.rule))
+                        else (), key=self.card_id_key, cancel=ctx.cancel,
+                        rule=self.settings.rule))
         except CardapError as exc:
             await self.recorder.finish(ctx, "diagnose", start, exc, reader=reader)
             raise
@@ -448,8 +453,7 @@ class Readers:
         if owner is None or owner.generation != generation or view is None or view.card is None:
             return
         taps = (*(t for t in view.card.tap if t.aid != tap.aid), tap)
-        card = CardView(view.card.card_id, view.card.atr, view.card.kind, view.card.profile,
-                        view.card.inserted_at, taps, view.card.detail)
+        card = dataclasses.replace(view.card, tap=taps)
         self.hub.set_reader(ReaderView(reader, view.state, card))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -45,6 +45,10 @@ __all__ = ["DEV_MASTER_KEYS", "Faults", "TypeCSpec", "VirtualCard"]
 log = logging.getLogger("cardap_sim.vcard.apdu")
 
 APDU_LOG_MAX = 100_000  # headers kept (the oldest go first); ~4 MB at most
+CONTACTLESS_ATR = bytes.fromhex("3B888001000005E0B381A1007F")
+"""The ATR a PC/SC contactless reader synthesises for a My Number Card (ISO 14443-4 Type B,
+PC/SC part 3: `3B 88 80 01` + ATQB application data and protocol info + TCK), as listed for
+the "Japanese JPKI card" in pcsc-tools' smartcard_list.txt: the same bytes for every card."""
 
 
 def presents_pin(raw: bytes) -> bool:
@@ -87,6 +91,7 @@ class VirtualCard:
         self._selected: Applet = self.isd
         self._pending = b""
         self._pending_ins = 0
+        self._contactless = False
 
     # --- construction and persistence -------------------------------------------------
 
@@ -147,8 +152,20 @@ class VirtualCard:
 
     @property
     def atr(self) -> bytes:
-        """The profile's contact ATR."""
-        return self._profile.atr
+        """The profile's contact ATR, or the synthesised one when presented contactless."""
+        return CONTACTLESS_ATR if self._contactless else self._profile.atr
+
+    @property
+    def contactless(self) -> bool:
+        """Presented through a contactless reader: the reader's synthesised ATR, and no
+        answer to GET DATA CPLC (whether a real card gives one is not established in public
+        sources, so the model assumes the worst). Volatile: set at insertion."""
+        return self._contactless
+
+    def present(self, *, contactless: bool) -> None:
+        """Choose how the card is presented (before it is powered in a slot)."""
+        with self._lock:
+            self._contactless = contactless
 
     @property
     def card_id(self) -> str:
