@@ -183,7 +183,8 @@ def cmd_load(client: CardapClient, args: argparse.Namespace) -> int:
 
 
 def cmd_delete(client: CardapClient, args: argparse.Namespace) -> int:
-    resp = client.delete_ap(args.aid, args.reader)
+    resp = client.delete_ap(args.aid, args.reader, reason=args.reason,
+                            reason_detail=args.reason_detail)
     emit(args, resp, lambda r: f"{r.outcome.lower()}; {r.free_bytes} bytes free")
     return EXIT_OK
 
@@ -246,6 +247,11 @@ def parser() -> argparse.ArgumentParser:
     de = sub.add_parser("delete", help="delete an AP (kiosk, operator session)",
                         parents=[common])
     de.add_argument("--aid", required=True, help="instance AID in hex")
+    de.add_argument("--reason", required=True,
+                    choices=["holder_request", "card_renewal", "other"],
+                    help="why: the holder asked, the card is renewed, or other "
+                    "(with --reason-detail); kept in the audit log")
+    de.add_argument("--reason-detail", default="", help="free text (required with other)")
     de.add_argument("--reader", default="")
     m = sub.add_parser("metrics", help="metric snapshots", parents=[common])
     m.add_argument("--interval", type=int, default=5)

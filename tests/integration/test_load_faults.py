@@ -149,7 +149,9 @@ def delete(stack: Stack, aid: str, reader: str = "") -> terminal_pb2.DeleteAPRes
     ch, stub = _stub(stack)
     try:
         resp: terminal_pb2.DeleteAPResponse = stub.DeleteAP(
-            terminal_pb2.DeleteAPRequest(reader=reader, aid=aid), metadata=SESSION_MD,
+            terminal_pb2.DeleteAPRequest(reader=reader, aid=aid,
+                                         reason=terminal_pb2.DELETE_REASON_HOLDER_REQUEST),
+            metadata=SESSION_MD,
             timeout=60)
         return resp
     except grpc.RpcError as exc:

@@ -14,6 +14,11 @@ from cardapd.errors import InvalidArgument
 from cardapd.loading.loader import LoadOutcome, Progress
 
 
+DELETE_REASONS_PB = {terminal_pb2.DELETE_REASON_HOLDER_REQUEST: "holder_request",
+                     terminal_pb2.DELETE_REASON_CARD_RENEWAL: "card_renewal",
+                     terminal_pb2.DELETE_REASON_OTHER: "other"}
+
+
 class LoadingRpc(RpcBase):
     """Loads and deletes need an operator session (metadata `cardap-session`)."""
 
@@ -68,7 +73,18 @@ class LoadingRpc(RpcBase):
         if aid is None:
             raise InvalidArgument("aid: the AID of the AP to delete is required",
                                   reason="AID_REQUIRED", metadata={"field": "aid"})
-        out = await loader.delete(ctx, operator, reader=reader, aid=aid)
+        reason = DELETE_REASONS_PB.get(request.reason)
+        if reason is None:
+            raise InvalidArgument("reason: say why the AP is deleted (HOLDER_REQUEST, "
+                                  "CARD_RENEWAL or OTHER with reason_detail)",
+                                  reason="DELETE_REASON_REQUIRED", metadata={"field": "reason"})
+        detail = validate.free_text(request.reason_detail, "reason_detail")
+        if reason == "other" and not detail:
+            raise InvalidArgument("reason_detail: say what the other reason is",
+                                  reason="DELETE_REASON_REQUIRED",
+                                  metadata={"field": "reason_detail"})
+        out = await loader.delete(ctx, operator, reader=reader, aid=aid, reason=reason,
+                                  reason_detail=detail)
         return terminal_pb2.DeleteAPResponse(outcome=out.outcome, free_bytes=out.free_bytes)
 
     @unary

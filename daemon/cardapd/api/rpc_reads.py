@@ -9,7 +9,6 @@ from cardapd.api.rpc import Ctx, unary
 from cardapd.domain import OpContext
 from cardapd.errors import CardapError, InvalidArgument
 from cardapd.myna.userid import is_user_id_text
-from cardapd.mynumber import looks_like_my_number
 
 
 class ReadsRpc(RpcBase):
@@ -66,14 +65,7 @@ class ReadsRpc(RpcBase):
                                   cards_pb2.USER_ID_STATUS_IN_OPERATION):
             raise InvalidArgument("status: SUSPENDED or IN_OPERATION (abolition comes from "
                                   "the feed only)", metadata={"field": "status"})
-        if len(request.reason) > 256:
-            raise InvalidArgument("reason: at most 256 characters",
-                                  metadata={"field": "reason"})
-        if looks_like_my_number(request.reason):
-            # Free text is still guarded (D9): refused before anything is stored.
-            raise InvalidArgument("reason: holds what looks like a My Number; the terminal "
-                                  "never stores one", reason="MY_NUMBER_REFUSED",
-                                  metadata={"field": "reason"})
+        validate.free_text(request.reason, "reason")  # still guarded (D9), before storing
         await self.services.revocation.set_local(
             ctx, organisation=request.organisation, aid=aid, user_id=request.user_id,
             suspend=request.status == cards_pb2.USER_ID_STATUS_SUSPENDED,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from cardapd.errors import InvalidArgument
+from cardapd.mynumber import looks_like_my_number
 
 MAX_READER_NAME = 128
 MAX_READERS_FILTER = 16
@@ -66,3 +67,16 @@ def prefixes(values: list[str]) -> list[str]:
         raise InvalidArgument("prefixes: at most 32 metric name prefixes",
                               metadata={"field": "prefixes"})
     return values
+
+
+def free_text(value: str, field: str, max_chars: int = 256) -> str:
+    """A free-text field stored in audit rows: at most `max_chars` characters, and refused
+    when it holds what looks like a My Number (D9: checked before anything is stored)."""
+    if len(value) > max_chars:
+        raise InvalidArgument(f"{field}: at most {max_chars} characters",
+                              metadata={"field": field})
+    if looks_like_my_number(value):
+        raise InvalidArgument(f"{field}: holds what looks like a My Number; the terminal "
+                              "never stores one", reason="MY_NUMBER_REFUSED",
+                              metadata={"field": field})
+    return value

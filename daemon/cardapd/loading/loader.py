@@ -95,6 +95,10 @@ class LoadOutcome:
     message: str = ""
 
 
+DELETE_REASONS = ("holder_request", "card_renewal", "other")
+"""Why an AP is deleted (002: at the holder's request at any time; at card renewal)."""
+
+
 @dataclass(frozen=True)
 class ReconcileOutcome:
     """The result of a confirmed reconciliation: RECONCILED or NOTHING_TO_RECONCILE."""
@@ -242,18 +246,25 @@ class Loader:
     # ------------------------------------------------------------------ delete
 
     async def delete(self, ctx: OpContext, operator: Operator, *, reader: str,
-                     aid: bytes) -> DeleteOutcome:
-        """Delete the AP with instance `aid`; ALREADY_ABSENT is a success."""
+                     aid: bytes, reason: str, reason_detail: str = "") -> DeleteOutcome:
+        """Delete the AP with instance `aid` for `reason` (one of DELETE_REASONS, kept in
+        every audit row of the deletion); ALREADY_ABSENT is a success."""
+        if reason not in DELETE_REASONS:
+            raise ValueError(f"unknown delete reason {reason!r}")
         ctx = dataclasses.replace(ctx, operator=operator.actor)
         cancel = ctx.cancel
-        async with self._write(ctx, "delete", {"aid": aid.hex().upper()}, cancel):
-            return await self._delete(ctx, operator, reader=reader, aid=aid, cancel=cancel)
+        why = {"delete_reason": reason, **({"reason_detail": reason_detail}
+                                           if reason_detail else {})}
+        async with self._write(ctx, "delete", {"aid": aid.hex().upper(), **why}, cancel):
+            return await self._delete(ctx, operator, reader=reader, aid=aid, why=why,
+                                      cancel=cancel)
 
     async def _delete(self, ctx: OpContext, operator: Operator, *, reader: str,
-                      aid: bytes, cancel: threading.Event) -> DeleteOutcome:
+                      aid: bytes, why: Mapping[str, str],
+                      cancel: threading.Event) -> DeleteOutcome:
         start = time.perf_counter()
         aid_hex = aid.hex().upper()
-        detail: dict[str, object] = {"aid": aid_hex}
+        detail: dict[str, object] = {"aid": aid_hex, **why}
         target: CardTarget | None = None
         try:
             operator.require(Right.DELETE)
@@ -279,7 +290,7 @@ class Loader:
             open_ = SessionOpen(
                 organisation=operator.organisation, operator_id=operator.operator_id,
                 action="delete", ap_id=entry.ap_id, aid=aid_hex, card_id=target.card_id,
-                profile=target.profile, journal_id=jid)
+                profile=target.profile, journal_id=jid, delete_reason=why["delete_reason"])
             outcome = await self._journaled_session(ctx, "delete", start, target, detail, jid,
                                                     open_, cancel, None)
         done = outcome.done

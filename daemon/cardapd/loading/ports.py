@@ -68,6 +68,7 @@ class SessionOpen:
     profile: str = ""
     journal_id: str = ""
     custom_user_id: str = ""
+    delete_reason: str = ""
 
 
 @dataclass(frozen=True)

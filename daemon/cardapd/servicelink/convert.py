@@ -43,7 +43,8 @@ def session_open(o: SessionOpen) -> loading_pb2.SessionOpen:
     return loading_pb2.SessionOpen(
         organisation=o.organisation, operator_id=o.operator_id, action=o.action,
         ap_id=o.ap_id, aid=o.aid, card_id=o.card_id, profile=o.profile,
-        journal_id=o.journal_id, custom_user_id=o.custom_user_id)
+        journal_id=o.journal_id, custom_user_id=o.custom_user_id,
+        delete_reason=o.delete_reason)
 
 
 def batch(b: loading_pb2.ApduBatch) -> ApduBatch:

@@ -159,7 +159,7 @@ class LoadingServicer(loading_pb2_grpc.LoadingServiceServicer):
             organisation=ident.organisation, action=op.action, operator_id=op.operator_id,
             ap_id=op.ap_id, aid=op.aid, card_id=op.card_id, profile=op.profile,
             journal_id=op.journal_id, custom_user_id=op.custom_user_id,
-            terminal_id=ident.terminal_id))
+            terminal_id=ident.terminal_id, delete_reason=op.delete_reason))
         log.info("card session opened", extra={
             "terminal": ident.terminal_id, "organisation": ident.organisation,
             "action": op.action, "ap_id": op.ap_id, "journal_id": op.journal_id})

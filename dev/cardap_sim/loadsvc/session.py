@@ -127,6 +127,7 @@ class SessionRequest:
     journal_id: str = ""
     custom_user_id: str = ""
     terminal_id: str = ""
+    delete_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -321,6 +322,7 @@ class CardSession:
         """Structured log fields (never keys, PINs or APDU payloads)."""
         return {"organisation": self.req.organisation, "terminal": self.req.terminal_id,
                 "action": self.req.action, "ap_id": self.req.ap_id,
+                "delete_reason": self.req.delete_reason,
                 "journal_id": self.req.journal_id,
                 "card_id": self._card.card_id if self._card else self.req.card_id}
 
