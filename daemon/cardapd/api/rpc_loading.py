@@ -13,7 +13,6 @@ from cardapd.domain import OpContext
 from cardapd.errors import InvalidArgument
 from cardapd.loading.loader import LoadOutcome, Progress
 
-
 DELETE_REASONS_PB = {terminal_pb2.DELETE_REASON_HOLDER_REQUEST: "holder_request",
                      terminal_pb2.DELETE_REASON_CARD_RENEWAL: "card_renewal",
                      terminal_pb2.DELETE_REASON_OTHER: "other"}
