@@ -39,6 +39,10 @@ CARD_IDENTITY = {"cert": cards_pb2.CARD_IDENTITY_CERTIFICATE,
                  "unconfirmed": cards_pb2.CARD_IDENTITY_UNCONFIRMED}
 EVENT_KIND = {k: getattr(cards_pb2, f"CARD_EVENT_KIND_{k.name}") for k in EventKind}
 VERDICT = {v: getattr(terminal_pb2, f"VERDICT_{v.name}") for v in Verdict}
+RECONCILE = {"not_needed": terminal_pb2.RECONCILE_STATE_NOT_NEEDED,
+             "pending": terminal_pb2.RECONCILE_STATE_PENDING,
+             "awaiting_confirmation": terminal_pb2.RECONCILE_STATE_AWAITING_CONFIRMATION,
+             "reconciled": terminal_pb2.RECONCILE_STATE_RECONCILED}
 AP_KINDS: dict[int, ApKind] = {
     cards_pb2.AP_TYPE_UNSPECIFIED: "C", cards_pb2.AP_TYPE_C: "C", cards_pb2.AP_TYPE_A: "A",
     cards_pb2.AP_TYPE_D: "D", cards_pb2.AP_TYPE_CUSTOM: "custom"}
@@ -102,7 +106,16 @@ def diagnosis(d: Diagnosis) -> terminal_pb2.ReaderDiagnosis:
         jpki_sign_pin_tries=-1 if d.sign_pin_tries is None else d.sign_pin_tries,
         aps=[terminal_pb2.ApProbe(name=a.name, aid=a.aid.hex().upper(), present=a.present,
                                   sw=a.sw) for a in d.aps],
-        verdict=VERDICT[d.verdict], next_action=d.next_action)
+        verdict=VERDICT[d.verdict], next_action=d.next_action,
+        operations=[terminal_pb2.CardOperation(
+            journal_id=o.journal_id, action=o.action, ap_id=o.ap_id, aid=o.aid, state=o.state,
+            reconcile=RECONCILE[o.reconcile], outcome=o.outcome, started_at=o.started_at,
+            finished_at=o.finished_at or "", organisation=o.organisation,
+            operator_id=o.operator) for o in d.operations],
+        free_bytes=d.free_bytes, catalogue_organisation=d.catalogue_organisation,
+        catalogue_aps=[terminal_pb2.CatalogueApPresence(
+            ap_id=c.ap_id, display_name=c.display_name, aid=c.aid.hex().upper(), area=c.area,
+            present=c.present) for c in d.catalogue])
 
 
 def samples(items: list[Sample]) -> list[terminal_pb2.MetricSample]:

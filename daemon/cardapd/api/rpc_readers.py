@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from cardap.v1 import cards_pb2, terminal_pb2
 from cardapd.api import convert, validate
 from cardapd.api.base import RpcBase
-from cardapd.api.rpc import Ctx, stream, unary
+from cardapd.api.rpc import Ctx, session_token, stream, unary
 from cardapd.domain import OpContext
 from cardapd.errors import CardapError
 from cardapd.readers.diagnose import worst
@@ -51,7 +51,10 @@ class ReadersRpc(RpcBase):
     async def Diagnose(self, request: terminal_pb2.DiagnoseRequest, context: Ctx,
                        ctx: OpContext) -> terminal_pb2.DiagnoseResponse:
         readers = self.services.readers
-        diags = await readers.diagnose(ctx, reader=validate.reader_name(request.reader))
+        reader = validate.reader_name(request.reader)
+        token = session_token(context)
+        organisation = self.services.loading.operator(token).organisation if token else ""
+        diags = await readers.diagnose(ctx, reader=reader, organisation=organisation)
         bad = worst(diags)
         return terminal_pb2.DiagnoseResponse(
             pcsc_available=readers.pcsc_available,

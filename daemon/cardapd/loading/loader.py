@@ -51,6 +51,7 @@ from cardapd.loading.ports import (
 )
 from cardapd.loading.reconcile import Reconciler
 from cardapd.loading.relay import run_batch
+from cardapd.loading.story import CardStory
 from cardapd.myna.cardid import is_unconfirmed
 from cardapd.readers.model import CardKind
 from cardapd.telemetry.recorder import Recorder
@@ -136,6 +137,7 @@ class Loader:
         self._closing: set[asyncio.Task[None]] = set()
         self.reconciler = Reconciler(cards, journal, recorder, self.lock, self.relay_session)
         cards.on_identified(self.reconciler.start)  # before the CARD_INSERTED event
+        cards.add_diagnosis_step(CardStory(journal, lambda: self.service, self.lock))
 
     # ------------------------------------------------------------------ operators
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from cardapd.readers.diagnose import DiagnosisStep
 from cardapd.readers.model import EventKind, ReaderView
 from cardapd.readers.owner import ReaderOwner
 
@@ -191,4 +192,8 @@ class CardAccess(Protocol):
 
     def on_identified(self, listener: Callable[[ReaderView, int], None]) -> None:
         """Be told of each identified My Number Card, before its event goes out."""
+        ...
+
+    def add_diagnosis_step(self, step: DiagnosisStep) -> None:
+        """Add loading's part (the card's story) to every diagnosis."""
         ...

@@ -13,7 +13,9 @@ import enum
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from cardapd.domain import OpContext
 from cardapd.errors import (
     ApNotFound,
     CardDataInvalid,
@@ -67,9 +69,43 @@ class ApProbe:
     sw: str = ""
 
 
+@dataclass(frozen=True)
+class CardOperation:
+    """A load or delete on this card that did not simply succeed, from the journal, with
+    its reconciliation state: "pending" (to be repaired when the card is seen with the
+    service reachable), "awaiting_confirmation" (a card that could not be identified: only
+    an operator's ConfirmReconcile repairs it), "reconciled", or "not_needed" (it failed
+    before the card was touched)."""
+
+    journal_id: str
+    action: str
+    ap_id: str
+    aid: str
+    state: str
+    reconcile: str
+    outcome: str
+    started_at: str
+    finished_at: str | None
+    organisation: str
+    operator: str
+
+
+@dataclass(frozen=True)
+class CatalogueApOnCard:
+    """One AP of the operator's organisation's catalogue, and whether it is on the card."""
+
+    ap_id: str
+    display_name: str
+    aid: bytes
+    area: str
+    present: bool
+
+
 @dataclass
 class Diagnosis:
-    """The diagnosis of one reader and its card."""
+    """The diagnosis of one reader and its card, and that card's story here: the journal's
+    operations on it, its free space, and which catalogue APs are on it (the loading
+    capability adds these through a `DiagnosisStep`)."""
 
     reader: ReaderView
     card_id: str = ""
@@ -79,11 +115,36 @@ class Diagnosis:
     aps: list[ApProbe] = field(default_factory=list)
     verdict: Verdict = Verdict.OK
     next_action: str = "Nothing to do: the reader and the card work."
+    operations: list[CardOperation] = field(default_factory=list)
+    free_bytes: dict[str, int] = field(default_factory=dict)
+    catalogue_organisation: str = ""
+    catalogue: list[CatalogueApOnCard] = field(default_factory=list)
+
+    @property
+    def card_in_reader(self) -> bool:
+        """Whether the reader holds a card (identified, identifying or mute)."""
+        return self.reader.state in (ReaderState.CARD_PRESENT, ReaderState.CARD_MUTE,
+                                     ReaderState.CARD_IDENTIFYING)
 
     def conclude(self, verdict: Verdict, next_action: str) -> None:
         """Keep the worse of the current and the given verdict (and its action)."""
         if verdict > self.verdict:
             self.verdict, self.next_action = verdict, next_action
+
+
+class DiagnosisStep(Protocol):
+    """What another capability adds to a diagnosis (registered at its construction with
+    `Readers.add_diagnosis_step`): whether a card write keeps the reader busy, and the
+    card's story once the card checks ran."""
+
+    def busy(self, reader: str) -> str:
+        """What runs on `reader` now (a load, a delete, a reconciliation), or ""."""
+        ...
+
+    async def story(self, ctx: OpContext, owner: ReaderOwner, view: ReaderView,
+                    diag: Diagnosis, organisation: str) -> None:
+        """Add the card's story to `diag` (`organisation`: the operator's, or "")."""
+        ...
 
 
 BUILT_IN_APS: tuple[tuple[str, bytes], ...] = (
@@ -115,6 +176,8 @@ ACTION_AP_MISSING = ("The card's {name} does not answer. The card may be damaged
                      "issued: the holder should ask the municipality.")
 ACTION_TYPE_C_BROKEN = ("The Type C AP {aid} holds data that does not follow its layout: delete "
                         "it and load it again.")
+ACTION_BUSY = ("A load, delete or reconciliation is running on this card: wait until it ends "
+               "(the kiosk shows its result), then run the diagnosis again.")
 ACTION_UNIDENTIFIED = ("This card offers nothing unique to tell it from another (no JPKI "
                        "authentication certificate, no CPLC): loads work, but a load cut short "
                        "is only repaired when an operator confirms the card "
@@ -304,6 +367,11 @@ def _probe(proto: ApduProtocol, aid: bytes, name: str,
 
 
 def worst(diags: Sequence[Diagnosis]) -> Diagnosis | None:
-    """The diagnosis with the worst verdict."""
-    return max(diags, key=lambda d: d.verdict, default=None)
+    """The diagnosis whose verdict decides the overall one: the worst, except that an empty
+    reader's NO_CARD never counts while a card is in another reader (a terminal with a
+    healthy card in one reader and none in the other is OK, not "insert the card")."""
+    with_card = any(d.card_in_reader for d in diags)
+    counted = [d for d in diags if not (with_card and d.verdict is Verdict.NO_CARD
+                                        and not d.card_in_reader)]
+    return max(counted, key=lambda d: d.verdict, default=None)
 

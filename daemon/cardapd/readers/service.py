@@ -30,7 +30,15 @@ from cardapd.errors import (
     ReaderRemoved,
 )
 from cardapd.myna.cardid import CardIdKey
-from cardapd.readers.diagnose import Diagnosis, diagnose_reader, no_reader_diagnosis
+from cardapd.readers.diagnose import (
+    ACTION_BUSY,
+    Check,
+    Diagnosis,
+    DiagnosisStep,
+    Verdict,
+    diagnose_reader,
+    no_reader_diagnosis,
+)
 from cardapd.readers.hub import EventHub, Subscription, now
 from cardapd.readers.identify import identify_card
 from cardapd.readers.model import (
@@ -80,6 +88,7 @@ class Readers:
         self._first_snapshot = asyncio.Event()
         self._live = False  # start() returned: reader changes are published from now on
         self._identified: list[IdentifiedListener] = []
+        self._diagnosis_steps: list[DiagnosisStep] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -336,8 +345,10 @@ class Readers:
 
     # ------------------------------------------------------------------ operations
 
-    async def diagnose(self, ctx: OpContext, *, reader: str) -> list[Diagnosis]:
-        """Card fault isolation for one reader, or every reader when `reader` is empty."""
+    async def diagnose(self, ctx: OpContext, *, reader: str,
+                       organisation: str = "") -> list[Diagnosis]:
+        """Card fault isolation for one reader, or every reader when `reader` is empty, with
+        each card's story from the registered steps (`organisation`: the operator's)."""
         start = time.perf_counter()
         try:
             if reader and reader not in self._owners:
@@ -348,13 +359,7 @@ class Readers:
             else:
                 results = []
                 for name in names:
-                    owner = self._owners[name]
-                    view = self.hub.reader(name) or ReaderView(name, ReaderState.UNAVAILABLE)
-                    results.append(await diagnose_reader(
-                        owner, view, pcsc_available=self.pcsc_available,
-                        type_c_aids=self.settings.type_c_aids if self.settings.probe_type_c
-                        else (), key=self.card_id_key, cancel=ctx.cancel,
-                        rule=self.settings.rule))
+                    results.append(await self._diagnose_one(ctx, name, organisation))
         except CardapError as exc:
             await self.recorder.finish(ctx, "diagnose", start, exc, reader=reader)
             raise
@@ -362,8 +367,34 @@ class Readers:
             await self.recorder.finish(ctx, "diagnose", start, None, reader=result.reader.name,
                                card_id=result.card_id,
                                detail={"verdict": result.verdict.value,
-                                       "failed": [c.name for c in result.checks if not c.ok]})
+                                       "failed": [c.name for c in result.checks if not c.ok],
+                                       "operations": len(result.operations)})
         return results
+
+    async def _diagnose_one(self, ctx: OpContext, name: str, organisation: str) -> Diagnosis:
+        """One reader: the reader and card checks, then the card's story."""
+        owner = self._owners[name]
+        view = self.hub.reader(name) or ReaderView(name, ReaderState.UNAVAILABLE)
+        busy = next((b for b in (step.busy(name) for step in self._diagnosis_steps) if b), "")
+        if busy and view.card is not None:
+            diag = Diagnosis(view, card_id=view.card.card_id)
+            diag.checks.append(Check("card_busy", False, f"{busy} is running on this card; "
+                                     "the card was not probed", "CARD_BUSY"))
+            diag.conclude(Verdict.WARNING, ACTION_BUSY)
+            return diag
+        diag = await diagnose_reader(
+            owner, view, pcsc_available=self.pcsc_available,
+            type_c_aids=self.settings.type_c_aids if self.settings.probe_type_c else (),
+            key=self.card_id_key, cancel=ctx.cancel, rule=self.settings.rule)
+        if view.card is not None and view.card.kind is CardKind.MY_NUMBER_CARD \
+                and diag.verdict in (Verdict.OK, Verdict.WARNING):  # the card answered
+            for step in self._diagnosis_steps:
+                await step.story(ctx, owner, view, diag, organisation)
+        return diag
+
+    def add_diagnosis_step(self, step: DiagnosisStep) -> None:
+        """Register a capability's part of the diagnosis (at the caller's construction)."""
+        self._diagnosis_steps.append(step)
 
     # ------------------------------------------------------------------ card access
 
