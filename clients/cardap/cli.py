@@ -19,9 +19,11 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from cardap import cli_ops
 from cardap.clibase import (
@@ -75,6 +77,43 @@ def fmt_reader(r: cards_pb2.Reader) -> str:
     return line
 
 
+def _when(ts: Timestamp) -> str:
+    """A timestamp in local time, or "-" when unset."""
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    return ts.ToDatetime(UTC).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
+def fmt_service(s: terminal_pb2.GetStatusResponse) -> str:
+    """The loading service, revocation feeds and fingerprint device lines of `status`."""
+    svc = s.loading_service
+    link = enum_name(terminal_pb2.LinkState, svc.link, "LINK_STATE_")
+    lines = [f"  loading service: link {link.replace('_', ' ')}"]
+    if svc.link != terminal_pb2.LINK_STATE_NOT_CONFIGURED:
+        avail = enum_name(terminal_pb2.ServiceAvailability, svc.availability,
+                          "SERVICE_AVAILABILITY_")
+        if svc.availability == terminal_pb2.SERVICE_AVAILABILITY_OPEN:
+            avail += f" until {_when(svc.next_closing)}"
+        elif svc.availability != terminal_pb2.SERVICE_AVAILABILITY_UNKNOWN:
+            avail += f", opens {_when(svc.next_opening)}"
+        lines.append(f"    now: {avail}")
+        if svc.HasField("next_maintenance"):
+            m = svc.next_maintenance
+            lines.append(f"    next maintenance: {_when(m.start)} to {_when(m.end)}"
+                         f" ({m.description})")
+        else:
+            lines.append("    next maintenance: none announced")
+        if svc.HasField("schedule_fetched_at"):
+            lines.append(f"    schedule fetched {_when(svc.schedule_fetched_at)}; clock "
+                         f"offset {svc.clock_offset_s:+.1f} s")
+    for f in s.revocation_feeds:
+        age = "never pulled" if f.age_s < 0 else f"{f.age_s} s old"
+        lines.append(f"  revocation feed {f.organisation}: {age}"
+                     f"{' (STALE)' if f.stale else ''}")
+    lines.append(f"  fingerprint device: {s.fingerprint_device.replace('_', ' ')}")
+    return "\n".join(lines)
+
+
 def cmd_status(client: CardapClient, args: argparse.Namespace) -> int:
     st = client.status()
     emit(args, st, lambda s: (
@@ -82,6 +121,7 @@ def cmd_status(client: CardapClient, args: argparse.Namespace) -> int:
         f"  PC/SC: {'available' if s.pcsc_available else 'UNAVAILABLE'}\n"
         f"  readers: {s.readers}, cards: {s.cards}\n"
         f"  audit rows: {s.audit_head_seq}\n"
+        f"{fmt_service(s)}\n"
         f"  capabilities: {', '.join(s.capabilities)}"))
     return EXIT_OK
 

@@ -141,6 +141,12 @@ class CardapClient:
         """Daemon status."""
         return self._call(self.stub.GetStatus, terminal_pb2.GetStatusRequest())  # type: ignore[no-any-return]
 
+    def watch_status(self, heartbeat_s: int = 0, timeout: float | None = None
+                     ) -> Iterator[terminal_pb2.GetStatusResponse]:
+        """The status now, then at each change (and every `heartbeat_s`, 0: 60)."""
+        return self._stream(self.stub.WatchStatus,
+                            terminal_pb2.WatchStatusRequest(heartbeat_s=heartbeat_s), timeout)
+
     def readers(self) -> terminal_pb2.ListReadersResponse:
         """Readers and their cards."""
         return self._call(self.stub.ListReaders, terminal_pb2.ListReadersRequest())  # type: ignore[no-any-return]

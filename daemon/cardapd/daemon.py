@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,10 +28,11 @@ from cardapd.audit.service import AuditService
 from cardapd.audit.sink import StoreAuditSink
 from cardapd.config import Config, DaemonConfig, load_config, plan_reload
 from cardapd.config.secrets import load_or_create_key_file
-from cardapd.domain import AuditSink, DaemonStatus, Operator, OperatorSessions
+from cardapd.domain import AuditSink, DaemonStatus, FeedState, Operator, OperatorSessions
 from cardapd.errors import CardapError, ConfigError, StoreError, Unauthenticated
 from cardapd.loading.journal import Journal
 from cardapd.loading.loader import Loader
+from cardapd.loading.schedule import ScheduleFetch, ServiceCalendar
 from cardapd.myna.cardid import CardIdKey
 from cardapd.operators.admin import RosterAdmin
 from cardapd.operators.biometric import BiometricBackend
@@ -52,6 +53,8 @@ from cardlib.traffic import TRAFFIC
 
 log = logging.getLogger(__name__)
 CARD_ID_KEY_FILE = "card-id.key"  # the terminal's key for card ids (D29), 0600 in state_dir
+SCHEDULE_FILE = "service-schedule.json"  # the loading service's last schedule (D32)
+CLOCK_OFFSET_WARN_S = 60.0
 SERVER_GRACE_S = 2.0  # after the card writes: what reads in flight get before streams end
 ABORT_WAIT_S = 3.0  # after the grace period: the cut writes' journal and audit rows
 
@@ -151,19 +154,31 @@ class Running:
     sessions: SessionManager
     roster: Roster
     started_at: datetime
+    calendar: ServiceCalendar
+    link: Callable[[], LoadingClient | None]
 
     def status(self) -> DaemonStatus:
-        """Daemon health for GetStatus."""
+        """Daemon health for GetStatus and WatchStatus."""
         s = self.services
         readers, cards = s.readers.counts()
         caps = list(BASE_CAPABILITIES) + s.reads.capabilities()
         if s.loading.service.configured:
             caps += LOADING_CAPABILITIES
-        caps += ["revocation", "user_id_status.local"]
+        caps += ["revocation", "user_id_status.local", "service_schedule", "watch_status"]
+        link = self.link()
+        if link is None or not link.configured:
+            link_state = "not_configured"
+        else:
+            link_state = {None: "unknown", True: "up", False: "down"}[link.link_up]
+        rev = s.revocation
         return DaemonStatus(version=__version__, started_at=self.started_at,
                             pcsc_available=s.readers.pcsc_available, readers=readers,
                             cards=cards, audit_head_seq=s.sink.head(),
-                            capabilities=tuple(caps))
+                            capabilities=tuple(caps), loading_link=link_state,
+                            service=self.calendar.state(),
+                            feeds=tuple(FeedState(org, rev.feed_age(org), rev.feed_stale(org))
+                                        for org in rev.organisations),
+                            fingerprint_device=s.metrics.biometric)
 
 
 class Daemon:
@@ -220,10 +235,16 @@ class Daemon:
                             loading=loader, operators=operators, admin=RosterAdmin(operators),
                             audit_log=audit, sink=sink, metrics=self.metrics,
                             status=lambda: running.status())
-        running = Running(services, sessions, roster, started_at=readers.started_at)
+        calendar = ServiceCalendar(lambda: self._current_link(),
+                                   Path(cfg.daemon.state_dir) / SCHEDULE_FILE,
+                                   on_fetch=self._schedule_fetched,
+                                   interval_s=lambda: self.cfg.loading.schedule_interval_s)
+        self.metrics.loading_service_open.set_function(lambda: float(calendar.state().open))
+        running = Running(services, sessions, roster, started_at=readers.started_at,
+                          calendar=calendar, link=lambda: self._link)
         self._running = running
         self.metrics.watch(link.check_link, operators.check_device,
-                           audit.chain_check(cfg.audit.verify_interval_s))
+                           audit.chain_check(cfg.audit.verify_interval_s), calendar.refresh)
         servers: list[RoleServer] = []
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -281,6 +302,20 @@ class Daemon:
             await asyncio.to_thread(roster.close)
             self.metrics.stop()
         return 0
+
+    def _current_link(self) -> LoadingClient:
+        """The loading service link in use (set at start, replaced by a reload)."""
+        assert self._link is not None
+        return self._link
+
+    def _schedule_fetched(self, fetched: ScheduleFetch) -> None:
+        """A fresh service schedule: the clock offset and the fetch time as metrics."""
+        self.metrics.loading_clock_offset.set(fetched.clock_offset_s)
+        self.metrics.loading_schedule_success.set(fetched.received_at)
+        if abs(fetched.clock_offset_s) > CLOCK_OFFSET_WARN_S:
+            log.warning("this terminal's clock is %+.1f s off the loading service's; service "
+                        "hours are judged on the service's clock, but fix NTP",
+                        -fetched.clock_offset_s)
 
     def request_stop(self) -> None:
         """Ask the daemon to stop (SIGTERM, SIGINT, tests): new card writes are refused at

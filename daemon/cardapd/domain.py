@@ -105,8 +105,46 @@ class AuditSink(Protocol):
 
 
 @dataclass(frozen=True)
+class ScheduleWindow:
+    """A closure or a maintenance window: [start, end)."""
+
+    start: datetime
+    end: datetime
+    description: str = ""
+    announced_at: datetime | None = None
+
+    def covers(self, at: datetime) -> bool:
+        """Whether `at` falls inside the window."""
+        return self.start <= at < self.end
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What the terminal knows about the service's availability right now."""
+
+    known: bool  # a schedule was ever received
+    open: bool = False
+    maintenance: ScheduleWindow | None = None  # in progress now
+    next_opening: datetime | None = None  # while closed
+    next_closing: datetime | None = None  # while open
+    next_maintenance: ScheduleWindow | None = None
+    clock_offset_s: float = 0.0
+    fetched_at: float = 0.0  # this terminal's time.time() of the last successful fetch
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """One organisation's revocation feed: seconds since its last pull (None: never)."""
+
+    organisation: str
+    age_s: float | None
+    stale: bool
+
+
+@dataclass(frozen=True)
 class DaemonStatus:
-    """Daemon health for GetStatus."""
+    """Daemon health for GetStatus and WatchStatus: the readers, the audit log, the
+    loading service (link and availability), the revocation feeds, the fingerprint device."""
 
     version: str
     started_at: datetime
@@ -115,3 +153,7 @@ class DaemonStatus:
     cards: int
     audit_head_seq: int
     capabilities: tuple[str, ...] = ()
+    loading_link: str = "not_configured"  # not_configured | unknown | up | down
+    service: ServiceState = ServiceState(known=False)
+    feeds: tuple[FeedState, ...] = ()
+    fingerprint_device: str = "unknown"  # see telemetry.metrics.BIOMETRIC_STATES

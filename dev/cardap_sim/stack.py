@@ -89,7 +89,8 @@ class Stack:
                  fake_now: str | None = SERVICE_OPEN_AT,
                  presets: Mapping[str, list[str]] | None = None,
                  biometric: bool = False, unpluggable: bool = False,
-                 hotplug: str = "auto") -> None:
+                 hotplug: str = "auto", loadsvc_args: tuple[str, ...] = (),
+                 loading_config: str = "") -> None:
         # loading: also run the loading service (mTLS, dev CA) and write [loading];
         # test_sessions: run the daemon through the TEST-ONLY cardapd_testing.main
         # (operator tokens test:<org>:<operator>); fake_now: the service clock's start
@@ -127,6 +128,9 @@ class Stack:
         self.hotplug = hotplug  # the daemon's [pcsc] hotplug (udev: follow udev events)
         self.unplug_flag = self.dir / "reader-unplugged"
         self.catalogue: Path | None = None  # the service's catalogue (None: the dev one)
+        # extra `cardap-loadsvc serve` options, e.g. ("--maintenance", "START/END")
+        self.loadsvc_args = tuple(loadsvc_args)
+        self.loading_config = loading_config  # more [loading] keys, one "key = value" a line
 
     # ------------------------------------------------------------------ environment
 
@@ -270,6 +274,7 @@ class Stack:
             cmd += ["--revocations", str(self.revocations)]
         if self.catalogue is not None:
             cmd += ["--catalogue", str(self.catalogue)]
+        cmd += list(self.loadsvc_args)
         log = (self.dir / "loadsvc.log").open("ab")
         proc = subprocess.Popen(tied(cmd), stdout=subprocess.PIPE, stderr=log,
                                 start_new_session=True)
@@ -305,7 +310,7 @@ class Stack:
         c = self.certs_dir
         text = (f'[loading]\naddress = "127.0.0.1:{self.loadsvc_port}"\n'
                 f'ca = "{c / "ca.pem"}"\ncert = "{c / "kiosk-01.pem"}"\n'
-                f'key = "{c / "kiosk-01.key"}"\ntimeout_s = 20\n\n')
+                f'key = "{c / "kiosk-01.key"}"\ntimeout_s = 20\n{self.loading_config}\n')
         if self.presets:
             text += "[presets]\n" + "".join(
                 f"{name} = {json.dumps(list(aps))}\n" for name, aps in self.presets.items())

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cardap.v1 import cards_pb2, terminal_pb2
+from cardap.v1 import cards_pb2, loading_pb2, terminal_pb2
 from cardapd.config import ApKind
 from cardapd.domain import DaemonStatus, IdStatus
 from cardapd.myna.userid import raw_from_text
@@ -39,6 +39,9 @@ CARD_IDENTITY = {"cert": cards_pb2.CARD_IDENTITY_CERTIFICATE,
                  "unconfirmed": cards_pb2.CARD_IDENTITY_UNCONFIRMED}
 EVENT_KIND = {k: getattr(cards_pb2, f"CARD_EVENT_KIND_{k.name}") for k in EventKind}
 VERDICT = {v: getattr(terminal_pb2, f"VERDICT_{v.name}") for v in Verdict}
+LINK_STATE = {"not_configured": terminal_pb2.LINK_STATE_NOT_CONFIGURED,
+              "unknown": terminal_pb2.LINK_STATE_UNKNOWN, "up": terminal_pb2.LINK_STATE_UP,
+              "down": terminal_pb2.LINK_STATE_DOWN}
 RECONCILE = {"not_needed": terminal_pb2.RECONCILE_STATE_NOT_NEEDED,
              "pending": terminal_pb2.RECONCILE_STATE_PENDING,
              "awaiting_confirmation": terminal_pb2.RECONCILE_STATE_AWAITING_CONFIRMATION,
@@ -90,10 +93,45 @@ def event(ev: CardEvent) -> cards_pb2.CardEvent:
 
 def status(st: DaemonStatus, role: str) -> terminal_pb2.GetStatusResponse:
     """A GetStatusResponse message."""
-    return terminal_pb2.GetStatusResponse(
+    msg = terminal_pb2.GetStatusResponse(
         version=st.version, started_at=timestamp(st.started_at),
         pcsc_available=st.pcsc_available, readers=st.readers, cards=st.cards,
-        audit_head_seq=st.audit_head_seq, role=role, capabilities=st.capabilities)
+        audit_head_seq=st.audit_head_seq, role=role, capabilities=st.capabilities,
+        revocation_feeds=[terminal_pb2.RevocationFeedStatus(
+            organisation=f.organisation, age_s=-1 if f.age_s is None else int(f.age_s),
+            stale=f.stale) for f in st.feeds],
+        fingerprint_device=st.fingerprint_device)
+    msg.loading_service.CopyFrom(service_status(st))
+    return msg
+
+
+def service_status(st: DaemonStatus) -> terminal_pb2.LoadingServiceStatus:
+    """The loading service's link and availability."""
+    svc = st.service
+    if not svc.known:
+        availability = terminal_pb2.SERVICE_AVAILABILITY_UNKNOWN
+    elif svc.maintenance is not None:
+        availability = terminal_pb2.SERVICE_AVAILABILITY_MAINTENANCE
+    else:
+        availability = (terminal_pb2.SERVICE_AVAILABILITY_OPEN if svc.open
+                        else terminal_pb2.SERVICE_AVAILABILITY_CLOSED)
+    msg = terminal_pb2.LoadingServiceStatus(link=LINK_STATE[st.loading_link],
+                                            availability=availability,
+                                            clock_offset_s=svc.clock_offset_s)
+    if svc.next_opening is not None:
+        msg.next_opening.CopyFrom(timestamp(svc.next_opening))
+    if svc.next_closing is not None:
+        msg.next_closing.CopyFrom(timestamp(svc.next_closing))
+    if svc.next_maintenance is not None:
+        w = svc.next_maintenance
+        msg.next_maintenance.CopyFrom(loading_pb2.ScheduleWindow(
+            start=timestamp(w.start), end=timestamp(w.end), description=w.description))
+        if w.announced_at is not None:
+            msg.next_maintenance.announced_at.CopyFrom(timestamp(w.announced_at))
+    if svc.fetched_at:
+        msg.schedule_fetched_at.CopyFrom(timestamp(datetime.fromtimestamp(svc.fetched_at,
+                                                                           UTC)))
+    return msg
 
 
 def diagnosis(d: Diagnosis) -> terminal_pb2.ReaderDiagnosis:

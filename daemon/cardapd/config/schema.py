@@ -237,6 +237,9 @@ class LoadingConfig(Section, frozen=True):
                                     example='"/etc/cardapd/tls/terminal.key"')] = None
     timeout_s: Annotated[float, _seconds("Seconds to wait for the service's answers.",
                                          600.0)] = 30.0
+    schedule_interval_s: Annotated[float, key(
+        "Fetch the service's schedule (hours, closures, announced maintenance, its clock) "
+        "every this many seconds (and 30 s after a failure).", ge=1.0, le=86400.0)] = 600.0
 
     def __post_init__(self) -> None:
         if self.address:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC
 
 from cardap.v1 import cards_pb2, loading_pb2
-from cardapd.domain import IdStatus
+from cardapd.domain import IdStatus, ScheduleWindow
 from cardapd.loading.ports import (
     Apdu,
     ApduBatch,
@@ -19,6 +19,7 @@ from cardapd.loading.ports import (
     SessionDone,
     SessionOpen,
 )
+from cardapd.loading.schedule import ServiceSchedule
 from cardapd.reads.revocation import PulledFeed
 from cardapd.reads.revocation_store import FeedEntry
 
@@ -79,3 +80,18 @@ def revocation_feed(organisation: str, f: loading_pb2.RevocationFeed) -> PulledF
         entries=tuple(FeedEntry(e.aid, e.user_id, ID_STATUS[e.status], e.version,
                                 e.changed_at.ToDatetime(UTC).isoformat())
                       for e in f.entries if e.status in ID_STATUS))
+
+
+def _window(w: loading_pb2.ScheduleWindow) -> ScheduleWindow:
+    return ScheduleWindow(w.start.ToDatetime(UTC), w.end.ToDatetime(UTC), w.description,
+                          w.announced_at.ToDatetime(UTC) if w.HasField("announced_at")
+                          else None)
+
+
+def service_schedule(s: loading_pb2.ServiceSchedule) -> ServiceSchedule:
+    """The service's hours, closures and announced maintenance."""
+    return ServiceSchedule(
+        service_time=s.service_time.ToDatetime(UTC), utc_offset_minutes=s.utc_offset_minutes,
+        opens_at_minute=s.opens_at_minute, closes_at_minute=s.closes_at_minute,
+        closures=tuple(_window(w) for w in s.closures),
+        maintenance=tuple(_window(w) for w in s.maintenance))
