@@ -41,6 +41,7 @@ REQUIRED: dict[str, tuple[tuple[str, ...], str]] = {
     "mount": ((), "mount"),
     "gcc": ((), "gcc"),
     "pkcs15-tool": ((), "opensc"),
+    "opensc-tool": ((), "opensc"),
 }
 
 

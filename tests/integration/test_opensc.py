@@ -93,3 +93,29 @@ def test_opensc_finds_all_four_certificates(ostack: Stack) -> None:
     pins = pkcs15(ostack, "--list-pins")
     assert re.findall(r"Tries left\s+: (\d+)", pins.stdout) == ["3", "5"]
     assert INPUT_ASSIST_AID not in ostack.control.selects(0)
+
+
+def test_input_assist_ap_asks_for_its_pin_through_pcscd(ostack: Stack) -> None:
+    """The simulator is never looser than a card: the text input assist AP's files answer
+    READ BINARY only after VERIFY of its own 4-digit PIN (the daemon never selects it; this
+    is a client of the simulator's own, through pcscd)."""
+    path = ostack.demo_card("assist")
+    inserted(ostack, path)
+    select_ap = "00:A4:04:0C:0A:" + ":".join(f"{b:02X}" for b in INPUT_ASSIST_AID)
+
+    def send(*apdus: str) -> list[str]:
+        args = [need("opensc-tool"), "--reader", "0", "-c", "default"]
+        for a in apdus:
+            args += ["-s", a]
+        out = subprocess.run(args, env=ostack.env, capture_output=True, text=True,
+                             timeout=60, check=False)
+        return [(a.upper(), b.upper()) for a, b in re.findall(
+            r"SW1=0x([0-9a-f]{2}), SW2=0x([0-9a-f]{2})", out.stdout, re.I)]
+
+    locked = send(select_ap, "00:A4:02:0C:02:00:01", "00:B0:00:00:0C")
+    assert locked == [("90", "00"), ("90", "00"), ("69", "82")]
+    pin = ":".join(f"{b:02X}" for b in b"1234")
+    opened = send(select_ap, "00:A4:02:0C:02:00:11", "00:20:00:80", f"00:20:00:80:04:{pin}",
+                  "00:A4:02:0C:02:00:01", "00:B0:00:00:0C")
+    assert opened == [("90", "00"), ("90", "00"), ("63", "C3"), ("90", "00"), ("90", "00"),
+                      ("90", "00")]
