@@ -68,8 +68,10 @@ def test_status_tells_open_closed_maintenance_and_the_rest(sstack: Stack) -> Non
     # the service's clock is the fake one: the measured offset says how far it is
     expected = dt.datetime.fromisoformat(OPEN_AT).timestamp() - time.time()
     assert abs(svc.clock_offset_s - expected) < 30
-    [feed] = st.revocation_feeds  # pulled at start (the service answers): fresh
-    assert (feed.organisation, feed.stale) == ("org-a", False)
+    wait_until(lambda: not status(sstack).revocation_feeds[0].stale, 30,
+               "the revocation feed pulled at start")
+    [feed] = status(sstack).revocation_feeds
+    assert feed.organisation == "org-a"
     assert 0 <= feed.age_s < 60
     assert st.fingerprint_device in ("ok", "no_device", "unavailable", "unknown")
     metrics = scrape(sstack)

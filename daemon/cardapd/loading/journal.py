@@ -136,10 +136,13 @@ class Journal:
         of a kind) becomes `unconfirmed-atr-…`, so that only a confirmed card reconciles it.
         Returns the rows renamed."""
         renamed = 0
+        pending = self._db.read("SELECT id, card_id FROM operations WHERE needs_reconcile = 1 "
+                                "AND (card_id LIKE 'atr-%' OR card_id GLOB ?)",
+                                ("[0-9A-F][0-9A-F][0-9A-F][0-9A-F]-*",))
+        if not pending:
+            return 0  # no write (and no fsync) at the start of a clean journal
         with self._db.write(Durability.POWER) as conn:
-            rows = conn.execute("SELECT id, card_id FROM operations WHERE needs_reconcile = 1"
-                                ).fetchall()
-            for jid, card_id in rows:
+            for jid, card_id in pending:
                 legacy = _LEGACY_CPLC_ID.fullmatch(str(card_id))
                 if legacy is not None:
                     new = key.cplc_id(bytes.fromhex(legacy.group(1)),

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--closed", action="append", default=None, metavar="MM-DD:MM-DD",
                    help="closed days of every year (repeatable; default 12-29:01-03)")
     s.add_argument("--maintenance", action="append", default=[],
-                   metavar="START/END[/DESCRIPTION]",
+                   metavar="START/END or START/END/DESCRIPTION",
                    help="a planned maintenance window, ISO times with offsets (repeatable)")
     s.add_argument("--announce-business-days", type=int, default=10,
                    help="maintenance is announced this many business days ahead")

@@ -218,9 +218,10 @@ def parse_closed(text: str) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 def parse_maintenance(text: str) -> Maintenance:
-    """`START/END[/DESCRIPTION]`, ISO 8601 times with their offsets."""
+    """`START/END or START/END/DESCRIPTION`, ISO 8601 times with their offsets."""
     parts = text.split("/", 2)
     if len(parts) < 2:
-        raise ValueError(f"maintenance {text!r}: expected START/END[/DESCRIPTION]")
+        raise ValueError(f"maintenance {text!r}: expected START/END or "
+                         "START/END/DESCRIPTION")
     start, end = parse_fake_now(parts[0]), parse_fake_now(parts[1])
     return Maintenance(start, end, parts[2] if len(parts) == 3 else "planned maintenance")
