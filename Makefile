@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/cardap/v1/*.proto)
 APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc pcsc-tools dbus fprintd libfprint-2-2 \
-  systemd udev iproute2 prometheus util-linux systemd-journal-remote
+  systemd udev iproute2 prometheus util-linux systemd-journal-remote opensc
 # `make deb` (debian/control's Build-Depends, lintian) and its install test (mmdebstrap).
 DEB_PACKAGES := debhelper dh-virtualenv lintian build-essential python3.11 python3.11-venv \
   python3.11-dev mmdebstrap
@@ -82,6 +82,7 @@ bench: setup
 	$(PY) -m bench.reads --out docs/benchmarks.md
 	$(PY) -m bench.audit --out docs/benchmarks.md
 	$(PY) -m bench.logins --out docs/benchmarks.md
+	$(PY) -m bench.identify --out docs/benchmarks.md
 
 # The Debian package (release/debbuild.py; needs only Debian's python3.11 and the build
 # dependencies): the version from the git tag, a clean build of the working tree's files,

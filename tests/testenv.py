@@ -52,6 +52,8 @@ REQUIRED: dict[str, tuple[tuple[str, ...], str]] = {
     "lintian": ((), "lintian"),
     "nsenter": ((), "util-linux"),
     "chroot": ((), "coreutils"),
+    "pkcs15-tool": ((), "opensc"),
+    "opensc-tool": ((), "opensc"),
 }
 
 

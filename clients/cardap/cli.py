@@ -195,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     reader_option(de, "the reader holding the card (default: the one with a card)")
     de.add_argument("--yes", "-y", action="store_true",
                     help="do not ask for confirmation (needed when stdin is not a terminal)")
+    de.add_argument("--reason", required=True,
+                    choices=["holder_request", "card_renewal", "other"],
+                    help="why: the holder asked, the card is renewed, or other (with "
+                    "--reason-detail); kept in the audit log and sent to the loading service")
+    de.add_argument("--reason-detail", default="", metavar="TEXT",
+                    help="what the other reason is (required with --reason other)")
     cli_ops.add_parsers(sub, common)
     cli_rights.add_parsers(sub, common)
     co = command("completion", "print the shell completion script: eval \"$(cardapctl "

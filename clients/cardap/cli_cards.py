@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from datetime import UTC
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
 from cardap import exitcodes
@@ -115,13 +117,49 @@ def cmd_status(client: CardapClient, args: argparse.Namespace) -> int:
         f"  PC/SC: {'available' if s.pcsc_available else 'UNAVAILABLE'}\n"
         f"  readers: {s.readers}, cards: {s.cards}\n"
         f"  audit rows: {s.audit_head_seq}\n"
-        f"  loading service: {fmt_link(s.loading_link)}\n"
+        f"{fmt_service(s)}\n"
         f"  capabilities: {', '.join(s.capabilities)}"
         + (f"\n  loading certificate valid until "
            f"{s.loading_cert_not_after.ToDatetime():%Y-%m-%d %H:%M} UTC"
            if s.HasField("loading_cert_not_after") else "")
         + "".join(f"\n  WARNING: {w}" for w in s.warnings)))
     return EXIT_OK
+
+
+def _when(ts: Timestamp) -> str:
+    """A timestamp in local time, or "-" when unset."""
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    return ts.ToDatetime(UTC).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
+def fmt_service(s: terminal_pb2.GetStatusResponse) -> str:
+    """The loading service, revocation feeds and fingerprint device lines of `status`."""
+    svc = s.loading_service
+    lines = [f"  loading service: {fmt_link(s.loading_link)}"]
+    if s.loading_link.state != terminal_pb2.LOADING_LINK_NOT_CONFIGURED:
+        avail = enum_name(terminal_pb2.ServiceAvailability, svc.availability,
+                          "SERVICE_AVAILABILITY_")
+        if svc.availability == terminal_pb2.SERVICE_AVAILABILITY_OPEN:
+            avail += f" until {_when(svc.next_closing)}"
+        elif svc.availability != terminal_pb2.SERVICE_AVAILABILITY_UNKNOWN:
+            avail += f", opens {_when(svc.next_opening)}"
+        lines.append(f"    now: {avail}")
+        if svc.HasField("next_maintenance"):
+            m = svc.next_maintenance
+            lines.append(f"    next maintenance: {_when(m.start)} to {_when(m.end)}"
+                         f" ({m.description})")
+        else:
+            lines.append("    next maintenance: none announced")
+        if svc.HasField("schedule_fetched_at"):
+            lines.append(f"    schedule fetched {_when(svc.schedule_fetched_at)}; clock "
+                         f"offset {svc.clock_offset_s:+.1f} s")
+    for f in s.revocation_feeds:
+        age = "never pulled" if f.age_s < 0 else f"{f.age_s} s old"
+        lines.append(f"  revocation feed {f.organisation}: {age}"
+                     f"{' (STALE)' if f.stale else ''}")
+    lines.append(f"  fingerprint device: {s.fingerprint_device.replace('_', ' ')}")
+    return "\n".join(lines)
 
 
 def fmt_link(link: terminal_pb2.LoadingLinkStatus) -> str:
@@ -279,7 +317,10 @@ def cmd_delete(client: CardapClient, args: argparse.Namespace) -> int:
     reader = resolve_reader(client, args.reader)
     if not args.yes:
         confirm(f"Delete {describe_ap(client, aid, reader)}?", assume_yes=False)
-    resp = client.delete_ap(aid, reader)
+    if args.reason == "other" and not args.reason_detail.strip():
+        raise CliError("--reason other needs --reason-detail: say what the reason is",
+                       code=exitcodes.USAGE)
+    resp = client.delete_ap(aid, reader, reason=args.reason, reason_detail=args.reason_detail)
 
     def text(r: terminal_pb2.DeleteAPResponse) -> str:
         what = f"{r.ap_id} (AP {r.aid or aid})" if r.ap_id else f"AP {r.aid or aid}"

@@ -65,6 +65,11 @@ class CardapClientError(Exception):
         return cls(code, reason, message or "", metadata)
 
 
+DELETE_REASONS = {"holder_request": terminal_pb2.DELETE_REASON_HOLDER_REQUEST,
+                  "card_renewal": terminal_pb2.DELETE_REASON_CARD_RENEWAL,
+                  "other": terminal_pb2.DELETE_REASON_OTHER}
+
+
 def right_value(right: str | int) -> operators_pb2.Right.ValueType:
     """A right by name (`load`, `RIGHT_LOAD`) or number, as the proto enum value."""
     if isinstance(right, int):
@@ -136,6 +141,12 @@ class CardapClient:
         """Daemon status."""
         return self._call(self.stub.GetStatus, terminal_pb2.GetStatusRequest())  # type: ignore[no-any-return]
 
+    def watch_status(self, heartbeat_s: int = 0, timeout: float | None = None
+                     ) -> Iterator[terminal_pb2.GetStatusResponse]:
+        """The status now, then at each change (and every `heartbeat_s`, 0: 60)."""
+        return self._stream(self.stub.WatchStatus,
+                            terminal_pb2.WatchStatusRequest(heartbeat_s=heartbeat_s), timeout)
+
     def readers(self) -> terminal_pb2.ListReadersResponse:
         """Readers and their cards."""
         return self._call(self.stub.ListReaders, terminal_pb2.ListReadersRequest())  # type: ignore[no-any-return]
@@ -180,10 +191,16 @@ class CardapClient:
             request.ap_id = ap_id
         return self._stream(self.stub.LoadAP, request, timeout)
 
-    def delete_ap(self, aid: str, reader: str = "") -> terminal_pb2.DeleteAPResponse:
-        """Delete an AP instance (ALREADY_ABSENT is a success)."""
+    def delete_ap(self, aid: str, reader: str = "", *, reason: str,
+                  reason_detail: str = "") -> terminal_pb2.DeleteAPResponse:
+        """Delete an AP instance (ALREADY_ABSENT is a success); `reason`: holder_request,
+        card_renewal or other (then with `reason_detail`)."""
+        code = DELETE_REASONS.get(reason)
+        if code is None:
+            raise ValueError(f"reason must be one of {', '.join(DELETE_REASONS)}")
         return self._call(self.stub.DeleteAP,  # type: ignore[no-any-return]
-                          terminal_pb2.DeleteAPRequest(reader=reader, aid=aid))
+                          terminal_pb2.DeleteAPRequest(reader=reader, aid=aid, reason=code,
+                                                       reason_detail=reason_detail))
 
     def metrics(self, interval_s: int = 10, prefixes: Sequence[str] = (),
                 timeout: float | None = None) -> Iterator[terminal_pb2.MetricsSnapshot]:

@@ -44,7 +44,7 @@ EXITS: tuple[Exit, ...] = (
           "EXPIRY_IN_PAST", "EXPIRY_TOO_FAR", "PASSWORD_POLICY", "PASSWORD_REQUIRED",
           "PRESET_DUPLICATE", "PRESET_USES_AP", "START_REQUIRED", "UNKNOWN_OPERATION",
           "PIN_REQUIRED", "TIMESTAMP_OUT_OF_RANGE", "REASON_REQUIRED", "PRESET_EMPTY",
-          "SELF_REMOVE",
+          "SELF_REMOVE", "MY_NUMBER_REFUSED", "DELETE_REASON_REQUIRED",
           "AUDIT_MY_NUMBER_REFUSED")),
     Exit(PRECONDITION, "PRECONDITION", "no reader, no card, not a My Number Card, the card "
          "refuses or breaks its layout, AP/operator/preset not found, PIN blocked or too few "
@@ -58,7 +58,8 @@ EXITS: tuple[Exit, ...] = (
           "UNKNOWN_AP", "NOT_FOUND", "OPERATOR_NOT_FOUND", "ORGANISATION_NOT_FOUND",
           "NO_ORGANISATION", "PRESET_NOT_FOUND", "RESET_NOT_FOUND", "NO_ENROLLED_FINGER",
           "PIN_ERROR", "PIN_BLOCKED", "PIN_TRIES_TOO_FEW", "REVOCATION_FEED_STALE",
-          "FAILED_PRECONDITION", "OPERATOR_REMOVED", "BOOTSTRAP_IN_PROGRESS")),
+          "FAILED_PRECONDITION", "OPERATOR_REMOVED", "BOOTSTRAP_IN_PROGRESS",
+          "JOURNAL_ROW_NOT_FOUND", "NOT_AWAITING_CONFIRMATION", "USER_ID_FORMAT")),
     Exit(DENIED, "DENIED", "wrong socket for the role, not permitted, no or expired "
          "operator session, login refused, wrong PIN",
          ("WRONG_ROLE", "PERMISSION_DENIED", "NOT_PERMITTED", "AP_NOT_PERMITTED",

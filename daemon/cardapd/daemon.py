@@ -38,9 +38,11 @@ from cardapd.audit.maintenance import AuditMaintenance, Retention
 from cardapd.audit.service import AuditService
 from cardapd.audit.sink import StoreAuditSink
 from cardapd.config import Config, DaemonConfig, load_config, plan_reload
+from cardapd.config.secrets import load_or_create_key_file
 from cardapd.domain import (
     AuditSink,
     DaemonStatus,
+    FeedState,
     LoadingLinkStatus,
     Operator,
     OperatorSessions,
@@ -48,6 +50,8 @@ from cardapd.domain import (
 from cardapd.errors import CardapError, ConfigError, StoreError, Unauthenticated
 from cardapd.loading.journal import Journal
 from cardapd.loading.loader import Loader
+from cardapd.loading.schedule import ScheduleFetch, ServiceCalendar
+from cardapd.myna.cardid import CardIdKey
 from cardapd.operators.admin import RosterAdmin
 from cardapd.operators.biometric import BiometricBackend
 from cardapd.operators.fprintd import FprintdClient
@@ -71,6 +75,9 @@ from cardapd.transport.udev import resolve_source
 from cardlib.traffic import TRAFFIC
 
 log = logging.getLogger(__name__)
+CARD_ID_KEY_FILE = "card-id.key"  # the terminal's key for card ids (D50), 0600 in state_dir
+SCHEDULE_FILE = "service-schedule.json"  # the loading service's last schedule (D53)
+CLOCK_OFFSET_WARN_S = 60.0
 SERVER_GRACE_S = 2.0  # after the card writes: what reads in flight get before streams end
 ABORT_WAIT_S = 3.0  # after the grace period: the cut writes' journal and audit rows
 RETENTION_INTERVAL_S = 86400.0  # journal and revocation store retention: daily
@@ -93,7 +100,8 @@ def reader_settings(cfg: Config) -> ReaderSettings:
         probe_type_c=cfg.diagnose.probe_type_c,
         hotplug=resolve_source(cfg.pcsc.hotplug),
         limits=CardLimits(apdu_s=cfg.card.apdu_timeout_s, read_s=cfg.card.read_timeout_s,
-                          write_s=cfg.card.write_timeout_s))
+                          write_s=cfg.card.write_timeout_s),
+        user_id_rules=cfg.user_id_rules())
 
 
 def socket_specs(cfg: Config) -> list[SocketSpec]:
@@ -231,23 +239,30 @@ class Running:
     started_at: datetime
     loading_link: Callable[[], LoadingLinkStatus]  # the link in use (a reload may swap it)
     tls: Callable[[], TerminalTls | None]  # what the loading link in use holds
+    calendar: ServiceCalendar
 
     def status(self) -> DaemonStatus:
-        """Daemon health for GetStatus (with what operations should act on soon)."""
+        """Daemon health for GetStatus and WatchStatus (with what operations should act on
+        soon)."""
         s = self.services
         readers, cards = s.readers.counts()
         caps = list(BASE_CAPABILITIES) + s.reads.capabilities()
         if s.loading.service.configured:
             caps += LOADING_CAPABILITIES
-        caps += ["revocation", "user_id_status.local"]
+        caps += ["revocation", "user_id_status.local", "service_schedule", "watch_status"]
         tls = self.tls() if s.loading.service.configured else None
         warning = tls.warning(datetime.now(UTC)) if tls is not None else ""
+        rev = s.revocation
         return DaemonStatus(version=__version__, started_at=self.started_at,
                             pcsc_available=s.readers.pcsc_available, readers=readers,
                             cards=cards, audit_head_seq=s.sink.head(),
                             capabilities=tuple(caps), loading_link=self.loading_link(),
                             loading_cert_not_after=tls.not_after if tls else None,
-                            warnings=(warning,) if warning else ())
+                            warnings=(warning,) if warning else (),
+                            service=self.calendar.state(),
+                            feeds=tuple(FeedState(org, rev.feed_age(org), rev.feed_stale(org))
+                                        for org in rev.organisations),
+                            fingerprint_device=s.metrics.biometric)
 
 
 class Daemon:
@@ -284,9 +299,12 @@ class Daemon:
         checkpoints = self._checkpoints = CheckpointSender(
             terminal_id(cfg), audit_log.durable_head, journal_out, self.metrics)
         recorder = Recorder(sink, self.metrics)
-        readers = Readers(reader_settings(cfg), recorder)
+        key = CardIdKey(await asyncio.to_thread(
+            load_or_create_key_file, Path(cfg.daemon.state_dir) / CARD_ID_KEY_FILE))
+        readers = Readers(reader_settings(cfg), recorder, key)
         journal = await asyncio.to_thread(Journal, Path(cfg.daemon.state_dir) / "journal.db")
         interrupted = await asyncio.to_thread(journal.mark_interrupted)
+        renamed = await asyncio.to_thread(journal.adopt_legacy_ids, key)
         link = self._link = LoadingClient(cfg.loading, self.metrics, checkpoints)
         # A link that cannot be set up (TLS files) is down, not fatal: reads go on.
         await asyncio.to_thread(link.preflight)
@@ -306,7 +324,8 @@ class Daemon:
         revocation = Revocation(store, link if cfg.loading.configured else None,
                                 [ap.organisation for ap in cfg.read_aps], cfg.revocation,
                                 recorder)
-        reads = UserIdReads(readers, revocation, recorder, cfg.read_aps, cfg.pin.floor)
+        reads = UserIdReads(readers, revocation, recorder, cfg.read_aps, cfg.pin.floor,
+                            cfg.user_id_rules())
         maintenance = AuditMaintenance(audit_log, Retention(
             checkpoints.terminal_id, Path(cfg.audit.export_dir), cfg.retention.audit_days),
             checkpoints, self.metrics, clock=self.audit_clock)
@@ -319,11 +338,17 @@ class Daemon:
                             audit_log=audit, sink=sink, metrics=self.metrics,
                             status=lambda: running.status(), refusals=refusals,
                             sessions=counter_sessions)
+        calendar = ServiceCalendar(lambda: self._current_link(),
+                                   Path(cfg.daemon.state_dir) / SCHEDULE_FILE,
+                                   on_fetch=self._schedule_fetched,
+                                   interval_s=lambda: self.cfg.loading.schedule_interval_s)
+        self.metrics.loading_service_open.set_function(lambda: float(calendar.state().open))
         running = Running(services, sessions, roster, started_at=readers.started_at,
                           loading_link=self._link_status,
-                          tls=lambda: self._link.tls if self._link is not None else None)
+                          tls=lambda: self._link.tls if self._link is not None else None,
+                          calendar=calendar)
         self._running = running
-        self.metrics.watch(link.check_link, operators.check_device)
+        self.metrics.watch(link.check_link, operators.check_device, calendar.refresh)
         servers: list[RoleServer] = []
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -351,6 +376,9 @@ class Daemon:
             await sink.record(None, "daemon_started", result="ok", durable=True,
                               detail={"version": __version__})
             await add_organisations(cfg, roster, sink)
+            if renamed:
+                await sink.record(None, "journal_card_ids_renamed", result="ok", durable=True,
+                                  detail={"rows": renamed})
             if interrupted:
                 await sink.record(None, "journal_interrupted", result="ok", durable=True,
                                   detail={"rows": interrupted})
@@ -421,6 +449,19 @@ class Daemon:
         if self._link is None:
             return LoadingLinkStatus(configured=self.cfg.loading.configured)
         return self._link.status()
+    def _current_link(self) -> LoadingClient:
+        """The loading service link in use (set at start, replaced by a reload)."""
+        assert self._link is not None
+        return self._link
+
+    def _schedule_fetched(self, fetched: ScheduleFetch) -> None:
+        """A fresh service schedule: the clock offset and the fetch time as metrics."""
+        self.metrics.loading_clock_offset.set(fetched.clock_offset_s)
+        self.metrics.loading_schedule_success.set(fetched.received_at)
+        if abs(fetched.clock_offset_s) > CLOCK_OFFSET_WARN_S:
+            log.warning("this terminal's clock is %+.1f s off the loading service's; service "
+                        "hours are judged on the service's clock, but fix NTP",
+                        -fetched.clock_offset_s)
 
     def request_stop(self) -> None:
         """Ask the daemon to stop (SIGTERM, SIGINT, tests): new card writes are refused at
@@ -547,7 +588,7 @@ class Daemon:
                 self._checkpoints.reconfigure(link)
         apply_logging(old.daemon, new.daemon)
         s.readers.apply_settings(reader_settings(new))
-        s.reads.reconfigure(new.read_aps, new.pin.floor)
+        s.reads.reconfigure(new.read_aps, new.pin.floor, new.user_id_rules())
         # A session in progress keeps the old link.
         s.loading.reconfigure(link, organisations=acting_for(new),
                               ready_event=new.presets.ready_event)

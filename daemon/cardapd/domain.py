@@ -166,8 +166,46 @@ class LoadingLinkStatus:
 
 
 @dataclass(frozen=True)
+class ScheduleWindow:
+    """A closure or a maintenance window: [start, end)."""
+
+    start: datetime
+    end: datetime
+    description: str = ""
+    announced_at: datetime | None = None
+
+    def covers(self, at: datetime) -> bool:
+        """Whether `at` falls inside the window."""
+        return self.start <= at < self.end
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What the terminal knows about the service's availability right now."""
+
+    known: bool  # a schedule was ever received
+    open: bool = False
+    maintenance: ScheduleWindow | None = None  # in progress now
+    next_opening: datetime | None = None  # while closed
+    next_closing: datetime | None = None  # while open
+    next_maintenance: ScheduleWindow | None = None
+    clock_offset_s: float = 0.0
+    fetched_at: float = 0.0  # this terminal's time.time() of the last successful fetch
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """One organisation's revocation feed: seconds since its last pull (None: never)."""
+
+    organisation: str
+    age_s: float | None
+    stale: bool
+
+
+@dataclass(frozen=True)
 class DaemonStatus:
-    """Daemon health for GetStatus."""
+    """Daemon health for GetStatus and WatchStatus: the readers, the audit log, the
+    loading service (link and availability), the revocation feeds, the fingerprint device."""
 
     version: str
     started_at: datetime
@@ -179,12 +217,15 @@ class DaemonStatus:
     loading_link: LoadingLinkStatus = LoadingLinkStatus(configured=False)
     loading_cert_not_after: datetime | None = None
     warnings: tuple[str, ...] = ()
+    service: ServiceState = ServiceState(known=False)
+    feeds: tuple[FeedState, ...] = ()
+    fingerprint_device: str = "unknown"  # see telemetry.metrics.BIOMETRIC_STATES
 
 
 AUDIT_OPERATIONS: frozenset[str] = frozenset({
     # card events and the daemon's own life
     "card_inserted", "card_removed", "daemon_started", "daemon_stopped", "config_reload",
-    "journal_interrupted", "audit_anchor_reset", "rpc_refused",
+    "journal_interrupted", "journal_card_ids_renamed", "audit_anchor_reset", "rpc_refused",
     # reads and diagnoses
     "read_user_id", "read_user_id_a", "read_user_id_d", "read_user_id_custom", "diagnose",
     "revocation_sync", "set_user_id_status",

@@ -42,6 +42,13 @@ class NotFound(CardapError):
     reason = "NOT_FOUND"
 
 
+class FailedPrecondition(CardapError):
+    """The request is well formed but the system is not in the state it needs (an operator
+    removed, another operator's session open, an administrator already there)."""
+
+    reason = "FAILED_PRECONDITION"
+
+
 class NotAuthorized(CardapError):
     """The caller may not do this (wrong socket role, no session, no right)."""
 
@@ -242,10 +249,3 @@ def from_card(exc: card.CardLibError) -> CardapError:
         made = CardError(exc.message, reason=exc.reason)
     made.metadata.update(exc.metadata)
     return made
-
-
-class FailedPrecondition(CardapError):
-    """The request is valid but the state of what it names does not allow it now (an
-    operator removed, another operator's session open, an administrator already there)."""
-
-    reason = "FAILED_PRECONDITION"

@@ -1,8 +1,11 @@
-"""Anything shaped like a My Number is refused (docs/decisions.md D9).
+"""Anything shaped like a My Number is refused (docs/decisions.md D9), except a user ID.
 
 The daemon never reads the My Number; this is the second line: no audit row, roster
 identifier or free text that looks like one (12 digits whose last is a valid My Number
-check digit) is stored.
+check digit) is stored. A user ID read from an AP's user-ID field is not free text: it is
+13 bytes the card holds, whatever they look like, and refusing it would refuse the card
+(D49). Code that puts one into an audit row marks it `UserIdText`; the guard skips exactly
+those values and still checks everything else (reasons, names, free text).
 """
 
 from __future__ import annotations
@@ -22,3 +25,10 @@ def looks_like_my_number(text: str) -> bool:
         if int(digits[11]) == (0 if rest <= 1 else 11 - rest):
             return True
     return False
+
+
+class UserIdText(str):
+    """A user ID (the canonical text of 13 bytes from an AP's user-ID field, or given as
+    one and checked as such): exempt from `looks_like_my_number` in stored rows."""
+
+    __slots__ = ()

@@ -25,6 +25,7 @@ from cardap_sim import hotplug, procs
 from cardap_sim.procs import tied
 from cardap_sim.vcard.card import TypeCSpec, VirtualCard
 from cardap_sim.vcard.control import SimControl
+from cardap_sim.vcard.identity import check_char
 
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 DEMO_TYPE_C_AID = bytes.fromhex("D392F00043010001")
@@ -76,7 +77,6 @@ def port_open(port: int) -> bool:
 
 def demo_user_id() -> str:
     """The demo card's 13-character user ID (12 characters + check character)."""
-    from cardapd.myna.userid import check_char
     return DEMO_USER_ID + check_char(DEMO_USER_ID)
 
 
@@ -90,7 +90,8 @@ class Stack:
                  biometric: bool = False, unpluggable: bool = False,
                  hotplug: str = "auto", reader_shim: bool = False,
                  audit_config: str = "",
-                 organisations: Mapping[str, str] | None = None) -> None:
+                 organisations: Mapping[str, str] | None = None,
+                 loadsvc_args: tuple[str, ...] = (), loading_config: str = "") -> None:
         # loading: also run the loading service (mTLS, dev CA) and write [loading];
         # test_sessions: run the daemon through the TEST-ONLY cardapd_testing.main
         # (operator tokens test:<org>:<operator>); fake_now: the service clock's start
@@ -135,6 +136,9 @@ class Stack:
         self.reader_shim = reader_shim or unpluggable
         self.catalogue: Path | None = None  # the service's catalogue (None: the dev one)
         self.audit_config = audit_config  # more [audit] keys ("key = value" lines)
+        # extra `cardap-loadsvc serve` options, e.g. ("--maintenance", "START/END")
+        self.loadsvc_args = tuple(loadsvc_args)
+        self.loading_config = loading_config  # more [loading] keys, one "key = value" a line
 
     # ------------------------------------------------------------------ environment
 
@@ -233,12 +237,15 @@ class Stack:
         wait_for(self.control_path.exists, 10, "the simulator's control socket")
 
     def new_card(self, name: str, *, profile: str = "vendor-a",
-                 type_c: list[TypeCSpec] | None = None, serial: int | None = None) -> Path:
-        """Create a card file in the stack directory; returns its path."""
+                 type_c: list[TypeCSpec] | None = None, serial: int | None = None,
+                 certificates: bool = True) -> Path:
+        """Create a card file in the stack directory; returns its path (`certificates`
+        False: a holder without JPKI certificates)."""
         path = self.dir / "cards" / f"{name}.json"
         path.parent.mkdir(exist_ok=True)
         VirtualCard.create(profile=profile, path=path, serial=serial,
-                           type_c=type_c if type_c is not None else [])
+                           type_c=type_c if type_c is not None else [],
+                           certificates=certificates)
         return path
 
     def demo_card(self, name: str = "demo", profile: str = "vendor-a") -> Path:
@@ -292,6 +299,7 @@ class Stack:
             cmd += ["--revocations", str(self.revocations)]
         if self.catalogue is not None:
             cmd += ["--catalogue", str(self.catalogue)]
+        cmd += list(self.loadsvc_args)
         log = (self.dir / "loadsvc.log").open("ab")
         proc = subprocess.Popen(tied(cmd), stdout=subprocess.PIPE, stderr=log,
                                 start_new_session=True)
@@ -327,7 +335,7 @@ class Stack:
         c = self.certs_dir
         return (f'[loading]\naddress = "127.0.0.1:{self.loadsvc_port}"\n'
                 f'ca = "{c / "ca.pem"}"\ncert = "{c / "kiosk-01.pem"}"\n'
-                f'key = "{c / "kiosk-01.key"}"\ntimeout_s = 20\n\n')
+                f'key = "{c / "kiosk-01.key"}"\ntimeout_s = 20\n{self.loading_config}\n')
 
     # ------------------------------------------------------------------ daemon
 

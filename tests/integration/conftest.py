@@ -73,12 +73,14 @@ def wait_event(events: Iterator[cards_pb2.CardEvent], kind: int,
     raise AssertionError(f"no {name} event within {timeout}s")
 
 
-def insert_and_wait(stack: Stack, slot: int, card: Path, timeout: float = 10.0) -> cards_pb2.Reader:
-    """Insert `card` into `slot` and return the reader once the daemon identified it."""
+def insert_and_wait(stack: Stack, slot: int, card: Path, timeout: float = 10.0, *,
+                    contactless: bool = False) -> cards_pb2.Reader:
+    """Insert `card` into `slot` (as a contactless reader presents it, if asked) and return
+    the reader once the daemon identified it."""
     with client(stack) as gate:
         events = gate.watch(timeout=timeout + 5)
         wait_event(events, cards_pb2.CARD_EVENT_KIND_SNAPSHOT_END)
-        stack.control.insert(slot, card)
+        stack.control.insert(slot, card, contactless=contactless)
         ev = wait_event(events, cards_pb2.CARD_EVENT_KIND_CARD_INSERTED, timeout)
         return ev.reader
 
@@ -108,6 +110,25 @@ def reader_name(stack: Stack, slot: int) -> str:
 
 
 INPUT_ASSIST_AID = bytes.fromhex("D3921000310001010408")  # text input assist AP: never selected
+
+
+def expected_card_id(stack: Stack, card: Path, source: str = "cert") -> str:
+    """The id the daemon of `stack` gives the card in `card` (D50): its keyed hash, under
+    the key in the daemon's state directory, of the certificate's issuer and serial
+    (`source` "cert") or of the CPLC IC fabricator and serial ("cplc")."""
+    from cardap_sim.vcard.card import VirtualCard
+    from cardapd.config.secrets import read_secret_file
+    from cardapd.myna.cardid import CardIdKey, issuer_and_serial
+    key = CardIdKey(bytes.fromhex(read_secret_file(
+        stack.dir / "state" / "card-id.key").decode()))
+    state = VirtualCard.load(card).state
+    if source == "cplc":
+        return key.cplc_id(bytes.fromhex(state.cplc["ic_fabricator"]),
+                           bytes.fromhex(state.cplc["ic_serial"]))
+    assert state.auth_cert is not None
+    datum = issuer_and_serial(state.auth_cert, whole=True)
+    assert datum is not None
+    return key.cert_id(datum)
 
 
 def cardapctl(socket_dir: Path, *args: str, timeout: float = 30.0

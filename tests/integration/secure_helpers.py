@@ -16,7 +16,7 @@ from cardap_sim.loadsvc.catalogue import ApType, dev_catalogue
 from cardap_sim.loadsvc.keystore import FileKeyStore
 from cardap_sim.stack import Stack
 from cardap_sim.vcard.control import SimControlError
-from cardapd.myna.userid import check_char
+from cardap_sim.vcard.identity import check_char
 
 from .conftest import insert_and_wait
 

@@ -73,7 +73,7 @@ def test_one_row_per_operation(stack: Stack) -> None:
 
     (inserted,) = [r for r in all_rows if r.operation == "card_inserted"]
     assert (inserted.reader, inserted.card_id, inserted.result) == (r0, card_id, "ok")
-    assert card_id.startswith("4790-")  # CPLC IC fabricator - IC serial
+    assert card_id.startswith("cert-")  # keyed hash of the certificate's issuer and serial
     (removed,) = [r for r in all_rows if r.operation == "card_removed"]
     assert (removed.reader, removed.result) == (r0, "ok")
 

@@ -165,3 +165,20 @@ def test_cardapctl_diagnose_exit_codes(st: Stack) -> None:
     bad = cardapctl(st.socket_dir, "--json", "diagnose", "--reader", name)
     assert bad.returncode == 11, bad.stdout + bad.stderr
     assert json.loads(bad.stdout)["verdict"] == "VERDICT_CARD_FAULT"
+
+
+def test_overall_verdict_never_asks_to_insert_while_a_card_is_in(st: Stack) -> None:
+    insert_and_wait(st, 0, st.demo_card("healthy"))
+    with client(st, "kiosk") as kiosk:
+        every = kiosk.diagnose()
+    by_reader = {d.reader.name: d for d in every.readers}
+    assert by_reader[reader_name(st, 0)].verdict == terminal_pb2.VERDICT_OK
+    assert by_reader[reader_name(st, 1)].verdict == terminal_pb2.VERDICT_NO_CARD
+    assert every.verdict == terminal_pb2.VERDICT_OK
+    assert "Insert" not in every.next_action
+    story = by_reader[reader_name(st, 0)]
+    assert story.free_bytes["extended"] == 32768
+    assert not story.operations
+    assert check(story, "catalogue_aps").detail.startswith("no loading service")
+    out = cardapctl(st.socket_dir, "diagnose")
+    assert out.returncode == 0, out.stdout + out.stderr

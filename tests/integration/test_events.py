@@ -1,13 +1,20 @@
-"""Card event stream through real pcscd + vpcd: snapshot, insert, remove, profiles."""
+"""Card event stream through real pcscd + vpcd: snapshot, insert, remove, profiles, and
+identification through a contactless presentation (one synthesised ATR for every card)."""
 
 from __future__ import annotations
 
-import re
-
 from cardap.v1 import cards_pb2
 from cardap_sim.stack import Stack, demo_user_id
+from cardap_sim.vcard.card import CONTACTLESS_ATR
 
-from .conftest import client, insert_and_wait, reader_name, remove_and_wait, wait_event
+from .conftest import (
+    client,
+    expected_card_id,
+    insert_and_wait,
+    reader_name,
+    remove_and_wait,
+    wait_event,
+)
 
 
 def test_snapshot_lists_both_vpcd_slots_empty(stack: Stack) -> None:
@@ -22,13 +29,15 @@ def test_snapshot_lists_both_vpcd_slots_empty(stack: Stack) -> None:
 
 
 def test_insert_identifies_my_number_card_and_taps_user_id(stack: Stack) -> None:
-    reader = insert_and_wait(stack, 0, stack.demo_card())
+    path = stack.demo_card()
+    reader = insert_and_wait(stack, 0, path)
     assert reader.name == reader_name(stack, 0)
     assert reader.state == cards_pb2.READER_STATE_CARD_PRESENT
     card = reader.card
     assert card.kind == cards_pb2.CARD_KIND_MY_NUMBER_CARD
     assert card.profile == "vendor-a"
-    assert re.fullmatch(r"4790-[0-9A-F]{8}", card.card_id)
+    assert card.card_id == expected_card_id(stack, path)
+    assert card.identity == cards_pb2.CARD_IDENTITY_CERTIFICATE
     assert card.atr == "3BC5FF8131FB458073C6010000"
     assert [(t.aid, t.user_id, t.reason) for t in card.tap] == [
         ("D392F00043010001", demo_user_id(), "")]
@@ -38,7 +47,8 @@ def test_vendor_b_profile_and_removal(stack: Stack) -> None:
     card = stack.new_card("b", profile="vendor-b", serial=0x01020304)
     reader = insert_and_wait(stack, 1, card)
     assert reader.card.profile == "vendor-b"
-    assert reader.card.card_id == "4250-01020304"
+    assert reader.card.card_id == expected_card_id(stack, card)
+    assert "01020304" not in reader.card.card_id  # never a chip serial in clear
     assert [t.reason for t in reader.card.tap] == ["AP_NOT_FOUND"]  # no Type C AP on it
     with client(stack) as gate:
         events = gate.watch(timeout=10)
@@ -72,3 +82,40 @@ def test_reinsert_is_seen_again(stack: Stack) -> None:
     second = insert_and_wait(stack, 0, card)
     assert first.card.card_id == second.card.card_id
     assert second.card.inserted_at.ToDatetime() >= first.card.inserted_at.ToDatetime()
+
+
+def test_contactless_identifies_each_card_and_taps_its_user_id(stack: Stack) -> None:
+    one, two = stack.demo_card("one"), stack.demo_card("two", profile="vendor-b")
+    contact = insert_and_wait(stack, 0, one).card
+    remove_and_wait(stack, 0)
+    a = insert_and_wait(stack, 0, one, contactless=True).card
+    b = insert_and_wait(stack, 1, two, contactless=True).card
+    assert a.atr == b.atr == CONTACTLESS_ATR.hex().upper()  # the reader's, not the cards'
+    assert a.card_id == contact.card_id == expected_card_id(stack, one)  # either interface
+    assert b.card_id == expected_card_id(stack, two) != a.card_id
+    assert a.identity == b.identity == cards_pb2.CARD_IDENTITY_CERTIFICATE
+    assert a.profile == "unknown"  # no CPLC: the vendor is the loading service's to find
+    for card in (a, b):
+        assert card.kind == cards_pb2.CARD_KIND_MY_NUMBER_CARD
+        assert [(t.user_id, t.reason) for t in card.tap] == [(demo_user_id(), "")]
+    with client(stack) as gate:
+        for slot, card in ((0, a), (1, b)):
+            read = gate.read_user_id(reader_name(stack, slot), fresh=True)
+            assert (read.user_id, read.card_id) == (demo_user_id(), card.card_id)
+
+
+def test_card_without_a_unique_datum_is_unconfirmed(stack: Stack) -> None:
+    path = stack.new_card("bare", certificates=False)
+    first = insert_and_wait(stack, 0, path, contactless=True).card
+    remove_and_wait(stack, 0)
+    second = insert_and_wait(stack, 0, path, contactless=True).card
+    for card in (first, second):
+        assert card.kind == cards_pb2.CARD_KIND_MY_NUMBER_CARD
+        assert card.identity == cards_pb2.CARD_IDENTITY_UNCONFIRMED
+        assert card.card_id.startswith("unconfirmed-")
+    assert first.card_id != second.card_id, "never one id for every card of a kind"
+    # in a contact reader the same card answers its CPLC: identified again
+    remove_and_wait(stack, 0)
+    contact = insert_and_wait(stack, 0, path).card
+    assert contact.identity == cards_pb2.CARD_IDENTITY_CPLC
+    assert contact.card_id == expected_card_id(stack, path, "cplc")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from cardap.client import CardapClientError
 from cardap.v1 import cards_pb2, terminal_pb2, terminal_pb2_grpc
 from cardap_sim.stack import Stack
-from cardapd.myna.userid import validate_user_id
+from cardap_sim.vcard.identity import fake_my_number, validate_user_id
 
 from .conftest import client, expect_error, insert_and_wait, wait_event
 
@@ -48,10 +49,16 @@ def load(stack: Stack, ap_id: str, session: list[tuple[str, str]] | None = None,
             raise CardapClientError.from_rpc_error(exc) from None
 
 
-def delete(stack: Stack, aid: str) -> terminal_pb2.DeleteAPResponse:
+def delete(stack: Stack, aid: str, reason: int = terminal_pb2.DELETE_REASON_HOLDER_REQUEST,
+           reason_detail: str = "") -> terminal_pb2.DeleteAPResponse:
     ch, t = stub(stack)
     with ch:
-        return t.DeleteAP(terminal_pb2.DeleteAPRequest(aid=aid), metadata=SESSION, timeout=60)
+        try:
+            return t.DeleteAP(terminal_pb2.DeleteAPRequest(  # type: ignore[arg-type]
+                aid=aid, reason=reason, reason_detail=reason_detail), metadata=SESSION,
+                timeout=60)
+        except grpc.RpcError as exc:
+            raise CardapClientError.from_rpc_error(exc) from None
 
 
 def _audit(stack: Stack, sql: str) -> list[tuple[str, ...]]:
@@ -107,6 +114,33 @@ def test_load_read_delete(lstack: Stack) -> None:
     for op in ("load_started", "load", "delete_started", "delete"):
         assert (op, "ok") in ops
     assert any(actor == "kiosk:org-a/op-1" for actor in audit_actors(lstack))
+
+
+def test_delete_keeps_its_reason(lstack: Stack) -> None:
+    insert_and_wait(lstack, 0, lstack.demo_card())
+    load(lstack, STAFF_C)
+    R = terminal_pb2
+    for reason, detail, code in (
+            (R.DELETE_REASON_UNSPECIFIED, "", "DELETE_REASON_REQUIRED"),
+            (R.DELETE_REASON_OTHER, "", "DELETE_REASON_REQUIRED"),
+            (R.DELETE_REASON_OTHER, "x" * 257, "INVALID_ARGUMENT"),
+            (R.DELETE_REASON_OTHER, f"form {fake_my_number()}", "MY_NUMBER_REFUSED")):
+        expect_error(lambda r=reason, d=detail: delete(lstack, STAFF_C_AID, r, d),
+                     grpc.StatusCode.INVALID_ARGUMENT, code)
+    assert delete(lstack, STAFF_C_AID, R.DELETE_REASON_CARD_RENEWAL).outcome == "DELETED"
+    load(lstack, STAFF_C)
+    assert delete(lstack, STAFF_C_AID, R.DELETE_REASON_OTHER,
+                  "holder moved abroad").outcome == "DELETED"
+    rows = _audit(lstack, "SELECT operation, result, detail FROM audit WHERE operation IN "
+                          "('delete_started', 'delete') ORDER BY seq")
+    reasons = [(op, result, json.loads(d).get("delete_reason"), json.loads(d).get(
+        "reason_detail")) for op, result, d in rows]
+    assert reasons[-4:] == [
+        ("delete_started", "ok", "card_renewal", None), ("delete", "ok", "card_renewal", None),
+        ("delete_started", "ok", "other", "holder moved abroad"),
+        ("delete", "ok", "other", "holder moved abroad")]
+    assert not any(r[0] == "delete" and r[1] == "error" for r in reasons[:-4] if r[2]), \
+        "a refused request is refused before anything is recorded as a deletion"
 
 
 def test_second_load_already_exists(lstack: Stack) -> None:

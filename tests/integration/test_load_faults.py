@@ -32,8 +32,8 @@ from cardap_sim.loadsvc.devca import DevCa, write_private
 from cardap_sim.stack import Stack
 from cardap_sim.vcard.card import DEV_MASTER_KEYS, VirtualCard
 from cardap_sim.vcard.connection import InProcessConnection
+from cardap_sim.vcard.identity import check_char
 from cardapd.audit import AuditRecord, query, verify
-from cardapd.myna.userid import check_char
 from cardlib.apdu import CommandApdu, ResponseApdu, parse_response
 from cardlib.gp.keys import DiversifyingKeyStore
 from cardlib.gp.registry import RegistryEntry, Scope, read_registry
@@ -149,7 +149,9 @@ def delete(stack: Stack, aid: str, reader: str = "") -> terminal_pb2.DeleteAPRes
     ch, stub = _stub(stack)
     try:
         resp: terminal_pb2.DeleteAPResponse = stub.DeleteAP(
-            terminal_pb2.DeleteAPRequest(reader=reader, aid=aid), metadata=SESSION_MD,
+            terminal_pb2.DeleteAPRequest(reader=reader, aid=aid,
+                                         reason=terminal_pb2.DELETE_REASON_HOLDER_REQUEST),
+            metadata=SESSION_MD,
             timeout=60)
         return resp
     except grpc.RpcError as exc:

@@ -12,8 +12,8 @@ import pytest
 from cardap.client import CardapClient, CardapClientError
 from cardap.v1 import terminal_pb2
 from cardap_sim.stack import Stack
+from cardap_sim.vcard.identity import validate_user_id
 from cardapd.audit import query
-from cardapd.myna.userid import validate_user_id
 
 from .conftest import expect_error, insert_and_wait
 

@@ -108,8 +108,10 @@ def test_feed_and_local_suspension(gstack: Stack) -> None:
 
 
 def test_set_status_refusals(gstack: Stack) -> None:
-    expect_error(lambda: set_status(gstack, A_AID, "NOT-A-USER-ID", S.USER_ID_STATUS_SUSPENDED),
-                 grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    # a user ID is 13 printable bytes (or 0x + 26 hex digits)
+    for not_an_id in ("NOT-AN-ID", "FOURTEEN-CHARS", "TAB\tINSIDE-12"):
+        expect_error(lambda u=not_an_id: set_status(gstack, A_AID, u, S.USER_ID_STATUS_SUSPENDED),
+                     grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
     expect_error(lambda: set_status(gstack, A_AID, "000000000001C", S.USER_ID_STATUS_ABOLISHED),
                  grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
     expect_error(lambda: set_status(gstack, "", "000000000001C", S.USER_ID_STATUS_SUSPENDED),

@@ -21,9 +21,10 @@ SERVICE = terminal_pb2.DESCRIPTOR.services_by_name["Terminal"]
 METHODS: list[MethodDescriptor] = list(SERVICE.methods)
 ROLES = ("kiosk", "gate", "ops")
 # Methods whose capability is built (issues 3-6); every other method is a later issue's.
-BUILT = {"GetStatus", "ListReaders", "WatchCardEvents", "ReadUserID", "Diagnose", "WatchMetrics",
+BUILT = {"GetStatus", "WatchStatus", "ListReaders", "WatchCardEvents", "ReadUserID",
+         "Diagnose", "WatchMetrics",
          "SyncRevocation", "SetUserIDStatus",
-         "ListLoadableAPs", "LoadAP", "DeleteAP", "ListCardAPs",
+         "ListLoadableAPs", "LoadAP", "DeleteAP", "ListCardAPs", "ConfirmReconcile",
          "AuthenticateOperator", "EndOperatorSession", "ExportAudit", "VerifyAudit",
          "GetYearlyReport", "ListOperators", "AddOperator", "SetOperatorEnabled",
          "AppointAdministrator", "GrantPasswordFallback", "UnlockOperator", "EnrollFinger",

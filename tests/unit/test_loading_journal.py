@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cardapd.loading.journal import JOURNAL_SCHEMA, Journal
+from cardapd.myna.cardid import CardIdKey
 
 
 def test_start_finish_and_unfinished(tmp_path: Path) -> None:
@@ -57,4 +58,22 @@ def test_bad_values_refused(tmp_path: Path) -> None:
                 operator="p")
     with pytest.raises(ValueError, match="state"):
         j.finish("j-1", "half", "")
+    j.close()
+
+
+def test_cards_that_cannot_be_identified_await_confirmation(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.db")
+    mine = j.start(card_id="unconfirmed-0011223344556677", action="load", ap_id="x",
+                   aid="AA", organisation="o", operator="p")
+    j.start(card_id="cert-00112233445566778899", action="load", ap_id="x", aid="AA",
+            organisation="o", operator="p")
+    legacy = j.start(card_id="atr-0123456789ABCDEF", action="load", ap_id="y", aid="BB",
+                     organisation="o", operator="p")
+    assert [r.id for r in j.awaiting_confirmation()] == [mine]
+    # an `atr-` id named every card of a kind: it too waits for a confirmation
+    assert j.adopt_legacy_ids(CardIdKey(bytes(32))) == 1
+    assert [r.id for r in j.awaiting_confirmation()] == [mine, legacy]
+    assert j.get(legacy).card_id == "unconfirmed-atr-0123456789ABCDEF"
+    # a card is looked up under every one of its ids
+    assert len(j.unfinished(["cplc-X", "cert-00112233445566778899"])) == 1
     j.close()

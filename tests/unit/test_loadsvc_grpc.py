@@ -25,7 +25,7 @@ from cardap_sim.loadsvc.relay import run_batch
 from cardap_sim.loadsvc.revocation import dev_feeds
 from cardap_sim.loadsvc.server import LoadingServer, TlsFiles
 from cardap_sim.loadsvc.session import Batch, Phase, PlannedApdu, ServiceCore
-from cardapd.myna.userid import validate_user_id
+from cardap_sim.vcard.identity import validate_user_id
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from cardap_sim.loadsvc.session import (
 from cardap_sim.vcard import cardkeys
 from cardap_sim.vcard.card import VirtualCard
 from cardap_sim.vcard.connection import InProcessConnection
-from cardapd.myna.userid import validate_user_id
+from cardap_sim.vcard.identity import validate_user_id
 from cardlib.gp.commands import minimum_bytes
 from cardlib.gp.keys import StaticKeys
 from cardlib.gp.scp03 import FULL_SECURITY, SecurityLevel
@@ -233,10 +233,16 @@ def test_wrong_master_keys_is_card_auth_failed(core: ServiceCore) -> None:
     assert done.round_trips == 1
 
 
-def test_card_mismatch(core: ServiceCore) -> None:
-    _, conn = new_card()
-    done, _ = load(core, conn, "org-a-staff-c", "j1", card_id="4790-00000000")
-    assert done.reason is Reason.CARD_MISMATCH
+@pytest.mark.parametrize("profile", ["vendor-a", "vendor-b"])
+def test_card_without_cplc_is_identified_by_its_kdd(core: ServiceCore, profile: str) -> None:
+    # Presented contactless, the card gives no CPLC: the service takes the card's identity
+    # and vendor from INITIALIZE UPDATE, so the same card keeps one id on either interface;
+    # the terminal's card id is its own opaque name, recorded, never compared.
+    card, conn = new_card(profile)
+    card.present(contactless=True)
+    done, _ = load(core, conn, "org-a-staff-c", "j1", card_id="cert-00112233445566778899")
+    assert done.ok, done.message
+    assert (done.card_id, done.profile) == (card.card_id, profile)
 
 
 def _tear_after(conn: InProcessConnection, n: int):  # type: ignore[no-untyped-def]

@@ -27,7 +27,7 @@ from cardap_sim.loadsvc.keystore import (
     dev_keystore,
     write_dev_key_file,
 )
-from cardapd.myna.userid import validate_user_id
+from cardap_sim.vcard.identity import validate_user_id
 from cardlib.gp.keys import KeyStore, kcv
 
 # --- issuer ----------------------------------------------------------------------------

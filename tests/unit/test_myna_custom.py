@@ -54,15 +54,14 @@ def test_bad_locations_are_card_data_invalid(card: VirtualCard, locator: object)
         read(card, locator)
 
 
-def test_uid_check_character_is_enforced() -> None:
-    bad = X.user_id[:-1] + ("0" if X.user_id[-1] != "0" else "1")
+def test_uid_taken_as_the_card_holds_it() -> None:
+    # No invented check character (D49): the organisation's own 13 bytes are read back.
+    odd = X.user_id[:-1] + ("0" if X.user_id[-1] != "0" else "1")
     ap = make_ap("custom", 2)
-    ap = Ap("custom", ap.aid, bad, content=encode_tlv(0xC1, bad.encode()))
+    ap = Ap("custom", ap.aid, odd, content=encode_tlv(0xC1, odd.encode()))
     card = make_card("vendor-b", ap)
-    with pytest.raises(CardDataInvalid):
-        read(card, TagLocator(0xC1), ap)
-    with pytest.raises(CardDataInvalid):
-        read(card, OffsetLocator(2), ap)
+    assert read(card, TagLocator(0xC1), ap).user_id == odd
+    assert read(card, OffsetLocator(2), ap).user_id == odd
 
 
 def test_missing_and_unpersonalised_instances(card: VirtualCard) -> None:

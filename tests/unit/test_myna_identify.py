@@ -1,8 +1,7 @@
-"""identify(): CPLC first, then the JPKI AP and its token, per docs/card-model.md."""
+"""identify(): CPLC first, then the JPKI AP, its token and its certificate's head (D50)."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 
 import pytest
@@ -10,9 +9,28 @@ from test_iso7816_scripted import scripted
 from test_myna_cplc import RAW as CPLC_RAW
 from test_myna_vcard import PROFILES, assert_deny_list_untouched, vcard
 
+from cardap_sim.vcard.card import CONTACTLESS_ATR, VirtualCard
+from cardap_sim.vcard.connection import InProcessConnection
 from cardapd.myna.aids import JPKI_AID
-from cardapd.myna.identify import CardKind, atr_card_id, identify
+from cardapd.myna.cardid import CardIdKey, is_unconfirmed, issuer_and_serial
+from cardapd.myna.identify import CardKind
+from cardapd.myna.identify import identify as identify_with_key
 from cardlib.errors import Cancelled, CardProtocolError
+from cardlib.protocol import ApduProtocol
+
+KEY = CardIdKey(bytes(range(32)))
+
+
+def identify(proto: ApduProtocol, atr: bytes,
+             cancel: threading.Event | None = None):  # type: ignore[no-untyped-def]
+    return identify_with_key(proto, atr, KEY, cancel)
+
+
+def cert_id(card: VirtualCard) -> str:
+    assert card.state.auth_cert is not None
+    datum = issuer_and_serial(card.state.auth_cert[:256])
+    assert datum is not None
+    return KEY.cert_id(datum)
 
 ATR_A = bytes.fromhex("3BC5FF8131FB458073C6010000")
 GET_CPLC = "80CA9F7F00"
@@ -27,7 +45,11 @@ def test_my_number_card_on_both_profiles(profile: str) -> None:
     ident = identify(proto, card.atr)
     assert ident.kind is CardKind.MY_NUMBER_CARD
     assert ident.is_my_number_card
-    assert ident.card_id == card.card_id
+    assert (ident.card_id, ident.id_source) == (cert_id(card), "cert")
+    cplc = card.state.cplc
+    assert ident.aliases == (KEY.cplc_id(bytes.fromhex(cplc["ic_fabricator"]),
+                                         bytes.fromhex(cplc["ic_serial"])),)
+    assert card.card_id not in (ident.card_id, *ident.aliases)  # never the serial in clear
     assert ident.profile == profile
     assert ident.token == "JPKIAPICCTOKEN2"
     assert ident.cplc is not None
@@ -49,16 +71,49 @@ def _token(text: str) -> str:
     return text.encode().ljust(32, b" ").hex() + "9000"
 
 
-def test_no_cplc_uses_atr_id_and_atr_profile() -> None:
+def test_no_cplc_no_certificate_is_unconfirmed_never_the_atr() -> None:
     proto, conn = scripted([(GET_CPLC, "6A88"), (SELECT_JPKI, "9000"), (SELECT_TOKEN, "9000"),
-                            (READ_TOKEN, _token("JPKIAPICCTOKEN2"))])
+                            (READ_TOKEN, _token("JPKIAPICCTOKEN2")),
+                            ("00A4020C02000A", "6A82")])
     ident = identify(proto, ATR_A)
     assert ident.kind is CardKind.MY_NUMBER_CARD
-    assert ident.card_id == "atr-" + hashlib.sha256(ATR_A).digest()[:8].hex().upper()
-    assert ident.card_id == atr_card_id(ATR_A)
-    assert ident.profile == "vendor-a"
+    assert is_unconfirmed(ident.card_id)
+    assert ident.id_source == "unconfirmed"
+    assert ident.profile == "vendor-a"  # the ATR is still evidence for the vendor profile
     assert ident.cplc is None
     conn.assert_done()
+    proto, _ = scripted([(GET_CPLC, "6A88"), (SELECT_JPKI, "9000"), (SELECT_TOKEN, "9000"),
+                         (READ_TOKEN, _token("JPKIAPICCTOKEN2")), ("00A4020C02000A", "6A82")])
+    assert identify(proto, ATR_A).card_id != ident.card_id  # one insertion only
+
+
+@pytest.mark.parametrize("answer", ["6B00", "9000", "3003020101" + "9000", "6982"])
+def test_empty_or_unreadable_certificate_is_no_datum(answer: str) -> None:
+    proto, _ = scripted([(GET_CPLC, "6A88"), (SELECT_JPKI, "9000"), (SELECT_TOKEN, "9000"),
+                         (READ_TOKEN, _token("JPKIAPICCTOKEN2")), ("00A4020C02000A", "9000"),
+                         ("00B0000000", answer)])
+    assert identify(proto, ATR_A).id_source == "unconfirmed"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_contactless_gives_the_same_id_as_contact(profile: str) -> None:
+    card = VirtualCard.create(profile=profile)
+    contact = identify(ApduProtocol(InProcessConnection(card)), card.atr)
+    card.present(contactless=True)
+    conn = InProcessConnection(card)
+    wireless = identify(ApduProtocol(conn), CONTACTLESS_ATR)
+    assert wireless.card_id == contact.card_id
+    assert (wireless.cplc, wireless.aliases, wireless.profile) == (None, (), "unknown")
+    other = VirtualCard.create(profile=profile)
+    other.present(contactless=True)
+    assert identify(ApduProtocol(InProcessConnection(other)), CONTACTLESS_ATR).card_id \
+        != wireless.card_id, "one synthesised ATR, two cards, two ids"
+
+
+def test_keys_make_different_ids() -> None:
+    card, proto, _ = vcard()
+    other = identify_with_key(proto, card.atr, CardIdKey(b"\x01" * 32))
+    assert other.card_id != identify(proto, card.atr).card_id
 
 
 def test_no_jpki_is_other_card() -> None:
@@ -66,7 +121,7 @@ def test_no_jpki_is_other_card() -> None:
                             (SELECT_JPKI, "6A82")])
     ident = identify(proto, b"\x3b\x00")
     assert ident.kind is CardKind.OTHER_CARD
-    assert ident.card_id == "4790-1A2B3C4D"
+    assert ident.card_id == KEY.cplc_id(bytes.fromhex("4790"), bytes.fromhex("1A2B3C4D"))
     assert ident.profile == "vendor-a"
     assert ident.token is None
     conn.assert_done()
@@ -115,3 +170,41 @@ def test_cancel() -> None:
     with pytest.raises(Cancelled):
         identify(proto, card.atr, cancel)
     assert conn.sent == []
+
+
+def _cert(issuer_ou: str) -> bytes:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, issuer_ou)])
+    now = datetime.datetime.now(datetime.UTC)
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(0x0123456789ABCDEF)
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+
+
+@pytest.mark.parametrize("ou", ["short", "x" * 300, "y" * 60])
+def test_issuer_and_serial_read_exactly_even_past_the_first_256_bytes(ou: str) -> None:
+    from cryptography import x509
+
+    from cardapd.myna.cardid import read_auth_cert_identity
+    der = _cert(ou)
+    card = VirtualCard.create()
+    card.state.auth_cert = der
+    card = VirtualCard(card.state, None)  # rebuild the JPKI AP with this certificate
+    proto = ApduProtocol(InProcessConnection(card))
+    identify(proto, card.atr)  # leaves the JPKI AP selected, as identification does
+    card.clear_apdus()
+    from cardapd.myna.aids import select_aid
+    assert select_aid(proto, JPKI_AID, "SELECT JPKI")
+    got = read_auth_cert_identity(proto)
+    cert = x509.load_der_x509_certificate(der)
+    serial = cert.serial_number.to_bytes(8, "big")
+    assert got == b"\x02\x08" + serial + cert.issuer.public_bytes()
+    reads = [h for h in card.apdus if h[1] == 0xB0]
+    assert len(reads) == (2 if len(ou) > 200 else 1)  # one READ BINARY unless the issuer is long

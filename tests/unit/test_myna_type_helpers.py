@@ -13,8 +13,8 @@ from _typed_host import C9_TYPE, MODULE, open_scp, secure
 
 from cardap_sim.vcard.card import VirtualCard
 from cardap_sim.vcard.connection import InProcessConnection
+from cardap_sim.vcard.identity import generate_user_id
 from cardap_sim.vcard.typea import TypeAApplet
-from cardapd.myna.userid import generate_user_id
 from cardlib.gp.commands import (
     StoreDataEncryption,
     StoreDataOptions,

@@ -167,7 +167,7 @@ def _corrupt_record(n: int, data: bytes) -> Callable[[bytes, bytes], bytes]:
 
 
 @pytest.mark.parametrize(("n", "data"), [
-    (1, b"\xC1\x0D" + b"ABCDEFGH1234T"),  # wrong check character
+    (1, b"\xC1\x0D" + b"ABCDEFGH1234\x00"),  # a user ID that is not printable ASCII
     (1, b"\xC1\x0C" + b"ABCDEFGH1234"),
     (1, b"\xC2\x0D" + b"ABCDEFGH1234S"),
     (2, b"\xC2\x75" + bytes(117)),

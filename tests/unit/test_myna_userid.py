@@ -1,67 +1,75 @@
-"""The 13-character user ID and its check character."""
+"""The 13-byte user ID as the card holds it: the rule, the text form, the org's format."""
 
 from __future__ import annotations
 
-import math
-import random
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cardapd.myna.userid import ALPHABET, check_char, generate_user_id, validate_user_id
+from cardapd.errors import CardDataInvalid
+from cardapd.myna.userid import (
+    DEFAULT_RULE,
+    UserIdFormatError,
+    UserIdRule,
+    is_user_id_text,
+    raw_from_text,
+    text_form,
+)
 
 
-def test_alphabet() -> None:
-    assert len(ALPHABET) == 34
-    assert "I" not in ALPHABET
-    assert "O" not in ALPHABET
+@pytest.mark.parametrize("raw", [b"ZZZZ0000ZZZZ0", b"1234567890128", b"a b-c.d_e!f~g",
+                                 b"IOIOIOIOIOIOI", b"             "])
+def test_any_printable_id_is_taken_as_it_is(raw: bytes) -> None:
+    # No alphabet and no check character: the public sources give none (D49).
+    assert DEFAULT_RULE.decode(raw, "Type C AP") == raw.decode("ascii")
 
 
-def test_check_char_by_hand() -> None:
-    # "000000000001": only i=11 contributes (11+1)*1 = 12 → ALPHABET[12] = "C".
-    assert check_char("000000000001") == "C"
-    # "Z" (33) at i=0 → 33 → "Z"; at i=1 → 66 mod 34 = 32 → "Y".
-    assert check_char("Z00000000000") == "Z"
-    assert check_char("0Z0000000000") == "Y"
-    assert check_char("000000000000") == "0"
-    # Σ (i+1)·(i+1) for "123456789ABC" = 650 → 650 mod 34 = 4.
-    assert check_char("123456789ABC") == "4"
+@pytest.mark.parametrize("raw", [b"\x00" * 13, b"ABCDEFGHIJKL\x7f", "ÄBCDEFGHIJKL".encode()[:13]])
+def test_printable_rule_refuses_other_bytes(raw: bytes) -> None:
+    with pytest.raises(CardDataInvalid, match="not printable"):
+        DEFAULT_RULE.decode(raw, "Type C AP")
 
 
-@pytest.mark.parametrize("body", ["", "00000000000", "0000000000000", "00000000000I",
-                                  "00000000000a"])
-def test_check_char_rejects(body: str) -> None:
-    with pytest.raises(ValueError, match="12 symbols"):
-        check_char(body)
+@pytest.mark.parametrize("raw", [b"", b"ABCDEFGHIJKL", b"ABCDEFGHIJKLMN"])
+def test_length_is_always_13(raw: bytes) -> None:
+    for rule in (DEFAULT_RULE, UserIdRule("binary")):
+        with pytest.raises(CardDataInvalid, match="13"):
+            rule.decode(raw, "x")
 
 
-def test_validate() -> None:
-    assert validate_user_id("123456789ABC4")
-    assert not validate_user_id("123456789ABC5")
-    assert not validate_user_id("123456789ABC")
-    assert not validate_user_id("123456789abc4")
-    assert not validate_user_id("123456789ABCO")
+def test_binary_rule_gives_hex_text() -> None:
+    raw = bytes(range(13))
+    text = UserIdRule("binary").decode(raw, "custom AP")
+    assert text == "0x000102030405060708090A0B0C"
+    assert raw_from_text(text) == raw
+    # a printable ID read under the binary rule keeps its characters
+    assert UserIdRule("binary").decode(b"ABCDEFGHIJKLM", "x") == "ABCDEFGHIJKLM"
 
 
-@given(st.integers())
-def test_generated_ids_validate(seed: int) -> None:
-    uid = generate_user_id(random.Random(seed))
-    assert len(uid) == 13
-    assert validate_user_id(uid)
+def test_organisation_format_is_opt_in() -> None:
+    rule = UserIdRule(pattern=re.compile(r"[A-Z]{4}[0-9]{9}"), organisation="org-a")
+    assert rule.decode(b"ABCD123456789", "x") == "ABCD123456789"
+    with pytest.raises(UserIdFormatError) as info:
+        rule.decode(b"ZZZZ0000ZZZZ0", "Type C AP")
+    assert info.value.reason == "USER_ID_FORMAT"
+    assert info.value.metadata == {"organisation": "org-a"}
 
 
-@given(st.text(max_size=15))
-def test_validate_never_raises(s: str) -> None:
-    validate_user_id(s)
+@given(st.binary(min_size=13, max_size=13))
+def test_text_form_round_trips(raw: bytes) -> None:
+    text = text_form(raw)
+    assert is_user_id_text(text)
+    assert raw_from_text(text) == raw
 
 
-def test_single_substitution_detected_at_odd_weights() -> None:
-    # Weights i+1 coprime to 34 catch every substitution; even weights miss a change of 17.
-    uid = generate_user_id(random.Random(1))
-    for i in range(12):
-        if math.gcd(i + 1, 34) != 1:
-            continue
-        for c in ALPHABET:
-            if c != uid[i]:
-                assert not validate_user_id(uid[:i] + c + uid[i + 1:])
+@given(st.text(max_size=30))
+def test_text_check_never_raises(s: str) -> None:
+    is_user_id_text(s)
+
+
+@pytest.mark.parametrize("text", ["", "ABC", "ABCDEFGHIJKLMN", "0x00", "0x" + "g" * 26,
+                                  "0x" + "ab" * 13, "ÄBCDEFGHIJKLM", "ABCDEFGHIJKL\n"])
+def test_not_user_id_texts(text: str) -> None:
+    assert not is_user_id_text(text)

@@ -59,7 +59,7 @@ def test_scrape_config_checks_with_the_rules(tmp_path: Path) -> None:
         assert job in scrape, job
     result = run(tool, "check", "config", str(prometheus_yml(tmp_path, scrape)))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 15 rules found" in result.stdout + result.stderr
+    assert "SUCCESS: 16 rules found" in result.stdout + result.stderr
 
 
 def test_scrape_config_check_can_fail(tmp_path: Path) -> None:

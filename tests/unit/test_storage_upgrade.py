@@ -20,6 +20,7 @@ from cardapd.audit.verify import Mode
 from cardapd.domain import Operator, Right
 from cardapd.errors import AlreadyExists
 from cardapd.loading.journal import JOURNAL_SCHEMA, Journal
+from cardapd.myna.cardid import CardIdKey
 from cardapd.operators.roster.passwords import Hasher
 from cardapd.operators.roster.schema import ROSTER_SCHEMA
 from cardapd.operators.roster.store import Roster
@@ -168,11 +169,19 @@ def test_journal(stores: Path) -> None:
         other = journal.unfinished("5110-0A0B0C0D")
         assert [(r.id, r.ap_id, r.operator) for r in other] == [
             ("j-00000004-dddddddd", "org-a-cert-a", "op-2")]
+        # D50: unfinished rows of CPLC ids in clear become the card's keyed cplc- id.
+        key = CardIdKey(bytes(32))
+        assert journal.adopt_legacy_ids(key) == 3
+        mine = key.cplc_id(bytes.fromhex("4790"), bytes.fromhex("C4486216"))
+        assert {r.id for r in journal.unfinished(mine)} == {"j-00000002-bbbbbbbb",
+                                                            "j-00000003-cccccccc"}
+        assert journal.unfinished("4790-C4486216") == []
+        assert journal.get("j-00000001-aaaaaaaa").card_id == "4790-C4486216"  # finished: kept
+        assert journal.adopt_legacy_ids(key) == 0
         # Version 2: retention drops only finished rows with nothing to reconcile.
         assert journal.prune(datetime(2100, 1, 1, tzinfo=UTC)) == 1
-        assert sorted(r.id for r in journal.for_card("4790-C4486216")) == [
+        assert sorted(r.id for r in journal.for_card(mine)) == [
             "j-00000002-bbbbbbbb", "j-00000003-cccccccc"]
-        assert journal.unfinished("5110-0A0B0C0D")
     finally:
         journal.close()
     _upgraded(path, JOURNAL_SCHEMA)

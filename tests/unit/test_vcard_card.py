@@ -112,12 +112,12 @@ def test_identification_token(card: VirtualCard) -> None:
     assert resp == b"JPKIAPICCTOKEN2".ljust(32, b" ") + b"\x90\x00"
 
 
-def test_auth_certificate_is_real_der(card: VirtualCard) -> None:
-    assert tx(card, sel(JPKI)) == "9000"
-    assert tx(card, "00A4020C02000A") == "9000"
+def _read_cert(card: VirtualCard, fid: str) -> x509.Certificate:
+    """SELECT EF `fid` of the selected AP and read its certificate as OpenSC does: the
+    first 4 bytes give the length (`30 82 LL LL`), then READ BINARY up to it."""
+    assert tx(card, "00A4020C02" + fid) == "9000"
     head = bytes.fromhex(tx(card, "00B0000004"))
-    assert head[0] == 0x30
-    assert head[1] == 0x82
+    assert head[:2] == b"\x30\x82", "OpenSC's JPKI driver needs the 30 82 LL LL form"
     total = 4 + int.from_bytes(head[2:4], "big")
     der = b""
     while len(der) < total:
@@ -125,9 +125,43 @@ def test_auth_certificate_is_real_der(card: VirtualCard) -> None:
         resp = card.transmit(bytes([0, 0xB0, len(der) >> 8, len(der) & 0xFF, n & 0xFF]))
         assert resp[-2:] == b"\x90\x00"
         der += resp[:-2]
-    cert = x509.load_der_x509_certificate(der)
-    assert cert.issuer == cert.subject
     assert tx(card, f"00B0{total:04X}01") == "6B00"
+    return x509.load_der_x509_certificate(der)
+
+
+def test_four_certificate_files_as_openscs_jpki_driver_reads_them(card: VirtualCard) -> None:
+    assert tx(card, sel(JPKI)) == "9000"
+    auth, auth_ca = _read_cert(card, "000A"), _read_cert(card, "000B")
+    sign_ca = _read_cert(card, "0002")
+    assert auth.issuer == auth_ca.subject
+    assert auth_ca.issuer == auth_ca.subject
+    assert sign_ca.issuer == sign_ca.subject != auth_ca.subject
+    # the signature certificate is behind the signing password, like on a real card
+    assert tx(card, "00A4020C020001") == "9000"
+    assert tx(card, "00B0000004") == "6982"
+    _select_pin(card, "001B")
+    assert tx(card, "0020008006" + b"ABC123".hex()) == "9000"
+    sign = _read_cert(card, "0001")
+    assert sign.issuer == sign_ca.subject
+    assert auth.serial_number != sign.serial_number
+
+
+def test_certificates_unique_per_card_and_kept_in_the_card_file(tmp_path: Path) -> None:
+    one = VirtualCard.create(path=tmp_path / "1.json")
+    two = VirtualCard.create(path=tmp_path / "2.json")
+    assert one.state.auth_cert != two.state.auth_cert
+    assert one.state.auth_ca_cert == two.state.auth_ca_cert  # one CA, as J-LIS's
+    again = VirtualCard.load(tmp_path / "1.json")
+    assert again.state.certificates == one.state.certificates
+
+
+def test_no_certificates_issued() -> None:
+    card = VirtualCard.create(certificates=False)
+    card.power_on()
+    assert tx(card, sel(JPKI)) == "9000"
+    assert tx(card, "00A4020C02000A") == "6A82"
+    assert tx(card, "00A4020C020001") == "6A82"
+    assert tx(card, "00A4020C02000B") == "9000"  # the CA certificates are still there
 
 
 # --- SELECT ---------------------------------------------------------------------------
@@ -430,6 +464,8 @@ def test_input_assist_holds_valid_fake_number(card: VirtualCard,
                                               caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="cardap_sim")
     assert tx(card, sel(INPUT_ASSIST)) == "9000"
+    assert tx(card, "00A4020C020011") == "9000"
+    assert tx(card, "002000800431323334") == "9000"
     assert tx(card, "00A4020C020001") == "9000"
     number = bytes.fromhex(tx(card, "00B000000C"))[:-2].decode()
     assert number == card.fake_my_number
@@ -444,6 +480,27 @@ def test_input_assist_holds_valid_fake_number(card: VirtualCard,
     assert "redacted" in caplog.text
     assert number not in repr(card)
     assert number not in repr(card.state)
+
+
+def test_input_assist_ap_asks_for_its_pin_before_read_binary(tmp_path: Path) -> None:
+    card = VirtualCard.create(path=tmp_path / "c.json")
+    card.power_on()
+    assert tx(card, sel(INPUT_ASSIST)) == "9000"
+    assert tx(card, "00A4020C020001") == "9000"
+    assert tx(card, "00B000000C") == "6982"  # security status not satisfied
+    assert tx(card, "00A4020C020011") == "9000"
+    assert tx(card, "00200080") == "63C3"  # 3 tries, none spent
+    assert tx(card, "002000800439393939") == "63C2"  # a wrong PIN spends one, persisted
+    assert VirtualCard.load(tmp_path / "c.json").state.input_assist_pin.tries == 2
+    assert tx(card, "00A4020C020001") == "9000"
+    assert tx(card, "00B000000C") == "6982"
+    assert tx(card, "00A4020C020011") == "9000"
+    assert tx(card, "002000800431323334") == "9000"
+    assert tx(card, "00A4020C020001") == "9000"
+    assert tx(card, "00B000000C").endswith("9000")
+    assert tx(card, sel(INPUT_ASSIST)) == "9000"  # a new selection forgets the VERIFY
+    assert tx(card, "00A4020C020001") == "9000"
+    assert tx(card, "00B000000C") == "6982"
 
 
 def test_foreign_card_has_an_isd_but_no_my_number_card_aps() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cardap.v1 import cards_pb2, terminal_pb2
+from cardap.v1 import cards_pb2, loading_pb2, terminal_pb2
 from cardapd.config import ApKind
 from cardapd.domain import DaemonStatus, IdStatus, LoadingLinkStatus
+from cardapd.myna.userid import raw_from_text
 from cardapd.readers.diagnose import Diagnosis, Verdict
 from cardapd.readers.model import (
     CardEvent,
@@ -33,8 +34,15 @@ CARD_KIND = {
     CardKind.OTHER: cards_pb2.CARD_KIND_OTHER,
     CardKind.UNKNOWN: cards_pb2.CARD_KIND_UNKNOWN,
 }
+CARD_IDENTITY = {"cert": cards_pb2.CARD_IDENTITY_CERTIFICATE,
+                 "cplc": cards_pb2.CARD_IDENTITY_CPLC,
+                 "unconfirmed": cards_pb2.CARD_IDENTITY_UNCONFIRMED}
 EVENT_KIND = {k: getattr(cards_pb2, f"CARD_EVENT_KIND_{k.name}") for k in EventKind}
 VERDICT = {v: getattr(terminal_pb2, f"VERDICT_{v.name}") for v in Verdict}
+RECONCILE = {"not_needed": terminal_pb2.RECONCILE_STATE_NOT_NEEDED,
+             "pending": terminal_pb2.RECONCILE_STATE_PENDING,
+             "awaiting_confirmation": terminal_pb2.RECONCILE_STATE_AWAITING_CONFIRMATION,
+             "reconciled": terminal_pb2.RECONCILE_STATE_RECONCILED}
 AP_KINDS: dict[int, ApKind] = {
     cards_pb2.AP_TYPE_UNSPECIFIED: "C", cards_pb2.AP_TYPE_C: "C", cards_pb2.AP_TYPE_A: "A",
     cards_pb2.AP_TYPE_D: "D", cards_pb2.AP_TYPE_CUSTOM: "custom"}
@@ -62,7 +70,9 @@ def card(view: CardView, users: bool = True) -> cards_pb2.Card:
     return cards_pb2.Card(
         card_id=view.card_id, atr=view.atr.hex().upper(), kind=CARD_KIND[view.kind],
         profile=view.profile, inserted_at=timestamp(view.inserted_at),
-        tap=[cards_pb2.TapRead(aid=t.aid.hex().upper(), user_id=t.user_id, reason=t.reason)
+        identity=CARD_IDENTITY.get(view.id_source, cards_pb2.CARD_IDENTITY_UNCONFIRMED),
+        tap=[cards_pb2.TapRead(aid=t.aid.hex().upper(), user_id=t.user_id, reason=t.reason,
+                               user_id_raw=raw_from_text(t.user_id) or b"")
              if users or not t.user_id else
              cards_pb2.TapRead(aid=t.aid.hex().upper(), reason=HIDDEN_USER_ID)
              for t in view.tap])
@@ -113,9 +123,43 @@ def status(st: DaemonStatus, role: str) -> terminal_pb2.GetStatusResponse:
         pcsc_available=st.pcsc_available, readers=st.readers, cards=st.cards,
         audit_head_seq=st.audit_head_seq, role=role, capabilities=st.capabilities,
         loading_link=loading_link(st.loading_link),
-        warnings=st.warnings)
+        warnings=st.warnings,
+        revocation_feeds=[terminal_pb2.RevocationFeedStatus(
+            organisation=f.organisation, age_s=-1 if f.age_s is None else int(f.age_s),
+            stale=f.stale) for f in st.feeds],
+        fingerprint_device=st.fingerprint_device)
     if st.loading_cert_not_after is not None:
         msg.loading_cert_not_after.CopyFrom(timestamp(st.loading_cert_not_after))
+    msg.loading_service.CopyFrom(service_status(st))
+    return msg
+
+
+def service_status(st: DaemonStatus) -> terminal_pb2.LoadingServiceStatus:
+    """The loading service's link and availability."""
+    svc = st.service
+    if not svc.known:
+        availability = terminal_pb2.SERVICE_AVAILABILITY_UNKNOWN
+    elif svc.maintenance is not None:
+        availability = terminal_pb2.SERVICE_AVAILABILITY_MAINTENANCE
+    else:
+        availability = (terminal_pb2.SERVICE_AVAILABILITY_OPEN if svc.open
+                        else terminal_pb2.SERVICE_AVAILABILITY_CLOSED)
+    msg = terminal_pb2.LoadingServiceStatus(link=loading_link(st.loading_link).state,
+                                            availability=availability,
+                                            clock_offset_s=svc.clock_offset_s)
+    if svc.next_opening is not None:
+        msg.next_opening.CopyFrom(timestamp(svc.next_opening))
+    if svc.next_closing is not None:
+        msg.next_closing.CopyFrom(timestamp(svc.next_closing))
+    if svc.next_maintenance is not None:
+        w = svc.next_maintenance
+        msg.next_maintenance.CopyFrom(loading_pb2.ScheduleWindow(
+            start=timestamp(w.start), end=timestamp(w.end), description=w.description))
+        if w.announced_at is not None:
+            msg.next_maintenance.announced_at.CopyFrom(timestamp(w.announced_at))
+    if svc.fetched_at:
+        msg.schedule_fetched_at.CopyFrom(timestamp(datetime.fromtimestamp(svc.fetched_at,
+                                                                           UTC)))
     return msg
 
 
@@ -129,7 +173,16 @@ def diagnosis(d: Diagnosis) -> terminal_pb2.ReaderDiagnosis:
         jpki_sign_pin_tries=-1 if d.sign_pin_tries is None else d.sign_pin_tries,
         aps=[terminal_pb2.ApProbe(name=a.name, aid=a.aid.hex().upper(), present=a.present,
                                   sw=a.sw) for a in d.aps],
-        verdict=VERDICT[d.verdict], next_action=d.next_action)
+        verdict=VERDICT[d.verdict], next_action=d.next_action,
+        operations=[terminal_pb2.CardOperation(
+            journal_id=o.journal_id, action=o.action, ap_id=o.ap_id, aid=o.aid, state=o.state,
+            reconcile=RECONCILE[o.reconcile], outcome=o.outcome, started_at=o.started_at,
+            finished_at=o.finished_at or "", organisation=o.organisation,
+            operator_id=o.operator) for o in d.operations],
+        free_bytes=d.free_bytes, catalogue_organisation=d.catalogue_organisation,
+        catalogue_aps=[terminal_pb2.CatalogueApPresence(
+            ap_id=c.ap_id, display_name=c.display_name, aid=c.aid.hex().upper(), area=c.area,
+            present=c.present) for c in d.catalogue])
 
 
 def samples(items: list[Sample]) -> list[terminal_pb2.MetricSample]:
@@ -143,4 +196,5 @@ def user_id_read(r: UserIdRead) -> terminal_pb2.ReadUserIDResponse:
     return terminal_pb2.ReadUserIDResponse(
         user_id=r.user_id, info=list(r.info), card_id=r.card_id, reader=r.reader,
         cached=r.cached, status=ID_STATUS[r.status], feed_age_s=r.feed_age_s,
-        aid=r.aid.hex().upper(), feed_stale=r.feed_stale, warning=r.warning)
+        aid=r.aid.hex().upper(), feed_stale=r.feed_stale, warning=r.warning,
+        user_id_raw=raw_from_text(r.user_id) or b"")

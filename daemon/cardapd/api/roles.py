@@ -23,6 +23,7 @@ K, G, OPS = Role.KIOSK, Role.GATE, Role.OPS
 METHOD_ROLES: dict[str, frozenset[Role]] = {
     # readers and cards
     "GetStatus": frozenset({K, G, OPS}),
+    "WatchStatus": frozenset({K, G, OPS}),
     "ListReaders": frozenset({K, G, OPS}),
     "WatchCardEvents": frozenset({K, G, OPS}),
     "ReadUserID": frozenset({G, K}),
@@ -37,6 +38,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "LoadAP": frozenset({K}),
     "DeleteAP": frozenset({K}),
     "ListCardAPs": frozenset({K, OPS}),
+    "ConfirmReconcile": frozenset({K}),
     # audit and reports
     "ExportAudit": frozenset({OPS}),
     "VerifyAudit": frozenset({OPS}),

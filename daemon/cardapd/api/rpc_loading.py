@@ -13,6 +13,10 @@ from cardapd.domain import OpContext
 from cardapd.errors import InvalidArgument
 from cardapd.loading.loader import LoadOutcome, Progress
 
+DELETE_REASONS_PB = {terminal_pb2.DELETE_REASON_HOLDER_REQUEST: "holder_request",
+                     terminal_pb2.DELETE_REASON_CARD_RENEWAL: "card_renewal",
+                     terminal_pb2.DELETE_REASON_OTHER: "other"}
+
 
 class LoadingRpc(RpcBase):
     """Every card action on the kiosk socket needs an operator session (metadata
@@ -73,7 +77,18 @@ class LoadingRpc(RpcBase):
         if aid is None:
             raise InvalidArgument("aid: the AID of the AP to delete is required",
                                   reason="AID_REQUIRED", metadata={"field": "aid"})
-        out = await loader.delete(ctx, operator, reader=reader, aid=aid)
+        reason = DELETE_REASONS_PB.get(request.reason)
+        if reason is None:
+            raise InvalidArgument("reason: say why the AP is deleted (HOLDER_REQUEST, "
+                                  "CARD_RENEWAL or OTHER with reason_detail)",
+                                  reason="DELETE_REASON_REQUIRED", metadata={"field": "reason"})
+        detail = validate.free_text(request.reason_detail, "reason_detail")
+        if reason == "other" and not detail:
+            raise InvalidArgument("reason_detail: say what the other reason is",
+                                  reason="DELETE_REASON_REQUIRED",
+                                  metadata={"field": "reason_detail"})
+        out = await loader.delete(ctx, operator, reader=reader, aid=aid, reason=reason,
+                                  reason_detail=detail)
         return terminal_pb2.DeleteAPResponse(outcome=out.outcome, free_bytes=out.free_bytes,
                                              aid=out.aid, reader=out.reader,
                                              card_id=out.card_id, ap_id=out.ap_id)
@@ -87,3 +102,18 @@ class LoadingRpc(RpcBase):
             organisation=operator.organisation if operator is not None else None)
         return terminal_pb2.ListCardAPsResponse(
             aps=[convert_loading.card_ap(a) for a in found], free_bytes=free)
+
+    @unary
+    async def ConfirmReconcile(self, request: terminal_pb2.ConfirmReconcileRequest,
+                               context: Ctx, ctx: OpContext
+                               ) -> terminal_pb2.ConfirmReconcileResponse:
+        loader = self.services.loading
+        operator = loader.operator(session_token(context))
+        reader = validate.reader_name(request.reader)
+        if not 1 <= len(request.journal_id) <= 64:
+            raise InvalidArgument("journal_id: the interrupted operation's journal id",
+                                  metadata={"field": "journal_id"})
+        out = await loader.confirm_reconcile(ctx, operator, reader=reader,
+                                             journal_id=request.journal_id)
+        return terminal_pb2.ConfirmReconcileResponse(outcome=out.outcome, message=out.message,
+                                                     free_bytes=out.free_bytes)

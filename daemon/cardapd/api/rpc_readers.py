@@ -9,12 +9,26 @@ from cardap.v1 import cards_pb2, terminal_pb2
 from cardapd.api import convert, validate
 from cardapd.api.base import RpcBase
 from cardapd.api.roles import Role
-from cardapd.api.rpc import Ctx, stream, unary
+from cardapd.api.rpc import Ctx, session_token, stream, unary
 from cardapd.domain import OpContext, Right
 from cardapd.errors import CardapError
 from cardapd.readers.diagnose import worst
 from cardapd.readers.hub import now
 from cardapd.readers.model import EventKind
+
+STATUS_POLL_S = 0.5
+"""How often WatchStatus looks for a change (every state it reports is in memory)."""
+
+
+def status_key(msg: terminal_pb2.GetStatusResponse) -> tuple[object, ...]:
+    """What a change of makes WatchStatus send: everything but the audit head and the
+    ages that grow every second (feed ages are compared by staleness)."""
+    svc = msg.loading_service
+    return (msg.pcsc_available, msg.readers, msg.cards, tuple(msg.capabilities),
+            svc.link, svc.availability, svc.next_opening.seconds, svc.next_closing.seconds,
+            svc.next_maintenance.SerializeToString(), svc.schedule_fetched_at.seconds,
+            tuple((f.organisation, f.stale, f.age_s < 0) for f in msg.revocation_feeds),
+            msg.fingerprint_device)
 
 
 class ReadersRpc(RpcBase):
@@ -26,6 +40,21 @@ class ReadersRpc(RpcBase):
     async def GetStatus(self, request: terminal_pb2.GetStatusRequest, context: Ctx,
                         ctx: OpContext) -> terminal_pb2.GetStatusResponse:
         return convert.status(self.services.status(), str(self.role))
+
+    @stream
+    async def WatchStatus(self, request: terminal_pb2.WatchStatusRequest, context: Ctx,
+                          ctx: OpContext) -> AsyncIterator[terminal_pb2.GetStatusResponse]:
+        heartbeat = validate.interval(request.heartbeat_s, default=60)
+        last: tuple[object, ...] | None = None
+        sent_at = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            msg = convert.status(self.services.status(), str(self.role))
+            key = status_key(msg)
+            if key != last or loop.time() - sent_at >= heartbeat:
+                yield msg
+                last, sent_at = key, loop.time()
+            await asyncio.sleep(STATUS_POLL_S)
 
     @unary
     async def ListReaders(self, request: terminal_pb2.ListReadersRequest, context: Ctx,
@@ -61,7 +90,10 @@ class ReadersRpc(RpcBase):
                        ctx: OpContext) -> terminal_pb2.DiagnoseResponse:
         ctx, _ = self.counter(context, ctx, Right.DIAGNOSE)
         readers = self.services.readers
-        diags = await readers.diagnose(ctx, reader=validate.reader_name(request.reader))
+        reader = validate.reader_name(request.reader)
+        token = session_token(context)
+        organisation = self.services.loading.operator(token).organisation if token else ""
+        diags = await readers.diagnose(ctx, reader=reader, organisation=organisation)
         bad = worst(diags)
         return terminal_pb2.DiagnoseResponse(
             pcsc_available=readers.pcsc_available,

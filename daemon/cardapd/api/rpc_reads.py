@@ -7,8 +7,8 @@ from cardapd.api import convert, validate
 from cardapd.api.base import RpcBase
 from cardapd.api.rpc import Ctx, unary
 from cardapd.domain import OpContext
-from cardapd.errors import InvalidArgument
-from cardapd.myna.userid import validate_user_id
+from cardapd.errors import CardapError, InvalidArgument
+from cardapd.myna.userid import is_user_id_text
 
 
 class ReadsRpc(RpcBase):
@@ -51,16 +51,22 @@ class ReadsRpc(RpcBase):
         if aid is None:
             raise InvalidArgument("aid: the AP's AID is required", reason="AID_REQUIRED",
                                   metadata={"field": "aid"})
-        if not validate_user_id(request.user_id):
-            raise InvalidArgument("user_id: 13 symbols with a right check character",
+        if not is_user_id_text(request.user_id):
+            raise InvalidArgument("user_id: 13 printable ASCII characters, or 0x and 26 hex "
+                                  "digits for a user ID that is not printable",
                                   metadata={"field": "user_id"})
+        rule = self.services.reads.rule(aid)
+        if rule.organisation == request.organisation:
+            try:
+                rule.check_format(request.user_id, "user_id")
+            except CardapError as exc:
+                raise InvalidArgument(exc.message, reason=exc.reason,
+                                      metadata={"field": "user_id"}) from None
         if request.status not in (cards_pb2.USER_ID_STATUS_SUSPENDED,
                                   cards_pb2.USER_ID_STATUS_IN_OPERATION):
             raise InvalidArgument("status: SUSPENDED or IN_OPERATION (abolition comes from "
                                   "the feed only)", metadata={"field": "status"})
-        if len(request.reason) > 256:
-            raise InvalidArgument("reason: at most 256 characters",
-                                  metadata={"field": "reason"})
+        validate.free_text(request.reason, "reason")  # still guarded (D9), before storing
         await self.services.revocation.set_local(
             ctx, organisation=request.organisation, aid=aid, user_id=request.user_id,
             suspend=request.status == cards_pb2.USER_ID_STATUS_SUSPENDED,

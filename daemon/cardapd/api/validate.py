@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cardapd.errors import InvalidArgument
 from cardapd.myna.aids import check_aid
+from cardapd.mynumber import looks_like_my_number
 
 MAX_READER_NAME = 128
 MAX_READERS_FILTER = 16
@@ -90,3 +91,16 @@ def timestamp(value: Timestamp, field: str) -> datetime:
                               f"9999-12-31T23:59:59Z, not {value.seconds}",
                               reason="TIMESTAMP_OUT_OF_RANGE", metadata={"field": field})
     return value.ToDatetime(tzinfo=UTC)
+
+
+def free_text(value: str, field: str, max_chars: int = 256) -> str:
+    """A free-text field stored in audit rows: at most `max_chars` characters, and refused
+    when it holds what looks like a My Number (D9: checked before anything is stored)."""
+    if len(value) > max_chars:
+        raise InvalidArgument(f"{field}: at most {max_chars} characters",
+                              metadata={"field": field})
+    if looks_like_my_number(value):
+        raise InvalidArgument(f"{field}: holds what looks like a My Number; the terminal "
+                              "never stores one", reason="MY_NUMBER_REFUSED",
+                              metadata={"field": field})
+    return value

@@ -11,6 +11,7 @@ each section's `__post_init__`. Unknown keys are errors.
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,10 +31,12 @@ from cardapd.config.values import (
     PinFile,
     ServiceAddress,
     SocketMode,
+    UserIdFormats,
     at,
     within,
 )
 from cardapd.myna.custom import UserIdLocator
+from cardapd.myna.userid import DEFAULT_RULE, Charset, UserIdRule
 
 ROLES = ("kiosk", "gate", "ops")
 LogLevel = Literal["traffic", "debug", "info", "warning", "error"]
@@ -301,6 +304,9 @@ class LoadingConfig(Section, frozen=True):
                                     example='"/etc/cardapd/tls/terminal.key"')] = None
     timeout_s: Annotated[float, _seconds("Seconds to wait for the service's answers.",
                                          600.0)] = 30.0
+    schedule_interval_s: Annotated[float, key(
+        "Fetch the service's schedule (hours, closures, announced maintenance, its clock) "
+        "every this many seconds (and 30 s after a failure).", ge=1.0, le=86400.0)] = 600.0
 
     def __post_init__(self) -> None:
         if self.address:
@@ -344,6 +350,10 @@ class ReadApConfig(Section, frozen=True):
         "With pin = \"system\", tests only: the PIN inline.")] = None
     locator: Annotated[UserIdLocator | None, key(
         "custom: where the user ID is: {offset = N, length = 13} or {tag = \"C1\"}.")] = None
+    user_id_charset: Annotated[Charset, key(
+        "The bytes a user ID of this AP may hold: printable (ASCII 0x20-0x7E) or binary "
+        "(any 13 bytes; reads then give 0x + 26 hex digits for an ID that is not "
+        "printable).")] = "printable"
 
     def __post_init__(self) -> None:
         for file_key, inline_key in (("access_key_file", "access_key_hex"),
@@ -475,6 +485,12 @@ class Config(Section, frozen=True, eq=False):
     loading: LoadingConfig = msgspec.field(default_factory=LoadingConfig)
     presets: PresetsConfig = msgspec.field(default_factory=PresetsConfig)
     read: ReadConfig = msgspec.field(default_factory=ReadConfig)
+    user_id_formats: Annotated[UserIdFormats, key(
+        "An organisation's own user ID format, opt-in: organisation = regular expression "
+        "that the whole user ID (its text: 13 characters, or 0x + 26 hex digits) must "
+        "match. Reads of that organisation's APs ([[read.aps]]) refuse other IDs "
+        "(USER_ID_FORMAT); without an entry a user ID is taken as the card holds it.",
+        example='{ org-a = "^[0-9A-Z]{13}$" }')] = UserIdFormats()
     pin: PinConfig = msgspec.field(default_factory=PinConfig)
     revocation: RevocationConfig = msgspec.field(default_factory=RevocationConfig)
     operators: OperatorsConfig = msgspec.field(default_factory=OperatorsConfig)
@@ -515,6 +531,22 @@ class Config(Section, frozen=True, eq=False):
     def read_aps(self) -> tuple[ReadApConfig, ...]:
         """The [[read.aps]] entries."""
         return self.read.aps
+
+    def user_id_rule(self, aid: bytes) -> UserIdRule:
+        """How user IDs of the AP `aid` are accepted: its [[read.aps]] charset and its
+        organisation's [user_id_formats] entry; the default rule for an AP not listed."""
+        ap = next((a for a in self.read.aps if a.aid == aid), None)
+        if ap is None:
+            return DEFAULT_RULE
+        pattern = self.user_id_formats.pattern(ap.organisation)
+        return UserIdRule(ap.user_id_charset,
+                          re.compile(pattern) if pattern is not None else None,
+                          ap.organisation)
+
+    def user_id_rules(self) -> dict[bytes, UserIdRule]:
+        """The rule of every AP named in [tap] or [[read.aps]]."""
+        aids = [*self.tap.type_c_aids, *(ap.aid for ap in self.read.aps)]
+        return {bytes(aid): self.user_id_rule(aid) for aid in aids}
 
     def inline_secret_problem(self) -> str | None:
         """Why the file's inline secrets are not safe there (its mode), or None."""

@@ -59,3 +59,35 @@ def read_secret_file(path: Path) -> bytes:
     if len(data) > SECRET_MAX:
         raise ValueError(f"{path} is too large for a key or PIN")
     return data.strip()
+
+
+def load_or_create_key_file(path: Path, size: int = 32) -> bytes:
+    """A key kept in `path` as hex (0600, no symlink); `size` random bytes are written
+    there first, atomically, when the file does not exist yet."""
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, os.urandom(size).hex().encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # never replaces a key another process wrote meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    text = read_secret_file(path)
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"{path} does not hold a hex key") from None
+    if len(key) < 16:
+        raise ValueError(f"{path} holds a key shorter than 16 bytes")
+    return key

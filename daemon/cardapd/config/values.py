@@ -12,6 +12,7 @@ of a table, a sibling key); `cardapd.config.load` turns that into the full dotte
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -260,6 +261,29 @@ class Organisations(tuple[tuple[str, str], ...]):
         return cls(out)
 
 
+class UserIdFormats(tuple[tuple[str, str], ...]):
+    """[user_id_formats]: organisation = "regular expression" over the user ID's text."""
+
+    TYPE_DOC = "table: organisation = regular expression"
+
+    @classmethod
+    def parse(cls, value: object) -> UserIdFormats:
+        out = []
+        for org, pattern in _table(value).items():
+            if not isinstance(pattern, str) or not pattern:
+                raise ValueError(at(org, "expected a regular expression (a string)"))
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(at(org, f"not a regular expression: {exc}")) from None
+            out.append((org, pattern))
+        return cls(out)
+
+    def pattern(self, organisation: str) -> str | None:
+        """The organisation's format, if it configured one."""
+        return next((p for org, p in self if org == organisation), None)
+
+
 def _table(value: object) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"expected a table, got {kind(value)}")
@@ -280,6 +304,7 @@ _PARSERS: dict[type, Any] = {
     ListenAddress: ListenAddress.parse, ServiceAddress: ServiceAddress.parse,
     KeyFile: KeyFile.parse, InlineKey: InlineKey.parse, PinFile: PinFile.parse,
     InlinePin: InlinePin.parse, Organisations: Organisations.parse,
+    UserIdFormats: UserIdFormats.parse,
     UserIdLocator: locator,
 }
 

@@ -12,11 +12,17 @@ left to reconcile; an index of version 2 finds them.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cardapd.myna.cardid import UNCONFIRMED, CardIdKey
 from cardapd.storage import Durability, Migration, Schema, open_database
+
+_LEGACY_CPLC_ID = re.compile(r"([0-9A-F]{4})-([0-9A-F]{8})")
 
 STATES = ("started", "done", "failed", "interrupted", "reconciled")
 ACTIONS = ("load", "delete")
@@ -125,22 +131,60 @@ class Journal:
                 "AND finished_at < ? AND state IN ('done', 'failed', 'reconciled')", (cutoff,))
             return cur.rowcount
 
-    def unfinished(self, card_id: str) -> list[JournalRow]:
-        """Rows of `card_id` that still need a reconciliation, oldest first."""
-        rows = self._db.read("SELECT * FROM operations WHERE card_id = ? AND "
-                             "needs_reconcile = 1 ORDER BY started_at", (card_id,))
+    def unfinished(self, card_ids: str | Sequence[str]) -> list[JournalRow]:
+        """Rows of the card (any of its ids) that still need a reconciliation, oldest first."""
+        rows = self._db.read("SELECT * FROM operations WHERE card_id IN (SELECT value FROM "
+                             "json_each(?)) AND needs_reconcile = 1 ORDER BY started_at",
+                             (_ids(card_ids),))
         return [_row(r) for r in rows]
+
+    def awaiting_confirmation(self) -> list[JournalRow]:
+        """Unfinished rows of cards that could not be identified (`unconfirmed-…` ids):
+        only an operator who confirms the card may have them reconciled (D50)."""
+        rows = self._db.read("SELECT * FROM operations WHERE card_id LIKE ? AND "
+                             "needs_reconcile = 1 ORDER BY started_at", (UNCONFIRMED + "-%",))
+        return [_row(r) for r in rows]
+
+    def adopt_legacy_ids(self, key: CardIdKey) -> int:
+        """Rename the unfinished rows of ids written before D50: `<fab>-<serial>` (from the
+        CPLC) becomes the card's keyed `cplc-…` id, an `atr-…` id (which named every card
+        of a kind) becomes `unconfirmed-atr-…`, so that only a confirmed card reconciles it.
+        Returns the rows renamed."""
+        renamed = 0
+        pending = self._db.read("SELECT id, card_id FROM operations WHERE needs_reconcile = 1 "
+                                "AND (card_id LIKE 'atr-%' OR card_id GLOB ?)",
+                                ("[0-9A-F][0-9A-F][0-9A-F][0-9A-F]-*",))
+        if not pending:
+            return 0  # no write (and no fsync) at the start of a clean journal
+        with self._db.write(Durability.POWER) as conn:
+            for jid, card_id in pending:
+                legacy = _LEGACY_CPLC_ID.fullmatch(str(card_id))
+                if legacy is not None:
+                    new = key.cplc_id(bytes.fromhex(legacy.group(1)),
+                                      bytes.fromhex(legacy.group(2)))
+                elif str(card_id).startswith("atr-"):
+                    new = f"{UNCONFIRMED}-{card_id}"
+                else:
+                    continue
+                conn.execute("UPDATE operations SET card_id = ? WHERE id = ?", (new, jid))
+                renamed += 1
+        return renamed
 
     def get(self, jid: str) -> JournalRow | None:
         """One row by id."""
         r = self._db.read_one("SELECT * FROM operations WHERE id = ?", (jid,))
         return None if r is None else _row(r)
 
-    def for_card(self, card_id: str) -> list[JournalRow]:
-        """Every row of a card, oldest first."""
-        rows = self._db.read("SELECT * FROM operations WHERE card_id = ? "
-                             "ORDER BY started_at", (card_id,))
+    def for_card(self, card_ids: str | Sequence[str]) -> list[JournalRow]:
+        """Every row of a card (any of its ids), oldest first."""
+        rows = self._db.read("SELECT * FROM operations WHERE card_id IN (SELECT value FROM "
+                             "json_each(?)) ORDER BY started_at", (_ids(card_ids),))
         return [_row(r) for r in rows]
+
+
+def _ids(card_ids: str | Sequence[str]) -> str:
+    """The ids of one card as a JSON array (bound to one parameter, read with json_each)."""
+    return json.dumps([card_ids] if isinstance(card_ids, str) else list(card_ids))
 
 
 def _row(r: tuple[object, ...]) -> JournalRow:

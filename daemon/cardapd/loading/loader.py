@@ -44,6 +44,7 @@ from cardapd.domain import (
 from cardapd.errors import (
     CardapError,
     CardRemoved,
+    FailedPrecondition,
     InvalidArgument,
     NotAuthorized,
     NotFound,
@@ -74,6 +75,8 @@ from cardapd.loading.ports import (
 from cardapd.loading.progress import BlockProgress
 from cardapd.loading.reconcile import Reconciler
 from cardapd.loading.relay import run_batch
+from cardapd.loading.story import CardStory
+from cardapd.myna.cardid import is_unconfirmed
 from cardapd.readers.model import CardKind, EventKind, ReaderView
 from cardapd.telemetry.recorder import Recorder
 
@@ -134,6 +137,19 @@ class Loadable:
 ALREADY_PRESENT = "ALREADY_PRESENT"
 
 
+DELETE_REASONS = ("holder_request", "card_renewal", "other")
+"""Why an AP is deleted (002: at the holder's request at any time; at card renewal)."""
+
+
+@dataclass(frozen=True)
+class ReconcileOutcome:
+    """The result of a confirmed reconciliation: RECONCILED or NOTHING_TO_RECONCILE."""
+
+    outcome: str
+    message: str
+    free_bytes: int
+
+
 @dataclass(frozen=True)
 class DeleteOutcome:
     """The result of a delete: DELETED or ALREADY_ABSENT, and what it was about."""
@@ -171,6 +187,7 @@ class Loader:
         self.reconciler = Reconciler(cards, journal, recorder, self.lock, self.relay_session)
         cards.on_identified(self.reconciler.start)  # before the CARD_INSERTED event
         cards.on_identified(self._announce_preset)
+        cards.add_diagnosis_step(CardStory(journal, lambda: self.service, self.lock))
 
     # ------------------------------------------------------------------ operators
 
@@ -347,19 +364,28 @@ class Loader:
     # ------------------------------------------------------------------ delete
 
     async def delete(self, ctx: OpContext, operator: Operator, *, reader: str,
-                     aid: bytes) -> DeleteOutcome:
-        """Delete the AP with instance `aid`; ALREADY_ABSENT is a success."""
+                     aid: bytes, reason: str, reason_detail: str = "") -> DeleteOutcome:
+        """Delete the AP with instance `aid` for `reason` (one of DELETE_REASONS, kept in
+        every audit row of the deletion); ALREADY_ABSENT is a success."""
+        if reason not in DELETE_REASONS:
+            raise ValueError(f"unknown delete reason {reason!r}")
         ctx = dataclasses.replace(ctx, operator=operator.actor)
         cancel = ctx.cancel
+        why = {"delete_reason": reason, **({"reason_detail": reason_detail}
+                                           if reason_detail else {})}
         async with self._write(ctx, "delete", {"aid": aid.hex().upper(),
-                                               "organisation": operator.organisation}, cancel):
-            return await self._delete(ctx, operator, reader=reader, aid=aid, cancel=cancel)
+                                               "organisation": operator.organisation, **why},
+                               cancel):
+            return await self._delete(ctx, operator, reader=reader, aid=aid, why=why,
+                                      cancel=cancel)
 
     async def _delete(self, ctx: OpContext, operator: Operator, *, reader: str,
-                      aid: bytes, cancel: threading.Event) -> DeleteOutcome:
+                      aid: bytes, why: Mapping[str, str],
+                      cancel: threading.Event) -> DeleteOutcome:
         start = time.perf_counter()
         aid_hex = aid.hex().upper()
-        detail: dict[str, object] = {"aid": aid_hex, "organisation": operator.organisation}
+        detail: dict[str, object] = {"aid": aid_hex, "organisation": operator.organisation,
+                                     **why}
         target: CardTarget | None = None
         try:
             operator.require(Right.DELETE)
@@ -392,7 +418,7 @@ class Loader:
             open_ = SessionOpen(
                 organisation=operator.organisation, operator_id=operator.operator_id,
                 action="delete", ap_id=entry.ap_id, aid=aid_hex, card_id=target.card_id,
-                profile=target.profile, journal_id=jid)
+                profile=target.profile, journal_id=jid, delete_reason=why["delete_reason"])
             try:
                 outcome = await self._journaled_session(ctx, "delete", start, target, detail,
                                                         jid, open_, cancel, None)
@@ -439,6 +465,43 @@ class Loader:
                              {**detail, "outcome": "DELETED", "read_back": "absent",
                               "session_error": err.reason})
         return DeleteOutcome("DELETED", free.get(entry.area, 0))
+
+    # ------------------------------------------------------------------ confirmed reconcile
+
+    async def confirm_reconcile(self, ctx: OpContext, operator: Operator, *, reader: str,
+                                journal_id: str) -> ReconcileOutcome:
+        """Reconcile the interrupted operation `journal_id` of a card that could not be
+        identified, on the card in `reader`, which the operator confirms is that card (D50).
+        The operator needs the right of the operation (load or delete) in its organisation."""
+        ctx = dataclasses.replace(ctx, operator=operator.actor)
+        start = time.perf_counter()
+        target: CardTarget | None = None
+        detail: dict[str, object] = {"journal_id": journal_id}
+        try:
+            row = await asyncio.to_thread(self.journal.get, journal_id)
+            if row is None:
+                raise NotFound(f"no journal row {journal_id!r}", reason="JOURNAL_ROW_NOT_FOUND",
+                               metadata={"journal_id": journal_id})
+            if not row.needs_reconcile or not is_unconfirmed(row.card_id):
+                raise FailedPrecondition(
+                    f"journal row {journal_id} does not await a confirmation (state "
+                    f"{row.state}; only interrupted operations of cards that could not be "
+                    "identified do)", reason="NOT_AWAITING_CONFIRMATION",
+                    metadata={"journal_id": journal_id})
+            operator.require(Right.LOAD if row.action == "load" else Right.DELETE)
+            if row.organisation != operator.organisation:
+                raise NotAuthorized(f"journal row {journal_id} belongs to organisation "
+                                    f"{row.organisation}", reason="NOT_PERMITTED",
+                                    metadata={"journal_id": journal_id})
+            target = await self._target(reader)
+        except CardapError as exc:
+            await self.audit_end(ctx, "reconcile", start, exc, target, detail)
+            raise
+        async with self._write(ctx, "reconcile", detail, ctx.cancel), \
+                self.lock(target.owner.name):
+            await self._check_present(target)
+            done = await self.reconciler.confirmed(ctx, target, row)
+        return ReconcileOutcome(done.reason, done.message, done.free_bytes)
 
     # ------------------------------------------------------------------ list
 

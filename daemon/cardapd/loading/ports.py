@@ -15,6 +15,7 @@ from typing import Protocol
 
 from cardapd.domain import OrganisationRules
 from cardapd.errors import CardapError
+from cardapd.readers.diagnose import DiagnosisStep
 from cardapd.readers.model import EventKind, ReaderView
 from cardapd.readers.owner import ReaderOwner
 
@@ -70,6 +71,7 @@ class SessionOpen:
     profile: str = ""
     journal_id: str = ""
     custom_user_id: str = ""
+    delete_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,10 @@ class CardAccess(Protocol):
 
     def on_identified(self, listener: Callable[[ReaderView, int], None]) -> None:
         """Be told of each identified My Number Card, before its event goes out."""
+        ...
+
+    def add_diagnosis_step(self, step: DiagnosisStep) -> None:
+        """Add loading's part (the card's story) to every diagnosis."""
         ...
 
 

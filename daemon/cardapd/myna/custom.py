@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from cardapd.errors import ApNotFound, CardDataInvalid
 from cardapd.myna.aids import select_aid
 from cardapd.myna.files import MAX_OFFSET, read_binary
-from cardapd.myna.records import decode_user_id
-from cardapd.myna.userid import USER_ID_LEN
+from cardapd.myna.userid import DEFAULT_RULE, USER_ID_LEN, UserIdRule
 from cardlib.errors import CardProtocolError
 from cardlib.protocol import ApduProtocol
 from cardlib.tlv import encode_tag, parse_one
@@ -111,7 +110,8 @@ class CustomApSession:
         self.proto = proto
 
     def read(self, aid: bytes, locator: UserIdLocator,
-             cancel: threading.Event | None = None) -> CustomRecord:
+             cancel: threading.Event | None = None,
+             rule: UserIdRule = DEFAULT_RULE) -> CustomRecord:
         """SELECT the instance and find the user ID; ApNotFound / CardDataInvalid, no guess."""
         if not select_aid(self.proto, aid, "SELECT custom AP", cancel=cancel):
             raise ApNotFound("the custom AP is not on this card",
@@ -126,4 +126,4 @@ class CustomApSession:
             region = read_binary(self.proto, locator.search_length, locator.offset,
                                  cancel=cancel)
             raw = find_tag(region, locator.tag)
-        return CustomRecord(decode_user_id(raw, "custom AP"))
+        return CustomRecord(rule.decode(raw, "custom AP"))

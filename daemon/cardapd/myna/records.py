@@ -1,11 +1,11 @@
-"""Strict layouts of the user ID and info fields of Types A and D (and the user ID alone)."""
+"""Strict layouts of the user ID and info fields of Types A and D."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from cardapd.errors import CardDataInvalid, InvalidArgument
-from cardapd.myna.userid import USER_ID_LEN, validate_user_id
+from cardapd.myna.userid import DEFAULT_RULE, USER_ID_LEN, UserIdRule
 
 INFO_LEN = 118
 AP_DATA_LEN = 2 + USER_ID_LEN + 2 * (2 + INFO_LEN)  # 255
@@ -19,15 +19,6 @@ class TypeARecord:
     user_id: str
     info1: bytes
     info2: bytes
-
-
-def decode_user_id(raw: bytes, what: str) -> str:
-    """The 13-byte user ID as text; CardDataInvalid unless valid with its check character."""
-    text = raw.decode("ascii", errors="replace")
-    if len(raw) != USER_ID_LEN or not raw.isascii() or not validate_user_id(text):
-        raise CardDataInvalid(f"{what}: the user ID is not 13 valid symbols with a right "
-                              "check character")
-    return text
 
 
 def split_fields(data: bytes, fields: tuple[tuple[int, int], ...], what: str) -> list[bytes]:
@@ -46,11 +37,12 @@ def split_fields(data: bytes, fields: tuple[tuple[int, int], ...], what: str) ->
     return values
 
 
-def parse_user_data(data: bytes, tags: tuple[int, int, int], what: str) -> TypeARecord:
+def parse_user_data(data: bytes, tags: tuple[int, int, int], what: str,
+                    rule: UserIdRule = DEFAULT_RULE) -> TypeARecord:
     """`T1 0D uid T2 76 info1 T3 76 info2` (255 bytes) → TypeARecord."""
     uid, info1, info2 = split_fields(
         data, ((tags[0], USER_ID_LEN), (tags[1], INFO_LEN), (tags[2], INFO_LEN)), what)
-    return TypeARecord(decode_user_id(uid, what), info1, info2)
+    return TypeARecord(rule.decode(uid, what), info1, info2)
 
 
 def check_ap_pin(pin: bytes) -> None:

@@ -12,10 +12,9 @@ from cardapd.myna.records import (
     INFO_LEN,
     TypeARecord,
     check_ap_pin,
-    decode_user_id,
     split_fields,
 )
-from cardapd.myna.userid import USER_ID_LEN
+from cardapd.myna.userid import DEFAULT_RULE, USER_ID_LEN, UserIdRule
 from cardlib.apdu import CommandApdu
 from cardlib.errors import StatusWordError
 from cardlib.protocol import ApduProtocol
@@ -42,13 +41,14 @@ class TypeASession:
         self.proto = proto
 
     def read(self, aid: bytes, access_key: bytes, pin: bytes, guard: PinGuard,
-             cancel: threading.Event | None = None) -> TypeARecord:
+             cancel: threading.Event | None = None,
+             rule: UserIdRule = DEFAULT_RULE) -> TypeARecord:
         """The instance's user ID and info fields; one VERIFY at most, never a retry."""
         check_ap_pin(pin)
         open_authenticated(self.proto, aid, access_key, "Type A AP", cancel=cancel)
         guard.verify(self.proto, no_pin_select, pin, p2=AP_PIN_P2, name="AP PIN", cancel=cancel)
         values = [self._record(n, tag, size, cancel) for n, tag, size in RECORDS]
-        return TypeARecord(decode_user_id(values[0], "Type A AP"), values[1], values[2])
+        return TypeARecord(rule.decode(values[0], "Type A AP"), values[1], values[2])
 
     def _record(self, n: int, tag: int, size: int, cancel: threading.Event | None) -> bytes:
         """READ RECORD n (`00 B2 0n 04 00`), checked as exactly `tag size value`."""

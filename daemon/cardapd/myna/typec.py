@@ -1,4 +1,5 @@
-"""Type C (common card AP): tap and read the user ID and three info fields, validated strictly."""
+"""Type C (common card AP): tap and read the user ID and three info fields; the layout is
+checked strictly, the user ID is taken as the card holds it (`myna.userid`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from cardapd.errors import ApNotFound, CardDataInvalid
 from cardapd.myna.aids import select_aid
 from cardapd.myna.files import read_binary
-from cardapd.myna.userid import USER_ID_LEN, validate_user_id
+from cardapd.myna.userid import DEFAULT_RULE, USER_ID_LEN, UserIdRule
 from cardlib.protocol import ApduProtocol
 
 TYPE_C_LEN = 33
@@ -24,8 +25,9 @@ class TypeCRecord:
     info: tuple[bytes, bytes, bytes]
 
 
-def parse_type_c(data: bytes) -> TypeCRecord:
-    """Check the 33-byte layout `C1 0D uid C2 04 i1 C3 04 i2 C4 04 i3`; else CardDataInvalid."""
+def parse_type_c(data: bytes, rule: UserIdRule = DEFAULT_RULE) -> TypeCRecord:
+    """Check the 33-byte layout `C1 0D uid C2 04 i1 C3 04 i2 C4 04 i3` and the user ID
+    against `rule`; else CardDataInvalid."""
     if len(data) != TYPE_C_LEN:
         raise CardDataInvalid(f"Type C data is {len(data)} bytes, expected {TYPE_C_LEN}")
     values: list[bytes] = []
@@ -36,11 +38,7 @@ def parse_type_c(data: bytes) -> TypeCRecord:
                                   f"got {data[pos]:02X} {data[pos + 1]:02X}")
         values.append(bytes(data[pos + 2:pos + 2 + size]))
         pos += 2 + size
-    raw_id = values[0]
-    user_id = raw_id.decode("ascii", errors="replace")
-    if not raw_id.isascii() or not validate_user_id(user_id):
-        raise CardDataInvalid("Type C user ID is not 13 valid symbols with a right check character")
-    return TypeCRecord(user_id, (values[1], values[2], values[3]))
+    return TypeCRecord(rule.decode(values[0], "Type C AP"), (values[1], values[2], values[3]))
 
 
 class TypeCSession:
@@ -49,9 +47,10 @@ class TypeCSession:
     def __init__(self, proto: ApduProtocol) -> None:
         self.proto = proto
 
-    def read(self, aid: bytes, cancel: threading.Event | None = None) -> TypeCRecord:
+    def read(self, aid: bytes, cancel: threading.Event | None = None,
+             rule: UserIdRule = DEFAULT_RULE) -> TypeCRecord:
         """SELECT the instance and READ BINARY 33 bytes; ApNotFound on 6A82, never a guess."""
         if not select_aid(self.proto, aid, "SELECT Type C AP", cancel=cancel):
             raise ApNotFound("the Type C AP is not on this card",
                              metadata={"aid": aid.hex().upper()})
-        return parse_type_c(read_binary(self.proto, TYPE_C_LEN, cancel=cancel))
+        return parse_type_c(read_binary(self.proto, TYPE_C_LEN, cancel=cancel), rule)

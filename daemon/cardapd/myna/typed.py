@@ -9,6 +9,7 @@ from cardapd.myna.pin_guard import PinGuard, no_pin_select
 from cardapd.myna.records import AP_DATA_LEN, TypeARecord, check_ap_pin, parse_user_data
 from cardapd.myna.secure_messaging import SecureMessaging
 from cardapd.myna.typea import AP_PIN_P2, open_authenticated
+from cardapd.myna.userid import DEFAULT_RULE, UserIdRule
 from cardlib.apdu import SW_EOF_BEFORE_LE, SW_OK, CommandApdu
 from cardlib.errors import StatusWordError
 from cardlib.protocol import ApduProtocol
@@ -25,7 +26,8 @@ class TypeDSession:
         self.proto = proto
 
     def read(self, aid: bytes, access_key: bytes, pin: bytes, guard: PinGuard,
-             cancel: threading.Event | None = None) -> TypeDRecord:
+             cancel: threading.Event | None = None,
+             rule: UserIdRule = DEFAULT_RULE) -> TypeDRecord:
         """The user ID and info fields; a response failing the SM check raises IntegrityError."""
         check_ap_pin(pin)
         keys = open_authenticated(self.proto, aid, access_key, "Type D AP", cancel=cancel)
@@ -41,4 +43,4 @@ class TypeDSession:
             sm.close()
         if resp.sw not in (SW_OK, SW_EOF_BEFORE_LE):
             raise StatusWordError(resp.sw, "READ BINARY (SM)")
-        return parse_user_data(resp.data, TYPE_D_TAGS, "Type D AP")
+        return parse_user_data(resp.data, TYPE_D_TAGS, "Type D AP", rule)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from cardapd.domain import OpContext
 from cardapd.errors import (
     ApNotFound,
     CardDataInvalid,
@@ -23,11 +25,13 @@ from cardapd.errors import (
     ReaderRemoved,
 )
 from cardapd.myna.aids import CARD_FACE_AID, ISD_AID, JPKI_AID, JUKI_AID, select_aid
+from cardapd.myna.cardid import UNCONFIRMED, CardIdKey
 from cardapd.myna.identify import CardKind as MynaKind
 from cardapd.myna.identify import identify
 from cardapd.myna.jpki import JpkiSession, PinKind
 from cardapd.myna.profiles import load_profiles
 from cardapd.myna.typec import TypeCSession
+from cardapd.myna.userid import DEFAULT_RULE, UserIdRule
 from cardapd.readers.model import ReaderState, ReaderView
 from cardapd.readers.owner import ReaderOwner
 from cardapd.transport.udev import UsbReader
@@ -65,9 +69,43 @@ class ApProbe:
     sw: str = ""
 
 
+@dataclass(frozen=True)
+class CardOperation:
+    """A load or delete on this card that did not simply succeed, from the journal, with
+    its reconciliation state: "pending" (to be repaired when the card is seen with the
+    service reachable), "awaiting_confirmation" (a card that could not be identified: only
+    an operator's ConfirmReconcile repairs it), "reconciled", or "not_needed" (it failed
+    before the card was touched)."""
+
+    journal_id: str
+    action: str
+    ap_id: str
+    aid: str
+    state: str
+    reconcile: str
+    outcome: str
+    started_at: str
+    finished_at: str | None
+    organisation: str
+    operator: str
+
+
+@dataclass(frozen=True)
+class CatalogueApOnCard:
+    """One AP of the operator's organisation's catalogue, and whether it is on the card."""
+
+    ap_id: str
+    display_name: str
+    aid: bytes
+    area: str
+    present: bool
+
+
 @dataclass
 class Diagnosis:
-    """The diagnosis of one reader and its card."""
+    """The diagnosis of one reader and its card, and that card's story here: the journal's
+    operations on it, its free space, and which catalogue APs are on it (the loading
+    capability adds these through a `DiagnosisStep`)."""
 
     reader: ReaderView
     card_id: str = ""
@@ -77,11 +115,36 @@ class Diagnosis:
     aps: list[ApProbe] = field(default_factory=list)
     verdict: Verdict = Verdict.OK
     next_action: str = "Nothing to do: the reader and the card work."
+    operations: list[CardOperation] = field(default_factory=list)
+    free_bytes: dict[str, int] = field(default_factory=dict)
+    catalogue_organisation: str = ""
+    catalogue: list[CatalogueApOnCard] = field(default_factory=list)
+
+    @property
+    def card_in_reader(self) -> bool:
+        """Whether the reader holds a card (identified, identifying or mute)."""
+        return self.reader.state in (ReaderState.CARD_PRESENT, ReaderState.CARD_MUTE,
+                                     ReaderState.CARD_IDENTIFYING)
 
     def conclude(self, verdict: Verdict, next_action: str) -> None:
         """Keep the worse of the current and the given verdict (and its action)."""
         if verdict > self.verdict:
             self.verdict, self.next_action = verdict, next_action
+
+
+class DiagnosisStep(Protocol):
+    """What another capability adds to a diagnosis (registered at its construction with
+    `Readers.add_diagnosis_step`): whether a card write keeps the reader busy, and the
+    card's story once the card checks ran."""
+
+    def busy(self, reader: str) -> str:
+        """What runs on `reader` now (a load, a delete, a reconciliation), or ""."""
+        ...
+
+    async def story(self, ctx: OpContext, owner: ReaderOwner, view: ReaderView,
+                    diag: Diagnosis, organisation: str) -> None:
+        """Add the card's story to `diag` (`organisation`: the operator's, or "")."""
+        ...
 
 
 BUILT_IN_APS: tuple[tuple[str, bytes], ...] = (
@@ -113,6 +176,14 @@ ACTION_AP_MISSING = ("The card's {name} does not answer. The card may be damaged
                      "issued: the holder should ask the municipality.")
 ACTION_TYPE_C_BROKEN = ("The Type C AP {aid} holds data that does not follow its layout: delete "
                         "it and load it again.")
+ACTION_BUSY = ("A load, delete or reconciliation is running on this card: wait until it ends "
+               "(the kiosk shows its result), then run the diagnosis again.")
+ACTION_UNIDENTIFIED = ("This card offers nothing unique to tell it from another (no JPKI "
+                       "authentication certificate, no CPLC): loads work, but a load cut short "
+                       "is only repaired when an operator confirms the card "
+                       "(ConfirmReconcile).")
+ID_SOURCES = {"cert": "JPKI authentication certificate (keyed hash)",
+              "cplc": "CPLC (keyed hash)"}
 PIN_NAMES: dict[PinKind, str] = {"auth": "authentication PIN", "sign": "signing password"}
 
 
@@ -141,8 +212,10 @@ def no_reader_diagnosis(pcsc_available: bool,
 
 
 async def diagnose_reader(owner: ReaderOwner, view: ReaderView, *, pcsc_available: bool,
-                          type_c_aids: Sequence[bytes],
-                          cancel: threading.Event | None = None) -> Diagnosis:
+                          type_c_aids: Sequence[bytes], key: CardIdKey,
+                          cancel: threading.Event | None = None,
+                          rule: Callable[[bytes], UserIdRule] = lambda aid: DEFAULT_RULE
+                          ) -> Diagnosis:
     """Diagnose one reader and the card in it."""
     diag = Diagnosis(view)
     if not pcsc_available:
@@ -162,7 +235,8 @@ async def diagnose_reader(owner: ReaderOwner, view: ReaderView, *, pcsc_availabl
         return diag
     diag.checks.append(Check("card", True, "a card is in the reader"))
     try:
-        await owner.run(lambda proto: _diagnose_card(proto, diag, type_c_aids, cancel))
+        await owner.run(lambda proto: _diagnose_card(proto, diag, type_c_aids, key, cancel,
+                                                            rule))
     except CardRemoved:
         diag.checks.append(Check("card_present", False, "the card left the reader", "CARD_REMOVED"))
         diag.conclude(Verdict.NO_CARD, ACTION_REMOVED)
@@ -179,7 +253,8 @@ async def diagnose_reader(owner: ReaderOwner, view: ReaderView, *, pcsc_availabl
 
 
 def _diagnose_card(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[bytes],
-                   cancel: threading.Event | None) -> None:
+                   key: CardIdKey, cancel: threading.Event | None,
+                   rule: Callable[[bytes], UserIdRule]) -> None:
     """The card-side checks, on the reader's thread."""
     atr = proto.atr
     by_atr = load_profiles().lookup(None, atr)
@@ -191,7 +266,7 @@ def _diagnose_card(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[b
                  "not a fault by itself)")))
     select_aid(proto, ISD_AID, "SELECT ISD", cancel=cancel)  # CPLC is read with the ISD selected
     try:
-        ident = identify(proto, atr, cancel=cancel)
+        ident = identify(proto, atr, key, cancel=cancel)
     except StatusWordError as exc:
         diag.checks.append(Check("identify", False, f"unexpected answer: {exc.message}",
                                  "NOT_MY_NUMBER_CARD"))
@@ -205,11 +280,19 @@ def _diagnose_card(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[b
         return
     diag.checks.append(Check("identify", True, f"My Number Card, profile {ident.profile}, "
                              f"card {ident.card_id}"))
-    if ident.profile == "unknown":
+    if ident.id_source == UNCONFIRMED:
+        diag.checks.append(Check(
+            "card_identity", False, "no unique datum readable (no authentication certificate, "
+            "no CPLC): this card cannot be told from another", "CARD_UNIDENTIFIED"))
+        diag.conclude(Verdict.WARNING, ACTION_UNIDENTIFIED)
+    else:
+        diag.checks.append(Check("card_identity", True,
+                                 "card id from the " + ID_SOURCES[ident.id_source]))
+    if ident.profile == "unknown" and ident.cplc is not None:
         diag.conclude(Verdict.WARNING, "The card's chip is not in the profile table: loading "
                       "may pick the wrong image. Report the card id to the operations team.")
     _check_pins(proto, diag, cancel)
-    _probe_aps(proto, diag, type_c_aids, cancel)
+    _probe_aps(proto, diag, type_c_aids, cancel, rule)
 
 
 def _check_pins(proto: ApduProtocol, diag: Diagnosis, cancel: threading.Event | None) -> None:
@@ -244,7 +327,7 @@ def _check_pins(proto: ApduProtocol, diag: Diagnosis, cancel: threading.Event | 
 
 
 def _probe_aps(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[bytes],
-               cancel: threading.Event | None) -> None:
+               cancel: threading.Event | None, rule: Callable[[bytes], UserIdRule]) -> None:
     for name, aid in BUILT_IN_APS:
         present, sw = _probe(proto, aid, name, cancel)
         diag.aps.append(ApProbe(name, aid, present, sw))
@@ -257,7 +340,7 @@ def _probe_aps(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[bytes
     for aid in type_c_aids:
         label = f"Type C AP {aid.hex().upper()}"
         try:
-            session.read(aid, cancel=cancel)
+            session.read(aid, cancel=cancel, rule=rule(aid))
         except ApNotFound:
             diag.aps.append(ApProbe("Type C AP", aid, False, "6A82"))
             diag.checks.append(Check(f"type_c.{aid.hex().upper()}", True,
@@ -271,7 +354,7 @@ def _probe_aps(proto: ApduProtocol, diag: Diagnosis, type_c_aids: Sequence[bytes
             continue
         diag.aps.append(ApProbe("Type C AP", aid, True))
         diag.checks.append(Check(f"type_c.{aid.hex().upper()}", True,
-                                 f"{label} answers and its user ID is well formed"))
+                                 f"{label} answers and its data follows the Type C layout"))
 
 
 def _probe(proto: ApduProtocol, aid: bytes, name: str,
@@ -284,6 +367,11 @@ def _probe(proto: ApduProtocol, aid: bytes, name: str,
 
 
 def worst(diags: Sequence[Diagnosis]) -> Diagnosis | None:
-    """The diagnosis with the worst verdict."""
-    return max(diags, key=lambda d: d.verdict, default=None)
+    """The diagnosis whose verdict decides the overall one: the worst, except that an empty
+    reader's NO_CARD never counts while a card is in another reader (a terminal with a
+    healthy card in one reader and none in the other is OK, not "insert the card")."""
+    with_card = any(d.card_in_reader for d in diags)
+    counted = [d for d in diags if not (with_card and d.verdict is Verdict.NO_CARD
+                                        and not d.card_in_reader)]
+    return max(counted, key=lambda d: d.verdict, default=None)
 

@@ -37,7 +37,11 @@ class TapResult:
 
 @dataclass(frozen=True)
 class CardView:
-    """A card as identified at insertion. Never holds the My Number."""
+    """A card as identified at insertion. Never holds the My Number.
+
+    `card_id` is a keyed hash of data unique to the card (`id_source` "cert" or "cplc"),
+    or, for a card that offers none, `unconfirmed-…`, valid for this insertion only
+    (`id_source` "unconfirmed"); `aliases` are the card's other ids (D50)."""
 
     card_id: str
     atr: bytes
@@ -46,6 +50,18 @@ class CardView:
     inserted_at: datetime
     tap: tuple[TapResult, ...] = ()
     detail: str = ""
+    id_source: str = "unconfirmed"
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the card id names this card on every insertion (not `unconfirmed-…`)."""
+        return self.id_source != "unconfirmed"
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Every id of this card: `card_id`, then the aliases."""
+        return (self.card_id, *self.aliases)
 
     def tap_for(self, aid: bytes) -> TapResult | None:
         """The insertion's read of `aid`, if it was configured for tap-to-ID."""

@@ -29,7 +29,16 @@ from cardapd.errors import (
     PcscUnavailable,
     ReaderRemoved,
 )
-from cardapd.readers.diagnose import Diagnosis, diagnose_reader, no_reader_diagnosis
+from cardapd.myna.cardid import CardIdKey
+from cardapd.readers.diagnose import (
+    ACTION_BUSY,
+    Check,
+    Diagnosis,
+    DiagnosisStep,
+    Verdict,
+    diagnose_reader,
+    no_reader_diagnosis,
+)
 from cardapd.readers.hub import EventHub, Subscription, now
 from cardapd.readers.identify import identify_card
 from cardapd.readers.model import (
@@ -59,8 +68,10 @@ was identified, before its CARD_INSERTED event goes out."""
 class Readers:
     """Owns the readers: their table, their events, the cards in them."""
 
-    def __init__(self, settings: ReaderSettings, recorder: Recorder) -> None:
+    def __init__(self, settings: ReaderSettings, recorder: Recorder, card_id_key: CardIdKey
+                 ) -> None:
         self.settings = settings
+        self.card_id_key = card_id_key  # restart-only: card ids must not change under a run
         self.recorder = recorder
         self.metrics = recorder.metrics
         self.started_at = now()
@@ -76,6 +87,7 @@ class Readers:
         self._first_snapshot = asyncio.Event()
         self._live = False  # start() returned: reader changes are published from now on
         self._identified: list[IdentifiedListener] = []
+        self._diagnosis_steps: list[DiagnosisStep] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -308,7 +320,8 @@ class Readers:
         # for the GIL: the first event of an insertion must not wait for identification.
         for _ in range(3):
             await asyncio.sleep(0)
-        taps = self.settings.type_c_aids if self.settings.read_on_insert else ()
+        settings = self.settings
+        taps = settings.type_c_aids if settings.read_on_insert else ()
         inserted_at = now()
         kind = EventKind.CARD_INSERTED
         if status.mute:
@@ -317,7 +330,8 @@ class Readers:
             detail = "the card does not answer to reset (mute)"
         else:
             try:
-                card = await owner.run(lambda p: identify_card(p, status.atr, taps, inserted_at))
+                card = await owner.run(lambda p: identify_card(
+                    p, status.atr, taps, inserted_at, self.card_id_key, settings.rule))
                 detail = f"{note}; {card.detail}" if note and card.detail else \
                     (note or card.detail)
             except (CardRemoved, ReaderRemoved):
@@ -347,7 +361,8 @@ class Readers:
             None, "card_inserted", reader=owner.name,
             card_id=view.card.card_id if view.card else "",
             detail={"kind": view.card.kind.value if view.card else "unknown",
-                    "profile": view.card.profile if view.card else ""})
+                    "profile": view.card.profile if view.card else "",
+                    "id_source": view.card.id_source if view.card else ""})
 
     # ------------------------------------------------------------------ queries
 
@@ -373,8 +388,10 @@ class Readers:
 
     # ------------------------------------------------------------------ operations
 
-    async def diagnose(self, ctx: OpContext, *, reader: str) -> list[Diagnosis]:
-        """Card fault isolation for one reader, or every reader when `reader` is empty."""
+    async def diagnose(self, ctx: OpContext, *, reader: str,
+                       organisation: str = "") -> list[Diagnosis]:
+        """Card fault isolation for one reader, or every reader when `reader` is empty, with
+        each card's story from the registered steps (`organisation`: the operator's)."""
         start = time.perf_counter()
         try:
             if reader and reader not in self._owners:
@@ -385,12 +402,7 @@ class Readers:
             else:
                 results = []
                 for name in names:
-                    owner = self._owners[name]
-                    view = self.hub.reader(name) or ReaderView(name, ReaderState.UNAVAILABLE)
-                    results.append(await diagnose_reader(
-                        owner, view, pcsc_available=self.pcsc_available,
-                        type_c_aids=self.settings.type_c_aids if self.settings.probe_type_c
-                        else (), cancel=ctx.cancel))
+                    results.append(await self._diagnose_one(ctx, name, organisation))
         except CardapError as exc:
             await self.recorder.finish(ctx, "diagnose", start, exc, reader=reader)
             raise
@@ -398,8 +410,34 @@ class Readers:
             await self.recorder.finish(ctx, "diagnose", start, None, reader=result.reader.name,
                                card_id=result.card_id,
                                detail={"verdict": result.verdict.value,
-                                       "failed": [c.name for c in result.checks if not c.ok]})
+                                       "failed": [c.name for c in result.checks if not c.ok],
+                                       "operations": len(result.operations)})
         return results
+
+    async def _diagnose_one(self, ctx: OpContext, name: str, organisation: str) -> Diagnosis:
+        """One reader: the reader and card checks, then the card's story."""
+        owner = self._owners[name]
+        view = self.hub.reader(name) or ReaderView(name, ReaderState.UNAVAILABLE)
+        busy = next((b for b in (step.busy(name) for step in self._diagnosis_steps) if b), "")
+        if busy and view.card is not None:
+            diag = Diagnosis(view, card_id=view.card.card_id)
+            diag.checks.append(Check("card_busy", False, f"{busy} is running on this card; "
+                                     "the card was not probed", "CARD_BUSY"))
+            diag.conclude(Verdict.WARNING, ACTION_BUSY)
+            return diag
+        diag = await diagnose_reader(
+            owner, view, pcsc_available=self.pcsc_available,
+            type_c_aids=self.settings.type_c_aids if self.settings.probe_type_c else (),
+            key=self.card_id_key, cancel=ctx.cancel, rule=self.settings.rule)
+        if view.card is not None and view.card.kind is CardKind.MY_NUMBER_CARD \
+                and diag.verdict in (Verdict.OK, Verdict.WARNING):  # the card answered
+            for step in self._diagnosis_steps:
+                await step.story(ctx, owner, view, diag, organisation)
+        return diag
+
+    def add_diagnosis_step(self, step: DiagnosisStep) -> None:
+        """Register a capability's part of the diagnosis (at the caller's construction)."""
+        self._diagnosis_steps.append(step)
 
     # ------------------------------------------------------------------ card access
 
@@ -493,8 +531,7 @@ class Readers:
         if owner is None or owner.generation != generation or view is None or view.card is None:
             return
         taps = (*(t for t in view.card.tap if t.aid != tap.aid), tap)
-        card = CardView(view.card.card_id, view.card.atr, view.card.kind, view.card.profile,
-                        view.card.inserted_at, taps, view.card.detail)
+        card = dataclasses.replace(view.card, tap=taps)
         self.hub.set_reader(ReaderView(reader, view.state, card))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cardapd.myna.userid import DEFAULT_RULE, UserIdRule
 from cardapd.readers.owner import CardLimits
 
 
@@ -26,3 +27,9 @@ class ReaderSettings:
     event_queue_size: int = 256
     hotplug: str = "pnp"  # "udev": also follow USB readers through udev (read at start)
     limits: CardLimits = field(default_factory=CardLimits)  # the card deadlines ([card])
+    user_id_rules: dict[bytes, UserIdRule] = field(default_factory=dict)
+    """How each tap AP's user IDs are accepted (`Config.user_id_rules`)."""
+
+    def rule(self, aid: bytes) -> UserIdRule:
+        """The user ID rule of a tap AP (the default: as the card holds it)."""
+        return self.user_id_rules.get(aid, DEFAULT_RULE)

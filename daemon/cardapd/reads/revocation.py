@@ -15,7 +15,8 @@ from typing import Protocol
 from cardapd.config import RevocationConfig
 from cardapd.domain import IdStatus, OpContext
 from cardapd.errors import CardapError, InvalidArgument, ServiceUnavailable
-from cardapd.myna.userid import validate_user_id
+from cardapd.myna.userid import is_user_id_text
+from cardapd.mynumber import UserIdText
 from cardapd.reads.revocation_store import FeedEntry, Lookup, RevocationStore
 from cardapd.telemetry.recorder import Recorder
 
@@ -183,7 +184,7 @@ class Revocation:
         if feed.version < since:  # the service's feed was rebuilt: start over
             feed = await self.source.revocation_feed(org, 0)
             replace = True
-        entries = [e for e in feed.entries if validate_user_id(e.user_id)]
+        entries = [e for e in feed.entries if is_user_id_text(e.user_id)]
         when = feed.generated_at
         n = await asyncio.to_thread(self.store.apply, org, feed.version, entries,
                                     generated_at=when.isoformat(), replace=replace)
@@ -255,7 +256,7 @@ class Revocation:
         """Suspend or resume a user ID locally at once (durably audited)."""
         start = time.perf_counter()
         detail: dict[str, object] = {"organisation": organisation, "aid": aid.hex().upper(),
-                                     "user_id": user_id,
+                                     "user_id": UserIdText(user_id),
                                      "status": "suspended" if suspend else "in_operation",
                                      "reason": reason}
         try:

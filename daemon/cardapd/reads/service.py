@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from cardapd.config import ApKind, ReadApConfig
@@ -29,6 +29,7 @@ from cardapd.myna.pin_guard import PinGuard
 from cardapd.myna.typea import TypeASession
 from cardapd.myna.typec import TypeCSession
 from cardapd.myna.typed import TypeDSession
+from cardapd.myna.userid import DEFAULT_RULE, UserIdRule
 from cardapd.readers.model import CardKind, ReaderView, TapResult
 from cardapd.readers.owner import ReaderOwner
 from cardapd.reads.model import UserIdRead
@@ -70,18 +71,27 @@ class UserIdReads:
     """The configured APs, the one PinGuard every AP PIN goes through, and the reads."""
 
     def __init__(self, cards: Cards, revocation: Revocation, recorder: Recorder,
-                 aps: Sequence[ReadApConfig], floor: int) -> None:
+                 aps: Sequence[ReadApConfig], floor: int,
+                 rules: Mapping[bytes, UserIdRule] | None = None) -> None:
         self.cards = cards
         self.revocation = revocation
         self.recorder = recorder
         self.aps: dict[bytes, ReadApConfig] = {}
+        self.rules: dict[bytes, UserIdRule] = {}
         self.guard = PinGuard(floor)
-        self.reconfigure(aps, floor)
+        self.reconfigure(aps, floor, rules)
 
-    def reconfigure(self, aps: Sequence[ReadApConfig], floor: int) -> None:
-        """A reloaded configuration (D19): the next read uses the new APs and floor."""
+    def reconfigure(self, aps: Sequence[ReadApConfig], floor: int,
+                    rules: Mapping[bytes, UserIdRule] | None = None) -> None:
+        """A reloaded configuration (D19): the next read uses the new APs, floor and user
+        ID rules."""
         self.aps = {ap.aid: ap for ap in aps}
+        self.rules = dict(rules or {})
         self.guard = PinGuard(floor)
+
+    def rule(self, aid: bytes) -> UserIdRule:
+        """How the user IDs of AP `aid` are accepted (`myna.userid`, D49)."""
+        return self.rules.get(aid, DEFAULT_RULE)
 
     def capabilities(self) -> list[str]:
         """The read kinds this configuration serves (for GetStatus)."""
@@ -168,8 +178,9 @@ class UserIdReads:
                                     cached=True)
             else:
                 generation = owner.generation
+                rule = self.rule(target)
                 record = await owner.run(
-                    lambda p: TypeCSession(p).read(target, cancel=ctx.cancel))
+                    lambda p: TypeCSession(p).read(target, cancel=ctx.cancel, rule=rule))
                 if owner.generation != generation:
                     raise CardRemoved(f"the card left {owner.name!r} during the read")
                 self.cards.remember_tap(owner.name, generation,
@@ -194,12 +205,13 @@ class UserIdReads:
     def _on_card(self, proto: ApduProtocol, ap: ReadApConfig, pin: bytes,
                  cancel: threading.Event) -> tuple[str, tuple[bytes, ...]]:
         """The card session (reader thread): (user ID, info fields)."""
+        rule = self.rule(ap.aid)
         if ap.type == "custom":
             assert ap.locator is not None
-            return CustomApSession(proto).read(ap.aid, ap.locator, cancel).user_id, ()
+            return CustomApSession(proto).read(ap.aid, ap.locator, cancel, rule).user_id, ()
         assert ap.access_key is not None
         session = TypeASession(proto) if ap.type == "A" else TypeDSession(proto)
-        rec = session.read(ap.aid, ap.access_key.value, pin, self.guard, cancel)
+        rec = session.read(ap.aid, ap.access_key.value, pin, self.guard, cancel, rule)
         return rec.user_id, (rec.info1, rec.info2)
 
     async def _read_secure(self, ctx: OpContext, reader: str, kind: ApKind,

@@ -44,6 +44,7 @@ from cardapd.loading.ports import (
     SessionOpen,
     SessionOutcome,
 )
+from cardapd.loading.schedule import ScheduleFetch
 from cardapd.reads.revocation import PulledFeed
 from cardapd.servicelink import convert
 from cardapd.servicelink.tls import TerminalTls, read_tls
@@ -305,6 +306,21 @@ class LoadingClient:
             if not resp.next_cursor or resp.next_cursor == cursor:
                 return out
             cursor = resp.next_cursor
+
+    async def schedule(self) -> ScheduleFetch:
+        """The service's hours, closures and announced maintenance, with the local clock
+        read just before and after the call (for the offset against the service's)."""
+        stub = self._stub()
+        sent = time.time()
+        try:
+            resp: loading_pb2.ServiceSchedule = await stub.GetServiceSchedule(
+                loading_pb2.GetServiceScheduleRequest(), timeout=self.cfg.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            self._rpc_failed(exc)
+            raise service_error(exc, "the service schedule") from None
+        received = time.time()
+        self._link(None)
+        return ScheduleFetch(convert.service_schedule(resp), sent, received)
 
     async def session(self, open_: SessionOpen, run: RunBatch,
                       on_batch: OnBatch | None = None) -> SessionOutcome:

@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cardap.v1 import audit_pb2, cards_pb2, loading_pb2
 from cardapd.audit.checkpoints import Checkpoint
-from cardapd.domain import IdStatus
+from cardapd.domain import IdStatus, ScheduleWindow
 from cardapd.errors import CardapError, ServiceUnavailable
 from cardapd.loading.ports import (
     Apdu,
@@ -24,6 +24,7 @@ from cardapd.loading.ports import (
     SessionDone,
     SessionOpen,
 )
+from cardapd.loading.schedule import ServiceSchedule
 from cardapd.myna.aids import check_aid
 from cardapd.reads.revocation import PulledFeed
 from cardapd.reads.revocation_store import FeedEntry
@@ -85,7 +86,8 @@ def session_open(o: SessionOpen, cp: Checkpoint | None = None) -> loading_pb2.Se
     msg = loading_pb2.SessionOpen(
         organisation=o.organisation, operator_id=o.operator_id, action=o.action,
         ap_id=o.ap_id, aid=o.aid, card_id=o.card_id, profile=o.profile,
-        journal_id=o.journal_id, custom_user_id=o.custom_user_id)
+        journal_id=o.journal_id, custom_user_id=o.custom_user_id,
+        delete_reason=o.delete_reason)
     if cp is not None:
         msg.checkpoint.CopyFrom(checkpoint(cp))
     return msg
@@ -150,3 +152,20 @@ def _time(value: Timestamp, field: str) -> datetime:
                                  f"({value.seconds} s, {value.nanos} ns)",
                                  reason="LOADING_SERVICE_PROTOCOL", metadata={"field": field})
     return value.ToDatetime(UTC)
+
+
+def _window(w: loading_pb2.ScheduleWindow, field: str) -> ScheduleWindow:
+    return ScheduleWindow(_time(w.start, f"{field}.start"), _time(w.end, f"{field}.end"),
+                          w.description,
+                          _time(w.announced_at, f"{field}.announced_at")
+                          if w.HasField("announced_at") else None)
+
+
+def service_schedule(s: loading_pb2.ServiceSchedule) -> ServiceSchedule:
+    """The service's hours, closures and announced maintenance."""
+    return ServiceSchedule(
+        service_time=_time(s.service_time, "service_time"),
+        utc_offset_minutes=s.utc_offset_minutes,
+        opens_at_minute=s.opens_at_minute, closes_at_minute=s.closes_at_minute,
+        closures=tuple(_window(w, "closures") for w in s.closures),
+        maintenance=tuple(_window(w, "maintenance") for w in s.maintenance))

@@ -173,6 +173,19 @@ class Metrics:
             "(notAfter of [loading] cert, as the link in use holds it; 0: no loading "
             "service, or the certificate cannot be read). Renew before it passes: the "
             "service refuses an expired certificate.", registry=r)
+        self.loading_clock_offset = Gauge(
+            "cardapd_loading_clock_offset_seconds",
+            "The loading service's clock minus this terminal's, measured at each schedule "
+            "fetch (the midpoint of the call); service hours are judged on the service's "
+            "clock.", registry=r)
+        self.loading_schedule_success = Gauge(
+            "cardapd_loading_schedule_last_success_timestamp_seconds",
+            "Unix time the service's schedule (hours, closures, maintenance) was last "
+            "fetched (0: never in this run).", registry=r)
+        self.loading_service_open = Gauge(
+            "cardapd_loading_service_open",
+            "1 while the loading service's schedule says it takes card sessions; 0 while it "
+            "is closed (hours, closure, maintenance) or no schedule is known.", registry=r)
         self.revocation_feed_age = Gauge(
             "cardapd_revocation_feed_age_seconds",
             "Seconds since the organisation's revocation feed was last pulled successfully "

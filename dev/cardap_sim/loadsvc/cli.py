@@ -15,7 +15,14 @@ from pathlib import Path
 from cardap_sim.loadsvc.billing import Billing
 from cardap_sim.loadsvc.catalogue import dev_catalogue, load_catalogue
 from cardap_sim.loadsvc.checkpoints import CheckpointStore
-from cardap_sim.loadsvc.hours import FAKE_NOW_ENV, clock_from
+from cardap_sim.loadsvc.hours import (
+    FAKE_NOW_ENV,
+    ServiceHours,
+    clock_from,
+    parse_closed,
+    parse_hours,
+    parse_maintenance,
+)
 from cardap_sim.loadsvc.issuer import Issuer
 from cardap_sim.loadsvc.keystore import FileKeyStore, KeyFileError, write_dev_key_file
 from cardap_sim.loadsvc.revocation import dev_feeds, load_feeds
@@ -55,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", type=Path, required=True, help="SQLite databases go here")
     s.add_argument("--fake-now", default=os.environ.get(FAKE_NOW_ENV),
                    help=f"start the clock at this ISO time (tests; env {FAKE_NOW_ENV})")
+    s.add_argument("--hours", default="08:00-22:00", help="daily service hours (JST)")
+    s.add_argument("--closed", action="append", default=None, metavar="MM-DD:MM-DD",
+                   help="closed days of every year (repeatable; default 12-29:01-03)")
+    s.add_argument("--maintenance", action="append", default=[],
+                   metavar="START/END or START/END/DESCRIPTION",
+                   help="a planned maintenance window, ISO times with offsets (repeatable)")
+    s.add_argument("--announce-business-days", type=int, default=10,
+                   help="maintenance is announced this many business days ahead")
     s.add_argument("--log-level", default="INFO")
     s.add_argument("--json-logs", action="store_true", help="one JSON object per log line")
     k = sub.add_parser("dev-keys", help="write the dev card key file (mode 0600)")
@@ -78,10 +93,22 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"cardap-loadsvc: {exc}", file=sys.stderr)
         return 2
     args.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        open_hour, close_hour = parse_hours(args.hours)
+        hours = ServiceHours(
+            open_hour, close_hour,
+            tuple(parse_closed(c) for c in args.closed) if args.closed is not None
+            else ServiceHours().closed,
+            tuple(parse_maintenance(m) for m in args.maintenance),
+            args.announce_business_days)
+    except ValueError as exc:
+        print(f"cardap-loadsvc: {exc}", file=sys.stderr)
+        return 2
     core = ServiceCore(
         catalogue=load_catalogue(args.catalogue) if args.catalogue else dev_catalogue(),
         keys=keys, issuer=Issuer(args.data_dir / "user_ids.sqlite3"),
-        billing=Billing(args.data_dir / "loads.sqlite3"), clock=clock_from(args.fake_now))
+        billing=Billing(args.data_dir / "loads.sqlite3"), clock=clock_from(args.fake_now),
+        hours=hours)
     feeds = load_feeds(args.revocations) if args.revocations else dev_feeds()
     tls = TlsFiles(args.cert.read_bytes(), args.key.read_bytes(), args.client_ca.read_bytes())
     checkpoints = CheckpointStore(args.data_dir / "checkpoints.sqlite3")

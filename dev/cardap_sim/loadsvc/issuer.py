@@ -1,4 +1,5 @@
-"""User ID issuer: random 13-character IDs (check character), unique per organisation and AP.
+"""User ID issuer: random 13-character IDs in the reference service's own scheme (a check
+character, `cardap_sim.vcard.identity`), unique per organisation and AP.
 
 A user ID is never derived from the card; it is only *bound* to the card id and the
 terminal's journal id so that a retried load gets the same user ID back.
@@ -13,7 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cardapd.myna.userid import ALPHABET, USER_ID_LEN, check_char, validate_user_id
+from cardap_sim.vcard.identity import USER_ID_ALPHABET as ALPHABET
+from cardap_sim.vcard.identity import check_char, validate_user_id
+
+USER_ID_LEN = 13
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS user_ids (

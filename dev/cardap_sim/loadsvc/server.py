@@ -11,6 +11,7 @@ ever logged.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from cardap_sim.loadsvc.catalogue import ApType, Catalogue, CatalogueAp
 from cardap_sim.loadsvc.checkpoints import PAGE as CHECKPOINT_PAGE
 from cardap_sim.loadsvc.checkpoints import CheckpointStore, Kept
 from cardap_sim.loadsvc.devca import TerminalIdentity, terminal_identity
+from cardap_sim.loadsvc.hours import JST
 from cardap_sim.loadsvc.revocation import CardStatus, RevocationFeeds
 from cardap_sim.loadsvc.session import (
     Batch,
@@ -198,6 +200,26 @@ class LoadingServicer(loading_pb2_grpc.LoadingServiceServicer):
             item.changed_at.FromDatetime(e.changed_at)
         return feed
 
+    async def GetServiceSchedule(self, request: loading_pb2.GetServiceScheduleRequest,
+                                 context: Any) -> loading_pb2.ServiceSchedule:
+        """Hours, closures and announced maintenance, with the service's clock."""
+        await _caller(context)
+        now = self.core.clock.now()
+        hours = self.core.hours
+        out = loading_pb2.ServiceSchedule(
+            utc_offset_minutes=int((JST.utcoffset(None) or dt.timedelta()).total_seconds() // 60),
+            opens_at_minute=hours.open_hour * 60, closes_at_minute=hours.close_hour * 60)
+        out.service_time.FromDatetime(now)
+        for target, windows in ((out.closures, hours.closures(now)),
+                                (out.maintenance, hours.announced(now))):
+            for w in windows:
+                item = target.add(description=w.description)
+                item.start.FromDatetime(w.start)
+                item.end.FromDatetime(w.end)
+                if w.announced_at is not None:
+                    item.announced_at.FromDatetime(w.announced_at)
+        return out
+
     async def CardSession(self, request_iterator: AsyncIterator[loading_pb2.TerminalMessage],
                           context: Any) -> AsyncIterator[loading_pb2.ServiceMessage]:
         """Drive one card session: SessionOpen, then batch/result pairs, then SessionDone."""
@@ -216,7 +238,7 @@ class LoadingServicer(loading_pb2_grpc.LoadingServiceServicer):
             organisation=org, action=op.action, operator_id=op.operator_id,
             ap_id=op.ap_id, aid=op.aid, card_id=op.card_id, profile=op.profile,
             journal_id=op.journal_id, custom_user_id=op.custom_user_id,
-            terminal_id=ident.terminal_id))
+            terminal_id=ident.terminal_id, delete_reason=op.delete_reason))
         log.info("card session opened", extra={
             "terminal": ident.terminal_id, "organisation": org,
             "action": op.action, "ap_id": op.ap_id, "journal_id": op.journal_id})

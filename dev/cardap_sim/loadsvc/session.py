@@ -128,6 +128,7 @@ class SessionRequest:
     journal_id: str = ""
     custom_user_id: str = ""
     terminal_id: str = ""
+    delete_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -322,6 +323,7 @@ class CardSession:
         """Structured log fields (never keys, PINs or APDU payloads)."""
         return {"organisation": self.req.organisation, "terminal": self.req.terminal_id,
                 "action": self.req.action, "ap_id": self.req.ap_id,
+                "delete_reason": self.req.delete_reason,
                 "journal_id": self.req.journal_id,
                 "card_id": self._card.card_id if self._card else self.req.card_id}
 
@@ -394,14 +396,19 @@ class CardSession:
     # --- probe ----------------------------------------------------------------------------
 
     def _probe(self, *, full: bool) -> Generator[Batch, BatchAnswer, CommandApdu]:
-        """Batch 1: SELECT ISD, CPLC, (9F65, FF21,) INITIALIZE UPDATE; returns EXT AUTH."""
+        """Batch 1: SELECT ISD, CPLC, (9F65, FF21,) INITIALIZE UPDATE; returns EXT AUTH.
+
+        The CPLC is optional (`6A 88`: a card presented contactless, or one that never
+        gives it): the card's identity and vendor then come from the key diversification
+        data of INITIALIZE UPDATE, which every card answers (docs/card-model.md)."""
         scp = Scp03Session(self.core.keys, level=self.core.level, isd_aid=ISD_AID)
-        cmds = [gpc.select(ISD_AID), gpc.get_data(TAG_CPLC)]
+        planned = [PlannedApdu(gpc.select(ISD_AID).encode()),
+                   PlannedApdu(gpc.get_data(TAG_CPLC).encode(), (SW_OK, SW_NOT_FOUND))]
         if full:
-            cmds += [gpc.get_data(TAG_MAX_DATA), gpc.get_data(TAG_FREE_SPACE)]
-        cmds.append(scp.begin())
-        ran = yield from self._batch("probe", Phase.SECURE_CHANNEL, 10,
-                                     [PlannedApdu(c.encode()) for c in cmds])
+            planned += [PlannedApdu(gpc.get_data(TAG_MAX_DATA).encode()),
+                        PlannedApdu(gpc.get_data(TAG_FREE_SPACE).encode())]
+        planned.append(PlannedApdu(scp.begin().encode()))
+        ran = yield from self._batch("probe", Phase.SECURE_CHANNEL, 10, planned)
         if not ran.complete:
             idx = ran.failed or 0
             sw = ran.responses[idx].sw
@@ -410,7 +417,9 @@ class CardSession:
                                                f"not a card this service can load ({sw:04X})"))
             raise SessionFailed(self._fail(Reason.CARD_REJECTED,
                                            f"the card answered {sw:04X} while probing"))
-        self._card = self._parse_cplc(ran.responses[1].data)
+        cplc = ran.responses[1]
+        self._card = self._identify(cplc.data if cplc.sw == SW_OK else None,
+                                    ran.responses[-1].data)
         if full:
             self._card.max_command_data = _parse_max_data(ran.responses[2].data)
             self._card.free = parse_free_space(ran.responses[3].data)
@@ -430,21 +439,26 @@ class CardSession:
         self._scp = scp
         return scp.open(ran.responses[-1])
 
-    def _parse_cplc(self, data: bytes) -> _Card:
-        """Card id and profile from the CPLC; CARD_MISMATCH when not the terminal's card."""
-        if len(data) != 45 or data[:3] != b"\x9f\x7f\x2a":
-            raise CardProtocolError("CPLC answer is not 9F7F 2A + 42 bytes")
-        cplc = data[3:]
-        fab = cplc[0:2].hex().upper()
-        card_id = f"{fab}-{cplc[12:16].hex().upper()}"
-        if self.req.card_id and self.req.card_id.upper() != card_id:
-            raise SessionFailed(self._fail(Reason.CARD_MISMATCH,
-                                           "the card in the reader is not the card named in "
-                                           "the request", card_id=card_id))
-        profile = CARD_PROFILES.get(fab)
+    def _identify(self, cplc: bytes | None, init_update: bytes) -> _Card:
+        """The service's own card id `<IC fabricator>-<IC serial>` and the vendor profile,
+        from the CPLC or else from the KDD (fabricator 2, serial 4, batch 2, 00 00).
+
+        The terminal's SessionOpen.card_id is its own opaque (keyed-hash) name for the card
+        and is only recorded: the service cannot and does not compare it."""
+        if cplc is not None:
+            if len(cplc) != 45 or cplc[:3] != b"\x9f\x7f\x2a":
+                raise CardProtocolError("CPLC answer is not 9F7F 2A + 42 bytes")
+            fab, serial = cplc[3:5], cplc[15:19]
+        else:
+            if len(init_update) < 10:
+                raise CardProtocolError("INITIALIZE UPDATE answer is shorter than its KDD")
+            fab, serial = init_update[0:2], init_update[2:6]
+        card_id = f"{fab.hex().upper()}-{serial.hex().upper()}"
+        profile = CARD_PROFILES.get(fab.hex().upper())
         if profile is None:
             raise SessionFailed(self._fail(Reason.UNSUPPORTED_CARD,
-                                           f"unknown IC fabricator {fab}", card_id=card_id))
+                                           f"unknown IC fabricator {fab.hex().upper()}",
+                                           card_id=card_id))
         return _Card(card_id, profile)
 
     # --- the flows --------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from .apdu import Command, SwError
 from .applet import Applet, LoadedApplet, Reply, fci
 from .builtin_aps import CardFaceApplet, InputAssistApplet, JukiApplet
 from .cardkeys import DEV_MASTER_KEYS, diversify, kdd_from_cplc
-from .certgen import make_auth_certificate
+from .certgen import make_certificates
 from .cplc import card_id, encode_cplc, new_cplc
 from .errors import CardMute, CardNotPowered, CardTorn
 from .faults import Faults
@@ -45,6 +45,10 @@ __all__ = ["DEV_MASTER_KEYS", "Faults", "TypeCSpec", "VirtualCard"]
 log = logging.getLogger("cardap_sim.vcard.apdu")
 
 APDU_LOG_MAX = 100_000  # headers kept (the oldest go first); ~4 MB at most
+CONTACTLESS_ATR = bytes.fromhex("3B888001000005E0B381A1007F")
+"""The ATR a PC/SC contactless reader synthesises for a My Number Card (ISO 14443-4 Type B,
+PC/SC part 3: `3B 88 80 01` + ATQB application data and protocol info + TCK), as listed for
+the "Japanese JPKI card" in pcsc-tools' smartcard_list.txt: the same bytes for every card."""
 
 
 def presents_pin(raw: bytes) -> bool:
@@ -70,8 +74,9 @@ class VirtualCard:
         self.isd = IsdApplet(encode_cplc(state.cplc), self)
         self.applets: dict[bytes, Applet] = {}
         built_in: tuple[Applet, ...] = (
-            JpkiApplet(state.auth_cert, state.auth_pin, state.sign_pin),
-            CardFaceApplet(), JukiApplet(), InputAssistApplet(state.my_number),
+            JpkiApplet(state.certificates, state.auth_pin, state.sign_pin),
+            CardFaceApplet(), JukiApplet(),
+            InputAssistApplet(state.my_number, state.input_assist_pin),
         ) if self._profile.my_number_card else ()
         for ap in (self.isd, *built_in, *state.aps):
             if ap.aid in self.applets:
@@ -86,14 +91,17 @@ class VirtualCard:
         self._selected: Applet = self.isd
         self._pending = b""
         self._pending_ins = 0
+        self._contactless = False
 
     # --- construction and persistence -------------------------------------------------
 
     @classmethod
     def create(cls, profile: str = "vendor-a", path: Path | None = None,
                serial: int | None = None, type_c: Iterable[TypeCSpec] = (),
-               master_keys: StaticKeys | None = None) -> VirtualCard:
-        """A new card of `profile` (file written to `path` if given; random serial unless given).
+               master_keys: StaticKeys | None = None,
+               certificates: bool = True) -> VirtualCard:
+        """A new card of `profile` (file written to `path` if given; random serial unless given;
+        `certificates` False: no JPKI certificate issued to the holder).
 
         Its static SCP03 keys are diversified from `master_keys` (default: the test-only
         DEV_MASTER_KEYS) with the card's KDD; the card file stores the diversified keys.
@@ -101,13 +109,17 @@ class VirtualCard:
         prof = get_profile(profile)
         cplc = new_cplc(prof, serial)
         keys = diversify(master_keys or DEV_MASTER_KEYS, kdd_from_cplc(cplc))
+        certs = make_certificates(card_id(cplc), issued=certificates)
         state = CardState(
             profile=prof.name,
             cplc=cplc,
             my_number=fake_my_number(),
             auth_pin=PinState(DEFAULT_AUTH_PIN, AUTH_PIN_TRIES, AUTH_PIN_TRIES),
             sign_pin=PinState(DEFAULT_SIGN_PIN, SIGN_PIN_TRIES, SIGN_PIN_TRIES),
-            auth_cert=make_auth_certificate(card_id(cplc)),
+            auth_cert=certs.auth,
+            sign_cert=certs.sign,
+            auth_ca_cert=certs.auth_ca,
+            sign_ca_cert=certs.sign_ca,
             extended_area_capacity=prof.extended_area_size,
             aps=[TypeCApplet(spec) for spec in type_c],
             keys=keys,
@@ -140,8 +152,20 @@ class VirtualCard:
 
     @property
     def atr(self) -> bytes:
-        """The profile's contact ATR."""
-        return self._profile.atr
+        """The profile's contact ATR, or the synthesised one when presented contactless."""
+        return CONTACTLESS_ATR if self._contactless else self._profile.atr
+
+    @property
+    def contactless(self) -> bool:
+        """Presented through a contactless reader: the reader's synthesised ATR, and no
+        answer to GET DATA CPLC (whether a real card gives one is not established in public
+        sources, so the model assumes the worst). Volatile: set at insertion."""
+        return self._contactless
+
+    def present(self, *, contactless: bool) -> None:
+        """Choose how the card is presented (before it is powered in a slot)."""
+        with self._lock:
+            self._contactless = contactless
 
     @property
     def card_id(self) -> str:

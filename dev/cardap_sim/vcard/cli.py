@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--type-c", type=parse_type_c, action="append", default=[],
                    metavar="AID:USERID[:INFO1HEX:INFO2HEX:INFO3HEX]",
                    help="a pre-personalised Type C AP (repeatable)")
+    n.add_argument("--no-certificates", action="store_true",
+                   help="a holder without JPKI certificates (no EF 000A / 0001)")
     n.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     def client(name: str, help_text: str, slot: bool = True) -> argparse.ArgumentParser:
@@ -99,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--slot", type=int, default=0, help="the slot (default 0)")
         return c
 
-    client("insert", "insert a card file into a slot").add_argument("file", type=Path)
+    ins = client("insert", "insert a card file into a slot")
+    ins.add_argument("file", type=Path)
+    ins.add_argument("--contactless", action="store_true",
+                     help="present it as a contactless reader does (synthesised ATR, no CPLC)")
     client("remove", "remove the card from a slot")
     client("status", "show slots and cards", slot=False)
     client("selects", "list the AIDs the card received in SELECT")
@@ -176,7 +181,7 @@ def _new_card(args: argparse.Namespace) -> int:
         print(f"cardap-sim: {out} exists (use --force)", file=sys.stderr)
         return 1
     card = VirtualCard.create(profile=args.profile, path=out, serial=args.serial,
-                              type_c=args.type_c)
+                              type_c=args.type_c, certificates=not args.no_certificates)
     _print(args, {"card": str(out), "card_id": card.card_id, "profile": card.profile.name,
                   "type_c": [s.aid.hex().upper() for s in args.type_c]})
     return 0
@@ -218,7 +223,7 @@ def _client(args: argparse.Namespace) -> int:
     ctl = SimControl(args.control)
     result: Any
     if args.command == "insert":
-        result = ctl.insert(args.slot, args.file)
+        result = ctl.insert(args.slot, args.file, contactless=args.contactless)
     elif args.command == "remove":
         result = ctl.remove(args.slot)
     elif args.command == "status":

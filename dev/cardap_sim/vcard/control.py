@@ -60,9 +60,12 @@ class SimControl:
             raise SimControlError(str(reply.get("error", "unknown error")))
         return reply
 
-    def insert(self, slot: int, card_path: str | Path) -> dict[str, Any]:
-        """Insert the card stored in `card_path` into `slot` (the sim connects it to vpcd)."""
-        return self.request("insert", slot=slot, card=str(Path(card_path).resolve()))
+    def insert(self, slot: int, card_path: str | Path, *,
+               contactless: bool = False) -> dict[str, Any]:
+        """Insert the card stored in `card_path` into `slot` (the sim connects it to vpcd);
+        `contactless`: as a contactless reader presents it (synthesised ATR, no CPLC)."""
+        return self.request("insert", slot=slot, card=str(Path(card_path).resolve()),
+                            contactless=contactless)
 
     def remove(self, slot: int) -> dict[str, Any]:
         """Remove the card from `slot` (the link to vpcd closes)."""

@@ -62,6 +62,11 @@ class CardServices(Protocol):
     applets: dict[bytes, Applet]
     faults: Faults
 
+    @property
+    def contactless(self) -> bool:
+        """Presented through a contactless reader (no CPLC answer: docs/card-model.md)."""
+        ...
+
     def install(self, applet: LoadedApplet) -> None:
         """Add and persist an instance."""
         ...

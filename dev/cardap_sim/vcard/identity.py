@@ -1,7 +1,13 @@
-"""Fake identifiers: a check-digit-valid (fake) My Number and the 13-character user ID."""
+"""Fake identifiers: a check-digit-valid (fake) My Number and 13-character user IDs.
+
+The user IDs made here follow the reference loading service's own scheme (12 symbols of
+0-9A-Z without I and O, then a check character): a choice of this simulator, not a fact
+about real cards. The daemon assumes none of it (docs/decisions.md D49).
+"""
 
 from __future__ import annotations
 
+import random
 import secrets
 
 USER_ID_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # 0-9A-Z without I and O: 34 symbols
@@ -43,3 +49,18 @@ def make_user_id(first12: str) -> str:
 def random_user_id() -> str:
     """A random valid user ID (fixtures; never derived from a My Number)."""
     return make_user_id("".join(secrets.choice(USER_ID_ALPHABET) for _ in range(12)))
+
+
+def validate_user_id(s: str) -> bool:
+    """True when `s` follows the reference scheme (13 symbols, right check character)."""
+    if len(s) != 13 or any(c not in USER_ID_ALPHABET for c in s):
+        return False
+    return user_id_check_char(s[:12]) == s[12]
+
+
+check_char = user_id_check_char
+
+
+def generate_user_id(rng: random.Random) -> str:
+    """A reference-scheme user ID from `rng` (reproducible fixtures)."""
+    return make_user_id("".join(rng.choice(USER_ID_ALPHABET) for _ in range(12)))

@@ -75,6 +75,8 @@ class IsdApplet(Applet):
         if cmd.data:
             raise SwError(apdu.SW_WRONG_LENGTH)
         if cmd.p1p2 == TAG_CPLC:
+            if self.card.contactless:  # the model of a card whose CPLC is not readable
+                raise SwError(apdu.SW_REF_NOT_FOUND)
             return Reply(bytes([0x9F, 0x7F, len(self.cplc)]) + self.cplc)
         if cmd.p1p2 == TAG_MAX_COMMAND_DATA:
             return Reply(bytes([0x9F, 0x65, 0x01, ctx.profile.max_command_data]))

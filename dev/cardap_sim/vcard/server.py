@@ -59,7 +59,8 @@ class SimServer:
         if cmd == "status":
             return {"slots": [self._slot_status(s) for s in self.slots]}
         if cmd == "insert":
-            return self._insert(self._slot(req), req.get("card"))
+            return self._insert(self._slot(req), req.get("card"),
+                                bool(req.get("contactless", False)))
         if cmd == "clear_apdus" and req.get("slot") is None:
             cleared = [s.index for s in self.slots if s.card is not None]
             for s in self.slots:
@@ -107,8 +108,10 @@ class SimServer:
             raise RequestError(f"slot must be an integer 0-{len(self.slots) - 1}")
         return self.slots[index]
 
-    def _insert(self, slot: VpcdSlot, card_path: object) -> dict[str, Any]:
-        """Load the card file and put it in the slot (one slot per card file)."""
+    def _insert(self, slot: VpcdSlot, card_path: object,
+                contactless: bool = False) -> dict[str, Any]:
+        """Load the card file and put it in the slot (one slot per card file), presented
+        contact or contactless."""
         if not isinstance(card_path, str) or not card_path:
             raise RequestError("insert needs `card`: the path of a card file")
         path = Path(card_path).resolve()
@@ -118,6 +121,7 @@ class SimServer:
         if slot.state == "inserted":
             raise RequestError(f"slot {slot.index} is occupied; remove the card first")
         card = VirtualCard.load(path)
+        card.present(contactless=contactless)
         slot.insert(card)
         self._paths[slot.index] = path
         return {"card_id": card.card_id}
@@ -131,7 +135,7 @@ class SimServer:
             entry.update(card=str(card.path), card_id=card.card_id,
                          serial=f"{card.ic_serial:08X}", profile=card.profile.name,
                          apdu_count=card.apdu_count, powered=card.powered,
-                         faults=card.faults.to_json())
+                         contactless=card.contactless, faults=card.faults.to_json())
         return entry
 
 

@@ -14,7 +14,9 @@ from cardlib.gp.keys import StaticKeys
 
 from .applet import LoadedApplet
 from .areas import EXTENDED_AREA_AID, REGIONAL_AREA_AID, REGIONAL_AREA_CAPACITY, LoadFile
+from .builtin_aps import DEFAULT_INPUT_ASSIST_PIN, INPUT_ASSIST_PIN_TRIES
 from .cardkeys import DEV_MASTER_KEYS, diversify, kdd_from_cplc, keys_from_json, keys_to_json
+from .certgen import JpkiCertificates, virtual_cas
 from .errors import CardFileError
 from .files import PinState
 from .instances import applet_from_json
@@ -31,7 +33,7 @@ class CardState:
     my_number: str = field(repr=False)
     auth_pin: PinState = field(repr=False)
     sign_pin: PinState = field(repr=False)
-    auth_cert: bytes = field(repr=False)
+    auth_cert: bytes | None = field(repr=False)
     extended_area_capacity: int
     aps: list[LoadedApplet] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -39,11 +41,28 @@ class CardState:
     sequence_counter: int = 0
     regional_area_capacity: int = REGIONAL_AREA_CAPACITY
     load_files: list[LoadFile] = field(default_factory=list)
+    sign_cert: bytes | None = field(default=None, repr=False)
+    auth_ca_cert: bytes = field(default=b"", repr=False)
+    sign_ca_cert: bytes = field(default=b"", repr=False)
+    input_assist_pin: PinState = field(
+        default_factory=lambda: PinState(DEFAULT_INPUT_ASSIST_PIN, INPUT_ASSIST_PIN_TRIES,
+                                         INPUT_ASSIST_PIN_TRIES), repr=False)
 
     def __post_init__(self) -> None:
-        """Cards created or stored without keys get the dev master's diversification."""
+        """Cards created or stored without keys get the dev master's diversification;
+        card files written before the CA certificates were modelled get the virtual CAs'."""
         if self.keys is None:
             self.keys = diversify(DEV_MASTER_KEYS, kdd_from_cplc(self.cplc))
+        if not self.auth_ca_cert or not self.sign_ca_cert:
+            auth_ca, sign_ca = virtual_cas()
+            self.auth_ca_cert = self.auth_ca_cert or auth_ca.der
+            self.sign_ca_cert = self.sign_ca_cert or sign_ca.der
+
+    @property
+    def certificates(self) -> JpkiCertificates:
+        """The JPKI AP's certificate files."""
+        return JpkiCertificates(self.auth_cert, self.auth_ca_cert, self.sign_cert,
+                                self.sign_ca_cert)
 
     @property
     def static_keys(self) -> StaticKeys:
@@ -76,8 +95,12 @@ class CardState:
             "jpki": {
                 "auth_pin": self.auth_pin.to_json(),
                 "sign_pin": self.sign_pin.to_json(),
-                "auth_cert": base64.b64encode(self.auth_cert).decode("ascii"),
+                "auth_cert": _b64(self.auth_cert),
+                "sign_cert": _b64(self.sign_cert),
+                "auth_ca_cert": _b64(self.auth_ca_cert),
+                "sign_ca_cert": _b64(self.sign_ca_cert),
             },
+            "input_assist": {"pin": self.input_assist_pin.to_json()},
             "areas": {"extended": {"capacity": self.extended_area_capacity,
                                    "used": self.extended_area_used},
                       "regional": {"capacity": self.regional_area_capacity,
@@ -93,7 +116,7 @@ class CardState:
         if d.get("format") != FORMAT:
             raise CardFileError(f"not a card file of format {FORMAT}")
         known = {"format", "profile", "cplc", "my_number", "jpki", "areas", "aps", "keys",
-                 "load_files"}
+                 "load_files", "input_assist"}
         try:
             jpki = d["jpki"]
             ext = d["areas"]["extended"]
@@ -108,7 +131,7 @@ class CardState:
                 my_number=str(d["my_number"]),
                 auth_pin=PinState.from_json(jpki["auth_pin"]),
                 sign_pin=PinState.from_json(jpki["sign_pin"]),
-                auth_cert=base64.b64decode(jpki["auth_cert"], validate=True),
+                auth_cert=_unb64(jpki["auth_cert"]),
                 extended_area_capacity=int(ext["capacity"]),
                 aps=[applet_from_json(a) for a in d["aps"]],
                 extra={k: v for k, v in d.items() if k not in known},
@@ -116,9 +139,26 @@ class CardState:
                 sequence_counter=counter,
                 regional_area_capacity=int(regional["capacity"]),
                 load_files=[LoadFile.from_json(x) for x in d.get("load_files", [])],
+                sign_cert=_unb64(jpki.get("sign_cert")),
+                auth_ca_cert=_unb64(jpki.get("auth_ca_cert")) or b"",
+                sign_ca_cert=_unb64(jpki.get("sign_ca_cert")) or b"",
+                **({"input_assist_pin": PinState.from_json(d["input_assist"]["pin"])}
+                   if "input_assist" in d else {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CardFileError(f"malformed card file: {exc!r}") from exc
+
+
+def _b64(value: bytes | None) -> str | None:
+    return None if value is None else base64.b64encode(value).decode("ascii")
+
+
+def _unb64(value: object) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("a certificate must be base64 text or null")
+    return base64.b64decode(value, validate=True)
 
 
 def save_atomic(path: Path, state: CardState) -> None:
