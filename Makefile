@@ -5,13 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/cardap/v1/*.proto)
 APT_PACKAGES := pcscd vsmartcard-vpcd libpcsclite-dev swig gcc pcsc-tools dbus fprintd libfprint-2-2 \
-  systemd udev iproute2 prometheus util-linux systemd-journal-remote opensc
+  systemd udev iproute2 prometheus util-linux systemd-journal-remote opensc gettext
 # `make deb` (debian/control's Build-Depends, lintian) and its install test (mmdebstrap).
 DEB_PACKAGES := debhelper dh-virtualenv lintian build-essential python3.11 python3.11-venv \
   python3.11-dev mmdebstrap
 
 .PHONY: setup system-deps proto run test test-unit test-stack lint bench certs wheel clean help docs \
-  deb man lock
+  deb man lock catalogues i18n-extract
 
 help:
 	@echo "make run    - bring up pcscd + vpcd + virtual card + cardapd and show it working"
@@ -48,7 +48,19 @@ $(VENV)/.stamp: pyproject.toml dev/pyproject.toml | .stamp-system
 	@touch $@
 proto: .stamp-proto
 
-setup: .stamp-system $(VENV)/.stamp .stamp-proto
+# The Japanese message catalogues (cardap/locale/ja/LC_MESSAGES/*.po), compiled by msgfmt.
+LOCALE := clients/cardap/locale
+MO_FILES := $(patsubst %.po,%.mo,$(wildcard $(LOCALE)/*/LC_MESSAGES/*.po))
+$(LOCALE)/%.mo: $(LOCALE)/%.po | .stamp-system
+	msgfmt --check --output-file=$@ $<
+catalogues: $(MO_FILES)
+
+# After changing a marked text (N_, tr): new ids into the .pot templates and the .po files
+# (then translate the empty entries; the unit tests list any left).
+i18n-extract: setup
+	$(PY) -m release.catalogues
+
+setup: .stamp-system $(VENV)/.stamp .stamp-proto catalogues
 
 # RUN_DIR: the stack's working directory (emptied at start); RUN_ARGS: e.g. --no-demo
 RUN_DIR ?= run

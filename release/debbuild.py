@@ -210,12 +210,15 @@ def commit_info(root: Path) -> tuple[str, int | None]:
 
 
 def generate(src: Path, tools: Path, version: str, commit: str, when: int | None) -> None:
-    """The gRPC code and debian/changelog, in the staged tree."""
+    """The gRPC code, the compiled message catalogues and debian/changelog, in the staged
+    tree."""
     protos = sorted(str(p.relative_to(src)) for p in (src / "proto").rglob("*.proto"))
     run([str(tools / "bin" / "python"), "-m", "grpc_tools.protoc", "-I", "proto",
          "--python_out=clients", "--grpc_python_out=clients", "--mypy_out=clients",
          "--mypy_grpc_out=clients", *protos], cwd=src,
         env=clean_env(PATH=f"{tools / 'bin'}:{CLEAN_PATH}"))
+    for po in sorted((src / "clients" / "cardap" / "locale").glob("*/LC_MESSAGES/*.po")):
+        run(["msgfmt", "--check", f"--output-file={po.with_suffix('.mo')}", str(po)], cwd=src)
     text = changelog.render(
         changelog.parse((src / "CHANGELOG.md").read_text()), version,
         changelog.maintainer((src / "debian" / "control").read_text()),

@@ -95,7 +95,8 @@ class CardapClient:
     """Connects to one cardapd socket (`unix:/path` or a path)."""
 
     def __init__(self, socket: str | Path, *, timeout: float = 10.0,
-                 request_id: str | None = None, session: str | None = None) -> None:
+                 request_id: str | None = None, session: str | None = None,
+                 language: str | None = None) -> None:
         target = str(socket)
         if not target.startswith("unix:"):
             target = f"unix:{target}"
@@ -107,6 +108,8 @@ class CardapClient:
             meta.append(("x-request-id", request_id))
         if session:  # the operator session token for load/delete (kiosk socket)
             meta.append(("cardap-session", session))
+        if language:  # the texts for people in answers ("ja", "en" or an Accept-Language)
+            meta.append(("accept-language", language))
         self._metadata = tuple(meta) or None
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ import pytest
 from testenv import need
 
 from cardap.client import CardapClient
+from cardap.i18n import DOMAINS
 from cardap.v1 import cards_pb2
 from cardap_sim.stack import Stack, demo_user_id
 from cardapd.audit.schema import AUDIT_SCHEMA
@@ -245,6 +246,9 @@ def test_dpkg_lists_exactly_the_expected_files(installed: Chroot, head_deb: Deb)
     assert directories <= set(listed)
     files = set(listed) - directories
     outside = {p for p in files if not p.startswith(SITE + "/")}
+    catalogues = {p.rsplit("/", 1)[1] for p in files
+                  if "/cardap/locale/ja/LC_MESSAGES/" in p and p.endswith(".mo")}
+    assert catalogues == {f"{domain}.mo" for domain in DOMAINS}  # compiled by the build
     protos = {f"/usr/share/cardapd/proto/{p.relative_to(ROOT / 'proto')}"
               for p in (ROOT / "proto").rglob("*.proto")}
     prometheus = {f"/usr/share/doc/cardapd/examples/prometheus/"

@@ -41,6 +41,7 @@ from cardapd.myna.userid import DEFAULT_RULE, Charset, UserIdRule
 ROLES = ("kiosk", "gate", "ops")
 LogLevel = Literal["traffic", "debug", "info", "warning", "error"]
 LogFormat = Literal["json", "text"]
+Language = Literal["ja", "en"]
 Hotplug = Literal["auto", "udev", "pnp"]
 Biometric = Literal["fprintd", "none"]
 ApKind = Literal["A", "C", "D", "custom"]
@@ -79,6 +80,10 @@ class DaemonConfig(Section, frozen=True):
     log_format: Annotated[LogFormat, key(
         "json (one object per line, for journald and collectors) | text (for people). "
         "Under systemd, entries are native journal entries either way.")] = "json"
+    language: Annotated[Language, key(
+        "ja | en: the language of the texts for people (error messages, diagnoses, "
+        "prompts, the yearly report) when a call's gRPC metadata accept-language names "
+        "none of them. Logs, metrics and audit rows are always codes and English.")] = "ja"
     shutdown_grace_s: Annotated[float, _seconds(
         "Seconds a stop waits for a card write in progress to finish; keep it below the "
         "unit's TimeoutStopSec (30).", 600.0)] = 20.0
