@@ -187,7 +187,7 @@ Try this:
   {ctl} aps                            # APs on the card, free space
   {ctl} loadable                       # what org-a may load, and the presets
   {ctl} load --preset new-staff        # a preset set (Type A + D), with progress bars
-  {ctl} delete --aid D392F000440A0003  # asks first (-y for scripts), says what went
+  {ctl} delete --aid D392F000440A0003 --reason holder_request   # asks first (-y for scripts)
   {ctl} load --ap org-a-records-d      # one AP again
   {sim} remove --slot 0                # pull the card; insert it again:
   {sim} insert --slot 0 {card}

@@ -319,9 +319,10 @@ def test_the_forbidden_aid_is_refused_in_a_reload_and_in_requests(astack: Stack)
             assert err.metadata["field"] == "aid"
     token = password_login(st, "op-1")
     with CardapClient(st.socket("kiosk"), session=token) as kiosk:
-        expect_error(lambda: kiosk.delete_ap(JUKI), grpc.StatusCode.INVALID_ARGUMENT,
-                     "AID_BUILT_IN")
-        expect_error(lambda: kiosk.delete_ap(INPUT_ASSIST), PD, "AID_FORBIDDEN")
+        expect_error(lambda: kiosk.delete_ap(JUKI, reason="holder_request"),
+                     grpc.StatusCode.INVALID_ARGUMENT, "AID_BUILT_IN")
+        expect_error(lambda: kiosk.delete_ap(INPUT_ASSIST,
+                                             reason="holder_request"), PD, "AID_FORBIDDEN")
         kiosk.end_session(token)
     selects = st.control.selects(0)
     assert bytes.fromhex(INPUT_ASSIST) not in selects
@@ -443,7 +444,7 @@ def test_terminal_certificate_expiry_is_watched_and_rotated_without_a_restart(
         assert row.detail["key"] == "loading.key"
         assert scrape_expiry(s) == renewed.timestamp()
         with CardapClient(s.socket("kiosk"), session="test:org-a:op-1") as kiosk:
-            kiosk.delete_ap("D392F000430A0001")
+            kiosk.delete_ap("D392F000430A0001", reason="holder_request")
         assert s.daemon is not None
         assert s.daemon.pid == pid
         assert s.daemon.poll() is None

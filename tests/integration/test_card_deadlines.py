@@ -30,6 +30,7 @@ from .conftest import expect_error, insert_and_wait, wait_event, wait_until
 from .test_load_faults import (
     AIDS,
     AP_C,
+    SESSION_MD,
     LoadStack,
     apdu_count,
     audit_rows,
@@ -62,7 +63,9 @@ def gate(stack: LoadStack) -> CardapClient:
 
 
 def kiosk(stack: LoadStack) -> CardapClient:
-    return CardapClient(stack.socket("kiosk"), timeout=CLIENT_TIMEOUT)
+    """The kiosk socket with the test operator's session (card actions there need one)."""
+    return CardapClient(stack.socket("kiosk"), timeout=CLIENT_TIMEOUT,
+                        session=SESSION_MD[0][1] + ":load,delete,diagnose")
 
 
 def answers_again(stack: LoadStack, events: Iterator[cards_pb2.CardEvent]) -> None:

@@ -35,15 +35,14 @@ from cardap_sim.stack import demo_user_id
 from .conftest import cardapctl, insert_and_wait, reader_name, restart_daemon, wait_until
 from .test_load_faults import AIDS, AP_C, AP_D, LoadStack, load_stack
 
-SESSION = "test:org-a:op-1"
+SESSION = "test:org-a:op-1:load,delete,diagnose"
 CTL = Path(sys.executable).parent / "cardapctl"
 
 
 @pytest.fixture(scope="module")
 def ls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadStack]:
     """One loading stack for the module; tests leave slot 0 with a demo card."""
-    with load_stack(tmp_path_factory.mktemp("cli") / "stack",
-                    presets={"staff": [AP_C, AP_D]}) as s:
+    with load_stack(tmp_path_factory.mktemp("cli") / "stack") as s:
         insert_and_wait(s, 0, s.demo_card("cli-0"))
         yield s
 
@@ -74,7 +73,8 @@ def leaf_commands() -> list[list[str]]:
 
 
 REQUIRED = {  # the least each command needs to get as far as calling the daemon
-    "load": ["--ap", AP_C], "delete": ["--aid", AIDS[AP_C], "--yes"],
+    "load": ["--ap", AP_C],
+    "delete": ["--aid", AIDS[AP_C], "--yes", "--reason", "holder_request"],
     "login": ["--org", "org-a", "--operator", "op-9"], "report": ["--year", "2026"],
     "enroll": ["--org", "org-a", "--operator", "op-9"],
     "operators add": ["--org", "org-a", "--operator", "op-9"],
@@ -163,7 +163,8 @@ def test_daemon_reasons_end_with_their_table_exit_code(ls: LoadStack) -> None:
         (["read-id", "--reader", "1"], "NO_CARD"),
         (["aps", "--reader", "1"], "NO_CARD"),
         (["load", "--ap", AP_C, "--reader", "1"], "NO_CARD"),
-        (["delete", "--aid", AIDS[AP_C], "--reader", "1", "--yes"], "NO_CARD"),
+        (["delete", "--aid", AIDS[AP_C],
+            "--reason", "holder_request", "--reader", "1", "--yes"], "NO_CARD"),
         (["--role", "gate", "diagnose"], "WRONG_ROLE"),
         (["--role", "gate", "metrics"], "WRONG_ROLE"),
         (["--role", "kiosk", "audit", "verify"], "WRONG_ROLE"),
@@ -178,6 +179,7 @@ def test_daemon_reasons_end_with_their_table_exit_code(ls: LoadStack) -> None:
     ]
     for args, reason in cases:
         proc = ctl(ls, "--json", *args)
+        assert proc.stderr.strip(), (args, proc.returncode, proc.stdout)
         error = json.loads(proc.stderr.strip().splitlines()[-1])["error"]
         assert error["reason"] == reason, (args, proc.stderr)
         assert proc.returncode == exitcodes.REASON_EXIT[reason], (args, proc.stderr)
@@ -386,7 +388,8 @@ def test_load_draws_a_progress_bar_from_per_block_progress(ls: LoadStack) -> Non
     assert f"{AP_D}: loaded as {AIDS[AP_D]}" in text
 
     # --json: one progress event per acknowledged block, in order
-    assert ctl(ls, "delete", "--aid", AIDS[AP_D], "--yes").returncode == 0
+    assert ctl(ls, "delete", "--aid", AIDS[AP_D],
+        "--reason", "holder_request", "--yes").returncode == 0
     proc = ctl(ls, "--json", "load", "--ap", AP_D, timeout=120)
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(x) for x in proc.stdout.splitlines()]
@@ -397,18 +400,19 @@ def test_load_draws_a_progress_bar_from_per_block_progress(ls: LoadStack) -> Non
     assert progress[-1]["blocks_total"] == total
     assert progress[-1]["percent"] == 100
     assert events[-1]["result"]["ok"] is True
-    assert ctl(ls, "delete", "--aid", AIDS[AP_D], "--yes").returncode == 0
+    assert ctl(ls, "delete", "--aid", AIDS[AP_D],
+        "--reason", "holder_request", "--yes").returncode == 0
 
 
 def test_delete_asks_first_and_says_what_it_deleted(ls: LoadStack) -> None:
     assert ctl(ls, "load", "--ap", AP_C, "--quiet").returncode == 0
     # no terminal and no --yes: refused, nothing deleted
-    refused = ctl(ls, "delete", "--aid", AIDS[AP_C])
+    refused = ctl(ls, "delete", "--aid", AIDS[AP_C], "--reason", "holder_request")
     assert refused.returncode == exitcodes.USAGE
     assert "--yes" in refused.stderr
     assert AIDS[AP_C] in ctl(ls, "aps").stdout
     # a terminal: the question names the AP, "n" keeps it
-    term = tty(ls, "delete", "--aid", AIDS[AP_C])
+    term = tty(ls, "delete", "--aid", AIDS[AP_C], "--reason", "holder_request")
     assert term.read_until(b"[y/N]", 30), term.output
     question = term.output.decode(errors="replace")
     assert f"Delete AP {AIDS[AP_C]} (type C" in question
@@ -417,7 +421,7 @@ def test_delete_asks_first_and_says_what_it_deleted(ls: LoadStack) -> None:
     assert term.wait(30) == exitcodes.ABORTED
     assert AIDS[AP_C] in ctl(ls, "aps").stdout
     # "y" deletes, and the answer says what, from which card, in which reader
-    term = tty(ls, "delete", "--aid", AIDS[AP_C])
+    term = tty(ls, "delete", "--aid", AIDS[AP_C], "--reason", "holder_request")
     assert term.read_until(b"[y/N]", 30)
     term.type("y\n")
     assert term.wait(60) == 0
@@ -425,7 +429,7 @@ def test_delete_asks_first_and_says_what_it_deleted(ls: LoadStack) -> None:
     card_id = json.loads(ctl(ls, "--json", "read-id").stdout)["card_id"]
     assert f"deleted {AP_C} (AP {AIDS[AP_C]}) from card {card_id} in " \
         f"'{reader_name(ls, 0)}'" in said, said
-    again = ctl(ls, "delete", "--aid", AIDS[AP_C], "-y")
+    again = ctl(ls, "delete", "--aid", AIDS[AP_C], "--reason", "holder_request", "-y")
     assert again.returncode == 0
     assert "nothing deleted" in again.stdout
 
@@ -440,7 +444,7 @@ def test_aps_is_a_clean_table(ls: LoadStack) -> None:
         assert not any(",  area" in line or "type c," in line for line in out)
         assert out[-1].startswith("free: ")
     finally:
-        ctl(ls, "delete", "--aid", AIDS[AP_C], "-y")
+        ctl(ls, "delete", "--aid", AIDS[AP_C], "--reason", "holder_request", "-y")
 
 
 # ---------------------------------------------------------------- completion

@@ -112,10 +112,12 @@ def test_two_organisations_on_one_terminal(shared: Stack) -> None:
     assert load(st, b, DOOR_B).aid == AIDS[DOOR_B]
     with CardapClient(st.socket("kiosk"), session=a, timeout=60) as kiosk:
         expect_error(lambda: list(kiosk.load_ap(DOOR_B)), PD, "NOT_PERMITTED")
-        expect_error(lambda: kiosk.delete_ap(AIDS[DOOR_B]), PD, "NOT_PERMITTED")
+        expect_error(lambda: kiosk.delete_ap(AIDS[DOOR_B],
+                                             reason="holder_request"), PD, "NOT_PERMITTED")
     with CardapClient(st.socket("kiosk"), session=b, timeout=60) as kiosk:
         expect_error(lambda: list(kiosk.load_ap(STAFF_C)), PD, "NOT_PERMITTED")
-        expect_error(lambda: kiosk.delete_ap(AIDS[STAFF_C]), PD, "NOT_PERMITTED")
+        expect_error(lambda: kiosk.delete_ap(AIDS[STAFF_C],
+                                             reason="holder_request"), PD, "NOT_PERMITTED")
     with CardapClient(st.socket("kiosk"), session="test:city:op-c", timeout=60) as kiosk:
         err = expect_error(lambda: kiosk.loadable_aps(), PD, "ORGANISATION_NOT_ALLOWED")
         assert "city" in err.message
@@ -124,9 +126,9 @@ def test_two_organisations_on_one_terminal(shared: Stack) -> None:
     with CardapClient(st.socket("kiosk"), session="test:org-z:op-z", timeout=60) as kiosk:
         expect_error(lambda: list(kiosk.load_ap(STAFF_C)), PD, "ORGANISATION_NOT_CONFIGURED")
     with CardapClient(st.socket("kiosk"), session=b, timeout=60) as kiosk:
-        assert kiosk.delete_ap(AIDS[DOOR_B]).outcome == "DELETED"
+        assert kiosk.delete_ap(AIDS[DOOR_B], reason="holder_request").outcome == "DELETED"
     with CardapClient(st.socket("kiosk"), session=a, timeout=60) as kiosk:
-        assert kiosk.delete_ap(AIDS[STAFF_C]).outcome == "DELETED"
+        assert kiosk.delete_ap(AIDS[STAFF_C], reason="holder_request").outcome == "DELETED"
     # Billed for its own: the service's statement and the terminal's yearly report.
     for org in (ORG_A, ORG_B, "city"):
         out = subprocess.run([sys.executable, "-m", "cardap_sim.loadsvc", "report",
@@ -190,18 +192,21 @@ def test_the_roster_is_the_one_source_of_rights(counter: Stack) -> None:
         err = expect_error(lambda: list(kiosk.load_ap(CERT_A)), PD, "NOT_PERMITTED")
         assert "administrators of org-a" in err.message
         assert results(list(kiosk.load_ap(STAFF_C)))[0].ok
-        expect_error(lambda: kiosk.delete_ap(AIDS[STAFF_C]), PD, "RIGHT_MISSING")
+        expect_error(lambda: kiosk.delete_ap(AIDS[STAFF_C],
+                                             reason="holder_request"), PD, "RIGHT_MISSING")
         expect_error(lambda: kiosk.diagnose(), PD, "RIGHT_MISSING")
         operator = ctl(st, "operators", "set-rights", "--org", ORG_A, "--operator", "op-1",
                        "--rights", "load,delete,diagnose")
         assert sorted(operator["rights"]) == ["RIGHT_DELETE", "RIGHT_DIAGNOSE", "RIGHT_LOAD"]
-        assert kiosk.delete_ap(AIDS[STAFF_C]).outcome == "DELETED"  # the same session
+        assert kiosk.delete_ap(AIDS[STAFF_C],
+                               reason="holder_request").outcome == "DELETED"  # the same session
         assert results(list(kiosk.load_ap(RECORDS_D)))[0].ok
-        err = expect_error(lambda: kiosk.delete_ap(AIDS[RECORDS_D]), PD, "NOT_PERMITTED")
+        err = expect_error(lambda: kiosk.delete_ap(AIDS[RECORDS_D],
+                                                   reason="holder_request"), PD, "NOT_PERMITTED")
         assert "delete" in err.message
         assert kiosk.diagnose().readers
         ctl(st, "rights", "set", "--org", ORG_A, "--unrestricted")
-        assert kiosk.delete_ap(AIDS[RECORDS_D]).outcome == "DELETED"
+        assert kiosk.delete_ap(AIDS[RECORDS_D], reason="holder_request").outcome == "DELETED"
         ctl(st, "operators", "set-rights", "--org", ORG_A, "--operator", "op-1",
             "--rights", "")
         assert list(kiosk.loadable_aps().aps) == []

@@ -169,7 +169,7 @@ def test_cardapctl_diagnose_exit_codes(st: Stack) -> None:
 
 def test_overall_verdict_never_asks_to_insert_while_a_card_is_in(st: Stack) -> None:
     insert_and_wait(st, 0, st.demo_card("healthy"))
-    with client(st, "kiosk") as kiosk:
+    with client(st, "ops") as kiosk:  # the ops socket diagnoses without a session
         every = kiosk.diagnose()
     by_reader = {d.reader.name: d for d in every.readers}
     assert by_reader[reader_name(st, 0)].verdict == terminal_pb2.VERDICT_OK

@@ -37,13 +37,15 @@ from .test_load_faults import (
 )
 
 T = terminal_pb2
+# The test operator with the diagnose right (the kiosk socket's diagnoses need it).
+DIAGNOSE_MD = (("cardap-session", SESSION_MD[0][1] + ":load,delete,diagnose"),)
 
 
 def diagnose(stack: LoadStack, reader: str = "") -> T.DiagnoseResponse:
     ch, stub = _stub(stack)
     try:
         resp: T.DiagnoseResponse = stub.Diagnose(T.DiagnoseRequest(reader=reader),
-                                                 metadata=SESSION_MD, timeout=60)
+                                                 metadata=DIAGNOSE_MD, timeout=60)
         return resp
     except grpc.RpcError as exc:
         raise CardapClientError.from_rpc_error(exc) from None

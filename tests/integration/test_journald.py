@@ -228,7 +228,7 @@ def test_one_line_per_operation_and_the_documented_queries(tmp_path: Path,
                     if e.WhichOneof("event") == "result"] == [True]
         with CardapClient(stack.socket("kiosk"), request_id="jrnl-del-1",
                           session="test:org-a:op-1", timeout=60) as kiosk:
-            assert kiosk.delete_ap("D392F000430A0001").outcome == "DELETED"
+            assert kiosk.delete_ap("D392F000430A0001", reason="holder_request").outcome == "DELETED"
             kiosk.diagnose(reader)
         with CardapClient(stack.socket("gate"), request_id="jrnl-nocard-1") as gate, \
                 pytest.raises(CardapClientError):

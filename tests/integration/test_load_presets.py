@@ -93,8 +93,8 @@ def test_preset_stops_at_the_first_failure(pstack: Stack) -> None:
     with CardapClient(pstack.socket("kiosk"), session=SESSION, timeout=60) as kiosk:
         first = results(list(kiosk.load_ap(preset="again")))[0]  # cert-a, then the rest
         assert first.ok
-        kiosk.delete_ap(AIDS["org-a-staff-c"])
-        kiosk.delete_ap(AIDS["org-a-records-d"])
+        kiosk.delete_ap(AIDS["org-a-staff-c"], reason="holder_request")
+        kiosk.delete_ap(AIDS["org-a-records-d"], reason="holder_request")
         pstack.control.fault(0, full_extended_area=True)
         events: list[terminal_pb2.LoadAPEvent] = []
         with pytest.raises(CardapClientError) as info:
