@@ -22,7 +22,7 @@ import argcomplete
 import grpc
 from argcomplete import shell_integration
 
-from cardap import __version__, cli_ops, cli_rights, exitcodes
+from cardap import __version__, cli_ops, cli_rights, exitcodes, reasons
 from cardap.cli_cards import (
     cmd_aps,
     cmd_delete,
@@ -45,6 +45,7 @@ from cardap.clibase import (
     seconds,
 )
 from cardap.client import CardapClient, CardapClientError, default_socket
+from cardap.i18n import from_environment
 
 CODE_EXIT = exitcodes.CODE_EXIT  # kept for scripts importing it; the table is exitcodes
 DEFAULT_TIMEOUT_S = 15.0
@@ -233,13 +234,21 @@ def call_timeout(args: argparse.Namespace) -> float | None:
 
 
 def print_error(args: argparse.Namespace, code: str, reason: str, message: str,
-                metadata: dict[str, str], hint: str = "") -> None:
-    """A failure on stderr: `cardapctl: REASON: message`, or JSON with --json."""
+                metadata: dict[str, str], hint: str = "", localized: str = "") -> None:
+    """A failure on stderr: `cardapctl: REASON: message` (English, the same in every
+    locale, for scripts and logs), then what it means and what to do next in the user's
+    language (`localized`, else the reason registry's text); JSON with --json."""
+    lang = from_environment()
+    if not localized:
+        localized = reasons.localized(reason, lang, metadata)
     if getattr(args, "json", False):
         print(dumps({"error": {"code": code, "reason": reason, "message": message,
-                               "metadata": metadata}}), file=sys.stderr)
+                               "metadata": metadata, "localized": localized,
+                               "locale": lang}}), file=sys.stderr)
     else:
         print(f"cardapctl: {reason}: {message}{hint}", file=sys.stderr)
+        if localized:
+            print(f"cardapctl: {localized}", file=sys.stderr)
 
 
 def completion(shell: str) -> int:
@@ -270,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
 
     def connect() -> CardapClient:
         kw: dict[str, Any] = {"timeout": timeout or DEFAULT_TIMEOUT_S,
-                              "session": args.session}
+                              "session": args.session, "language": from_environment()}
         if args.request_id:
             kw["request_id"] = args.request_id
         return CardapClient(socket, **kw)
@@ -302,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         elif err.code == grpc.StatusCode.DEADLINE_EXCEEDED and call_timeout(args):
             hint = f" (no answer within {call_timeout(args):g} s; see --timeout)"
         try:
-            print_error(args, err.code.name, err.reason, err.message, err.metadata, hint)
+            print_error(args, err.code.name, err.reason, err.message, err.metadata, hint,
+                        err.localized if err.locale == from_environment() else "")
         except BrokenPipeError:
             return quiet_broken_pipe()
         return exitcodes.for_reason(err.reason, err.code)

@@ -33,15 +33,19 @@ def default_socket(role: str, socket_dir: Path | None = None) -> Path:
 
 
 class CardapClientError(Exception):
-    """A failed call: gRPC code, stable reason, human message and metadata."""
+    """A failed call: gRPC code, stable reason, English message and metadata, and
+    `localized`: what it means and what to do next in the call's language (the daemon's
+    google.rpc.LocalizedMessage; "" when it sent none) with its `locale`."""
 
     def __init__(self, code: grpc.StatusCode, reason: str, message: str,
-                 metadata: dict[str, str]) -> None:
+                 metadata: dict[str, str], localized: str = "", locale: str = "") -> None:
         super().__init__(f"{code.name} {reason}: {message}")
         self.code = code
         self.reason = reason
         self.message = message
         self.metadata = metadata
+        self.localized = localized
+        self.locale = locale
 
     @classmethod
     def from_rpc_error(cls, err: grpc.RpcError) -> CardapClientError:
@@ -50,6 +54,7 @@ class CardapClientError(Exception):
         code = call.code() if hasattr(call, "code") else grpc.StatusCode.UNKNOWN
         message = call.details() if hasattr(call, "details") else str(err)
         reason, metadata = code.name, {}
+        localized = locale = ""
         try:
             status = rpc_status.from_call(call)
         except ValueError:
@@ -57,12 +62,14 @@ class CardapClientError(Exception):
         if status is not None:
             for detail in status.details:
                 info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
+                text = error_details_pb2.LocalizedMessage()
+                if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
                     reason, metadata = info.reason, dict(info.metadata)
-                    break
+                elif detail.Is(text.DESCRIPTOR) and detail.Unpack(text):
+                    localized, locale = text.message, text.locale
         if code == grpc.StatusCode.UNAVAILABLE and reason == "UNAVAILABLE":
             reason = "DAEMON_UNREACHABLE"
-        return cls(code, reason, message or "", metadata)
+        return cls(code, reason, message or "", metadata, localized, locale)
 
 
 DELETE_REASONS = {"holder_request": terminal_pb2.DELETE_REASON_HOLDER_REQUEST,

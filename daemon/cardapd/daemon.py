@@ -337,7 +337,8 @@ class Daemon:
                             admin=RosterAdmin(operators, Path(cfg.daemon.state_dir)),
                             audit_log=audit, sink=sink, metrics=self.metrics,
                             status=lambda: running.status(), refusals=refusals,
-                            sessions=counter_sessions)
+                            sessions=counter_sessions,
+                            language=lambda: self.cfg.daemon.language)
         calendar = ServiceCalendar(lambda: self._current_link(),
                                    Path(cfg.daemon.state_dir) / SCHEDULE_FILE,
                                    on_fetch=self._schedule_fetched,

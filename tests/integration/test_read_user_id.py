@@ -52,7 +52,11 @@ def test_two_cards_need_a_reader_name(stack: Stack) -> None:
     insert_and_wait(stack, 0, stack.demo_card())
     insert_and_wait(stack, 1, stack.demo_card("two"))
     with client(stack) as gate:
-        expect_error(gate.read_user_id, grpc.StatusCode.INVALID_ARGUMENT, "READER_AMBIGUOUS")
+        err = expect_error(gate.read_user_id, grpc.StatusCode.FAILED_PRECONDITION,
+                           "READER_AMBIGUOUS")
+        both = {reader_name(stack, 0), reader_name(stack, 1)}
+        assert set(err.metadata["readers"].split(", ")) == both, err.metadata
+        assert all(name in err.message for name in both), err.message
         assert gate.read_user_id(reader_name(stack, 1)).user_id == demo_user_id()
 
 

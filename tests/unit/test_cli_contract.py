@@ -1,6 +1,6 @@
 """cardapctl's contract with people and scripts, checked without a daemon: every option
 documented (what `make man` renders), every reason the daemon can send in the one
-exit-code table, every audit operation name the daemon writes known to ExportAudit."""
+reason registry (and so in the exit-code table), every audit operation name the daemon writes known to ExportAudit."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import ast
 import re
 from pathlib import Path
 
-from cardap import exitcodes
+from cardap import exitcodes, reasons
 from cardap.cli import build_parser
 from cardapd.domain import AUDIT_OPERATIONS
 from cardapd.errors import tries_left
@@ -17,7 +17,9 @@ from cardlib.apdu import describe_sw
 
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON = ROOT / "daemon" / "cardapd"
+CARDLIB = ROOT / "lib" / "cardlib"
 UPPER_SNAKE = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$")
+UPPER_WORD = re.compile(r"^[A-Z][A-Z0-9_]+$")  # where it must be a reason: INTERNAL too
 NOT_CLIENT_REASONS = {
     # /healthz reasons (the HTTP endpoint, not the API)
     "STARTING", "SHUTTING_DOWN", "READER_MONITOR_STOPPED", "PCSC_UNAVAILABLE",
@@ -59,42 +61,80 @@ def test_global_options_are_accepted_by_every_command() -> None:
 
 
 def daemon_reasons() -> dict[str, str]:
-    """Every stable reason the daemon's code can raise: `reason=` arguments, `reason`
-    class attributes, and the values of reason/error tables (name has REASON or ERROR)."""
+    """Every stable reason the daemon's code (and the card library it relays) can raise:
+    `reason=` arguments, `reason` class attributes, the values of reason/error tables (name
+    has REASON or ERROR), reason constants (`LOGIN_REFUSED = "LOGIN_REFUSED"`), reasons
+    compared against (`reason == "AID_FORBIDDEN"`, `said == …`), and the first item of a
+    `(reason, text)` a `*_problem` function returns."""
     found: dict[str, str] = {}
 
-    def add(value: object, where: Path) -> None:
-        if isinstance(value, str) and UPPER_SNAKE.match(value):
+    def add(value: object, where: Path, pattern: re.Pattern[str] = UPPER_SNAKE) -> None:
+        if isinstance(value, str) and pattern.match(value):
             found.setdefault(value, str(where.relative_to(ROOT)))
 
-    for path in DAEMON.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.keyword) and node.arg == "reason" \
-                    and isinstance(node.value, ast.Constant):
-                add(node.value.value, path)
+    def name_of(node: ast.AST) -> str:
+        return node.id if isinstance(node, ast.Name) else \
+            node.attr if isinstance(node, ast.Attribute) else ""
+
+    for path in [*DAEMON.rglob("*.py"), *CARDLIB.rglob("*.py")]:
+        tree = ast.parse(path.read_text())
+        constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                     and isinstance(n.value, ast.Constant) for t in n.targets
+                     if isinstance(t, ast.Name)}
+
+        def value_of(node: ast.AST) -> object:
+            if isinstance(node, ast.Constant):
+                return node.value
+            return constants.get(node.id) if isinstance(node, ast.Name) else None
+
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword) and node.arg == "reason":
+                add(value_of(node.value), path, UPPER_WORD)
+            elif isinstance(node, ast.Call) and "audit" in name_of(node.func):
+                for arg in node.args:  # an audit row's reason: `("error", "RELOAD_FAILED")`
+                    add(value_of(arg), path)
             elif isinstance(node, ast.Assign | ast.AnnAssign):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                names = [t.id if isinstance(t, ast.Name) else
-                         t.attr if isinstance(t, ast.Attribute) else "" for t in targets]
-                if "reason" in names and isinstance(node.value, ast.Constant):
-                    add(node.value.value, path)
+                names = [name_of(t) for t in targets]
+                if "reason" in names and node.value is not None:
+                    add(value_of(node.value), path, UPPER_WORD)
                 if any(re.search("REASON|ERROR", n) for n in names) \
                         and isinstance(node.value, ast.Dict):
                     for v in node.value.values:
                         for c in ast.walk(v):
                             if isinstance(c, ast.Constant):
                                 add(c.value, path)
+            elif isinstance(node, ast.Compare) and name_of(node.left) in ("reason", "said"):
+                for c in node.comparators:
+                    if isinstance(c, ast.Constant):
+                        add(c.value, path)
+            elif isinstance(node, ast.FunctionDef) and node.name.endswith("_problem"):
+                for ret in ast.walk(node):
+                    if isinstance(ret, ast.Return) and isinstance(ret.value, ast.Tuple) \
+                            and isinstance(ret.value.elts[0], ast.Constant):
+                        add(ret.value.elts[0].value, path)
     return found
 
 
-def test_every_daemon_reason_is_in_the_one_exit_code_table() -> None:
-    reasons = daemon_reasons()
-    assert len(reasons) > 80, "the scan found too few reasons: it no longer works"
-    missing = {r: where for r, where in reasons.items()
-               if r not in exitcodes.REASON_EXIT and r not in NOT_CLIENT_REASONS}
-    assert not missing, ("add these reasons to clients/cardap/exitcodes.py (and run the "
-                         f"docs test): {missing}")
+def test_every_daemon_reason_is_registered_with_its_exit_code() -> None:
+    found = daemon_reasons()
+    assert len(found) > 80, "the scan found too few reasons: it no longer works"
+    assert {"AID_BUILT_IN", "LOGIN_REFUSED", "ORGANISATION_NOT_ALLOWED",
+            "SECURE_CHANNEL_ERROR"} <= set(found), "the scan misses a kind of raise"
+    missing = {r: where for r, where in found.items()
+               if r not in reasons.BY_CODE and r not in NOT_CLIENT_REASONS}
+    assert not missing, ("register these reasons in clients/cardap/reasons.py (then make "
+                         f"docs, make i18n-extract): {missing}")
+    assert set(exitcodes.REASON_EXIT) == set(reasons.BY_CODE)
     assert exitcodes.REASON_EXIT["BIOMETRIC_TIMEOUT"] == exitcodes.TIMEOUT
+
+
+def test_every_registered_daemon_reason_is_one_the_daemon_raises() -> None:
+    """No stale entry: a reason the registry says the daemon sends is in its code."""
+    found = daemon_reasons()
+    stale = [r.code for r in reasons.REASONS
+             if r.source in ("daemon", "audit") and r.code not in found]
+    assert not stale, f"registered, but the daemon never raises them: {stale}"
 
 
 def test_unknown_reasons_fall_back_on_the_grpc_code() -> None:

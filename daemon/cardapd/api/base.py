@@ -47,6 +47,7 @@ class Services:
     status: Callable[[], DaemonStatus]
     refusals: RefusalLedger
     sessions: CounterSessions  # operator sessions, as the counter's card actions check them
+    language: Callable[[], str]  # `[daemon] language` now (a reload changes it)
 
 
 class RpcBase:
@@ -65,6 +66,10 @@ class RpcBase:
     def count(self, method: str, code: str) -> None:
         """Count one finished call."""
         self._grpc_requests.labels(method, str(self.role), code).inc()
+
+    def default_language(self) -> str:
+        """`[daemon] language`: the language of a call that names none."""
+        return self.services.language()
 
     def counter(self, context: Ctx, ctx: OpContext, right: Right | None = None
                 ) -> tuple[OpContext, Operator | None]:

@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from cardapd.api.language import call_language
 from cardapd.api.roles import Role, allowed
 from cardapd.api.status import internal, to_status
 from cardapd.domain import AuditSink, OpContext
@@ -48,7 +49,7 @@ _DIGIT_RUN = re.compile(r"\d{12}")
 
 class Admitting(Protocol):
     """What the wrapper needs of a servicer: its role, its connection, the ledger of
-    refused calls, and a counter of finished calls."""
+    refused calls, a counter of finished calls, and the language of errors for people."""
 
     role: Role
     connection: str
@@ -57,6 +58,10 @@ class Admitting(Protocol):
 
     def count(self, method: str, code: str) -> None:
         """Count one finished call."""
+        ...
+
+    def default_language(self) -> str:
+        """`[daemon] language`: the language of a call that names none."""
         ...
 
 
@@ -130,7 +135,7 @@ async def _fail(servicer: Admitting, name: str, context: Ctx, rid: str,
         # operation log, so the log lines of refused calls are bounded the same way
         await servicer.refusals.refused(str(servicer.role), name, err.reason, rid,
                                         err.message)
-    status = to_status(err, rid)
+    status = to_status(err, rid, call_language(context, servicer.default_language()))
     servicer.count(name, status.code.name)
     await context.abort(status.code, status.details, status.trailing_metadata)
 

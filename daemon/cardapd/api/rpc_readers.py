@@ -11,7 +11,7 @@ from cardapd.api.base import RpcBase
 from cardapd.api.roles import Role
 from cardapd.api.rpc import Ctx, session_token, stream, unary
 from cardapd.domain import OpContext, Right
-from cardapd.errors import CardapError
+from cardapd.errors import ServiceUnavailable
 from cardapd.readers.diagnose import worst
 from cardapd.readers.hub import now
 from cardapd.readers.model import EventKind
@@ -79,9 +79,9 @@ class ReadersRpc(RpcBase):
                 # On the kiosk socket, user IDs only while an operator is logged in there.
                 yield convert.event(event, self.shows_user_ids(context))
             if sub.overflowed:
-                raise CardapError("this client fell too far behind the card events; "
-                                  "reconnect to get a fresh snapshot",
-                                  reason="EVENT_QUEUE_OVERFLOW")
+                raise ServiceUnavailable("this client fell too far behind the card "
+                                         "events; reconnect to get a fresh snapshot",
+                                         reason="EVENT_QUEUE_OVERFLOW")
         finally:
             readers.unsubscribe(sub)
 

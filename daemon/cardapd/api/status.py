@@ -1,8 +1,12 @@
-"""Domain errors → gRPC status: a code, a human message, and an ErrorInfo with the reason.
+"""Domain errors → gRPC status: a code, a human message, an ErrorInfo with the reason and
+a LocalizedMessage for the people at the terminal.
 
 The rich status travels in the standard `grpc-status-details-bin` trailer
 (google.rpc.Status with a google.rpc.ErrorInfo, domain "cardapd"), so any gRPC client can
 read the stable reason and metadata (e.g. `tries_left`) without parsing messages.
+`status.message` stays English (for developers and logs); a google.rpc.LocalizedMessage
+in the call's language carries the reason's meaning and next step from the registry
+(`cardap.reasons`), filled from the error's metadata.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from cardap import reasons
 from cardapd import errors as e
 from cardapd.myna.mutual_auth import ApAuthFailed
 from cardapd.reads.revocation import RevocationFeedStale
@@ -64,8 +69,10 @@ def code_for(exc: e.CardapError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def to_status(exc: e.CardapError, request_id: str = "") -> grpc.Status:
-    """A grpc.Status carrying code, message and an ErrorInfo detail."""
+def to_status(exc: e.CardapError, request_id: str = "", language: str = "en"
+              ) -> grpc.Status:
+    """A grpc.Status carrying code, the English message, an ErrorInfo detail and (for a
+    registered reason) a LocalizedMessage in `language`."""
     code = code_for(exc)
     metadata = dict(exc.metadata)
     if request_id:
@@ -73,8 +80,14 @@ def to_status(exc: e.CardapError, request_id: str = "") -> grpc.Status:
     info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
+    details = [detail]
+    text = reasons.localized(exc.reason, language, metadata)
+    if text:
+        localized = any_pb2.Any()
+        localized.Pack(error_details_pb2.LocalizedMessage(locale=language, message=text))
+        details.append(localized)
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=exc.message,
-                               details=[detail])
+                               details=details)
     return rpc_status.to_status(status)
 
 

@@ -23,6 +23,7 @@ from cardapd.errors import (
     CardapError,
     CardRemoved,
     CardUnresponsive,
+    FailedPrecondition,
     InvalidArgument,
     NoCard,
     NoReader,
@@ -490,8 +491,8 @@ class Readers:
 
     def reader_with_card(self, reader: str) -> tuple[ReaderOwner, ReaderView]:
         """The owner and view of the reader holding a card (NoReader, NoCard, CardUnresponsive,
-        Busy while it is identified, READER_AMBIGUOUS when `reader` is empty and several
-        hold one)."""
+        Busy while it is identified, FAILED_PRECONDITION READER_AMBIGUOUS naming them when
+        `reader` is empty and several hold one: the same request is right with one card)."""
         if not self.pcsc_available:
             raise PcscUnavailable("PC/SC (pcscd) is not available; the daemon is reconnecting")
         if reader:
@@ -507,8 +508,10 @@ class Readers:
             if not with_card:
                 raise NoCard("no card in any reader")
             if len(with_card) > 1:
-                raise InvalidArgument("several readers hold a card: name the reader",
-                                      reason="READER_AMBIGUOUS")
+                names = ", ".join(v.name for v in with_card)
+                raise FailedPrecondition(f"several readers hold a card ({names}): name the "
+                                         "reader", reason="READER_AMBIGUOUS",
+                                         metadata={"readers": names})
             view = with_card[0]
             owner = self._owners[view.name]
         if view.state is ReaderState.CARD_MUTE and (
