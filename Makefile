@@ -117,7 +117,10 @@ lock: setup
 clean:
 	rm -rf $(VENV) .stamp-* build dist *.egg-info .mypy_cache .ruff_cache
 
-# Generated documentation: the configuration reference and example (from the schema).
+# Generated documentation: the configuration reference and example (from the schema), the
+# README's reason table and the guide's exit-code table (from clients/cardap/reasons.py).
 docs: setup
 	$(PY) -m cardapd.config.reference markdown > docs/configuration.md
 	$(PY) -m cardapd.config.reference example > docs/config.example.toml
+	$(PY) -m cardap.reasons readme README.md
+	$(PY) -m cardap.reasons guide docs/operations.md

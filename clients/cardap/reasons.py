@@ -7,8 +7,9 @@ cardapctl ends with (`cardap.exitcodes` derives its table from this one). The me
 the next step are marked for translation (`N_`, catalogue domain `reasons`): the daemon
 puts them, in the call's language and filled from the error's metadata, into a
 google.rpc.LocalizedMessage beside the English `status.message` (`localized`). The
-README's reason table is generated from here (`python -m cardap.reasons markdown`, run
-by `make docs`; a test fails when it differs).
+README's reason table and the operations guide's exit-code table are generated from here
+(`python -m cardap.reasons readme README.md` / `guide docs/operations.md`, run by `make
+docs`; tests fail when they differ).
 
 A reason is never renamed or removed once published; a newer daemon may send reasons an
 older client does not know (the client falls back on the gRPC code).
@@ -65,7 +66,7 @@ CHECK_SERVICE = N_("Check the network link to the loading service and try again 
                    "tell the administrator if it persists.")
 NOTHING = N_("Nothing to do: it is already there.")
 RENAME = N_("Choose another name or identifier.")
-CHECK_CONFIG = N_("Correct the configuration (cardapd check-config) and reload the daemon.")
+CHECK_CONFIG = N_("Correct the configuration (cardapd --check-config) and reload the daemon.")
 ASK_AGAIN = N_("Start again when ready.")
 FINGER_AGAIN = N_("Place the finger on the sensor again, or log in with the password.")
 
@@ -85,7 +86,7 @@ REASONS: tuple[Reason, ...] = (
     _R("AID_BUILT_IN", ("INVALID_ARGUMENT",), "USAGE",
        N_("The AID ({field}) could select a built-in AP of every My Number Card where a "
           "card AP is expected."),
-       N_("Name the AID of a card AP (cardapctl card-aps lists them)."), ("field",)),
+       N_("Name the AID of a card AP (cardapctl aps lists them)."), ("field",)),
     _R("AP_TYPE_MISMATCH", ("INVALID_ARGUMENT",), "PRECONDITION",
        N_("The AP named is not of the type this call reads."), FIX_FIELD, ("field",)),
     _R("READER_AMBIGUOUS", ("FAILED_PRECONDITION",), "USAGE",
@@ -315,11 +316,11 @@ REASONS: tuple[Reason, ...] = (
        N_("A service the daemon needs cannot be reached now."), RETRY_LATER),
     _R("JOURNAL_ROW_NOT_FOUND", ("NOT_FOUND",), "PRECONDITION",
        N_("No card operation {journal_id} waits in the journal."),
-       N_("List the pending operations (cardapctl status) and name one of them."),
+       N_("Check the journal ID the terminal reported and try again."),
        ("journal_id",)),
     _R("NOT_AWAITING_CONFIRMATION", ("FAILED_PRECONDITION",), "PRECONDITION",
        N_("The card operation {journal_id} does not wait for a confirmation."),
-       N_("Nothing to confirm; check its state with cardapctl status."),
+       N_("Nothing to confirm: the operation is already settled."),
        ("journal_id",)),
     _R("PRESET_NOT_FOUND", ("NOT_FOUND",), "PRECONDITION",
        N_("The organisation has no preset named {preset}."),
@@ -445,10 +446,10 @@ REASONS: tuple[Reason, ...] = (
        N_("The thing named does not exist."), FIX_REQUEST),
     _R("REVOCATION_FEED_STALE", ("FAILED_PRECONDITION",), "PRECONDITION",
        N_("The revocation information is too old to decide."),
-       N_("Sync the revocation information (cardapctl revocation sync) and try again.")),
+       N_("Sync the revocation information (SyncRevocation) and try again.")),
     _R("RESET_NOT_FOUND", ("NOT_FOUND",), "PRECONDITION",
        N_("No audit reset {reset_seq} is recorded."),
-       N_("List the resets (cardapctl audit verify) and name one of them."),
+       N_("Name a reset that cardapctl audit verify reports."),
        ("reset_seq",)),
     _R("RESET_ALREADY_ACKNOWLEDGED", ("ALREADY_EXISTS",), "EXISTS",
        N_("The audit reset {reset_seq} is already acknowledged."), NOTHING,
@@ -548,18 +549,30 @@ def with_table(readme: str) -> str:
             f"do not edit -->\n{markdown()}{END}{tail}")
 
 
+def with_exit_table(guide: str) -> str:
+    """The operations guide with its exit-code table (the first table under "### Exit
+    codes") rewritten from `cardap.exitcodes`, whose reasons come from this registry."""
+    from cardap import exitcodes
+    head, section = guide.split("### Exit codes", 1)
+    start = section.index("| code | name |")
+    end = section.index("\n\n", start) + 1
+    return f"{head}### Exit codes{section[:start]}{exitcodes.markdown()}{section[end:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """`markdown`: print the table; `readme PATH`: rewrite the marked section of PATH."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["markdown"]:
         sys.stdout.write(markdown())
         return 0
-    if args[:1] == ["readme"] and len(args) == 2:
+    if args[:1] in (["readme"], ["guide"]) and len(args) == 2:
         from pathlib import Path
         path = Path(args[1])
-        path.write_text(with_table(path.read_text()))
+        rewrite = with_table if args[0] == "readme" else with_exit_table
+        path.write_text(rewrite(path.read_text()))
         return 0
-    print("usage: python -m cardap.reasons markdown | readme PATH", file=sys.stderr)
+    print("usage: python -m cardap.reasons markdown | readme README | guide OPERATIONS",
+          file=sys.stderr)
     return 2
 
 

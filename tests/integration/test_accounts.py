@@ -363,7 +363,9 @@ def test_catalogue_entries_that_could_select_the_input_assist_ap_are_left_out(
         assert "rogue-c" not in ids
         assert "org-a-staff-c" in ids
         insert_and_wait(s, 0, s.demo_card())
-        err = expect_error(lambda: load(s, "rogue-c"), PD, "NOT_PERMITTED")
+        err = expect_error(lambda: load(s, "rogue-c"), grpc.StatusCode.NOT_FOUND,
+                           "UNKNOWN_AP")
+        assert err.metadata["ap_id"] == "rogue-c"
         assert "rogue-c" in err.message
         result_of(load(s, "org-a-staff-c"))
         assert bytes.fromhex(INPUT_ASSIST[:14]) not in s.control.selects(0)

@@ -170,7 +170,7 @@ def test_daemon_reasons_end_with_their_table_exit_code(ls: LoadStack) -> None:
         (["--role", "kiosk", "audit", "verify"], "WRONG_ROLE"),
         (["--role", "kiosk", "report", "--year", "2026"], "WRONG_ROLE"),
         (["--role", "gate", "operators", "list"], "WRONG_ROLE"),
-        (["load", "--ap", "org-b-door-c"], "NOT_PERMITTED"),
+        (["load", "--ap", "org-b-door-c"], "UNKNOWN_AP"),
         (["load", "--preset", "nope"], "PRESET_NOT_FOUND"),
         (["--session", "", "loadable"], "NO_OPERATOR_SESSION"),
         (["audit", "export", "--operation", "bogus"], "UNKNOWN_OPERATION"),

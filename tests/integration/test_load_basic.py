@@ -157,8 +157,9 @@ def test_refusals(lstack: Stack) -> None:
                  "NO_OPERATOR_SESSION")
     expect_error(lambda: load(lstack, STAFF_C, role="gate"), grpc.StatusCode.PERMISSION_DENIED,
                  "WRONG_ROLE")
-    expect_error(lambda: load(lstack, "org-b-door-c"), grpc.StatusCode.PERMISSION_DENIED,
-                 "NOT_PERMITTED")
+    unknown = expect_error(lambda: load(lstack, "org-b-door-c"), grpc.StatusCode.NOT_FOUND,
+                           "UNKNOWN_AP")  # another organisation's AP is not in this catalogue
+    assert unknown.metadata["ap_id"] == "org-b-door-c"
     expect_error(lambda: load(lstack, STAFF_C, session=[("cardap-session",
                                                          "test:org-a:op-2:delete")]),
                  grpc.StatusCode.PERMISSION_DENIED, "RIGHT_MISSING")

@@ -1,6 +1,7 @@
 """cardapctl's contract with people and scripts, checked without a daemon: every option
-documented (what `make man` renders), every reason the daemon can send in the one
-reason registry (and so in the exit-code table), every audit operation name the daemon writes known to ExportAudit."""
+documented (what `make man` renders), every reason the daemon can send in the one reason
+registry (and so in the exit-code table), every audit operation name the daemon writes
+known to ExportAudit."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def daemon_reasons() -> dict[str, str]:
                      and isinstance(n.value, ast.Constant) for t in n.targets
                      if isinstance(t, ast.Name)}
 
-        def value_of(node: ast.AST) -> object:
+        def value_of(node: ast.AST, constants: dict[str, object] = constants) -> object:
             if isinstance(node, ast.Constant):
                 return node.value
             return constants.get(node.id) if isinstance(node, ast.Name) else None

@@ -23,7 +23,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cardap import cli, cli_ops, clibase
+from cardap import cli, cli_ops, clibase, exitcodes, reasons
 from cardap.client import CardapClientError
 from cardap.v1 import audit_pb2, operators_pb2, terminal_pb2
 
@@ -45,8 +45,10 @@ class FakeClient:
     instances: ClassVar[list[FakeClient]] = []
     configure: Any = None  # set per test through the `fake` fixture
 
-    def __init__(self, socket: Path, *, timeout: float, session: str | None) -> None:
+    def __init__(self, socket: Path, *, timeout: float, session: str | None,
+                 language: str) -> None:
         self.socket, self.timeout, self.session = Path(socket), timeout, session
+        self.language = language  # cardapctl sends its environment's language
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.prompts = [terminal_pb2.Prompt(code="PLACE_FINGER", message="Place a finger")]
         self.error: BaseException | None = None
@@ -526,15 +528,44 @@ def test_report_exits_10_when_the_audit_fails(fake: Any,
     (grpc.StatusCode.UNKNOWN, "LOGIN_INCOMPLETE", 1),
 ])
 def test_daemon_errors_map_to_exit_codes(fake: Any, code: grpc.StatusCode, reason: str,
-                                         exit_code: int,
+                                         exit_code: int, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LANGUAGE", "en")
     fake(lambda c: setattr(c, "error", CardapClientError(code, reason, "msg", {"k": "v"})))
     assert run("login", "--org", "c", "--operator", "o") == exit_code
     assert f"cardapctl: {reason}: msg" in capsys.readouterr().err
     assert run("--json", "operators", "list") == exit_code
     error = json.loads(capsys.readouterr().err)["error"]
     assert error == {"code": code.name, "reason": reason, "message": "msg",
-                     "metadata": {"k": "v"}}
+                     "metadata": {"k": "v"}, "locale": "en",
+                     "localized": reasons.localized(reason, "en", {"k": "v"})}
+
+
+def test_errors_are_explained_in_the_users_language(
+        fake: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """cardapctl asks the daemon for its environment's language and prints the daemon's
+    LocalizedMessage when it is in that language; else the registry's own text."""
+    monkeypatch.delenv("LANGUAGE", raising=False)
+    monkeypatch.delenv("LC_ALL", raising=False)
+    monkeypatch.delenv("LC_MESSAGES", raising=False)
+    monkeypatch.setenv("LANG", "ja_JP.UTF-8")
+    wrong = CardapClientError(grpc.StatusCode.UNAUTHENTICATED, "PIN_WRONG",
+                              "wrong PIN, 2 tries left", {"tries_left": "2"},
+                              "暗証番号が違います（デーモンから）", "ja")
+    fake(lambda c: setattr(c, "error", wrong))
+    assert run("operators", "list") == exitcodes.DENIED
+    assert FakeClient.instances[-1].language == "ja"
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["cardapctl: PIN_WRONG: wrong PIN, 2 tries left",
+                   "cardapctl: 暗証番号が違います（デーモンから）"]
+    english = CardapClientError(grpc.StatusCode.UNAUTHENTICATED, "PIN_WRONG", "wrong PIN",
+                                {"tries_left": "1"}, "The PIN was wrong", "en")
+    fake(lambda c: setattr(c, "error", english))  # not the user's language: the registry's
+    assert run("operators", "list") == exitcodes.DENIED
+    second = capsys.readouterr().err.splitlines()[1]
+    assert second.startswith("cardapctl: 暗証番号が違います。残りの試行回数は1回です。"), second
+    assert "市区町村" in second
 
 
 def test_new_exit_codes_stay_within_the_documented_set() -> None:

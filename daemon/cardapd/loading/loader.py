@@ -42,6 +42,7 @@ from cardapd.domain import (
     Right,
 )
 from cardapd.errors import (
+    AlreadyExists,
     CardapError,
     CardRemoved,
     FailedPrecondition,
@@ -281,12 +282,23 @@ class Loader:
             raise
         assert target is not None
         async with self.lock(target.owner.name):
-            present: set[bytes] = set()
-            if is_set:
-                await self._check_present(target)
-                aids = [bytes.fromhex(entries[a].instance_aid) for a in ap_ids]
-                present = await target.owner.run(
-                    lambda proto: present_aps(proto, aids, cancel))
+            # Which APs already answer SELECT: a preset skips them; a single AP already
+            # there is ALREADY_EXISTS before any progress (the service would say so only
+            # after its first batch).
+            await self._check_present(target)
+            aids = [bytes.fromhex(entries[a].instance_aid) for a in ap_ids]
+            present = await target.owner.run(lambda proto: present_aps(proto, aids, cancel))
+            if not is_set and present:
+                entry = entries[ap_ids[0]]
+                there = AlreadyExists(
+                    f"{entry.ap_id} (instance {entry.instance_aid.upper()}) is already on the "
+                    f"card in {target.owner.name!r}", reason="ALREADY_EXISTS",
+                    metadata={"ap_id": entry.ap_id, "aid": entry.instance_aid.upper(),
+                              "reader": target.owner.name})
+                await self.audit_end(ctx, "load", start, there, target, {
+                    "ap_id": entry.ap_id, "aid": entry.instance_aid.upper(),
+                    "organisation": operator.organisation})
+                raise there
             for one in ap_ids:
                 entry = entries[one]
                 if bytes.fromhex(entry.instance_aid) in present:
@@ -679,16 +691,17 @@ class Loader:
 
     async def _permitted(self, operator: Operator, rules: OrganisationRules,
                          ap_ids: list[str]) -> dict[str, CatalogueEntry]:
-        """Catalogue entries of `ap_ids`; PERMISSION_DENIED for one the organisation may
-        not load: not in its catalogue (the service's outer limit), or not allowed by its
-        administrators (the roster)."""
+        """Catalogue entries of `ap_ids`: NOT_FOUND `UNKNOWN_AP` for one not in the
+        organisation's catalogue (the service's outer limit: what ListLoadableAPs can
+        show), PERMISSION_DENIED `NOT_PERMITTED` for one its administrators do not allow
+        (the roster)."""
         catalogue = {e.ap_id: e for e in await self.service.catalogue(operator.organisation)}
         for ap_id in ap_ids:
             if ap_id not in catalogue:
-                raise NotAuthorized(f"organisation {operator.organisation} may not load "
-                                    f"{ap_id!r}: not in its catalogue at the loading service "
-                                    "(or refused by this terminal: see its log)",
-                                    reason="NOT_PERMITTED", metadata={"ap_id": ap_id})
+                raise NotFound(f"no AP {ap_id!r} in the catalogue of organisation "
+                               f"{operator.organisation} at the loading service (or refused "
+                               "by this terminal: see its log)", reason="UNKNOWN_AP",
+                               metadata={"ap_id": ap_id})
             if not rules.may_load(ap_id):
                 raise NotAuthorized(f"the administrators of {operator.organisation} do not let "
                                     f"its operators load {ap_id!r}", reason="NOT_PERMITTED",
