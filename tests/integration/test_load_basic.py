@@ -146,9 +146,21 @@ def test_delete_keeps_its_reason(lstack: Stack) -> None:
 def test_second_load_already_exists(lstack: Stack) -> None:
     insert_and_wait(lstack, 0, lstack.demo_card())
     load(lstack, STAFF_C)
-    err = expect_error(lambda: load(lstack, STAFF_C), grpc.StatusCode.ALREADY_EXISTS,
-                       "ALREADY_EXISTS")
+    ch, t = stub(lstack)
+    seen: list[terminal_pb2.LoadAPEvent] = []
+    with ch:
+        call = t.LoadAP(terminal_pb2.LoadAPRequest(ap_id=STAFF_C),
+                        metadata=[*SESSION, ("accept-language", "ja")], timeout=60)
+        with pytest.raises(grpc.RpcError) as raised:
+            seen.extend(call)
+    err = CardapClientError.from_rpc_error(raised.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS")
     assert err.metadata["aid"] == STAFF_C_AID
+    assert err.metadata["ap_id"] == STAFF_C
+    assert seen == [], "the instance answers SELECT: refused before any progress"
+    assert err.locale == "ja"
+    assert "すでにカードに搭載されています" in err.localized, err.localized
+    assert "already on the card" in err.message  # status.message stays English
 
 
 def test_refusals(lstack: Stack) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from cardap.client import CardapClient
 from cardap.v1 import cards_pb2
 from cardap_sim.stack import Stack, demo_user_id
 
@@ -57,7 +58,13 @@ def test_two_cards_need_a_reader_name(stack: Stack) -> None:
         both = {reader_name(stack, 0), reader_name(stack, 1)}
         assert set(err.metadata["readers"].split(", ")) == both, err.metadata
         assert all(name in err.message for name in both), err.message
-        assert gate.read_user_id(reader_name(stack, 1)).user_id == demo_user_id()
+    with CardapClient(stack.socket("gate"), language="ja") as gate_ja:
+        ja = expect_error(gate_ja.read_user_id, grpc.StatusCode.FAILED_PRECONDITION,
+                          "READER_AMBIGUOUS")
+        assert ja.locale == "ja"
+        assert ja.localized.startswith("複数の読取装置にカードがあります"), ja.localized
+        assert all(name in ja.localized for name in both), ja.localized
+        assert gate_ja.read_user_id(reader_name(stack, 1)).user_id == demo_user_id()
 
 
 def test_garbage_answers(stack: Stack) -> None:
