@@ -11,12 +11,12 @@ DEB_PACKAGES := debhelper dh-virtualenv lintian build-essential python3.11 pytho
   python3.11-dev mmdebstrap
 
 .PHONY: setup system-deps proto run test test-unit test-stack lint bench certs wheel clean help docs \
-  deb man lock catalogues i18n-extract
+  deb man lock catalogues i18n-extract proto-lint
 
 help:
 	@echo "make run    - bring up pcscd + vpcd + virtual card + cardapd and show it working"
 	@echo "make test   - install everything and run all tests (unit + real stack)"
-	@echo "make lint   - ruff + mypy + import contracts (lint-imports)"
+	@echo "make lint   - ruff + mypy + import contracts (lint-imports) + buf lint/breaking (protos)"
 	@echo "make bench  - benchmarks (results go to docs/benchmarks.md)"
 	@echo "make proto  - generate Python code and .pyi stubs from proto/"
 	@echo "make deb    - the Debian package build/deb/cardapd_<version>_<arch>.deb (lintian clean)"
@@ -26,6 +26,7 @@ help:
 .stamp-system: Makefile
 	@missing=$$(for p in $(APT_PACKAGES) $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -60,7 +61,13 @@ catalogues: $(MO_FILES)
 i18n-extract: setup
 	$(PY) -m release.catalogues
 
-setup: .stamp-system $(VENV)/.stamp .stamp-proto catalogues
+# Development tools from npm, exactly as package-lock.json pins them: buf (proto lint and
+# breaking-change checks) and grpc-js (the Node client test).
+.stamp-npm: package.json package-lock.json | .stamp-system
+	npm ci --no-audit --no-fund --ignore-scripts
+	@touch $@
+
+setup: .stamp-system $(VENV)/.stamp .stamp-proto catalogues .stamp-npm
 
 # RUN_DIR: the stack's working directory (emptied at start); RUN_ARGS: e.g. --no-demo
 RUN_DIR ?= run
@@ -73,10 +80,23 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
-lint: setup
+lint: setup proto-lint
 	$(VENV)/bin/ruff check lib daemon clients dev tests bench release
 	$(VENV)/bin/mypy lib daemon clients dev release
 	$(VENV)/bin/lint-imports --config pyproject.toml
+
+# The protos as a contract (buf.yaml; docs/decisions.md): buf's lint rules, and no
+# change that breaks a v1.0.0 client, checked against the release tag's protos.
+BUF := node_modules/.bin/buf
+RELEASE_TAG := v1.0.0
+proto-lint: .stamp-npm
+	$(BUF) lint
+	@git rev-parse -q --verify 'refs/tags/$(RELEASE_TAG)^{commit}' >/dev/null || { \
+	  echo "proto-lint: the release tag $(RELEASE_TAG) is missing, so buf breaking has nothing" \
+	    "to compare the protos with: fetch the tags (git fetch --tags) and run make lint again"; \
+	  exit 1; }
+	set -o pipefail; git archive --format=tar $(RELEASE_TAG) proto \
+	  | $(BUF) breaking --against '-#format=tar,subdir=proto'
 
 # Dev CA, loading-service and terminal certificates, dev master keys (test-only).
 certs: setup
@@ -115,7 +135,7 @@ lock: setup
 	  --output-file release/requirements.txt pyproject.toml
 
 clean:
-	rm -rf $(VENV) .stamp-* build dist *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .stamp-* build dist *.egg-info .mypy_cache .ruff_cache
 
 # Generated documentation: the configuration reference and example (from the schema), the
 # README's reason table and the guide's exit-code table (from clients/cardap/reasons.py).

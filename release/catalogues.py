@@ -28,7 +28,7 @@ TRANSLATED = ("ja",)
 def domain_of(path: Path) -> str | None:
     """The catalogue domain of a source file (None: not a source of messages)."""
     rel = path.relative_to(ROOT).as_posix()
-    if "/v1/" in rel or not rel.endswith(".py"):
+    if path.parent.name == "v1" or path.suffix != ".py":  # generated protobuf code
         return None
     if rel == "clients/cardap/reasons.py":
         return "reasons"

@@ -21,6 +21,9 @@ MACHINE_LACKS = "machine lacks"
 """The prefix of every allowed skip reason."""
 
 # tool -> (where to look besides $PATH, the Debian package `make setup` installs)
+NODE_MODULES = Path(__file__).resolve().parents[1] / "node_modules"
+"""The npm tools `make setup` installs from package-lock.json (`npm ci`)."""
+
 REQUIRED: dict[str, tuple[tuple[str, ...], str]] = {
     "pcscd": (("/usr/sbin/pcscd",), "pcscd"),
     "libifdvpcd.so": (("/usr/lib/pcsc/drivers/serial/libifdvpcd.so",), "vsmartcard-vpcd"),
@@ -54,6 +57,10 @@ REQUIRED: dict[str, tuple[tuple[str, ...], str]] = {
     "chroot": ((), "coreutils"),
     "pkcs15-tool": ((), "opensc"),
     "opensc-tool": ((), "opensc"),
+    # from npm (package.json), not Debian: `make setup` runs npm ci
+    "buf": ((str(NODE_MODULES / ".bin" / "buf"),), "npm, by make setup: @bufbuild/buf"),
+    "grpc-js": ((str(NODE_MODULES / "@grpc" / "grpc-js" / "package.json"),),
+                "npm, by make setup: @grpc/grpc-js"),
 }
 
 

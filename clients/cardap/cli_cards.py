@@ -213,7 +213,7 @@ def cmd_loadable(client: CardapClient, args: argparse.Namespace) -> int:
     """The organisation's catalogue and presets."""
     resp = client.loadable_aps()
 
-    def text(r: terminal_pb2.ListLoadableAPsResponse) -> str:
+    def text(r: terminal_pb2.ListLoadableApsResponse) -> str:
         lines = [f"{a.ap_id}: {a.display_name or a.ap_id} (type "
                  f"{AP_TYPE_TEXT.get(a.type, '?')}, {a.area or 'any'} area, instance "
                  f"{a.instance_aid})" for a in r.aps]
@@ -228,7 +228,7 @@ def cmd_aps(client: CardapClient, args: argparse.Namespace) -> int:
     """The APs on the card, as a table, and the free space."""
     resp = client.card_aps(resolve_reader(client, args.reader))
 
-    def text(r: terminal_pb2.ListCardAPsResponse) -> str:
+    def text(r: terminal_pb2.ListCardApsResponse) -> str:
         rows = [("AID", "TYPE", "AREA", "STATE")] + [
             (a.aid, AP_TYPE_TEXT.get(a.type, "?"), a.area or "-", a.lifecycle or "-")
             for a in r.aps]
@@ -322,7 +322,7 @@ def cmd_delete(client: CardapClient, args: argparse.Namespace) -> int:
                        code=exitcodes.USAGE)
     resp = client.delete_ap(aid, reader, reason=args.reason, reason_detail=args.reason_detail)
 
-    def text(r: terminal_pb2.DeleteAPResponse) -> str:
+    def text(r: terminal_pb2.DeleteApResponse) -> str:
         what = f"{r.ap_id} (AP {r.aid or aid})" if r.ap_id else f"AP {r.aid or aid}"
         card = f"card {r.card_id}" if r.card_id else "the card"
         where = f" in {r.reader!r}" if r.reader else ""

@@ -168,48 +168,48 @@ class CardapClient:
                             terminal_pb2.WatchCardEventsRequest(readers=list(readers)), timeout)
 
     def read_user_id(self, reader: str = "", aid: str = "", *, fresh: bool = False,
-                     ap_type: int = cards_pb2.AP_TYPE_C) -> terminal_pb2.ReadUserIDResponse:
+                     ap_type: int = cards_pb2.AP_TYPE_C) -> terminal_pb2.ReadUserIdResponse:
         """Read a user ID (Type C)."""
-        return self._call(self.stub.ReadUserID, terminal_pb2.ReadUserIDRequest(  # type: ignore[no-any-return]
+        return self._call(self.stub.ReadUserId, terminal_pb2.ReadUserIdRequest(  # type: ignore[no-any-return]
             reader=reader, aid=aid, fresh=fresh, type=ap_type))  # type: ignore[arg-type]
 
     def diagnose(self, reader: str = "") -> terminal_pb2.DiagnoseResponse:
         """Card fault isolation."""
         return self._call(self.stub.Diagnose, terminal_pb2.DiagnoseRequest(reader=reader))  # type: ignore[no-any-return]
 
-    def loadable_aps(self) -> terminal_pb2.ListLoadableAPsResponse:
+    def loadable_aps(self) -> terminal_pb2.ListLoadableApsResponse:
         """The APs the session's organisation may load, and the preset sets."""
-        return self._call(self.stub.ListLoadableAPs,  # type: ignore[no-any-return]
-                          terminal_pb2.ListLoadableAPsRequest())
+        return self._call(self.stub.ListLoadableAps,  # type: ignore[no-any-return]
+                          terminal_pb2.ListLoadableApsRequest())
 
-    def card_aps(self, reader: str = "") -> terminal_pb2.ListCardAPsResponse:
+    def card_aps(self, reader: str = "") -> terminal_pb2.ListCardApsResponse:
         """The APs on the card and the free space per area."""
-        return self._call(self.stub.ListCardAPs,  # type: ignore[no-any-return]
-                          terminal_pb2.ListCardAPsRequest(reader=reader))
+        return self._call(self.stub.ListCardAps,  # type: ignore[no-any-return]
+                          terminal_pb2.ListCardApsRequest(reader=reader))
 
     def load_ap(self, ap_id: str = "", *, preset: str = "", reader: str = "",
                 custom_user_id: str = "", default_preset: bool = False,
-                timeout: float | None = 120.0) -> Iterator[terminal_pb2.LoadAPEvent]:
+                timeout: float | None = 120.0) -> Iterator[terminal_pb2.LoadApEvent]:
         """Load one AP, a preset set, or (`default_preset`) the organisation's default
         preset: progress events, then a result per AP."""
-        request = terminal_pb2.LoadAPRequest(reader=reader, custom_user_id=custom_user_id)
+        request = terminal_pb2.LoadApRequest(reader=reader, custom_user_id=custom_user_id)
         if default_preset:
             request.default_preset = True
         elif preset:
             request.preset = preset
         else:
             request.ap_id = ap_id
-        return self._stream(self.stub.LoadAP, request, timeout)
+        return self._stream(self.stub.LoadAp, request, timeout)
 
     def delete_ap(self, aid: str, reader: str = "", *, reason: str,
-                  reason_detail: str = "") -> terminal_pb2.DeleteAPResponse:
+                  reason_detail: str = "") -> terminal_pb2.DeleteApResponse:
         """Delete an AP instance (ALREADY_ABSENT is a success); `reason`: holder_request,
         card_renewal or other (then with `reason_detail`)."""
         code = DELETE_REASONS.get(reason)
         if code is None:
             raise ValueError(f"reason must be one of {', '.join(DELETE_REASONS)}")
-        return self._call(self.stub.DeleteAP,  # type: ignore[no-any-return]
-                          terminal_pb2.DeleteAPRequest(reader=reader, aid=aid, reason=code,
+        return self._call(self.stub.DeleteAp,  # type: ignore[no-any-return]
+                          terminal_pb2.DeleteApRequest(reader=reader, aid=aid, reason=code,
                                                        reason_detail=reason_detail))
 
     def metrics(self, interval_s: int = 10, prefixes: Sequence[str] = (),
@@ -361,8 +361,8 @@ class CardapClient:
                              ) -> terminal_pb2.OrganisationRights:
         """The APs the organisation's operators may load and delete (or every AP of its
         catalogue with `unrestricted`)."""
-        return self._call(self.stub.SetOrganisationAPs,  # type: ignore[no-any-return]
-                          terminal_pb2.SetOrganisationAPsRequest(
+        return self._call(self.stub.SetOrganisationAps,  # type: ignore[no-any-return]
+                          terminal_pb2.SetOrganisationApsRequest(
                               organisation=organisation, load_ap_ids=list(load),
                               delete_ap_ids=list(delete), unrestricted=unrestricted))
 

@@ -141,7 +141,7 @@ def show(stack: Stack, term: Terminal, demo: bool) -> None:
                 break
         if demo:
             read = gate.read_user_id()
-            term.say(f"ReadUserID → {read.user_id} (cached={read.cached})")
+            term.say(f"ReadUserId → {read.user_id} (cached={read.cached})")
     session = admin = ""
     if demo:
         admin, session = demo_operators(stack, term)
@@ -151,14 +151,14 @@ def show(stack: Stack, term: Terminal, demo: bool) -> None:
             for step in kiosk.load_ap("org-a-staff-c"):
                 if step.WhichOneof("event") == "result":
                     r = step.result
-                    term.say(f"LoadAP org-a-staff-c → instance {r.aid}, user ID {r.user_id}, "
+                    term.say(f"LoadAp org-a-staff-c → instance {r.aid}, user ID {r.user_id}, "
                              f"{r.free_bytes} bytes free in the extended area (relayed to "
                              "the loading service in 2 round trips)")
                     with CardapClient(stack.socket("gate")) as gate:
                         read = gate.read_user_id(aid=r.aid, fresh=True)
-                        term.say(f"ReadUserID of the new AP → {read.user_id}")
+                        term.say(f"ReadUserId of the new AP → {read.user_id}")
             aps = kiosk.card_aps()
-            term.say("ListCardAPs → " + ", ".join(a.aid for a in aps.aps))
+            term.say("ListCardAps → " + ", ".join(a.aid for a in aps.aps))
     term.say(try_this(stack, card, other, admin, session))
 
 

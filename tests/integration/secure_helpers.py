@@ -112,10 +112,10 @@ def call(stack: Stack, role: str, method: str, request: Any, **kw: Any) -> Any:
 
 
 def load(stack: Stack, ap_id: str, custom_user_id: str = "") -> str:
-    """LoadAP through the kiosk socket; returns the user ID the service assigned."""
+    """LoadAp through the kiosk socket; returns the user ID the service assigned."""
     ch, t = stub(stack, "kiosk")
     with ch:
-        events = list(t.LoadAP(terminal_pb2.LoadAPRequest(ap_id=ap_id,
+        events = list(t.LoadAp(terminal_pb2.LoadApRequest(ap_id=ap_id,
                                                           custom_user_id=custom_user_id),
                                metadata=SESSION, timeout=60))
     result = next(e.result for e in events if e.HasField("result"))
@@ -134,10 +134,10 @@ def loaded_card(stack: Stack, name: str = "gate") -> tuple[Path, dict[str, str]]
 
 
 def read(stack: Stack, ap_type: int, aid: str, pin: bytes = b"",
-         fresh: bool = False) -> terminal_pb2.ReadUserIDResponse:
-    """ReadUserID on the gate socket."""
-    return call(stack, "gate", "ReadUserID",  # type: ignore[no-any-return]
-                terminal_pb2.ReadUserIDRequest(type=ap_type, aid=aid, pin=pin, fresh=fresh))
+         fresh: bool = False) -> terminal_pb2.ReadUserIdResponse:
+    """ReadUserId on the gate socket."""
+    return call(stack, "gate", "ReadUserId",  # type: ignore[no-any-return]
+                terminal_pb2.ReadUserIdRequest(type=ap_type, aid=aid, pin=pin, fresh=fresh))
 
 
 def ap_pin_tries(card: Path, aid: str) -> int:

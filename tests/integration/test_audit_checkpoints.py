@@ -183,7 +183,7 @@ def test_truncation_fails_until_acknowledged_and_is_named_truncated(tstack: Stac
     nobody = cardapctl(tstack.socket_dir, "audit", "acknowledge", "--reset",
                        str(reset["seq"]), "--reason", "no session")
     assert nobody.returncode == 4, nobody.stderr
-    assert "ADMINISTRATOR_REQUIRED" in nobody.stderr
+    assert "NO_OPERATOR_SESSION" in nobody.stderr
     admin = tstack.bootstrap_admin("admin-1")
     bad = cardapctl(tstack.socket_dir, "--session", admin, "audit", "acknowledge", "--reset",
                     str(reset["seq"]), "--reason", " ")
@@ -338,7 +338,7 @@ def test_only_an_administrators_session_acknowledges(tstack: Stack) -> None:
     refused = cardapctl(tstack.socket_dir, "audit", "acknowledge", "--reset",
                         str(reset["seq"]), "--reason", "the disk was replaced")
     assert refused.returncode == 4, refused.stderr
-    assert "ADMINISTRATOR_REQUIRED" in refused.stderr
+    assert "NO_OPERATOR_SESSION" in refused.stderr
     forged = cardapctl(tstack.socket_dir, "--session", "not-a-session", "audit",
                        "acknowledge", "--reset", str(reset["seq"]), "--reason", "x")
     assert forged.returncode == 4, forged.stderr

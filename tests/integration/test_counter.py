@@ -41,7 +41,7 @@ def audit(stack: Stack, operation: str) -> list[AuditRecord]:
     return [r for r in query(stack.dir / "state" / "audit.db") if r.operation == operation]
 
 
-def results(events: list[terminal_pb2.LoadAPEvent]) -> list[terminal_pb2.LoadResult]:
+def results(events: list[terminal_pb2.LoadApEvent]) -> list[terminal_pb2.LoadResult]:
     return [e.result for e in events if e.WhichOneof("event") == "result"]
 
 
@@ -298,7 +298,7 @@ def test_an_operator_stands_behind_every_card_action_on_the_kiosk(counter: Stack
 def test_preset_ready_event_on_insert_and_one_call_to_confirm(tmp_path: Path) -> None:
     """With [presets] ready_event, an inserted card while an operator is logged in at the
     kiosk raises PRESET_READY (kiosk socket only) naming the default preset's missing APs;
-    nothing is written until the kiosk's one LoadAP default_preset call."""
+    nothing is written until the kiosk's one LoadAp default_preset call."""
     s = Stack(tmp_path / "s", loading=True,
               extra_config='[operators]\nbiometric = "none"\n[presets]\nready_event = true\n')
     try:

@@ -223,11 +223,11 @@ def test_one_line_per_operation_and_the_documented_queries(tmp_path: Path,
                                       SOCKET_ENV: str(journald.socket)})
         reader = insert_and_wait(stack, 0, stack.demo_card()).name
         with CardapClient(stack.socket("kiosk"), request_id="jrnl-load-1",
-                          session="test:org-a:op-1", timeout=60) as kiosk:
+                          session="test:org-a:op-1:load,delete,diagnose", timeout=60) as kiosk:
             assert [e.result.ok for e in kiosk.load_ap("org-a-staff-c")
                     if e.WhichOneof("event") == "result"] == [True]
         with CardapClient(stack.socket("kiosk"), request_id="jrnl-del-1",
-                          session="test:org-a:op-1", timeout=60) as kiosk:
+                          session="test:org-a:op-1:load,delete,diagnose", timeout=60) as kiosk:
             assert kiosk.delete_ap("D392F000430A0001", reason="holder_request").outcome == "DELETED"
             kiosk.diagnose(reader)
         with CardapClient(stack.socket("gate"), request_id="jrnl-nocard-1") as gate, \
@@ -250,7 +250,7 @@ def test_one_line_per_operation_and_the_documented_queries(tmp_path: Path,
     assert int(load["CARDAPD_DURATION_MS"]) >= 0
     assert int(load["CARDAPD_AUDIT_SEQ"]) > 0
     assert load["PRIORITY"] == "6"
-    assert load["MESSAGE"].startswith("load org-a-staff-c: ok in ")
+    assert load["MESSAGE"].startswith("load org-a-staff-c for org-a: ok in ")
     (nocard,) = journald.wait_for("CARDAPD_REQUEST_ID=jrnl-nocard-1",
                                   "LOGGER=cardapd.operations")
     assert (nocard["CARDAPD_RESULT"], nocard["CARDAPD_REASON"], nocard["PRIORITY"]) == (

@@ -1,4 +1,4 @@
-"""LoadAP / DeleteAP / ListCardAPs through the real stack: daemon, loading service, card."""
+"""LoadAp / DeleteAp / ListCardAps through the real stack: daemon, loading service, card."""
 
 from __future__ import annotations
 
@@ -39,22 +39,22 @@ def stub(stack: Stack, role: str = "kiosk") -> tuple[grpc.Channel, terminal_pb2_
 
 
 def load(stack: Stack, ap_id: str, session: list[tuple[str, str]] | None = None,
-         role: str = "kiosk") -> list[terminal_pb2.LoadAPEvent]:
+         role: str = "kiosk") -> list[terminal_pb2.LoadApEvent]:
     ch, t = stub(stack, role)
     with ch:
         try:
-            return list(t.LoadAP(terminal_pb2.LoadAPRequest(ap_id=ap_id),
+            return list(t.LoadAp(terminal_pb2.LoadApRequest(ap_id=ap_id),
                                  metadata=SESSION if session is None else session, timeout=60))
         except grpc.RpcError as exc:
             raise CardapClientError.from_rpc_error(exc) from None
 
 
 def delete(stack: Stack, aid: str, reason: int = terminal_pb2.DELETE_REASON_HOLDER_REQUEST,
-           reason_detail: str = "") -> terminal_pb2.DeleteAPResponse:
+           reason_detail: str = "") -> terminal_pb2.DeleteApResponse:
     ch, t = stub(stack)
     with ch:
         try:
-            return t.DeleteAP(terminal_pb2.DeleteAPRequest(  # type: ignore[arg-type]
+            return t.DeleteAp(terminal_pb2.DeleteApRequest(  # type: ignore[arg-type]
                 aid=aid, reason=reason, reason_detail=reason_detail), metadata=SESSION,
                 timeout=60)
         except grpc.RpcError as exc:
@@ -99,7 +99,7 @@ def test_load_read_delete(lstack: Stack) -> None:
     assert (read.user_id, read.cached) == (res.user_id, False)
     ch, t = stub(lstack, "ops")
     with ch:
-        listed = t.ListCardAPs(terminal_pb2.ListCardAPsRequest(), timeout=30,
+        listed = t.ListCardAps(terminal_pb2.ListCardApsRequest(), timeout=30,
                                metadata=SESSION)
     assert STAFF_C_AID in [a.aid for a in listed.aps]
     assert listed.free_bytes["extended"] == res.free_bytes
@@ -177,7 +177,7 @@ def test_refusals(lstack: Stack) -> None:
                  grpc.StatusCode.PERMISSION_DENIED, "RIGHT_MISSING")
     ch, t = stub(lstack)
     with ch:
-        listed = t.ListCardAPs(terminal_pb2.ListCardAPsRequest(), timeout=30,
+        listed = t.ListCardAps(terminal_pb2.ListCardApsRequest(), timeout=30,
                                metadata=SESSION)
     assert STAFF_C_AID not in [a.aid for a in listed.aps]
 
@@ -218,7 +218,7 @@ def test_pulled_mid_load_is_aborted_then_reconciled(lstack: Stack) -> None:
     assert told.detail.startswith("reconciled:"), told.detail
     ch, t = stub(lstack)
     with ch:
-        listed = t.ListCardAPs(terminal_pb2.ListCardAPsRequest(), timeout=30,
+        listed = t.ListCardAps(terminal_pb2.ListCardApsRequest(), timeout=30,
                                metadata=SESSION)
     assert STAFF_C_AID not in [a.aid for a in listed.aps]
     assert listed.free_bytes["extended"] == 32768

@@ -121,11 +121,11 @@ def _stub(stack: Stack) -> tuple[grpc.Channel, terminal_pb2_grpc.TerminalStub]:
 
 
 def load(stack: Stack, ap_id: str, *, reader: str = "", custom_user_id: str = "",
-         timeout: float = 90.0) -> list[terminal_pb2.LoadAPEvent]:
-    """LoadAP on the kiosk socket with a test operator session; every event, in order."""
+         timeout: float = 90.0) -> list[terminal_pb2.LoadApEvent]:
+    """LoadAp on the kiosk socket with a test operator session; every event, in order."""
     ch, stub = _stub(stack)
     try:
-        call = stub.LoadAP(terminal_pb2.LoadAPRequest(reader=reader, ap_id=ap_id,
+        call = stub.LoadAp(terminal_pb2.LoadApRequest(reader=reader, ap_id=ap_id,
                                                       custom_user_id=custom_user_id),
                            metadata=SESSION_MD, timeout=timeout)
         return list(call)
@@ -135,7 +135,7 @@ def load(stack: Stack, ap_id: str, *, reader: str = "", custom_user_id: str = ""
         ch.close()
 
 
-def result_of(events: list[terminal_pb2.LoadAPEvent]) -> terminal_pb2.LoadResult:
+def result_of(events: list[terminal_pb2.LoadApEvent]) -> terminal_pb2.LoadResult:
     """The one LoadResult of a single-AP load; it must be ok."""
     results = [e.result for e in events if e.WhichOneof("event") == "result"]
     assert len(results) == 1, events
@@ -144,12 +144,12 @@ def result_of(events: list[terminal_pb2.LoadAPEvent]) -> terminal_pb2.LoadResult
     return res
 
 
-def delete(stack: Stack, aid: str, reader: str = "") -> terminal_pb2.DeleteAPResponse:
-    """DeleteAP with a test operator session."""
+def delete(stack: Stack, aid: str, reader: str = "") -> terminal_pb2.DeleteApResponse:
+    """DeleteAp with a test operator session."""
     ch, stub = _stub(stack)
     try:
-        resp: terminal_pb2.DeleteAPResponse = stub.DeleteAP(
-            terminal_pb2.DeleteAPRequest(reader=reader, aid=aid,
+        resp: terminal_pb2.DeleteApResponse = stub.DeleteAp(
+            terminal_pb2.DeleteApRequest(reader=reader, aid=aid,
                                          reason=terminal_pb2.DELETE_REASON_HOLDER_REQUEST),
             metadata=SESSION_MD,
             timeout=60)
@@ -160,12 +160,12 @@ def delete(stack: Stack, aid: str, reader: str = "") -> terminal_pb2.DeleteAPRes
         ch.close()
 
 
-def list_card_aps(stack: Stack, reader: str = "") -> terminal_pb2.ListCardAPsResponse:
-    """ListCardAPs on the kiosk socket."""
+def list_card_aps(stack: Stack, reader: str = "") -> terminal_pb2.ListCardApsResponse:
+    """ListCardAps on the kiosk socket."""
     ch, stub = _stub(stack)
     try:
-        resp: terminal_pb2.ListCardAPsResponse = stub.ListCardAPs(
-            terminal_pb2.ListCardAPsRequest(reader=reader), metadata=SESSION_MD, timeout=30)
+        resp: terminal_pb2.ListCardApsResponse = stub.ListCardAps(
+            terminal_pb2.ListCardApsRequest(reader=reader), metadata=SESSION_MD, timeout=30)
         return resp
     except grpc.RpcError as exc:
         raise CardapClientError.from_rpc_error(exc) from None
@@ -175,8 +175,8 @@ def list_card_aps(stack: Stack, reader: str = "") -> terminal_pb2.ListCardAPsRes
 
 def expect_load_error(stack: Stack, ap_id: str, code: grpc.StatusCode,
                       **kw: Any) -> CardapClientError:
-    """LoadAP must fail with `code` (a LoadResult ok=False without a status is a failure)."""
-    events: list[terminal_pb2.LoadAPEvent] = []
+    """LoadAp must fail with `code` (a LoadResult ok=False without a status is a failure)."""
+    events: list[terminal_pb2.LoadApEvent] = []
 
     def call() -> None:
         events.extend(load(stack, ap_id, **kw))
@@ -372,7 +372,7 @@ def slot0(lstack: LoadStack) -> Iterator[LoadStack]:
 def _catalogue_ok(stack: Stack) -> bool:
     ch, stub = _stub(stack)
     try:
-        stub.ListLoadableAPs(terminal_pb2.ListLoadableAPsRequest(), metadata=SESSION_MD,
+        stub.ListLoadableAps(terminal_pb2.ListLoadableApsRequest(), metadata=SESSION_MD,
                              timeout=5)
     except grpc.RpcError:
         return False

@@ -48,8 +48,8 @@ def pstack(tmp_path: Path) -> Iterator[Stack]:
         s.stop()
 
 
-def results(events: list[terminal_pb2.LoadAPEvent]) -> list[terminal_pb2.LoadResult]:
-    """The per-AP results of a LoadAP stream, in order."""
+def results(events: list[terminal_pb2.LoadApEvent]) -> list[terminal_pb2.LoadResult]:
+    """The per-AP results of a LoadAp stream, in order."""
     return [e.result for e in events if e.WhichOneof("event") == "result"]
 
 
@@ -96,7 +96,7 @@ def test_preset_stops_at_the_first_failure(pstack: Stack) -> None:
         kiosk.delete_ap(AIDS["org-a-staff-c"], reason="holder_request")
         kiosk.delete_ap(AIDS["org-a-records-d"], reason="holder_request")
         pstack.control.fault(0, full_extended_area=True)
-        events: list[terminal_pb2.LoadAPEvent] = []
+        events: list[terminal_pb2.LoadApEvent] = []
         with pytest.raises(CardapClientError) as info:
             events.extend(kiosk.load_ap(preset="again"))
         assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -116,8 +116,8 @@ def test_ctrl_c_through_tee_in_a_terminal_stops_everything(tmp_path: Path) -> No
     try:
         assert term.read_until(READY, 180), term.text()[-3000:]
         text = term.text()
-        for step in ("tap-to-ID user ID", "logged in by fingerprint", "LoadAP org-a-staff-c",
-                     "ListCardAPs", "admin-1's session (ops socket): ",
+        for step in ("tap-to-ID user ID", "logged in by fingerprint", "LoadAp org-a-staff-c",
+                     "ListCardAps", "admin-1's session (ops socket): ",
                      "op-1's session (kiosk socket): ", "Try this:",
                      "export CARDAP_SIM_CONTROL=", "export FP_VIRTUAL_IMAGE=",
                      "export ADMIN_SESSION=", "enroll --org org-a --operator op-2",

@@ -1,4 +1,7 @@
-"""The authorisation matrix: every Terminal method × every role socket, plus health/reflection."""
+"""The authorisation matrix: every Terminal method × every role socket, plus health/reflection.
+
+Every method includes the v1.0.0 names deprecated for the one acronym style (`RENAMED`):
+each is served on the sockets of its successor and answers as it does."""
 
 from __future__ import annotations
 
@@ -15,22 +18,28 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from cardap.client import CardapClientError
 from cardap.v1 import terminal_pb2
 from cardap_sim.stack import Stack
-from cardapd.api.roles import METHOD_ROLES, Role
+from cardapd.api.roles import METHOD_ROLES, RENAMED, Role
 
 SERVICE = terminal_pb2.DESCRIPTOR.services_by_name["Terminal"]
 METHODS: list[MethodDescriptor] = list(SERVICE.methods)
 ROLES = ("kiosk", "gate", "ops")
 # Methods whose capability is built (issues 3-6); every other method is a later issue's.
-BUILT = {"GetStatus", "WatchStatus", "ListReaders", "WatchCardEvents", "ReadUserID",
+BUILT = {"GetStatus", "WatchStatus", "ListReaders", "WatchCardEvents", "ReadUserId",
          "Diagnose", "WatchMetrics",
-         "SyncRevocation", "SetUserIDStatus",
-         "ListLoadableAPs", "LoadAP", "DeleteAP", "ListCardAPs", "ConfirmReconcile",
+         "SyncRevocation", "SetUserIdStatus",
+         "ListLoadableAps", "LoadAp", "DeleteAp", "ListCardAps", "ConfirmReconcile",
          "AuthenticateOperator", "EndOperatorSession", "ExportAudit", "VerifyAudit",
          "GetYearlyReport", "ListOperators", "AddOperator", "SetOperatorEnabled",
          "AppointAdministrator", "GrantPasswordFallback", "UnlockOperator", "EnrollFinger",
          "AcknowledgeAuditReset",
          "BootstrapAdministrator", "RemoveOperator", "SetOperatorRights",
-         "GetOrganisationRights", "SetOrganisationAPs", "SetPreset", "SetDefaultPreset"}
+         "GetOrganisationRights", "SetOrganisationAps", "SetPreset", "SetDefaultPreset",
+         *RENAMED}
+
+
+def roles_of(method: str) -> frozenset[Role]:
+    """The roles that may call `method` (a deprecated name: those of its successor)."""
+    return METHOD_ROLES[RENAMED.get(method, method)]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +82,10 @@ def call_empty(channel: grpc.Channel, method: MethodDescriptor, timeout: float =
 
 
 def test_table_covers_every_method_and_nothing_else() -> None:
-    assert set(METHOD_ROLES) == {m.name for m in METHODS}
+    deprecated = {m.name for m in METHODS if m.GetOptions().deprecated}
+    assert set(RENAMED) == deprecated
+    assert set(METHOD_ROLES) == {m.name for m in METHODS} - deprecated
+    assert set(RENAMED.values()) <= set(METHOD_ROLES)
     assert all(roles and roles <= set(Role) for roles in METHOD_ROLES.values())
 
 
@@ -81,7 +93,7 @@ def test_table_covers_every_method_and_nothing_else() -> None:
 @pytest.mark.parametrize("method", METHODS, ids=[m.name for m in METHODS])
 def test_role_matrix(channels: dict[str, grpc.Channel], method: MethodDescriptor,
                      role: str) -> None:
-    allowed = Role(role) in METHOD_ROLES[method.name]
+    allowed = Role(role) in roles_of(method.name)
     try:
         result = call_empty(channels[role], method)
     except grpc.RpcError as rpc_err:

@@ -82,7 +82,7 @@ def test_status_tells_open_closed_maintenance_and_the_rest(sstack: Stack) -> Non
 
     out = cardapctl(sstack.socket_dir, "--role", "kiosk", "status")
     assert out.returncode == 0, out.stderr
-    assert "loading service: link up" in out.stdout
+    assert "loading service: up (127.0.0.1:" in out.stdout
     assert "now: open until" in out.stdout
     for text in ("next maintenance: ", "system upgrade", "revocation feed org-a: ",
                  "fingerprint device: "):

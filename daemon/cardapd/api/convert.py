@@ -191,9 +191,9 @@ def samples(items: list[Sample]) -> list[terminal_pb2.MetricSample]:
             for s in items]
 
 
-def user_id_read(r: UserIdRead) -> terminal_pb2.ReadUserIDResponse:
-    """A ReadUserIDResponse message."""
-    return terminal_pb2.ReadUserIDResponse(
+def user_id_read(r: UserIdRead) -> terminal_pb2.ReadUserIdResponse:
+    """A ReadUserIdResponse message."""
+    return terminal_pb2.ReadUserIdResponse(
         user_id=r.user_id, info=list(r.info), card_id=r.card_id, reader=r.reader,
         cached=r.cached, status=ID_STATUS[r.status], feed_age_s=r.feed_age_s,
         aid=r.aid.hex().upper(), feed_stale=r.feed_stale, warning=r.warning,

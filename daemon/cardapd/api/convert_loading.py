@@ -17,22 +17,22 @@ AP_TYPE = {"A": cards_pb2.AP_TYPE_A, "C": cards_pb2.AP_TYPE_C, "D": cards_pb2.AP
            "custom": cards_pb2.AP_TYPE_CUSTOM}
 
 
-def event(item: Progress | LoadOutcome) -> terminal_pb2.LoadAPEvent:
-    """A LoadAPEvent: progress or one AP's result."""
+def event(item: Progress | LoadOutcome) -> terminal_pb2.LoadApEvent:
+    """A LoadApEvent: progress or one AP's result."""
     if isinstance(item, Progress):
-        return terminal_pb2.LoadAPEvent(progress=terminal_pb2.LoadProgress(
+        return terminal_pb2.LoadApEvent(progress=terminal_pb2.LoadProgress(
             ap_id=item.ap_id, phase=PHASE.get(item.phase, terminal_pb2.LOAD_PHASE_UNSPECIFIED),
             percent=item.percent, blocks_done=item.blocks_done,
             blocks_total=item.blocks_total))
-    return terminal_pb2.LoadAPEvent(result=terminal_pb2.LoadResult(
+    return terminal_pb2.LoadApEvent(result=terminal_pb2.LoadResult(
         ap_id=item.ap_id, aid=item.aid, user_id=item.user_id, free_bytes=item.free_bytes,
         ok=item.ok, reason=item.reason, message=item.message,
         already_present=item.already_present))
 
 
-def card_ap(ap: CardAp) -> terminal_pb2.CardAP:
-    """A CardAP message."""
-    return terminal_pb2.CardAP(aid=ap.aid.hex().upper(),
+def card_ap(ap: CardAp) -> terminal_pb2.CardAp:
+    """A CardAp message."""
+    return terminal_pb2.CardAp(aid=ap.aid.hex().upper(),
                                type=AP_TYPE.get(ap.type, cards_pb2.AP_TYPE_UNSPECIFIED),
                                area=ap.area, lifecycle=ap.lifecycle)
 

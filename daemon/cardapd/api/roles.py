@@ -3,6 +3,8 @@
 Every method of `cardap.v1.Terminal` is listed here with the roles allowed to call it; a
 call on any other role's socket is refused with PERMISSION_DENIED (reason WRONG_ROLE)
 before the method runs. A test checks that every method of the service is in the table.
+A method renamed for the one acronym style (`RENAMED`: the v1.0.0 name, deprecated in the
+protos and served until v2) is allowed where its successor is.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "WatchStatus": frozenset({K, G, OPS}),
     "ListReaders": frozenset({K, G, OPS}),
     "WatchCardEvents": frozenset({K, G, OPS}),
-    "ReadUserID": frozenset({G, K}),
+    "ReadUserId": frozenset({G, K}),
     "Diagnose": frozenset({K, OPS}),
     "WatchMetrics": frozenset({OPS}),
     # operators
@@ -34,10 +36,10 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "AuthenticateOperator": frozenset({K, OPS}),
     "EndOperatorSession": frozenset({K, OPS}),
     # card APs
-    "ListLoadableAPs": frozenset({K}),
-    "LoadAP": frozenset({K}),
-    "DeleteAP": frozenset({K}),
-    "ListCardAPs": frozenset({K, OPS}),
+    "ListLoadableAps": frozenset({K}),
+    "LoadAp": frozenset({K}),
+    "DeleteAp": frozenset({K}),
+    "ListCardAps": frozenset({K, OPS}),
     "ConfirmReconcile": frozenset({K}),
     # audit and reports
     "ExportAudit": frozenset({OPS}),
@@ -54,19 +56,32 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "EnrollFinger": frozenset({OPS}),
     # revocation
     "SyncRevocation": frozenset({OPS}),
-    "SetUserIDStatus": frozenset({OPS}),
+    "SetUserIdStatus": frozenset({OPS}),
     # accounts
     "BootstrapAdministrator": frozenset({OPS}),
     "RemoveOperator": frozenset({OPS}),
     # rights and presets per organisation
     "SetOperatorRights": frozenset({OPS}),
     "GetOrganisationRights": frozenset({OPS}),
-    "SetOrganisationAPs": frozenset({OPS}),
+    "SetOrganisationAps": frozenset({OPS}),
     "SetPreset": frozenset({OPS}),
     "SetDefaultPreset": frozenset({OPS}),
 }
 
 
+RENAMED: dict[str, str] = {
+    # v1.0.0 name -> its successor (docs/decisions.md, "The protos as a contract")
+    "ReadUserID": "ReadUserId",
+    "ListLoadableAPs": "ListLoadableAps",
+    "LoadAP": "LoadAp",
+    "DeleteAP": "DeleteAp",
+    "ListCardAPs": "ListCardAps",
+    "SetUserIDStatus": "SetUserIdStatus",
+    "SetOrganisationAPs": "SetOrganisationAps",
+}
+"""The methods deprecated for a new name, each served by its successor's implementation."""
+
+
 def allowed(method: str, role: Role) -> bool:
     """Whether `role` may call `method` (unknown methods: nobody)."""
-    return role in METHOD_ROLES.get(method, frozenset())
+    return role in METHOD_ROLES.get(RENAMED.get(method, method), frozenset())

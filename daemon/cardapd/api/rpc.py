@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
 import re
@@ -149,10 +150,10 @@ def _check_parsed(request: object) -> None:
 S = TypeVar("S", bound=Admitting)
 
 
-def unary(fn: Callable[[S, Req, Ctx, OpContext], Awaitable[Resp]]
+def unary(fn: Callable[[S, Req, Ctx, OpContext], Awaitable[Resp]], *, name: str = ""
           ) -> Callable[[S, Req, Ctx], Awaitable[Resp]]:
-    """The wrapper of a unary method."""
-    name = fn.__name__
+    """The wrapper of a unary method, served as `name` (default: the function's name)."""
+    name = name or fn.__name__
 
     @functools.wraps(fn)
     async def wrapper(self: S, request: Req, context: Ctx) -> Resp:
@@ -177,10 +178,10 @@ def unary(fn: Callable[[S, Req, Ctx, OpContext], Awaitable[Resp]]
     return wrapper
 
 
-def stream(fn: Callable[[S, Req, Ctx, OpContext], AsyncIterator[Resp]]
+def stream(fn: Callable[[S, Req, Ctx, OpContext], AsyncIterator[Resp]], *, name: str = ""
            ) -> Callable[[S, Req, Ctx], AsyncIterator[Resp]]:
     """The same as `unary`, for server-streaming methods."""
-    name = fn.__name__
+    name = name or fn.__name__
 
     @functools.wraps(fn)
     async def wrapper(self: S, request: Req, context: Ctx) -> AsyncIterator[Resp]:
@@ -205,3 +206,13 @@ def stream(fn: Callable[[S, Req, Ctx, OpContext], AsyncIterator[Resp]]
             return
         self.count(name, "OK")
     return wrapper
+
+
+def renamed(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """`method` (wrapped by `unary` or `stream`) served again under its deprecated v1.0.0
+    `name`: the same implementation, while the role check, logs, metrics and refusals
+    name the method the client called (so that operators see who still uses it)."""
+    inner = inspect.unwrap(method)  # the function `unary`/`stream` wrapped
+    if inspect.isasyncgenfunction(inner):
+        return stream(inner, name=name)
+    return unary(inner, name=name)

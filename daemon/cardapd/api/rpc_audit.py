@@ -11,7 +11,7 @@ from cardapd.api import convert_audit
 from cardapd.api.base import RpcBase
 from cardapd.api.rpc import Ctx, session_token, stream, unary
 from cardapd.domain import AUDIT_OPERATIONS, OpContext, Right
-from cardapd.errors import InvalidArgument, NotAuthorized
+from cardapd.errors import InvalidArgument, Unauthenticated
 from cardapd.mynumber import looks_like_my_number
 
 
@@ -54,8 +54,9 @@ class AuditRpc(RpcBase):
             # No bootstrap rule: an anchor reset may be a rewrite of the terminal's history,
             # so only an administrator explains it away (on a roster without one, root
             # appoints the first: `cardapd bootstrap-admin --session-file`, D41).
-            raise NotAuthorized("acknowledging an audit anchor reset needs an administrator's "
-                                "session (cardap-session)", reason="ADMINISTRATOR_REQUIRED")
+            raise Unauthenticated("acknowledging an audit anchor reset needs an "
+                                  "administrator's session: log in on the ops socket first "
+                                  "(metadata cardap-session)", reason="NO_OPERATOR_SESSION")
         by.require(Right.ADMINISTER)
         actor = by.actor
         ctx = OpContext(role=ctx.role, request_id=ctx.request_id, operator=actor,

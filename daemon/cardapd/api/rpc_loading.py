@@ -1,4 +1,4 @@
-"""Card APs at the kiosk: ListLoadableAPs, LoadAP (progress streamed), DeleteAP, ListCardAPs."""
+"""Card APs at the kiosk: ListLoadableAps, LoadAp (progress streamed), DeleteAp, ListCardAps."""
 
 from __future__ import annotations
 
@@ -20,23 +20,23 @@ DELETE_REASONS_PB = {terminal_pb2.DELETE_REASON_HOLDER_REQUEST: "holder_request"
 
 class LoadingRpc(RpcBase):
     """Every card action on the kiosk socket needs an operator session (metadata
-    `cardap-session`); ListCardAPs on the ops socket does not."""
+    `cardap-session`); ListCardAps on the ops socket does not."""
 
     @unary
-    async def ListLoadableAPs(self, request: terminal_pb2.ListLoadableAPsRequest, context: Ctx,
-                              ctx: OpContext) -> terminal_pb2.ListLoadableAPsResponse:
+    async def ListLoadableAps(self, request: terminal_pb2.ListLoadableApsRequest, context: Ctx,
+                              ctx: OpContext) -> terminal_pb2.ListLoadableApsResponse:
         loader = self.services.loading
         operator = loader.operator(session_token(context))
         got = await loader.list_loadable(operator)
-        return terminal_pb2.ListLoadableAPsResponse(
+        return terminal_pb2.ListLoadableApsResponse(
             aps=[convert_loading.catalogue_entry(e) for e in got.entries],
             presets=[terminal_pb2.PresetSet(name=n, ap_ids=ids)
                      for n, ids in got.presets.items()],
             default_preset=got.default_preset)
 
     @stream
-    async def LoadAP(self, request: terminal_pb2.LoadAPRequest, context: Ctx,
-                     ctx: OpContext) -> AsyncIterator[terminal_pb2.LoadAPEvent]:
+    async def LoadAp(self, request: terminal_pb2.LoadApRequest, context: Ctx,
+                     ctx: OpContext) -> AsyncIterator[terminal_pb2.LoadApEvent]:
         loader = self.services.loading
         operator = loader.operator(session_token(context))
         reader = validate.reader_name(request.reader)
@@ -68,8 +68,8 @@ class LoadingRpc(RpcBase):
         task.result()
 
     @unary
-    async def DeleteAP(self, request: terminal_pb2.DeleteAPRequest, context: Ctx,
-                       ctx: OpContext) -> terminal_pb2.DeleteAPResponse:
+    async def DeleteAp(self, request: terminal_pb2.DeleteApRequest, context: Ctx,
+                       ctx: OpContext) -> terminal_pb2.DeleteApResponse:
         loader = self.services.loading
         operator = loader.operator(session_token(context))
         reader = validate.reader_name(request.reader)
@@ -89,18 +89,18 @@ class LoadingRpc(RpcBase):
                                   metadata={"field": "reason_detail"})
         out = await loader.delete(ctx, operator, reader=reader, aid=aid, reason=reason,
                                   reason_detail=detail)
-        return terminal_pb2.DeleteAPResponse(outcome=out.outcome, free_bytes=out.free_bytes,
+        return terminal_pb2.DeleteApResponse(outcome=out.outcome, free_bytes=out.free_bytes,
                                              aid=out.aid, reader=out.reader,
                                              card_id=out.card_id, ap_id=out.ap_id)
 
     @unary
-    async def ListCardAPs(self, request: terminal_pb2.ListCardAPsRequest, context: Ctx,
-                          ctx: OpContext) -> terminal_pb2.ListCardAPsResponse:
+    async def ListCardAps(self, request: terminal_pb2.ListCardApsRequest, context: Ctx,
+                          ctx: OpContext) -> terminal_pb2.ListCardApsResponse:
         ctx, operator = self.counter(context, ctx)
         found, free = await self.services.loading.list_card_aps(
             ctx, reader=validate.reader_name(request.reader),
             organisation=operator.organisation if operator is not None else None)
-        return terminal_pb2.ListCardAPsResponse(
+        return terminal_pb2.ListCardApsResponse(
             aps=[convert_loading.card_ap(a) for a in found], free_bytes=free)
 
     @unary

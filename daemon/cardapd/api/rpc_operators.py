@@ -350,7 +350,7 @@ class RightsRpc(RpcBase):
         return organisation_rights(await self.services.admin.rules(request.organisation))
 
     @unary
-    async def SetOrganisationAPs(self, request: terminal_pb2.SetOrganisationAPsRequest,
+    async def SetOrganisationAps(self, request: terminal_pb2.SetOrganisationApsRequest,
                                  context: Ctx, ctx: OpContext
                                  ) -> terminal_pb2.OrganisationRights:
         return organisation_rights(await self.services.admin.set_organisation_aps(

@@ -1,4 +1,4 @@
-"""User ID reads and revocation: ReadUserID, SyncRevocation, SetUserIDStatus."""
+"""User ID reads and revocation: ReadUserId, SyncRevocation, SetUserIdStatus."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ class ReadsRpc(RpcBase):
     """The gate's read path and the ops socket's revocation calls."""
 
     @unary
-    async def ReadUserID(self, request: terminal_pb2.ReadUserIDRequest, context: Ctx,
-                         ctx: OpContext) -> terminal_pb2.ReadUserIDResponse:
+    async def ReadUserId(self, request: terminal_pb2.ReadUserIdRequest, context: Ctx,
+                         ctx: OpContext) -> terminal_pb2.ReadUserIdResponse:
         reader = validate.reader_name(request.reader)
         aid = validate.aid(request.aid)
         pin = validate.pin(request.pin)
@@ -42,8 +42,8 @@ class ReadsRpc(RpcBase):
         return response
 
     @unary
-    async def SetUserIDStatus(self, request: terminal_pb2.SetUserIDStatusRequest, context: Ctx,
-                              ctx: OpContext) -> terminal_pb2.SetUserIDStatusResponse:
+    async def SetUserIdStatus(self, request: terminal_pb2.SetUserIdStatusRequest, context: Ctx,
+                              ctx: OpContext) -> terminal_pb2.SetUserIdStatusResponse:
         if not 1 <= len(request.organisation) <= 64:
             raise InvalidArgument("organisation: 1-64 characters",
                                   metadata={"field": "organisation"})
@@ -71,4 +71,4 @@ class ReadsRpc(RpcBase):
             ctx, organisation=request.organisation, aid=aid, user_id=request.user_id,
             suspend=request.status == cards_pb2.USER_ID_STATUS_SUSPENDED,
             reason=request.reason)
-        return terminal_pb2.SetUserIDStatusResponse()
+        return terminal_pb2.SetUserIdStatusResponse()

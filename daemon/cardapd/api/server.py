@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from cardap.v1 import terminal_pb2
 from cardapd.api.base import Services
-from cardapd.api.roles import Role
+from cardapd.api.roles import RENAMED, Role
 from cardapd.api.rpc import MalformedRequest
 from cardapd.api.servicer import TerminalServicer
 from cardapd.errors import ConfigError
@@ -56,7 +56,13 @@ def _tolerant(parse: Callable[[bytes], Message]) -> Callable[[bytes], object]:
 
 
 def terminal_handlers(servicer: TerminalServicer) -> grpc.GenericRpcHandler[object, object]:
-    """Method handlers of cardap.v1.Terminal built from the service descriptor."""
+    """Method handlers of cardap.v1.Terminal built from the service descriptor.
+
+    A method renamed for the one acronym style keeps its v1.0.0 name (`RENAMED`) and reads
+    and writes its successor's messages: the deprecated messages are the same fields under
+    the old names (a unit test holds them wire-identical), so the implementation sees one
+    request type and a v1.0.0 client the bytes it always got.
+    """
     service = terminal_pb2.DESCRIPTOR.services_by_name["Terminal"]
     kinds = {(False, False): grpc.unary_unary_rpc_method_handler,
              (False, True): grpc.unary_stream_rpc_method_handler,
@@ -64,8 +70,9 @@ def terminal_handlers(servicer: TerminalServicer) -> grpc.GenericRpcHandler[obje
              (True, True): grpc.stream_stream_rpc_method_handler}
     handlers = {}
     for method in service.methods:
-        request = message_factory.GetMessageClass(method.input_type)
-        response = message_factory.GetMessageClass(method.output_type)
+        types = service.methods_by_name[RENAMED.get(method.name, method.name)]
+        request = message_factory.GetMessageClass(types.input_type)
+        response = message_factory.GetMessageClass(types.output_type)
         make = kinds[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(getattr(servicer, method.name),
                                      request_deserializer=_tolerant(request.FromString),

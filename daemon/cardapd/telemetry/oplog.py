@@ -61,7 +61,7 @@ def spaced(aid: str) -> str:
 
 
 def _what(operation: str, detail: Mapping[str, object]) -> str:
-    """`load org-a-staff-c`, `operator_login org-a/op-1 (fingerprint)`."""
+    """`load org-a-staff-c for org-a`, `operator_login org-a/op-1 (fingerprint)`."""
     parts = [operation]
     if detail.get("ap_id") or detail.get("preset"):
         parts.append(str(detail.get("ap_id") or f"preset {detail.get('preset')}"))
@@ -69,8 +69,9 @@ def _what(operation: str, detail: Mapping[str, object]) -> str:
         parts.append(f"AP {spaced(str(detail['aid']))}")
     if detail.get("organisation") and detail.get("operator_id"):
         parts.append(f"{detail['organisation']}/{detail['operator_id']}")
-    elif detail.get("organisation"):
-        parts.append(str(detail["organisation"]))
+    elif detail.get("organisation"):  # whose AP, or the organisation acted on
+        named = len(parts) > 1
+        parts.append(f"for {detail['organisation']}" if named else str(detail["organisation"]))
     if detail.get("method"):
         parts.append(f"({detail['method']})")
     if detail.get("finger"):
