@@ -337,6 +337,7 @@ class Daemon:
                             admin=RosterAdmin(operators, Path(cfg.daemon.state_dir)),
                             audit_log=audit, sink=sink, metrics=self.metrics,
                             status=lambda: running.status(), refusals=refusals,
+                            language=lambda: self.cfg.daemon.language,
                             sessions=counter_sessions)
         calendar = ServiceCalendar(lambda: self._current_link(),
                                    Path(cfg.daemon.state_dir) / SCHEDULE_FILE,
