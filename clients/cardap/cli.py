@@ -40,6 +40,7 @@ from cardap.clibase import (
     CliError,
     as_dict,  # noqa: F401  (re-exported: cardap.cli.as_dict)
     dumps,
+    lang,
     positive_int,
     quiet_broken_pipe,
     seconds,
@@ -270,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
 
     def connect() -> CardapClient:
         kw: dict[str, Any] = {"timeout": timeout or DEFAULT_TIMEOUT_S,
-                              "session": args.session}
+                              "session": args.session, "language": lang()}
         if args.request_id:
             kw["request_id"] = args.request_id
         return CardapClient(socket, **kw)
