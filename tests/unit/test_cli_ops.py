@@ -45,8 +45,10 @@ class FakeClient:
     instances: ClassVar[list[FakeClient]] = []
     configure: Any = None  # set per test through the `fake` fixture
 
-    def __init__(self, socket: Path, *, timeout: float, session: str | None) -> None:
+    def __init__(self, socket: Path, *, timeout: float, session: str | None,
+                 language: str | None = None) -> None:
         self.socket, self.timeout, self.session = Path(socket), timeout, session
+        self.language = language  # cardapctl asks for the language of its locale
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.prompts = [terminal_pb2.Prompt(code="PLACE_FINGER", message="Place a finger")]
         self.error: BaseException | None = None
@@ -230,7 +232,8 @@ def test_login_json_has_prompts_then_the_session(
         fake: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert run("login", "--org", "city", "--operator", "op1", "--json") == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert lines[0] == {"prompt": {"code": "PLACE_FINGER", "message": "Place a finger"}}
+    assert lines[0] == {"prompt": {"code": "PLACE_FINGER", "message": "Place a finger",
+                                   "stage": 0, "stages": 0, "scan_result": ""}}
     assert lines[-1]["session"]["token"] == TOKEN
     assert lines[-1]["session"]["operator"]["operator_id"] == "op1"
 
