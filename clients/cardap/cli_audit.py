@@ -28,8 +28,9 @@ from cardap.auditfiles import (
     read_checkpoint_file,
     verify_segments,
 )
-from cardap.clibase import EXIT_AUDIT_BROKEN, EXIT_OK, EXIT_USAGE, as_dict
+from cardap.clibase import EXIT_AUDIT_BROKEN, EXIT_OK, EXIT_USAGE, as_dict, lang
 from cardap.client import CardapClient
+from cardap.i18n import tr
 from cardap.v1 import audit_pb2, terminal_pb2
 
 FROM_SERVICE = "from-service"
@@ -45,12 +46,14 @@ class AuditCliError(Exception):
 
 def fmt_verify(v: terminal_pb2.VerifyAuditResponse) -> str:
     """The verification, for people: the verdict line, then findings and resets."""
+    la = lang()
     if v.ok:
-        lines = [f"audit chain verifies: {v.rows_checked} rows checked"
+        lines = [tr(la, "audit chain verifies: {rows} rows checked", rows=v.rows_checked)
                  + (f" ({v.summary})" if v.summary else "")]
     else:
-        lines = [f"audit chain does NOT verify: {v.problem or 'broken'} at row "
-                 f"{v.first_bad_seq} ({v.rows_checked} rows checked)"
+        lines = [tr(la, "audit chain does NOT verify: {problem} at row {seq} ({rows} rows "
+                    "checked)", problem=v.problem or "broken", seq=v.first_bad_seq,
+                    rows=v.rows_checked)
                  + (f"\n  {v.summary}" if v.summary else "")]
     for f in v.findings:
         lines.append(f"  {f.problem}: {f.message}")

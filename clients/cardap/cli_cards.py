@@ -14,8 +14,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
 from cardap import exitcodes
-from cardap.clibase import EXIT_OK, CliError, confirm, emit, enum_name
+from cardap.clibase import EXIT_OK, CliError, confirm, emit, enum_name, lang
 from cardap.client import CardapClient, CardapClientError, default_socket
+from cardap.i18n import N_, tr
 from cardap.v1 import cards_pb2, terminal_pb2
 
 VERDICT_EXIT = {
@@ -24,9 +25,10 @@ VERDICT_EXIT = {
     terminal_pb2.VERDICT_READER_FAULT: exitcodes.READER_FAULT,
     terminal_pb2.VERDICT_NO_CARD: exitcodes.NO_CARD,
 }
-KIND_TEXT = {cards_pb2.CARD_KIND_MY_NUMBER_CARD: "My Number Card",
-             cards_pb2.CARD_KIND_OTHER: "not a My Number Card",
-             cards_pb2.CARD_KIND_UNKNOWN: "unidentified card"}
+KIND_TEXT = {cards_pb2.CARD_KIND_MY_NUMBER_CARD: N_("My Number Card"),
+             cards_pb2.CARD_KIND_OTHER: N_("not a My Number Card"),
+             cards_pb2.CARD_KIND_UNKNOWN: N_("unidentified card")}
+CARD = N_("card")
 AP_TYPE_TEXT = {cards_pb2.AP_TYPE_A: "A", cards_pb2.AP_TYPE_C: "C", cards_pb2.AP_TYPE_D: "D",
                 cards_pb2.AP_TYPE_CUSTOM: "custom"}
 
@@ -75,7 +77,8 @@ def reader_completer(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> 
 def fmt_card(c: cards_pb2.Card, inline: bool = False) -> str:
     """`My Number Card 4790-C2627064 (vendor-a)`; Type C reads on their own lines, or
     after `;` on the same line (`inline`: one event, one line)."""
-    text = KIND_TEXT.get(c.kind, "card")
+    kind = KIND_TEXT.get(c.kind, CARD)
+    text = tr(lang(), kind)
     if c.card_id:
         text += f" {c.card_id}"
     if c.profile:
@@ -90,11 +93,13 @@ def fmt_reader_state(r: cards_pb2.Reader, inline: bool = False) -> str:
     """What a reader holds, in words."""
     if r.state == cards_pb2.READER_STATE_CARD_PRESENT and r.HasField("card"):
         return fmt_card(r.card, inline)
-    return {cards_pb2.READER_STATE_EMPTY: "empty",
-            cards_pb2.READER_STATE_CARD_MUTE: "a card that does not answer",
-            cards_pb2.READER_STATE_UNAVAILABLE: "unavailable",
-            cards_pb2.READER_STATE_CARD_IDENTIFYING: "a card, being identified"}.get(
-                r.state, enum_name(cards_pb2.ReaderState, r.state, "READER_STATE_"))
+    state = {cards_pb2.READER_STATE_EMPTY: N_("empty"),
+             cards_pb2.READER_STATE_CARD_MUTE: N_("a card that does not answer"),
+             cards_pb2.READER_STATE_UNAVAILABLE: N_("unavailable"),
+             cards_pb2.READER_STATE_CARD_IDENTIFYING: N_("a card, being identified")}.get(
+                 r.state)
+    return tr(lang(), state) if state else enum_name(cards_pb2.ReaderState, r.state,
+                                                     "READER_STATE_")
 
 
 def fmt_reader(r: cards_pb2.Reader) -> str:
@@ -112,18 +117,27 @@ def plural(n: int, one: str, many: str | None = None) -> str:
 def cmd_status(client: CardapClient, args: argparse.Namespace) -> int:
     """Daemon status."""
     st = client.status()
-    emit(args, st, lambda s: (
-        f"cardapd {s.version} (socket role {s.role})\n"
-        f"  PC/SC: {'available' if s.pcsc_available else 'UNAVAILABLE'}\n"
-        f"  readers: {s.readers}, cards: {s.cards}\n"
-        f"  audit rows: {s.audit_head_seq}\n"
-        f"{fmt_service(s)}\n"
-        f"  capabilities: {', '.join(s.capabilities)}"
-        + (f"\n  loading certificate valid until "
-           f"{s.loading_cert_not_after.ToDatetime():%Y-%m-%d %H:%M} UTC"
-           if s.HasField("loading_cert_not_after") else "")
-        + "".join(f"\n  WARNING: {w}" for w in s.warnings)))
+    emit(args, st, fmt_status)
     return EXIT_OK
+
+
+def fmt_status(s: terminal_pb2.GetStatusResponse) -> str:
+    """The daemon's status, for people, in the user's language."""
+    la = lang()
+    lines = [
+        tr(la, "cardapd {version} (socket role {role})", version=s.version, role=s.role),
+        tr(la, "  PC/SC: {state}", state=tr(la, "available") if s.pcsc_available
+           else tr(la, "UNAVAILABLE")),
+        tr(la, "  readers: {readers}, cards: {cards}", readers=s.readers, cards=s.cards),
+        tr(la, "  audit rows: {rows}", rows=s.audit_head_seq),
+        fmt_service(s),
+        tr(la, "  capabilities: {capabilities}", capabilities=", ".join(s.capabilities)),
+    ]
+    if s.HasField("loading_cert_not_after"):
+        lines.append(tr(la, "  loading certificate valid until {when} UTC",
+                        when=f"{s.loading_cert_not_after.ToDatetime():%Y-%m-%d %H:%M}"))
+    lines += [tr(la, "  WARNING: {warning}", warning=w) for w in s.warnings]
+    return "\n".join(lines)
 
 
 def _when(ts: Timestamp) -> str:
@@ -136,7 +150,8 @@ def _when(ts: Timestamp) -> str:
 def fmt_service(s: terminal_pb2.GetStatusResponse) -> str:
     """The loading service, revocation feeds and fingerprint device lines of `status`."""
     svc = s.loading_service
-    lines = [f"  loading service: {fmt_link(s.loading_link)}"]
+    la = lang()
+    lines = [tr(la, "  loading service: {link}", link=fmt_link(s.loading_link))]
     if s.loading_link.state != terminal_pb2.LOADING_LINK_NOT_CONFIGURED:
         avail = enum_name(terminal_pb2.ServiceAvailability, svc.availability,
                           "SERVICE_AVAILABILITY_")
@@ -144,21 +159,26 @@ def fmt_service(s: terminal_pb2.GetStatusResponse) -> str:
             avail += f" until {_when(svc.next_closing)}"
         elif svc.availability != terminal_pb2.SERVICE_AVAILABILITY_UNKNOWN:
             avail += f", opens {_when(svc.next_opening)}"
-        lines.append(f"    now: {avail}")
+        lines.append(tr(la, "    now: {availability}", availability=avail))
         if svc.HasField("next_maintenance"):
             m = svc.next_maintenance
-            lines.append(f"    next maintenance: {_when(m.start)} to {_when(m.end)}"
-                         f" ({m.description})")
+            lines.append(tr(la, "    next maintenance: {start} to {end} ({description})",
+                            start=_when(m.start), end=_when(m.end),
+                            description=m.description))
         else:
-            lines.append("    next maintenance: none announced")
+            lines.append(tr(la, "    next maintenance: none announced"))
         if svc.HasField("schedule_fetched_at"):
-            lines.append(f"    schedule fetched {_when(svc.schedule_fetched_at)}; clock "
-                         f"offset {svc.clock_offset_s:+.1f} s")
+            lines.append(tr(la, "    schedule fetched {when}; clock offset {offset} s",
+                            when=_when(svc.schedule_fetched_at),
+                            offset=f"{svc.clock_offset_s:+.1f}"))
     for f in s.revocation_feeds:
-        age = "never pulled" if f.age_s < 0 else f"{f.age_s} s old"
-        lines.append(f"  revocation feed {f.organisation}: {age}"
-                     f"{' (STALE)' if f.stale else ''}")
-    lines.append(f"  fingerprint device: {s.fingerprint_device.replace('_', ' ')}")
+        age = (tr(la, "never pulled") if f.age_s < 0
+               else tr(la, "{seconds} s old", seconds=f.age_s))
+        lines.append(tr(la, "  revocation feed {organisation}: {age}",
+                        organisation=f.organisation, age=age)
+                     + (tr(la, " (STALE)") if f.stale else ""))
+    lines.append(tr(la, "  fingerprint device: {state}",
+                    state=s.fingerprint_device.replace("_", " ")))
     return "\n".join(lines)
 
 
@@ -175,7 +195,7 @@ def cmd_readers(client: CardapClient, args: argparse.Namespace) -> int:
     width = max((len(r.name) for r in resp.readers), default=0)
     emit(args, resp, lambda r: "\n".join(
         f"{i}  {x.name:<{width}}  {fmt_reader_state(x)}" for i, x in enumerate(r.readers))
-        or "no readers")
+        or tr(lang(), "no readers"))
     return EXIT_OK if resp.pcsc_available else exitcodes.UNAVAILABLE
 
 
@@ -189,15 +209,23 @@ def cmd_read_id(client: CardapClient, args: argparse.Namespace) -> int:
 
 
 def fmt_diagnosis(resp: terminal_pb2.DiagnoseResponse) -> str:
-    """Each reader's checks, verdict and next action."""
+    """Each reader's checks, verdict and next action (the daemon's texts come in the
+    language the CLI asked for; in English the checks are named by their stable names)."""
+    la = lang()
     lines = []
     for d in resp.readers:
-        verdict = enum_name(terminal_pb2.Verdict, d.verdict, "VERDICT_")
-        lines.append(f"{d.reader.name or '(no reader)'}: {verdict.upper()}")
+        verdict = enum_name(terminal_pb2.Verdict, d.verdict, "VERDICT_").upper()
+        if la != "en" and d.verdict_text:
+            verdict = f"{d.verdict_text} ({verdict})"
+        name = d.reader.name or tr(la, "(no reader)")
+        lines.append(f"{name}: {verdict}")
         for c in d.checks:
-            lines.append(f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}")
+            name = c.title if la != "en" and c.title else c.name
+            mark = tr(la, "ok") if c.ok else tr(la, "FAIL")
+            lines.append(f"  [{mark}] {name}: {c.detail}")
         for ap in d.aps:
-            lines.append(f"  AP {ap.name} {ap.aid}: {'answers' if ap.present else 'absent'}")
+            lines.append(tr(la, "  AP {name} {aid}: {answer}", name=ap.name, aid=ap.aid,
+                            answer=tr(la, "answers") if ap.present else tr(la, "absent")))
         lines.append(f"  → {d.next_action}")
     return "\n".join(lines)
 
@@ -316,20 +344,24 @@ def cmd_delete(client: CardapClient, args: argparse.Namespace) -> int:
         raise CliError(f"--aid {args.aid!r} is not hexadecimal") from None
     reader = resolve_reader(client, args.reader)
     if not args.yes:
-        confirm(f"Delete {describe_ap(client, aid, reader)}?", assume_yes=False)
+        confirm(tr(lang(), "Delete {what}?", what=describe_ap(client, aid, reader)),
+                assume_yes=False)
     if args.reason == "other" and not args.reason_detail.strip():
         raise CliError("--reason other needs --reason-detail: say what the reason is",
                        code=exitcodes.USAGE)
     resp = client.delete_ap(aid, reader, reason=args.reason, reason_detail=args.reason_detail)
 
     def text(r: terminal_pb2.DeleteApResponse) -> str:
+        la = lang()
         what = f"{r.ap_id} (AP {r.aid or aid})" if r.ap_id else f"AP {r.aid or aid}"
-        card = f"card {r.card_id}" if r.card_id else "the card"
-        where = f" in {r.reader!r}" if r.reader else ""
+        card = (tr(la, "card {card}", card=r.card_id) if r.card_id
+                else tr(la, "the card"))
+        where = tr(la, " in {reader}", reader=repr(r.reader)) if r.reader else ""
         if r.outcome == "ALREADY_ABSENT":
-            return (f"{what} was not on {card}{where}: nothing deleted; "
-                    f"{r.free_bytes} bytes free")
-        return f"deleted {what} from {card}{where}; {r.free_bytes} bytes free"
+            return tr(la, "{what} was not on {card}{where}: nothing deleted; {free} bytes "
+                      "free", what=what, card=card, where=where, free=r.free_bytes)
+        return tr(la, "deleted {what} from {card}{where}; {free} bytes free", what=what,
+                  card=card, where=where, free=r.free_bytes)
     emit(args, resp, text)
     return EXIT_OK
 

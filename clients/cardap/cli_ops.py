@@ -35,8 +35,10 @@ from cardap.clibase import (
     dumps,
     emit,
     enum_name,
+    lang,
 )
 from cardap.client import CardapClient, right_value
+from cardap.i18n import tr
 from cardap.v1 import audit_pb2, operators_pb2, terminal_pb2
 
 DEFAULT_ROLE = {"login": "kiosk", "logout": "kiosk", "operators": "ops", "enroll": "ops",
@@ -222,7 +224,7 @@ def cmd_login(client: CardapClient, args: argparse.Namespace) -> int:
             else:
                 print(fmt_prompt(item), file=sys.stderr, flush=True)
     except KeyboardInterrupt:
-        print("cardapctl: login cancelled", file=sys.stderr)
+        print("cardapctl: " + tr(lang(), "login cancelled"), file=sys.stderr)
         return EXIT_ABORTED
     if session is None:  # the client raises LOGIN_INCOMPLETE first; defensive
         return EXIT_FAIL
@@ -234,9 +236,9 @@ def cmd_login(client: CardapClient, args: argparse.Namespace) -> int:
             data["token"] = ""  # in the file only
         print(json.dumps({"session": data}, ensure_ascii=False), flush=True)
     elif args.token_file:
-        print(f"logged in as {session.operator.organisation}/{session.operator.operator_id}"
-              f" until {fmt_time(session.expires_at)}; token in {args.token_file}",
-              file=sys.stderr)
+        print(tr(lang(), "logged in as {operator} until {until}; token in {file}",
+                 operator=f"{session.operator.organisation}/{session.operator.operator_id}",
+                 until=fmt_time(session.expires_at), file=args.token_file), file=sys.stderr)
     else:
         print(session.token, flush=True)
     return EXIT_OK
@@ -252,7 +254,7 @@ def cmd_logout(client: CardapClient, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"ended": True}), flush=True)
     else:
-        print("session ended", file=sys.stderr)
+        print(tr(lang(), "session ended"), file=sys.stderr)
     return EXIT_OK
 
 
@@ -296,12 +298,14 @@ def cmd_enroll(client: CardapClient, args: argparse.Namespace) -> int:
                 print(fmt_prompt(ev.prompt), flush=True)
             if ev.WhichOneof("event") == "completed" and ev.completed:
                 if not args.json:
-                    print(f"{args.finger} enrolled for {args.org}/{args.operator}", flush=True)
+                    print(tr(lang(), "{finger} enrolled for {operator}", finger=args.finger,
+                             operator=f"{args.org}/{args.operator}"), flush=True)
                 return EXIT_OK
     except KeyboardInterrupt:
-        print("cardapctl: enrolment cancelled", file=sys.stderr)
+        print("cardapctl: " + tr(lang(), "enrolment cancelled"), file=sys.stderr)
         return EXIT_ABORTED
-    print("cardapctl: the daemon ended the enrolment without completing it", file=sys.stderr)
+    print("cardapctl: " + tr(lang(), "the daemon ended the enrolment without completing it"),
+          file=sys.stderr)
     return EXIT_FAIL
 
 
@@ -329,7 +333,8 @@ def cmd_audit(client: CardapClient, args: argparse.Namespace) -> int:
                 out.write(dumps(audit_row(rec)) + "\n")
                 count += 1
     if args.out:
-        print(f"{count} audit rows written to {args.out}", file=sys.stderr)
+        print(tr(lang(), "{count} audit rows written to {file}", count=count, file=args.out),
+              file=sys.stderr)
     return EXIT_OK
 
 
@@ -342,10 +347,14 @@ def cmd_report(client: CardapClient, args: argparse.Namespace) -> int:
     if args.json:
         emit(args, rep, str)
     else:
-        summary = "; ".join(f"{o.organisation}: {o.loads} loads, {o.charge_yen} yen"
-                            for o in rep.organisations) or "no loads"
-        print(f"report {rep.year}: {summary}; {fmt_verify(rep.audit)}"
-              + (f"; written to {args.out}" if args.out else ""), file=sys.stderr)
+        la = lang()
+        summary = "; ".join(tr(la, "{organisation}: {loads} loads, {yen} yen",
+                               organisation=o.organisation, loads=o.loads, yen=o.charge_yen)
+                            for o in rep.organisations) or tr(la, "no loads")
+        print(tr(la, "report {year}: {summary}; {verification}", year=rep.year,
+                 summary=summary, verification=fmt_verify(rep.audit))
+              + (tr(la, "; written to {file}", file=args.out) if args.out else ""),
+              file=sys.stderr)
     return EXIT_OK if rep.audit.ok else EXIT_AUDIT_BROKEN
 
 

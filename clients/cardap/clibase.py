@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from cardap import exitcodes
+from cardap.i18n import from_environment, tr
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = exitcodes.OK, exitcodes.FAIL, exitcodes.USAGE
 EXIT_PRECONDITION, EXIT_DENIED = exitcodes.PRECONDITION, exitcodes.DENIED
@@ -64,6 +65,12 @@ def as_dict(msg: Message) -> dict[str, Any]:
 def dumps(obj: Any) -> str:
     """One JSON line (UTF-8 kept)."""
     return json.dumps(obj, ensure_ascii=False)
+
+
+def lang() -> str:
+    """The language of cardapctl's texts for people: LANGUAGE, LC_ALL, LC_MESSAGES, LANG
+    (`--json` output is codes and stays the same in every language)."""
+    return from_environment()
 
 
 def emit(args: argparse.Namespace, msg: Message, text: Callable[[Any], str]) -> None:
@@ -120,12 +127,14 @@ def confirm(question: str, assume_yes: bool) -> None:
     if assume_yes:
         return
     if not sys.stdin.isatty():
-        raise CliError(f"{question.rstrip('?')}: refusing without confirmation; stdin is "
-                       "not a terminal, give -y/--yes to confirm")
-    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+        raise CliError(tr(lang(), "{question}: refusing without confirmation; stdin is not a "
+                          "terminal, give -y/--yes to confirm",
+                          question=question.rstrip("?？")))
+    print(tr(lang(), "{question} [y/N] ", question=question), end="", file=sys.stderr,
+          flush=True)
     answer = sys.stdin.readline().strip().lower()
-    if answer not in ("y", "yes"):
-        raise CliError("cancelled: nothing was changed", exitcodes.ABORTED)
+    if answer not in ("y", "yes", "はい"):
+        raise CliError(tr(lang(), "cancelled: nothing was changed"), exitcodes.ABORTED)
 
 
 def quiet_broken_pipe() -> int:

@@ -91,12 +91,15 @@ class Stack:
                  hotplug: str = "auto", reader_shim: bool = False,
                  audit_config: str = "",
                  organisations: Mapping[str, str] | None = None,
-                 loadsvc_args: tuple[str, ...] = (), loading_config: str = "") -> None:
+                 loadsvc_args: tuple[str, ...] = (), loading_config: str = "",
+                 language: str = "en") -> None:
         # loading: also run the loading service (mTLS, dev CA) and write [loading];
         # test_sessions: run the daemon through the TEST-ONLY cardapd_testing.main
         # (operator tokens test:<org>:<operator>); fake_now: the service clock's start
-        # (None: the real time).
+        # (None: the real time); language: [daemon] language (English unless a test asks
+        # for "ja", the shipped default).
         self.dir = workdir
+        self.language = language
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pcscd_socket = self.dir / "pcscd.comm"
         self.control_path = self.dir / "sim.sock"
@@ -345,7 +348,8 @@ class Stack:
         state = self.dir / "state"
         self.config_path.write_text(
             f'[daemon]\nstate_dir = "{state}"\nruntime_dir = "{self.dir / "runtime"}"\n'
-            f'log_level = "{self.log_level}"\nlog_format = "json"\nshutdown_grace_s = 5\n\n'
+            f'log_level = "{self.log_level}"\nlog_format = "json"\nshutdown_grace_s = 5\n'
+            f'language = "{self.language}"\n\n'
             f'[sockets]\ndir = "{self.socket_dir}"\n\n'
             f'[pcsc]\nreconnect_interval_s = 0.2\nhotplug = "{self.hotplug}"\n\n'
             f"[tap]\ntype_c_aids = [{aids}]\n\n"

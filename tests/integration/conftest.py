@@ -131,11 +131,16 @@ def expected_card_id(stack: Stack, card: Path, source: str = "cert") -> str:
     return key.cert_id(datum)
 
 
-def cardapctl(socket_dir: Path, *args: str, timeout: float = 30.0
+LOCALE_VARIABLES = ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
+
+
+def cardapctl(socket_dir: Path, *args: str, timeout: float = 30.0, lang: str = "C.UTF-8"
               ) -> subprocess.CompletedProcess[str]:
-    """Run the installed `cardapctl` console script against `socket_dir`."""
+    """Run the installed `cardapctl` console script against `socket_dir`, in the locale
+    `lang` (English unless a test asks, whatever the machine's own locale)."""
     exe = Path(sys.executable).parent / "cardapctl"
-    env = dict(os.environ, CARDAPD_SOCKET_DIR=str(socket_dir))
+    env = {k: v for k, v in os.environ.items() if k not in LOCALE_VARIABLES}
+    env.update(CARDAPD_SOCKET_DIR=str(socket_dir), LANG=lang)
     return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 

@@ -232,7 +232,8 @@ def test_login_json_has_prompts_then_the_session(
         fake: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert run("login", "--org", "city", "--operator", "op1", "--json") == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert lines[0] == {"prompt": {"code": "PLACE_FINGER", "message": "Place a finger"}}
+    assert lines[0] == {"prompt": {"code": "PLACE_FINGER", "message": "Place a finger",
+                                   "stage": 0, "stages": 0, "scan_result": ""}}
     assert lines[-1]["session"]["token"] == TOKEN
     assert lines[-1]["session"]["operator"]["operator_id"] == "op1"
 

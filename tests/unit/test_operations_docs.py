@@ -176,7 +176,11 @@ def test_operations_guide_quotes_the_next_actions_verbatim() -> None:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1
                 and isinstance(node.targets[0], ast.Name)
                 and node.targets[0].id.startswith("ACTION_")):
-            value = ast.literal_eval(node.value)
+            marked = node.value  # N_("…"): the English message id
+            if (isinstance(marked, ast.Call) and isinstance(marked.func, ast.Name)
+                    and marked.func.id == "N_"):
+                marked = marked.args[0]
+            value = ast.literal_eval(marked)
             if isinstance(value, str) and "{" not in value:
                 actions[node.targets[0].id] = value
     assert {"ACTION_PCSC", "ACTION_READER", "ACTION_MUTE", "ACTION_GARBAGE",

@@ -123,3 +123,20 @@ def test_counts_match_a_model(rows: list[tuple[str, bool]]) -> None:
     got = {o.organisation: o.loads for o in count_loads(records)}
     assert got == {k: v for k, v in expected.items() if v}
     assert all(o.charge_yen == 10 * o.loads for o in count_loads(records))
+
+
+def test_the_document_in_japanese_with_the_same_figures(audit: Path) -> None:
+    english = build_report(audit, YEAR, terminal="kiosk-01")
+    japanese = build_report(audit, YEAR, terminal="kiosk-01", lang="ja")
+    doc = japanese.document
+    assert japanese.language == "ja"
+    assert f"cardapd 年次報告 — {YEAR}年のカードAP搭載" in doc
+    assert "合格: 記録の連鎖は正しく検証されました" in doc
+    assert "kiosk-01" in doc
+    assert "合計" in doc
+    assert "verifies" not in doc
+    assert check_document(doc)  # the SHA-256 line is found in every language
+    assert not check_document(doc.replace("70", "60"))
+    # The JSON document is codes and figures: the same in every language but its time.
+    assert json.loads(japanese.json_document)["report"]["total"] == json.loads(
+        english.json_document)["report"]["total"]

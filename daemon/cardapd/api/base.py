@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from cardapd.api.language import call_language
 from cardapd.api.roles import Role
 from cardapd.api.rpc import Ctx, session_token
 from cardapd.audit.service import AuditService
@@ -62,6 +63,11 @@ class RpcBase:
         self.audit = services.sink
         self.refusals = services.refusals
         self._grpc_requests = services.metrics.grpc_requests
+
+    def language(self, context: Ctx) -> str:
+        """The language of this call's texts for people: its accept-language, else
+        `[daemon] language` (logs, metrics and audit rows never use it)."""
+        return call_language(context, self.services.language())
 
     def count(self, method: str, code: str) -> None:
         """Count one finished call."""

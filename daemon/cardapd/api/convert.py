@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from cardap.i18n import tr
 from cardap.v1 import cards_pb2, loading_pb2, terminal_pb2
 from cardapd.config import ApKind
 from cardapd.domain import DaemonStatus, IdStatus, LoadingLinkStatus
 from cardapd.myna.userid import raw_from_text
-from cardapd.readers.diagnose import Diagnosis, Verdict
+from cardapd.readers.diagnose import VERDICT_TEXTS, ActionCode, CheckCode, Diagnosis, Verdict
 from cardapd.readers.model import (
     CardEvent,
     CardKind,
@@ -39,6 +40,8 @@ CARD_IDENTITY = {"cert": cards_pb2.CARD_IDENTITY_CERTIFICATE,
                  "unconfirmed": cards_pb2.CARD_IDENTITY_UNCONFIRMED}
 EVENT_KIND = {k: getattr(cards_pb2, f"CARD_EVENT_KIND_{k.name}") for k in EventKind}
 VERDICT = {v: getattr(terminal_pb2, f"VERDICT_{v.name}") for v in Verdict}
+CHECK_CODE = {c: getattr(terminal_pb2, f"CHECK_CODE_{c.name}") for c in CheckCode}
+ACTION_CODE = {a: getattr(terminal_pb2, f"NEXT_ACTION_CODE_{a.name}") for a in ActionCode}
 RECONCILE = {"not_needed": terminal_pb2.RECONCILE_STATE_NOT_NEEDED,
              "pending": terminal_pb2.RECONCILE_STATE_PENDING,
              "awaiting_confirmation": terminal_pb2.RECONCILE_STATE_AWAITING_CONFIRMATION,
@@ -163,17 +166,31 @@ def service_status(st: DaemonStatus) -> terminal_pb2.LoadingServiceStatus:
     return msg
 
 
-def diagnosis(d: Diagnosis) -> terminal_pb2.ReaderDiagnosis:
-    """A ReaderDiagnosis message."""
+def text_values(values: dict[str, str | int]) -> dict[str, str]:
+    """The values filled into a text, as the proto's map<string, string>."""
+    return {k: str(v) for k, v in values.items()}
+
+
+def verdict_text(verdict: Verdict, lang: str) -> str:
+    """A verdict in plain words, in `lang`."""
+    return tr(lang, VERDICT_TEXTS[verdict])
+
+
+def diagnosis(d: Diagnosis, lang: str = "en") -> terminal_pb2.ReaderDiagnosis:
+    """A ReaderDiagnosis message, its texts in `lang`."""
     return terminal_pb2.ReaderDiagnosis(
         reader=reader(d.reader),
-        checks=[terminal_pb2.Check(name=c.name, ok=c.ok, detail=c.detail, reason=c.reason)
+        checks=[terminal_pb2.Check(name=c.name, ok=c.ok, detail=c.text(lang), reason=c.reason,
+                                   code=CHECK_CODE[c.code], title=c.title(lang),
+                                   values=text_values(c.values))
                 for c in d.checks],
         jpki_auth_pin_tries=-1 if d.auth_pin_tries is None else d.auth_pin_tries,
         jpki_sign_pin_tries=-1 if d.sign_pin_tries is None else d.sign_pin_tries,
         aps=[terminal_pb2.ApProbe(name=a.name, aid=a.aid.hex().upper(), present=a.present,
                                   sw=a.sw) for a in d.aps],
-        verdict=VERDICT[d.verdict], next_action=d.next_action,
+        verdict=VERDICT[d.verdict], next_action=d.next_action_text(lang),
+        next_action_code=ACTION_CODE[d.action], next_action_values=text_values(d.action_values),
+        verdict_text=verdict_text(d.verdict, lang),
         operations=[terminal_pb2.CardOperation(
             journal_id=o.journal_id, action=o.action, ap_id=o.ap_id, aid=o.aid, state=o.state,
             reconcile=RECONCILE[o.reconcile], outcome=o.outcome, started_at=o.started_at,

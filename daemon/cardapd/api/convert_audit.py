@@ -95,4 +95,4 @@ def report(rep: YearlyReport) -> terminal_pb2.YearlyReport:
                 seq=x.seq, kind=x.kind, problem=x.problem, acknowledged=x.acknowledged,
                 acknowledged_seq=x.acknowledged_seq, acknowledged_by=x.acknowledged_by,
                 reason=x.reason) for x in a.resets]),
-        document=rep.document)
+        document=rep.document, language=rep.language)

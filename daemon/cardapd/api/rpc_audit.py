@@ -43,7 +43,8 @@ class AuditRpc(RpcBase):
     @unary
     async def GetYearlyReport(self, request: terminal_pb2.GetYearlyReportRequest,
                               context: Ctx, ctx: OpContext) -> terminal_pb2.YearlyReport:
-        return convert_audit.report(await self.services.audit_log.yearly(ctx, request.year))
+        return convert_audit.report(await self.services.audit_log.yearly(
+            ctx, request.year, self.language(context)))
 
     @unary
     async def AcknowledgeAuditReset(self, request: terminal_pb2.AcknowledgeAuditResetRequest,

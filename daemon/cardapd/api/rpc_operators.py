@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from cardap.i18n import N_, tr
 from cardap.v1 import operators_pb2, terminal_pb2
 from cardapd.api import validate
 from cardapd.api.base import RpcBase
@@ -28,14 +29,16 @@ RIGHT_TO = {Right.LOAD: operators_pb2.RIGHT_LOAD, Right.DELETE: operators_pb2.RI
             Right.ADMINISTER: operators_pb2.RIGHT_ADMINISTER}
 RIGHT_FROM = {v: k for k, v in RIGHT_TO.items()}
 MESSAGES = {
-    PromptCode.PLACE_FINGER: "Place your finger on the sensor",
-    PromptCode.RETRY_SCAN: "Scan not usable; place the finger again",
-    PromptCode.REMOVE_FINGER: "Lift the finger and place it again",
-    PromptCode.ENROLL_STAGE: "Good; place the same finger again",
-    PromptCode.ENROLL_COMPLETED: "Finger enrolled",
-    PromptCode.MATCHED: "Finger recognised",
-    PromptCode.NOT_MATCHED: "Finger not recognised",
+    PromptCode.PLACE_FINGER: N_("Place your finger on the sensor"),
+    PromptCode.RETRY_SCAN: N_("Scan not usable; place the finger again"),
+    PromptCode.REMOVE_FINGER: N_("Lift the finger and place it again"),
+    PromptCode.ENROLL_STAGE: N_("Good; place the same finger again"),
+    PromptCode.ENROLL_COMPLETED: N_("Finger enrolled"),
+    PromptCode.MATCHED: N_("Finger recognised"),
+    PromptCode.NOT_MATCHED: N_("Finger not recognised"),
 }
+"""The prompts' texts (English message ids, translated per call)."""
+ENTER_PASSWORD = N_("Enter your password")
 
 
 def operator(record: OperatorRecord) -> operators_pb2.Operator:
@@ -57,16 +60,19 @@ def operator(record: OperatorRecord) -> operators_pb2.Operator:
     return msg
 
 
-def prompt(p: Prompt | PasswordPrompt) -> terminal_pb2.Prompt:
-    """A prompt for the kiosk."""
+def prompt(p: Prompt | PasswordPrompt, lang: str = "en") -> terminal_pb2.Prompt:
+    """A prompt for the kiosk, its text in `lang` (the code and figures beside it)."""
     if isinstance(p, PasswordPrompt):
-        return terminal_pb2.Prompt(code=p.code, message="Enter your password")
-    text = MESSAGES.get(p.code, p.code.value)
+        return terminal_pb2.Prompt(code=p.code, message=tr(lang, ENTER_PASSWORD))
+    text = tr(lang, MESSAGES[p.code]) if p.code in MESSAGES else p.code.value
     if p.code is PromptCode.ENROLL_STAGE and p.stages:
         text = f"{text} ({p.stage}/{p.stages})"
+    scan = ""
     if p.reason and p.code in (PromptCode.RETRY_SCAN, PromptCode.REMOVE_FINGER):
-        text = f"{text} ({p.reason})"
-    return terminal_pb2.Prompt(code=p.code.value, message=text)
+        scan = p.reason  # fprintd's result: a code, shown as it is
+        text = f"{text} ({scan})"
+    return terminal_pb2.Prompt(code=p.code.value, message=text, stage=p.stage,
+                               stages=p.stages, scan_result=scan)
 
 
 def _start(msg: Any) -> LoginStart:
@@ -128,7 +134,8 @@ class _Requests:
 
 
 async def authenticate(ops: OperatorService, requests: AsyncIterator[Any], ctx: OpContext,
-                       connection: str) -> AsyncIterator[terminal_pb2.AuthenticateEvent]:
+                       connection: str, lang: str = "en"
+                       ) -> AsyncIterator[terminal_pb2.AuthenticateEvent]:
     """AuthenticateOperator: Start, then prompts, then the session."""
     try:
         first = await anext(aiter(requests))
@@ -142,7 +149,7 @@ async def authenticate(ops: OperatorService, requests: AsyncIterator[Any], ctx: 
             if isinstance(event, OpenedSession):
                 yield terminal_pb2.AuthenticateEvent(session=session(ops, event))
             else:
-                yield terminal_pb2.AuthenticateEvent(prompt=prompt(event))
+                yield terminal_pb2.AuthenticateEvent(prompt=prompt(event, lang))
     finally:
         reader.task.cancel()
         with contextlib.suppress(BaseException):
@@ -158,7 +165,8 @@ def session(ops: OperatorService, opened: OpenedSession) -> terminal_pb2.Operato
 
 
 async def enroll(admin: RosterAdmin, request: terminal_pb2.EnrollFingerRequest, ctx: OpContext,
-                 token: str, connection: str) -> AsyncIterator[terminal_pb2.EnrollEvent]:
+                 token: str, connection: str, lang: str = "en"
+                 ) -> AsyncIterator[terminal_pb2.EnrollEvent]:
     """EnrollFinger: prompts per stage, then completed=true."""
     by = admin.acting(token, connection)
     queue: asyncio.Queue[Prompt] = asyncio.Queue()
@@ -168,7 +176,7 @@ async def enroll(admin: RosterAdmin, request: terminal_pb2.EnrollFingerRequest, 
                                               queue.put_nowait))
     try:
         async for p in relay(task, queue):
-            yield terminal_pb2.EnrollEvent(prompt=prompt(p))
+            yield terminal_pb2.EnrollEvent(prompt=prompt(p, lang))
     finally:
         if not task.done():
             cancel.set()
@@ -205,7 +213,7 @@ class OperatorsRpc(RpcBase):
                                    ctx: OpContext
                                    ) -> AsyncIterator[terminal_pb2.AuthenticateEvent]:
         async for event in authenticate(self.services.operators, request_iterator, ctx,
-                                        self.connection):
+                                        self.connection, self.language(context)):
             yield event
 
     @unary
@@ -275,7 +283,7 @@ class OperatorsRpc(RpcBase):
     async def EnrollFinger(self, request: terminal_pb2.EnrollFingerRequest, context: Ctx,
                            ctx: OpContext) -> AsyncIterator[terminal_pb2.EnrollEvent]:
         async for event in enroll(self.services.admin, request, ctx, session_token(context),
-                                  self.connection):
+                                  self.connection, self.language(context)):
             yield event
 
 

@@ -12,9 +12,9 @@ from cardapd.api.roles import Role
 from cardapd.api.rpc import Ctx, session_token, stream, unary
 from cardapd.domain import OpContext, Right
 from cardapd.errors import ServiceUnavailable
-from cardapd.readers.diagnose import worst
+from cardapd.readers.diagnose import Diagnosis, worst
 from cardapd.readers.hub import now
-from cardapd.readers.model import EventKind
+from cardapd.readers.model import EventKind, ReaderState, ReaderView
 
 STATUS_POLL_S = 0.5
 """How often WatchStatus looks for a change (every state it reports is in memory)."""
@@ -94,12 +94,15 @@ class ReadersRpc(RpcBase):
         token = session_token(context)
         organisation = self.services.loading.operator(token).organisation if token else ""
         diags = await readers.diagnose(ctx, reader=reader, organisation=organisation)
-        bad = worst(diags)
+        bad = worst(diags) or Diagnosis(ReaderView("", ReaderState.UNAVAILABLE))
+        lang = self.language(context)
         return terminal_pb2.DiagnoseResponse(
             pcsc_available=readers.pcsc_available,
-            readers=[convert.diagnosis(d) for d in diags],
-            verdict=convert.VERDICT[bad.verdict] if bad else terminal_pb2.VERDICT_OK,
-            next_action=bad.next_action if bad else "")
+            readers=[convert.diagnosis(d, lang) for d in diags],
+            verdict=convert.VERDICT[bad.verdict], next_action=bad.next_action_text(lang),
+            next_action_code=convert.ACTION_CODE[bad.action],
+            next_action_values=convert.text_values(bad.action_values), language=lang,
+            verdict_text=convert.verdict_text(bad.verdict, lang))
 
     @stream
     async def WatchMetrics(self, request: terminal_pb2.WatchMetricsRequest, context: Ctx,

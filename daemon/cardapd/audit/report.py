@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+from cardap.i18n import LANGUAGES, N_, tr
 from cardapd.audit.export import AuditFilter, query
 from cardapd.audit.log import AuditRecord
 from cardapd.audit.verify import Reset, VerifyResult, verify
@@ -82,6 +84,7 @@ class YearlyReport:
     document: str
     document_sha256: str
     json_document: str
+    language: str = "en"
 
     @property
     def total_loads(self) -> int:
@@ -135,59 +138,100 @@ def count_loads(records: list[AuditRecord]) -> list[OrganisationLoads]:
             for n in names]
 
 
-def _text(year: int, start: datetime, end: datetime, orgs: tuple[OrganisationLoads, ...],
-          audit: AuditVerification, generated_at: datetime, terminal: str) -> str:
-    """The human document body."""
-    width = max([len(o.organisation) for o in orgs] + [len("organisation")])
+SHA_LINE = N_("SHA-256 of the text above: {sha256}")
+"""The document's last line (check_document finds it in every language)."""
+
+
+def _width(text: str) -> int:
+    """Terminal columns of `text` (a Japanese character takes two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _left(text: str, width: int) -> str:
+    return text + " " * max(0, width - _width(text))
+
+
+def _right(text: str, width: int) -> str:
+    return " " * max(0, width - _width(text)) + text
+
+
+def _text(lang: str, year: int, start: datetime, end: datetime,
+          orgs: tuple[OrganisationLoads, ...], audit: AuditVerification,
+          generated_at: datetime, terminal: str) -> str:
+    """The human document body, in `lang`."""
+    def t(msgid: str, **values: object) -> str:
+        return tr(lang, msgid, **values)
+
+    labels = {k: t(v) for k, v in {
+        "terminal": N_("terminal:"), "period": N_("period (JST):"),
+        "generated": N_("generated at:"), "charge": N_("charge:"), "result": N_("result:"),
+        "rows": N_("rows checked:"), "head": N_("head:"),
+        "reset": N_("anchor reset:")}.items()}
+    lw = max([13] + [_width(v) for v in labels.values()]) + 2
+
+    def row(key: str, value: str) -> str:
+        return _left(labels[key], lw) + value
+
+    heads = (t(N_("organisation")), t(N_("loads")), t(N_("charge (yen)")),
+             t(N_("reconciled")), t(N_("total")))
+    width = max([_width(o.organisation) for o in orgs] + [_width(heads[0]), _width(heads[4])])
+    cols = (max(10, _width(heads[1])), max(14, _width(heads[2])), max(10, _width(heads[3])))
     lines = [
-        f"cardapd yearly report — card AP loads {year}",
+        t(N_("cardapd yearly report — card AP loads {year}"), year=year),
         "",
-        f"terminal:      {terminal or '-'}",
-        f"period (JST):  {start.isoformat()} to {end.isoformat()} (end excluded)",
-        f"generated at:  {generated_at.isoformat()}",
-        f"charge:        {CHARGE_YEN_PER_LOAD} yen per load",
+        row("terminal", terminal or "-"),
+        row("period", t(N_("{start} to {end} (end excluded)"), start=start.isoformat(),
+                          end=end.isoformat())),
+        row("generated", generated_at.isoformat()),
+        row("charge", t(N_("{yen} yen per load"), yen=CHARGE_YEN_PER_LOAD)),
         "",
-        f"{'organisation'.ljust(width)}  {'loads':>10}  {'charge (yen)':>14}  "
-        f"{'reconciled':>10}",
+        f"{_left(heads[0], width)}  {_right(heads[1], cols[0])}  "
+        f"{_right(heads[2], cols[1])}  {_right(heads[3], cols[2])}",
     ]
     for o in orgs:
-        lines.append(f"{o.organisation.ljust(width)}  {o.loads:>10}  {o.charge_yen:>14}  "
-                     f"{o.reconciled:>10}")
+        lines.append(f"{_left(o.organisation, width)}  {o.loads:>{cols[0]}}  "
+                     f"{o.charge_yen:>{cols[1]}}  {o.reconciled:>{cols[2]}}")
     total_loads = sum(o.loads for o in orgs)
     total_yen = sum(o.charge_yen for o in orgs)
-    lines += [f"{'total'.ljust(width)}  {total_loads:>10}  {total_yen:>14}", ""]
+    lines += [f"{_left(heads[4], width)}  {total_loads:>{cols[0]}}  {total_yen:>{cols[1]}}",
+              ""]
     if not orgs:
-        lines.insert(-2, "(no loads in this period)")
-    verdict = ("OK: the chain verifies" if audit.ok else
-               f"FAILED: {audit.problem} at row {audit.first_bad_seq}")
-    kept = (f" (rows from {audit.first_seq} on; older rows were exported and dropped)"
-            if audit.first_seq > 1 else "")
+        lines.insert(-2, t(N_("(no loads in this period)")))
+    verdict = (t(N_("OK: the chain verifies")) if audit.ok else
+               t(N_("FAILED: {problem} at row {seq}"), problem=audit.problem,
+                 seq=audit.first_bad_seq))
+    heading = (t(N_("audit log verification (every row kept on the terminal; rows from "
+                    "{first} on, older rows were exported and dropped)"),
+                 first=audit.first_seq) if audit.first_seq > 1 else
+               t(N_("audit log verification (every row kept on the terminal)")))
     lines += [
-        f"audit log verification (every row kept on the terminal{kept})",
-        f"  result:        {verdict}",
-        f"  rows checked:  {audit.rows_checked}",
-        f"  head:          seq {audit.head_seq}, sha256 {audit.head_hash}",
+        heading,
+        "  " + row("result", verdict),
+        "  " + row("rows", str(audit.rows_checked)),
+        "  " + row("head", t(N_("seq {seq}, sha256 {sha256}"), seq=audit.head_seq,
+                               sha256=audit.head_hash)),
     ]
     for r in audit.resets:
-        state = (f"acknowledged at row {r.acknowledged_seq} by {r.acknowledged_by}: "
-                 f"{r.reason}" if r.acknowledged else "NOT ACKNOWLEDGED")
-        lines.append(f"  anchor reset:  row {r.seq} ({r.kind}), {state}")
-    lines += [
-        "",
-        "'reconciled' counts interrupted loads completed later; whether the loading",
-        "service billed them is in its own statement, not in this terminal's log.",
-    ]
+        state = (t(N_("acknowledged at row {seq} by {by}: {reason}"), seq=r.acknowledged_seq,
+                   by=r.acknowledged_by, reason=r.reason) if r.acknowledged
+                 else t(N_("NOT ACKNOWLEDGED")))
+        lines.append("  " + row("reset", t(N_("row {seq} ({kind}), {state}"), seq=r.seq,
+                                             kind=r.kind, state=state)))
+    note = t(N_("'reconciled' counts interrupted loads completed later; whether the loading\n"
+                "service billed them is in its own statement, not in this terminal's log."))
+    lines += ["", *note.split("\n")]
     if not audit.ok:
-        lines += ["", "WARNING: the audit log failed verification; the counts above come "
-                  "from a log that was altered and cannot be relied on."]
+        lines += ["", t(N_("WARNING: the audit log failed verification; the counts above "
+                           "come from a log that was altered and cannot be relied on."))]
     return "\n".join(lines) + "\n"
 
 
 def build_report(audit_path: Path, year: int, *, now: datetime | None = None,
                  head_path: Path | None = None, terminal: str = "",
-                 result: VerifyResult | None = None) -> YearlyReport:
+                 result: VerifyResult | None = None, lang: str = "en") -> YearlyReport:
     """Count the year's loads in the audit log at `audit_path`; `result` is the chain's
-    verification (None: a full one here)."""
+    verification (None: a full one here); the text document in `lang` (the JSON document
+    is codes and figures, the same in every language)."""
     start, end = period(year)
     generated_at = (now or datetime.now(UTC)).astimezone(JST)
     if result is None:
@@ -197,9 +241,9 @@ def build_report(audit_path: Path, year: int, *, now: datetime | None = None,
         results=frozenset({"ok"}))))
     orgs = tuple(count_loads(records))
     audit = AuditVerification.from_result(result)
-    body = _text(year, start, end, orgs, audit, generated_at, terminal)
+    body = _text(lang, year, start, end, orgs, audit, generated_at, terminal)
     digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
-    document = body + f"\nSHA-256 of the text above: {digest}\n"
+    document = body + "\n" + tr(lang, SHA_LINE, sha256=digest) + "\n"
     content = {
         "year": year, "terminal": terminal,
         "period": {"start": start.isoformat(), "end": end.isoformat(), "zone": "JST"},
@@ -225,12 +269,15 @@ def build_report(audit_path: Path, year: int, *, now: datetime | None = None,
          "sha256_of": "canonical JSON of 'report' (sorted keys, no spaces, UTF-8)"},
         sort_keys=True, ensure_ascii=False, indent=2) + "\n"
     return YearlyReport(year, start, end, orgs, audit, generated_at, document, digest,
-                        json_document)
+                        json_document, lang)
 
 
 def check_document(document: str) -> bool:
-    """True when a text report's SHA-256 line matches its body (for whoever receives it)."""
-    body, sep, tail = document.rpartition("\nSHA-256 of the text above: ")
-    if not sep:
-        return False
-    return hashlib.sha256(body.encode("utf-8")).hexdigest() == tail.strip()
+    """True when a text report's SHA-256 line matches its body (for whoever receives it),
+    in any language the report is written in."""
+    for lang in LANGUAGES:
+        marker = "\n" + tr(lang, SHA_LINE).partition("{sha256}")[0]
+        body, sep, tail = document.rpartition(marker)
+        if sep:
+            return hashlib.sha256(body.encode("utf-8")).hexdigest() == tail.strip()
+    return False

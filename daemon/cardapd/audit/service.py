@@ -201,10 +201,11 @@ class AuditService:
         await self.checkpoints.emit("acknowledge")
         return seq
 
-    async def yearly(self, ctx: OpContext, year: int) -> YearlyReport:
-        """The year's report (year 0: the current year in Japan time); it rests on a full
-        check of the chain kept, so the chain metrics follow. Audited durably; a report
-        made after its year ended is what lets retention drop that year's rows."""
+    async def yearly(self, ctx: OpContext, year: int, lang: str = "en") -> YearlyReport:
+        """The year's report (year 0: the current year in Japan time; its text in `lang`);
+        it rests on a full check of the chain kept, so the chain metrics follow. Audited
+        durably; a report made after its year ended is what lets retention drop that
+        year's rows."""
         if year == 0:
             year = datetime.now(JST).year
         if not 2000 <= year <= 9999:
@@ -212,7 +213,7 @@ class AuditService:
         result = await self.maintenance.verify(Mode.FULL, ctx.cancel)
         now = datetime.fromtimestamp(self.maintenance.clock() / 1_000_000, UTC)
         rep = await asyncio.to_thread(build_report, self.path, year, result=result,
-                                      terminal=self.terminal_id, now=now)
+                                      terminal=self.terminal_id, now=now, lang=lang)
         await self.audit.record(ctx, "yearly_report", result="ok", detail={
             "year": rep.year, "audit_ok": rep.audit.ok,
             "final": now >= period(year)[1]}, durable=True)

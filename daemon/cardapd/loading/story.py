@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from cardap.i18n import N_
 from cardapd.domain import OpContext
 from cardapd.errors import CardapError
 from cardapd.loading.card_aps import Candidate, read_card_aps
@@ -19,9 +20,11 @@ from cardapd.loading.journal import Journal, JournalRow
 from cardapd.loading.ports import CatalogueEntry, LoadingService
 from cardapd.myna.cardid import is_unconfirmed
 from cardapd.readers.diagnose import (
+    ActionCode,
     CardOperation,
     CatalogueApOnCard,
     Check,
+    CheckCode,
     Diagnosis,
     Verdict,
 )
@@ -30,17 +33,6 @@ from cardapd.readers.owner import ReaderOwner
 from cardlib.errors import CardLibError
 
 MAX_OPERATIONS = 20
-ACTION_PENDING = ("This card has {n} interrupted load or delete operation(s) not yet repaired "
-                  "({what}). They are repaired automatically while the card is in the reader "
-                  "and the loading service answers: leave it in place, then run the diagnosis "
-                  "again.")
-ACTION_CONFIRM = ("This card cannot be identified, and {n} interrupted operation(s) of such a "
-                  "card wait ({what}). If the holder confirms this card was in the reader then, "
-                  "reconcile it with ConfirmReconcile and the journal id; otherwise do nothing.")
-ACTION_NO_CATALOGUE = ("The loading service did not answer, so the card's APs could not be "
-                       "compared with the catalogue: check the link (cardapctl status), then "
-                       "run the diagnosis again.")
-
 
 def reconcile_state(row: JournalRow) -> str:
     """The row's reconciliation state, as Diagnose reports it."""
@@ -69,7 +61,7 @@ class CardStory:
 
     def busy(self, reader: str) -> str:
         """"a load, delete or reconciliation" while one holds the reader's lock."""
-        return "a load, delete or reconciliation" if self._lock(reader).locked() else ""
+        return N_("a load, delete or reconciliation") if self._lock(reader).locked() else ""
 
     async def story(self, ctx: OpContext, owner: ReaderOwner, view: ReaderView,
                     diag: Diagnosis, organisation: str) -> None:
@@ -92,13 +84,15 @@ class CardStory:
                     lambda proto: read_card_aps(proto, candidates, ctx.cancel))
             except (CardapError, CardLibError) as exc:
                 reason = getattr(exc, "reason", "CARD_PROTOCOL_ERROR")
-                diag.checks.append(Check("free_space", False, f"could not read the areas: "
-                                         f"{exc}", reason))
-                diag.conclude(Verdict.WARNING, ACTION_NO_CATALOGUE)
+                diag.checks.append(Check(CheckCode.FREE_SPACE, False,
+                                         N_("could not read the areas: {error}"), reason,
+                                         values={"error": str(exc)}))
+                diag.conclude(Verdict.WARNING, ActionCode.CHECK_SERVICE_LINK)
                 return
         diag.free_bytes = dict(free)
-        diag.checks.append(Check("free_space", True, ", ".join(
-            f"{area} area {n} bytes free" for area, n in sorted(free.items()))))
+        diag.checks.append(Check(CheckCode.FREE_SPACE, True, N_("bytes free per area: {free}"),
+                                 values={"free": ", ".join(f"{area} {n}" for area, n
+                                                           in sorted(free.items()))}))
         present = {a.aid for a in found}
         diag.catalogue = [CatalogueApOnCard(e.ap_id, e.display_name,
                                             bytes.fromhex(e.instance_aid), e.area,
@@ -106,44 +100,51 @@ class CardStory:
                           for e in entries]
         if entries:
             on = [c.ap_id for c in diag.catalogue if c.present]
-            diag.checks.append(Check("catalogue_aps", True, (
-                f"{len(on)} of {len(entries)} APs of {diag.catalogue_organisation}'s "
-                f"catalogue on the card" + (f": {', '.join(on)}" if on else ""))))
+            diag.checks.append(Check(CheckCode.CATALOGUE_APS, True, N_(
+                "{on} of {total} APs of {organisation}'s catalogue on the card: {aps}"),
+                values={"on": len(on), "total": len(entries),
+                        "organisation": diag.catalogue_organisation,
+                        "aps": ", ".join(on) or "-"}))
 
     def _journal_verdict(self, diag: Diagnosis) -> None:
         ops = diag.operations
         pending = [o for o in ops if o.reconcile == "pending"]
         waiting = [o for o in ops if o.reconcile == "awaiting_confirmation"]
         if not ops:
-            diag.checks.append(Check("journal", True, "no interrupted or failed load or "
-                                     "delete of this card on this terminal"))
-        for group, reason, action in ((pending, "RECONCILE_PENDING", ACTION_PENDING),
-                                      (waiting, "RECONCILE_NEEDS_CONFIRMATION", ACTION_CONFIRM)):
+            diag.checks.append(Check(CheckCode.JOURNAL, True, N_(
+                "no interrupted or failed load or delete of this card on this terminal")))
+        for group, reason, action in ((pending, "RECONCILE_PENDING",
+                                       ActionCode.LEAVE_CARD_FOR_REPAIR),
+                                      (waiting, "RECONCILE_NEEDS_CONFIRMATION",
+                                       ActionCode.CONFIRM_RECONCILE)):
             if group:
                 what = ", ".join(f"{o.journal_id}: {o.state} {o.action} of {o.ap_id}"
                                  for o in group[:4])
-                diag.checks.append(Check("journal", False, f"{len(group)} interrupted "
-                                         f"operation(s): {what}", reason))
-                diag.conclude(Verdict.WARNING, action.format(n=len(group), what=what))
+                diag.checks.append(Check(CheckCode.JOURNAL, False,
+                                         N_("{n} interrupted operation(s): {what}"), reason,
+                                         values={"n": len(group), "what": what}))
+                diag.conclude(Verdict.WARNING, action, n=len(group), what=what)
         done = [o for o in ops if o.reconcile in ("reconciled", "not_needed")]
         if done:
-            diag.checks.append(Check("journal_history", True, f"{len(done)} earlier failed or "
-                                     "repaired operation(s), nothing left to do"))
+            diag.checks.append(Check(CheckCode.JOURNAL_HISTORY, True, N_(
+                "{n} earlier failed or repaired operation(s), nothing left to do"),
+                values={"n": len(done)}))
 
     async def _catalogue(self, diag: Diagnosis, organisation: str) -> list[CatalogueEntry]:
         """The catalogue of the operator's organisation (or, without an operator, the
         terminal certificate's); [] when no service is configured or it does not answer."""
         service = self._service()
         if not service.configured:
-            diag.checks.append(Check("catalogue_aps", True, "no loading service is "
-                                     "configured: no catalogue to compare with"))
+            diag.checks.append(Check(CheckCode.CATALOGUE_APS, True, N_(
+                "no loading service is configured: no catalogue to compare with")))
             return []
         try:
             entries = await service.catalogue(organisation)
         except CardapError as exc:
-            diag.checks.append(Check("catalogue_aps", False, f"the catalogue could not be "
-                                     f"read: {exc.message}", exc.reason))
-            diag.conclude(Verdict.WARNING, ACTION_NO_CATALOGUE)
+            diag.checks.append(Check(CheckCode.CATALOGUE_APS, False,
+                                     N_("the catalogue could not be read: {error}"), exc.reason,
+                                     values={"error": exc.message}))
+            diag.conclude(Verdict.WARNING, ActionCode.CHECK_SERVICE_LINK)
             return []
         diag.catalogue_organisation = organisation or "(this terminal's organisation)"
         return entries

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from cardap.i18n import N_
 from cardapd.domain import OpContext
 from cardapd.errors import (
     Busy,
@@ -32,10 +33,12 @@ from cardapd.errors import (
 )
 from cardapd.myna.cardid import CardIdKey
 from cardapd.readers.diagnose import (
-    ACTION_BUSY,
+    ActionCode,
     Check,
+    CheckCode,
     Diagnosis,
     DiagnosisStep,
+    Term,
     Verdict,
     diagnose_reader,
     no_reader_diagnosis,
@@ -422,9 +425,10 @@ class Readers:
         busy = next((b for b in (step.busy(name) for step in self._diagnosis_steps) if b), "")
         if busy and view.card is not None:
             diag = Diagnosis(view, card_id=view.card.card_id)
-            diag.checks.append(Check("card_busy", False, f"{busy} is running on this card; "
-                                     "the card was not probed", "CARD_BUSY"))
-            diag.conclude(Verdict.WARNING, ACTION_BUSY)
+            diag.checks.append(Check(CheckCode.CARD_BUSY, False,
+                                     N_("{what} is running on this card; the card was not "
+                                        "probed"), "CARD_BUSY", values={"what": Term(busy)}))
+            diag.conclude(Verdict.WARNING, ActionCode.WAIT_FOR_OPERATION)
             return diag
         diag = await diagnose_reader(
             owner, view, pcsc_available=self.pcsc_available,
