@@ -387,8 +387,10 @@ def test_upgrade_from_the_first_packaged_version_keeps_the_config_and_migrates_t
     try:
         chroot.apt_install(old_deb)
         join_role_groups(chroot)
-        config = ((ROOT / "docs" / "examples" / "gate.toml").read_text()
-                  + '\n[operators.organisations]\norg-a = "Organisation A"\n')
+        # The gate example as that release shipped it: the configuration an upgrade keeps.
+        shipped = subprocess.run(["git", "show", f"{FIRST_PACKAGED}:docs/examples/gate.toml"],
+                                 cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        config = shipped + '\n[operators.organisations]\norg-a = "Organisation A"\n'
         use_config(chroot, config)
         old = UnitRun(chroot, stack.pcscd_socket, tmp_path / "old.log")
         try:

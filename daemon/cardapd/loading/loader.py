@@ -285,9 +285,16 @@ class Loader:
             # Which APs already answer SELECT: a preset skips them; a single AP already
             # there is ALREADY_EXISTS before any progress (the service would say so only
             # after its first batch).
-            await self._check_present(target)
             aids = [bytes.fromhex(entries[a].instance_aid) for a in ap_ids]
-            present = await target.owner.run(lambda proto: present_aps(proto, aids, cancel))
+            try:  # only SELECTs: nothing is written and no journal row exists yet
+                await self._check_present(target)
+                present = await target.owner.run(lambda proto: present_aps(proto, aids,
+                                                                           cancel))
+            except CardapError as exc:  # the card pulled or mute during the probe
+                await self.audit_end(ctx, "load", start, exc, target, {
+                    "ap_id": ap_id, "preset": preset, "organisation": operator.organisation,
+                    "step": "presence_probe"})
+                raise
             if not is_set and present:
                 entry = entries[ap_ids[0]]
                 there = AlreadyExists(
