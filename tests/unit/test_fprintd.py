@@ -316,7 +316,9 @@ async def test_device_claimed_by_another_program_is_biometric_busy(
             await client.verify(USER, timeout_s=5)
         assert err.value.reason == "BIOMETRIC_BUSY"
         assert code_for(err.value) is grpc.StatusCode.UNAVAILABLE
-    with pytest.raises(NotFound):  # the claim went with its connection; nothing enrolled
+        reply = other.send_and_get_reply(new_method_call(dev, "Release"), timeout=3)
+        assert reply.header.message_type.name == "method_return", reply.body
+    with pytest.raises(NotFound):  # released: the sensor is ours; nothing enrolled
         await client.verify(USER, timeout_s=5)
 
 

@@ -31,14 +31,15 @@ NOT_YET_ASSERTED = frozenset({
     # fprintd ends an enrolment so only on a sensor with on-chip storage; libfprint's
     # virtual_image sensor turns every injected device error into enroll-unknown-error.
     "ENROLL_FAILED", "FINGER_ALREADY_ENROLLED", "BIOMETRIC_STORAGE_FULL",
-    # Base-class reasons: every raise names a more specific reason (never sent alone).
+    # Dead: the reasons of base classes (cardapd.errors CardError, PinError,
+    # ServiceUnavailable; cardlib CardLibError) that no raise sends, each naming its own;
+    # to leave the code path and the registry (SERVICE_UNAVAILABLE is in v1.0.0's table).
     "CARD_ERROR", "PIN_ERROR", "SERVICE_UNAVAILABLE",
     # Not yet driven (time, not impossibility): the API or the loading service link.
     "START_REQUIRED", "NO_ORGANISATION", "CARD_REJECTED", "CARD_IDENTIFYING", "READER_BUSY",
     "LOADING_SERVICE_PROTOCOL", "LOADING_SERVICE_TIMEOUT", "LOADING_SERVICE_NOT_CONFIGURED",
-    "SERVICE_REFUSED", "CHECKPOINTS_NOT_KEPT", "PASSWORD_TIMEOUT",
-    "LOGIN_CANCELLED", "CLIENT_GONE",
-    "EVENT_QUEUE_OVERFLOW", "CLIENT_ERROR", "RELOAD_FAILED",
+    "SERVICE_REFUSED", "CHECKPOINTS_NOT_KEPT", "PASSWORD_TIMEOUT", "LOGIN_CANCELLED",
+    "CLIENT_GONE", "EVENT_QUEUE_OVERFLOW", "CLIENT_ERROR", "RELOAD_FAILED",
 })
 
 
