@@ -196,6 +196,11 @@ def test_truncation_fails_until_acknowledged_and_is_named_truncated(tstack: Stac
     again = cardapctl(tstack.socket_dir, "--session", admin, "audit", "acknowledge",
                       "--reset", str(reset["seq"]), "--reason", "twice")
     assert again.returncode == 8, again.stderr  # ALREADY_EXISTS
+    assert "RESET_ALREADY_ACKNOWLEDGED" in again.stderr
+    nothing = cardapctl(tstack.socket_dir, "--session", admin, "audit", "acknowledge",
+                        "--reset", str(reset["seq"] - 1), "--reason", "no such reset")
+    assert nothing.returncode == 3, nothing.stderr  # NOT_FOUND: a precondition
+    assert "RESET_NOT_FOUND" in nothing.stderr
 
     code, v = verify(tstack)
     assert code == EXIT_OK, v

@@ -155,3 +155,8 @@ def test_card_without_a_unique_datum_waits_for_the_operator(slot0: LoadStack) ->
         confirm(slot0, row["id"])
     assert (info.value.code, info.value.reason) == (grpc.StatusCode.FAILED_PRECONDITION,
                                                     "NOT_AWAITING_CONFIRMATION")
+    with pytest.raises(CardapClientError) as unknown:
+        confirm(slot0, "no-such-journal-row")
+    assert (unknown.value.code, unknown.value.reason) == (grpc.StatusCode.NOT_FOUND,
+                                                          "JOURNAL_ROW_NOT_FOUND")
+    assert unknown.value.metadata["journal_id"] == "no-such-journal-row"

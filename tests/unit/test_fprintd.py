@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 
+import grpc
 import pytest
 from jeepney import DBusAddress, new_method_call
 from jeepney.io.blocking import open_dbus_connection
@@ -17,7 +18,15 @@ from cardap_sim.biometric import (
     nist_print,
     variants,
 )
-from cardapd.errors import Cancelled, InvalidArgument, NotAuthorized, NotFound, ServiceUnavailable
+from cardapd.api.status import code_for
+from cardapd.errors import (
+    Busy,
+    Cancelled,
+    InvalidArgument,
+    NotAuthorized,
+    NotFound,
+    ServiceUnavailable,
+)
 from cardapd.operators.biometric import authenticate
 from cardapd.operators.fprintd import FprintdClient
 from cardapd.operators.prompts import Prompt, PromptCode
@@ -288,3 +297,38 @@ async def test_device_state_without_a_bus() -> None:
     with pytest.raises(ServiceUnavailable):
         await client.list_enrolled(USER)
     assert seen == ["unavailable", "unavailable"]
+
+
+# ---------------------------------------------------------------- fprintd's own refusals
+
+
+async def test_device_claimed_by_another_program_is_biometric_busy(
+        stack: BiometricStack, client: FprintdClient) -> None:
+    """Another D-Bus client holds the sensor: fprintd's AlreadyInUse is BIOMETRIC_BUSY
+    (UNAVAILABLE); once it lets go, the sensor is ours again."""
+    dev = DBusAddress(stack.fprintd.device_path, "net.reactivated.Fprint",
+                      "net.reactivated.Fprint.Device")
+    with open_dbus_connection(stack.bus_address) as other:
+        reply = other.send_and_get_reply(new_method_call(dev, "Claim", "s", ("someone",)),
+                                         timeout=3)
+        assert reply.header.message_type.name == "method_return", reply.body
+        with pytest.raises(Busy) as err:
+            await client.verify(USER, timeout_s=5)
+        assert err.value.reason == "BIOMETRIC_BUSY"
+        assert code_for(err.value) is grpc.StatusCode.UNAVAILABLE
+        reply = other.send_and_get_reply(new_method_call(dev, "Release"), timeout=3)
+        assert reply.header.message_type.name == "method_return", reply.body
+    with pytest.raises(NotFound):  # released: the sensor is ours; nothing enrolled
+        await client.verify(USER, timeout_s=5)
+
+
+async def test_polkit_refusal_is_biometric_permission_denied(stack: BiometricStack,
+                                                             client: FprintdClient) -> None:
+    """polkit refuses the daemon the sensor: BIOMETRIC_PERMISSION_DENIED."""
+    stack.polkit.allow = lambda action: False
+    with pytest.raises(NotAuthorized) as err:
+        await client.verify(USER, timeout_s=5)
+    assert err.value.reason == "BIOMETRIC_PERMISSION_DENIED"
+    assert code_for(err.value) is grpc.StatusCode.PERMISSION_DENIED
+    assert any(a.startswith("net.reactivated.fprint.") for a in stack.polkit.checked)
+

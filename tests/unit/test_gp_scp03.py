@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import grpc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cardapd.api.status import code_for
+from cardapd.errors import from_card
 from cardlib.apdu import CommandApdu, ResponseApdu
 from cardlib.errors import (
     CardAuthenticationError,
+    CardLibError,
     CardProtocolError,
     CommandRejected,
     ResponseIntegrityError,
@@ -36,6 +40,14 @@ from cardlib.gp.scp03 import (
 h = bytes.fromhex
 KEY_16 = bytes(range(0x40, 0x50))
 KDD = h("00010203040506070809")
+
+
+def daemon_sees(exc: CardLibError) -> tuple[str, grpc.StatusCode]:
+    """The reason and gRPC code a client gets when the card library raises `exc` (the
+    reader thread turns it into the daemon's error, `cardapd.errors.from_card`)."""
+    made = from_card(exc)
+    return made.reason, code_for(made)
+
 
 
 def parse_command(raw: bytes) -> CommandApdu:
@@ -216,9 +228,13 @@ def test_wrong_keys_fail_on_the_card_cryptogram() -> None:
     with pytest.raises(CardAuthenticationError) as err:
         session.open(h(v.init_update_rsp))
     assert K128[1].hex() not in str(err.value)
+    assert daemon_sees(err.value) == ("CARD_AUTHENTICATION_FAILED",
+                                      grpc.StatusCode.FAILED_PRECONDITION)
     assert not session.is_open
-    with pytest.raises(SecureChannelError):
+    with pytest.raises(SecureChannelError) as closed:
         session.wrap(CommandApdu(0x80, 0xF2, 0x80, 0x02, b"\x4f\x00"))
+    assert daemon_sees(closed.value) == ("SECURE_CHANNEL_ERROR",
+                                         grpc.StatusCode.FAILED_PRECONDITION)
 
 
 def test_card_challenge_not_matching_its_counter_is_refused() -> None:
@@ -286,6 +302,7 @@ def test_tampered_command_is_rejected_by_the_card(level: int) -> None:
     with pytest.raises(CommandRejected) as err:
         card.unwrap(bad)
     assert err.value.sw == 0x6982
+    assert daemon_sees(err.value) == ("COMMAND_REJECTED", grpc.StatusCode.FAILED_PRECONDITION)
     assert not card.authenticated
 
 
@@ -304,6 +321,8 @@ def test_tampered_response_is_rejected_by_the_host(where: str) -> None:
     with pytest.raises(ResponseIntegrityError) as err:
         host.unwrap(ResponseApdu(bytes(data), sw))
     assert isinstance(err.value, CardProtocolError)
+    assert daemon_sees(err.value) == ("RESPONSE_INTEGRITY_FAILED",
+                                      grpc.StatusCode.FAILED_PRECONDITION)
     assert not host.is_open
 
 
@@ -375,8 +394,11 @@ def test_card_initialize_update_errors() -> None:
 def test_initialize_update_status_word_is_raised() -> None:
     host = Scp03Session(FixedKeyStore(StaticKeys(KEY_16, KEY_16, KEY_16)))
     host.begin()
-    with pytest.raises(StatusWordError):
+    with pytest.raises(StatusWordError) as err:
         host.open(ResponseApdu(b"", 0x6A88))
+    assert daemon_sees(err.value) == ("UNEXPECTED_STATUS_WORD",
+                                      grpc.StatusCode.FAILED_PRECONDITION)
+    assert from_card(err.value).metadata == {"sw": "6A88"}
 
 
 def test_ext_auth_refusal_closes_the_session() -> None:
