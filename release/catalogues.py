@@ -4,7 +4,8 @@
 Uses Babel (pinned in the development extras) for extraction and merging; `make
 catalogues` compiles with msgfmt. Domains by source file (cardap.i18n.DOMAINS): the reason
 registry is `reasons`, cardapctl's modules are `cli`, everything else of the daemon and the
-client library is `cardapd`. Markers: `N_("…")` and `tr(lang, "…", …)`.
+client library is `cardapd`. Markers: `N_("…")`, `tr(lang, "…", …)` and cardapctl's
+`Msg("…", …)` (a text said in English and in the user's language, cardap.clibase).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from babel.messages.pofile import read_po, write_po
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCALE = ROOT / "clients" / "cardap" / "locale"
-KEYWORDS = {"N_": None, "tr": (2,)}
+KEYWORDS = {"N_": None, "tr": (2,), "Msg": (1,)}
 SOURCES = ("clients/cardap", "daemon/cardapd")
 TRANSLATED = ("ja",)
 

@@ -45,7 +45,7 @@ from cardap.clibase import (
     seconds,
 )
 from cardap.client import CardapClient, CardapClientError, default_socket
-from cardap.i18n import from_environment
+from cardap.i18n import DEFAULT, from_environment, tr
 
 CODE_EXIT = exitcodes.CODE_EXIT  # kept for scripts importing it; the table is exitcodes
 DEFAULT_TIMEOUT_S = 15.0
@@ -299,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return quiet_broken_pipe()
     except CliError as err:
-        print_error(args, "CLIENT", "CLIENT_ERROR", str(err), {})
+        language = from_environment()
+        print_error(args, "CLIENT", "CLIENT_ERROR", str(err), {},
+                    localized=err.localized(language) if language != DEFAULT else "")
         return err.code
     except OSError as err:
         print_error(args, "CLIENT", "CLIENT_ERROR", str(err), {})
@@ -319,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.command in ENDED_BY_CTRL_C:
             return exitcodes.OK
-        print("cardapctl: interrupted", file=sys.stderr)
+        print("cardapctl: " + tr(from_environment(), "interrupted"), file=sys.stderr)
         return exitcodes.INTERRUPTED
 
 

@@ -28,7 +28,7 @@ from cardap.auditfiles import (
     read_checkpoint_file,
     verify_segments,
 )
-from cardap.clibase import EXIT_AUDIT_BROKEN, EXIT_OK, EXIT_USAGE, as_dict, lang
+from cardap.clibase import EXIT_AUDIT_BROKEN, EXIT_OK, EXIT_USAGE, Msg, as_dict, lang
 from cardap.client import CardapClient
 from cardap.i18n import tr
 from cardap.v1 import audit_pb2, terminal_pb2
@@ -37,11 +37,12 @@ FROM_SERVICE = "from-service"
 
 
 class AuditCliError(Exception):
-    """Bad evidence given on the command line (exit 2)."""
+    """Bad evidence given on the command line (exit 2); `msg`: its text in any language."""
 
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
+    def __init__(self, message: str | Msg, code: int = EXIT_USAGE) -> None:
+        super().__init__(str(message))
         self.code = code
+        self.msg = message if isinstance(message, Msg) else None
 
 
 def fmt_verify(v: terminal_pb2.VerifyAuditResponse) -> str:
@@ -59,15 +60,18 @@ def fmt_verify(v: terminal_pb2.VerifyAuditResponse) -> str:
         lines.append(f"  {f.problem}: {f.message}")
     for r in v.resets:
         if r.acknowledged:
-            lines.append(f"  anchor reset at row {r.seq} ({r.kind}) acknowledged at row "
-                         f"{r.acknowledged_seq} by {r.acknowledged_by}: {r.reason}")
+            lines.append(tr(la, "  anchor reset at row {seq} ({kind}) acknowledged at row "
+                            "{ack_seq} by {by}: {reason}", seq=r.seq, kind=r.kind,
+                            ack_seq=r.acknowledged_seq, by=r.acknowledged_by,
+                            reason=r.reason))
         else:
-            lines.append(f"  anchor reset at row {r.seq} ({r.kind}: {r.problem}) NOT "
-                         "acknowledged: once the cause is known, an administrator runs "
-                         f"cardapctl audit acknowledge --reset {r.seq} --reason '…'")
+            lines.append(tr(la, "  anchor reset at row {seq} ({kind}: {problem}) NOT "
+                            "acknowledged: once the cause is known, an administrator runs "
+                            "cardapctl audit acknowledge --reset {seq} --reason '…'",
+                            seq=r.seq, kind=r.kind, problem=r.problem))
     if v.head_seq:
-        lines.append(f"  terminal {v.terminal_id or '-'}: head row {v.head_seq} sha256 "
-                     f"{v.head_hash}")
+        lines.append(tr(la, "  terminal {terminal}: head row {seq} sha256 {hash}",
+                        terminal=v.terminal_id or "-", seq=v.head_seq, hash=v.head_hash))
     return "\n".join(lines)
 
 
@@ -110,8 +114,8 @@ def verify(client: CardapClient, args: argparse.Namespace) -> int:
 
 def _offline(args: argparse.Namespace, checkpoints: list[dict[str, Any]]) -> int:
     if FROM_SERVICE in (args.checkpoints or ()):
-        raise AuditCliError("--segments verifies files offline: give --checkpoints FILE or "
-                            "--journal-dir DIR, not from-service")
+        raise AuditCliError(Msg("--segments verifies files offline: give --checkpoints FILE "
+                                "or --journal-dir DIR, not from-service"))
     try:
         report = verify_segments(Path(args.segments), [c["seq"] for c in checkpoints])
     except EvidenceError as exc:
@@ -130,11 +134,17 @@ def _offline(args: argparse.Namespace, checkpoints: list[dict[str, Any]]) -> int
                           "checkpoints_matched": agree, "checkpoints_not_covered": outside,
                           "problems": problems}, ensure_ascii=False), flush=True)
     else:
-        span = (f"segments {report.segments[0]}-{report.segments[-1]}, rows "
-                f"{report.first_seq}-{report.last_seq}" if report.segments else "no segment")
-        verdict = "verify" if ok else "do NOT verify"
-        print(f"exported audit segments {verdict}: {report.files} file(s), {span}, "
-              f"{report.rows} rows; {agree} checkpoint(s) agree, {outside} not covered",
+        la = lang()
+        span = (tr(la, "segments {first}-{last}, rows {first_seq}-{last_seq}",
+                   first=report.segments[0], last=report.segments[-1],
+                   first_seq=report.first_seq, last_seq=report.last_seq)
+                if report.segments else tr(la, "no segment"))
+        figures = {"files": report.files, "span": span, "rows": report.rows,
+                   "agree": agree, "outside": outside}
+        print(tr(la, "exported audit segments verify: {files} file(s), {span}, {rows} rows; "
+                 "{agree} checkpoint(s) agree, {outside} not covered", **figures) if ok else
+              tr(la, "exported audit segments do NOT verify: {files} file(s), {span}, {rows} "
+                 "rows; {agree} checkpoint(s) agree, {outside} not covered", **figures),
               flush=True)
         for problem in problems:
             print(f"  {problem}", flush=True)
@@ -147,8 +157,8 @@ def acknowledge(client: CardapClient, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(as_dict(out)), flush=True)
     else:
-        print(f"anchor reset at row {args.reset} acknowledged (audit row "
-              f"{out.acknowledgement_seq})", flush=True)
+        print(tr(lang(), "anchor reset at row {seq} acknowledged (audit row {ack_seq})",
+                 seq=args.reset, ack_seq=out.acknowledgement_seq), flush=True)
     return EXIT_OK
 
 

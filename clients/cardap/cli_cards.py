@@ -14,7 +14,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
 from cardap import exitcodes
-from cardap.clibase import EXIT_OK, CliError, confirm, emit, enum_name, lang
+from cardap.clibase import (
+    EXIT_OK,
+    CliError,
+    Msg,
+    confirm,
+    emit,
+    enum_name,
+    lang,
+    ljust,
+    width,
+)
 from cardap.client import CardapClient, CardapClientError, default_socket
 from cardap.i18n import N_, tr
 from cardap.v1 import cards_pb2, terminal_pb2
@@ -30,7 +40,36 @@ KIND_TEXT = {cards_pb2.CARD_KIND_MY_NUMBER_CARD: N_("My Number Card"),
              cards_pb2.CARD_KIND_UNKNOWN: N_("unidentified card")}
 CARD = N_("card")
 AP_TYPE_TEXT = {cards_pb2.AP_TYPE_A: "A", cards_pb2.AP_TYPE_C: "C", cards_pb2.AP_TYPE_D: "D",
-                cards_pb2.AP_TYPE_CUSTOM: "custom"}
+                cards_pb2.AP_TYPE_CUSTOM: N_("custom")}
+AVAILABILITY_TEXT = {
+    terminal_pb2.SERVICE_AVAILABILITY_UNKNOWN: N_("unknown"),
+    terminal_pb2.SERVICE_AVAILABILITY_OPEN: N_("open"),
+    terminal_pb2.SERVICE_AVAILABILITY_CLOSED: N_("closed"),
+    terminal_pb2.SERVICE_AVAILABILITY_MAINTENANCE: N_("maintenance"),
+}
+LINK_TEXT = {terminal_pb2.LOADING_LINK_NOT_CONFIGURED: N_("not configured"),
+             terminal_pb2.LOADING_LINK_UNKNOWN: N_("unknown"),
+             terminal_pb2.LOADING_LINK_UP: N_("up")}
+FINGERPRINT_DEVICE_TEXT = {"unknown": N_("unknown"), "ok": N_("ok"),
+                           "no_device": N_("no device"), "unavailable": N_("unavailable"),
+                           "not_configured": N_("not configured")}
+"""The daemon's fingerprint device states (telemetry.metrics.BIOMETRIC_STATES) in words."""
+PHASE_TEXT = {terminal_pb2.LOAD_PHASE_CONNECTING: N_("connecting"),
+              terminal_pb2.LOAD_PHASE_SECURE_CHANNEL: N_("secure channel"),
+              terminal_pb2.LOAD_PHASE_LOADING: N_("loading"),
+              terminal_pb2.LOAD_PHASE_INSTALLING: N_("installing"),
+              terminal_pb2.LOAD_PHASE_PERSONALISING: N_("personalising"),
+              terminal_pb2.LOAD_PHASE_DONE: N_("done")}
+
+
+def ap_type(language: str, value: cards_pb2.APType.ValueType) -> str:
+    """An AP's type in words: `A`, `C`, `D`, `custom`."""
+    return tr(language, AP_TYPE_TEXT.get(value, "?"))
+
+
+def in_words(language: str, texts: dict[Any, str], value: Any, fallback: str) -> str:
+    """`value` in words from `texts` (message ids), else `fallback` (a code as it is)."""
+    return tr(language, texts[value]) if value in texts else fallback
 
 
 # ---------------------------------------------------------------- readers by index or name
@@ -45,18 +84,20 @@ def resolve_reader(client: CardapClient, value: str) -> str:
     names = [r.name for r in client.readers().readers]
     if value in names:
         return value
-    listing = "; ".join(f"{i}: {n}" for i, n in enumerate(names)) or "no readers"
+    listing = "; ".join(f"{i}: {n}" for i, n in enumerate(names))
     if value.isdigit():
         index = int(value)
         if index < len(names):
             return names[index]
-        raise CliError(f"there is no reader {index} ({listing})")
+        raise CliError(Msg("there is no reader {index} ({listing})", index=index,
+                           listing=lambda la: listing or tr(la, "no readers")))
     matches = [n for n in names if value.lower() in n.lower()]
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise CliError(f"{value!r} names {len(matches)} readers ({'; '.join(matches)}): give "
-                       "more of the name, or its index")
+        raise CliError(Msg("{value} names {count} readers ({names}): give more of the name, "
+                           "or its index", value=repr(value), count=len(matches),
+                           names="; ".join(matches)))
     return value
 
 
@@ -77,15 +118,17 @@ def reader_completer(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> 
 def fmt_card(c: cards_pb2.Card, inline: bool = False) -> str:
     """`My Number Card 4790-C2627064 (vendor-a)`; Type C reads on their own lines, or
     after `;` on the same line (`inline`: one event, one line)."""
+    la = lang()
     kind = KIND_TEXT.get(c.kind, CARD)
-    text = tr(lang(), kind)
+    text = tr(la, kind)
     if c.card_id:
         text += f" {c.card_id}"
     if c.profile:
         text += f" ({c.profile})"
     for t in c.tap:
-        text += ("; " if inline else "\n      ") + f"Type C {t.aid}: " + (
-            t.user_id or f"unreadable ({t.reason})")
+        read = t.user_id or tr(la, "unreadable ({reason})", reason=t.reason)
+        text += ("; " if inline else "\n      ") + tr(la, "Type C {aid}: {user_id}",
+                                                      aid=t.aid, user_id=read)
     return text
 
 
@@ -105,6 +148,12 @@ def fmt_reader_state(r: cards_pb2.Reader, inline: bool = False) -> str:
 def fmt_reader(r: cards_pb2.Reader) -> str:
     """One reader: `Virtual PCD 00 00: My Number Card ...`."""
     return f"{r.name}: {fmt_reader_state(r)}"
+
+
+def fmt_preset(language: str, p: terminal_pb2.PresetSet, default: str) -> str:
+    """`preset counter (default): ap-1, ap-2`."""
+    return tr(language, "preset {name}{default}: {aps}", name=p.name, aps=", ".join(p.ap_ids),
+              default=tr(language, " (default)") if p.name == default else "")
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:
@@ -153,12 +202,14 @@ def fmt_service(s: terminal_pb2.GetStatusResponse) -> str:
     la = lang()
     lines = [tr(la, "  loading service: {link}", link=fmt_link(s.loading_link))]
     if s.loading_link.state != terminal_pb2.LOADING_LINK_NOT_CONFIGURED:
-        avail = enum_name(terminal_pb2.ServiceAvailability, svc.availability,
-                          "SERVICE_AVAILABILITY_")
+        avail = in_words(la, AVAILABILITY_TEXT, svc.availability, enum_name(
+            terminal_pb2.ServiceAvailability, svc.availability, "SERVICE_AVAILABILITY_"))
         if svc.availability == terminal_pb2.SERVICE_AVAILABILITY_OPEN:
-            avail += f" until {_when(svc.next_closing)}"
+            avail = tr(la, "{availability} until {when}", availability=avail,
+                       when=_when(svc.next_closing))
         elif svc.availability != terminal_pb2.SERVICE_AVAILABILITY_UNKNOWN:
-            avail += f", opens {_when(svc.next_opening)}"
+            avail = tr(la, "{availability}, opens {when}", availability=avail,
+                       when=_when(svc.next_opening))
         lines.append(tr(la, "    now: {availability}", availability=avail))
         if svc.HasField("next_maintenance"):
             m = svc.next_maintenance
@@ -177,16 +228,22 @@ def fmt_service(s: terminal_pb2.GetStatusResponse) -> str:
         lines.append(tr(la, "  revocation feed {organisation}: {age}",
                         organisation=f.organisation, age=age)
                      + (tr(la, " (STALE)") if f.stale else ""))
-    lines.append(tr(la, "  fingerprint device: {state}",
-                    state=s.fingerprint_device.replace("_", " ")))
+    lines.append(tr(la, "  fingerprint device: {state}", state=in_words(
+        la, FINGERPRINT_DEVICE_TEXT, s.fingerprint_device,
+        s.fingerprint_device.replace("_", " "))))
     return "\n".join(lines)
 
 
 def fmt_link(link: terminal_pb2.LoadingLinkStatus) -> str:
     """`up (loading.example:7443)`, `DOWN: tls_files (…)`, `not configured`."""
-    state = enum_name(terminal_pb2.LoadingLinkState, link.state, "LOADING_LINK_")
-    text = f"DOWN: {link.last_error}" if state == "down" else state.replace("_", " ")
-    return f"{text} ({link.address})" if link.address else text
+    la = lang()
+    if link.state == terminal_pb2.LOADING_LINK_DOWN:
+        text = tr(la, "DOWN: {error}", error=link.last_error)
+    else:
+        text = in_words(la, LINK_TEXT, link.state, enum_name(
+            terminal_pb2.LoadingLinkState, link.state, "LOADING_LINK_").replace("_", " "))
+    return tr(la, "{link} ({address})", link=text, address=link.address) if link.address \
+        else text
 
 
 def cmd_readers(client: CardapClient, args: argparse.Namespace) -> int:
@@ -203,8 +260,11 @@ def cmd_read_id(client: CardapClient, args: argparse.Namespace) -> int:
     """Read a Type C user ID."""
     resp = client.read_user_id(resolve_reader(client, args.reader), args.aid,
                                fresh=args.fresh)
-    emit(args, resp, lambda r: f"{r.user_id}  (card {r.card_id}, reader {r.reader!r}, "
-         f"AP {r.aid}, {'from the tap cache' if r.cached else 'read now'})")
+    la = lang()
+    emit(args, resp, lambda r: tr(
+        la, "{user_id}  (card {card}, reader {reader}, AP {aid}, {source})",
+        user_id=r.user_id, card=r.card_id, reader=repr(r.reader), aid=r.aid,
+        source=tr(la, "from the tap cache") if r.cached else tr(la, "read now")))
     return EXIT_OK
 
 
@@ -242,12 +302,12 @@ def cmd_loadable(client: CardapClient, args: argparse.Namespace) -> int:
     resp = client.loadable_aps()
 
     def text(r: terminal_pb2.ListLoadableApsResponse) -> str:
-        lines = [f"{a.ap_id}: {a.display_name or a.ap_id} (type "
-                 f"{AP_TYPE_TEXT.get(a.type, '?')}, {a.area or 'any'} area, instance "
-                 f"{a.instance_aid})" for a in r.aps]
-        lines += [f"preset {p.name}{' (default)' if p.name == r.default_preset else ''}: "
-                  f"{', '.join(p.ap_ids)}" for p in r.presets]
-        return "\n".join(lines) or "nothing to load"
+        la = lang()
+        lines = [tr(la, "{ap_id}: {name} (type {type}, {area} area, instance {aid})",
+                    ap_id=a.ap_id, name=a.display_name or a.ap_id, type=ap_type(la, a.type),
+                    area=a.area or tr(la, "any"), aid=a.instance_aid) for a in r.aps]
+        lines += [fmt_preset(la, p, r.default_preset) for p in r.presets]
+        return "\n".join(lines) or tr(la, "nothing to load")
     emit(args, resp, text)
     return EXIT_OK
 
@@ -257,15 +317,16 @@ def cmd_aps(client: CardapClient, args: argparse.Namespace) -> int:
     resp = client.card_aps(resolve_reader(client, args.reader))
 
     def text(r: terminal_pb2.ListCardApsResponse) -> str:
-        rows = [("AID", "TYPE", "AREA", "STATE")] + [
-            (a.aid, AP_TYPE_TEXT.get(a.type, "?"), a.area or "-", a.lifecycle or "-")
-            for a in r.aps]
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-                 for row in rows] if r.aps else ["no card APs found"]
+        la = lang()
+        rows = [(tr(la, "AID"), tr(la, "TYPE"), tr(la, "AREA"), tr(la, "STATE"))] + [
+            (a.aid, ap_type(la, a.type), a.area or "-", a.lifecycle or "-") for a in r.aps]
+        widths = [max(width(row[i]) for row in rows) for i in range(4)]
+        lines = ["  ".join(ljust(cell, w) for cell, w in zip(row, widths, strict=True))
+                 .rstrip() for row in rows] if r.aps else [tr(la, "no card APs found")]
         if r.free_bytes:
-            lines.append("free: " + ", ".join(f"{area} {n} bytes"
-                                              for area, n in sorted(r.free_bytes.items())))
+            areas = [tr(la, "{area} {n} bytes", area=area, n=n)
+                     for area, n in sorted(r.free_bytes.items())]
+            lines.append(tr(la, "free: {areas}", areas=", ".join(areas)))
         return "\n".join(lines)
     emit(args, resp, text)
     return EXIT_OK
@@ -291,8 +352,11 @@ class LoadBar:
                             leave=True, ncols=size.columns or 80,  # nothing: say 80x24
                             nrows=size.lines or 24, mininterval=0,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
-        phase = enum_name(terminal_pb2.LoadPhase, p.phase, "LOAD_PHASE_").replace("_", " ")
-        blocks = f", block {p.blocks_done}/{p.blocks_total}" if p.blocks_total else ""
+        la = lang()
+        phase = in_words(la, PHASE_TEXT, p.phase, enum_name(
+            terminal_pb2.LoadPhase, p.phase, "LOAD_PHASE_").replace("_", " "))
+        blocks = tr(la, ", block {done}/{total}", done=p.blocks_done,
+                    total=p.blocks_total) if p.blocks_total else ""
         self.bar.set_postfix_str(phase + blocks, refresh=False)
         self.bar.update(max(int(p.percent) - self.bar.n, 0))
         self.bar.refresh()
@@ -324,15 +388,23 @@ def cmd_load(client: CardapClient, args: argparse.Namespace) -> int:
             bar.close()
             if not r.ok and worst == EXIT_OK:
                 worst = exitcodes.for_reason(r.reason) if r.reason else exitcodes.FAIL
-            emit(args, ev, lambda e: (
-                f"{e.result.ap_id}: already on the card ({e.result.aid}), skipped"
-                if e.result.already_present else
-                f"{e.result.ap_id}: loaded as {e.result.aid}, user ID {e.result.user_id}, "
-                f"{e.result.free_bytes} bytes free" if e.result.ok
-                else f"{e.result.ap_id}: FAILED {e.result.reason}: {e.result.message}"))
+            emit(args, ev, lambda e: fmt_load_result(e.result))
     finally:
         bar.close()
     return worst
+
+
+def fmt_load_result(r: terminal_pb2.LoadResult) -> str:
+    """One AP's result line (a failure keeps the daemon's reason code and message)."""
+    la = lang()
+    if r.already_present:
+        return tr(la, "{ap_id}: already on the card ({aid}), skipped", ap_id=r.ap_id,
+                  aid=r.aid)
+    if r.ok:
+        return tr(la, "{ap_id}: loaded as {aid}, user ID {user_id}, {free} bytes free",
+                  ap_id=r.ap_id, aid=r.aid, user_id=r.user_id, free=r.free_bytes)
+    return tr(la, "{ap_id}: FAILED {reason}: {message}", ap_id=r.ap_id, reason=r.reason,
+              message=r.message)
 
 
 def cmd_delete(client: CardapClient, args: argparse.Namespace) -> int:
@@ -341,13 +413,13 @@ def cmd_delete(client: CardapClient, args: argparse.Namespace) -> int:
     try:
         bytes.fromhex(aid)
     except ValueError:
-        raise CliError(f"--aid {args.aid!r} is not hexadecimal") from None
+        raise CliError(Msg("--aid {aid} is not hexadecimal", aid=repr(args.aid))) from None
     reader = resolve_reader(client, args.reader)
     if not args.yes:
-        confirm(tr(lang(), "Delete {what}?", what=describe_ap(client, aid, reader)),
+        confirm(Msg("Delete {what}?", what=describe_ap(client, aid, reader)),
                 assume_yes=False)
     if args.reason == "other" and not args.reason_detail.strip():
-        raise CliError("--reason other needs --reason-detail: say what the reason is",
+        raise CliError(Msg("--reason other needs --reason-detail: say what the reason is"),
                        code=exitcodes.USAGE)
     resp = client.delete_ap(aid, reader, reason=args.reason, reason_detail=args.reason_detail)
 
@@ -366,23 +438,26 @@ def cmd_delete(client: CardapClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def describe_ap(client: CardapClient, aid: str, reader: str) -> str:
+def describe_ap(client: CardapClient, aid: str, reader: str) -> Msg:
     """`AP D392... (type C, extended area) from card 4790-... in 'Reader'`, as far as the
-    daemon can tell before the delete."""
-    where = "the card" + (f" in {reader!r}" if reader else "")
+    daemon can tell before the delete (in any language: the confirmation's question)."""
+    where = Msg("the card in {reader}", reader=repr(reader)) if reader else Msg("the card")
     try:
         holders = [r for r in client.readers().readers if r.HasField("card")
                    and (r.name == reader or not reader)]
         if len(holders) == 1:
-            where = f"card {holders[0].card.card_id} in {holders[0].name!r}"
+            where = Msg("card {card} in {reader}", card=holders[0].card.card_id,
+                        reader=repr(holders[0].name))
         listing = client.card_aps(reader)
     except CardapClientError:
-        return f"AP {aid} from {where}"
+        return Msg("{what} from {where}", what=f"AP {aid}", where=where)
     found = next((a for a in listing.aps if a.aid.upper() == aid), None)
-    what = f"AP {aid}"
-    if found is not None:
-        what += f" (type {AP_TYPE_TEXT.get(found.type, '?')}"
-        what += f", {found.area} area)" if found.area else ")"
+    if found is None:
+        what = Msg("AP {aid} (not found on the card)", aid=aid)
+    elif found.area:
+        what = Msg("AP {aid} (type {type}, {area} area)", aid=aid, area=found.area,
+                   type=lambda la: ap_type(la, found.type))
     else:
-        what += " (not found on the card)"
-    return f"{what} from {where}"
+        what = Msg("AP {aid} (type {type})", aid=aid,
+                   type=lambda la: ap_type(la, found.type))
+    return Msg("{what} from {where}", what=what, where=where)

@@ -31,6 +31,7 @@ from cardap.clibase import (
     EXIT_FAIL,
     EXIT_OK,
     CliError,
+    Msg,
     as_dict,
     dumps,
     emit,
@@ -38,7 +39,7 @@ from cardap.clibase import (
     lang,
 )
 from cardap.client import CardapClient, right_value
-from cardap.i18n import tr
+from cardap.i18n import N_, tr
 from cardap.v1 import audit_pb2, operators_pb2, terminal_pb2
 
 DEFAULT_ROLE = {"login": "kiosk", "logout": "kiosk", "operators": "ops", "enroll": "ops",
@@ -98,17 +99,18 @@ def year(text: str) -> int:
 
 # ---------------------------------------------------------------- passwords and files
 
-def read_password(args: argparse.Namespace, prompt: str = "Password: ",
+def read_password(args: argparse.Namespace, prompt: str = N_("Password: "),
                   confirm: bool = False) -> str:
-    """A password from the terminal (no echo) or one line of stdin; never from argv."""
+    """A password from the terminal (no echo) or one line of stdin; never from argv.
+    `prompt` is a message id, asked in the user's language."""
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = getpass.getpass(prompt)
-        if confirm and getpass.getpass("Repeat password: ") != password:
-            raise CliError("the passwords do not match")
+        password = getpass.getpass(tr(lang(), prompt))
+        if confirm and getpass.getpass(tr(lang(), "Repeat password: ")) != password:
+            raise CliError(Msg("the passwords do not match"))
     if not password:
-        raise CliError("empty password")
+        raise CliError(Msg("empty password"))
     return password
 
 
@@ -146,11 +148,11 @@ def output(out: Path | None, private: bool = False) -> Iterator[IO[str]]:
 def read_token(path: Path) -> str:
     """The session token in a token file (warns when others may read it)."""
     if path.stat().st_mode & 0o077:
-        print(f"cardapctl: warning: {path} is readable by others (chmod 600 it)",
-              file=sys.stderr)
+        print("cardapctl: " + tr(lang(), "warning: {file} is readable by others (chmod 600 "
+                                 "it)", file=path), file=sys.stderr)
     token = path.read_text(encoding="utf-8").strip()
     if not token:
-        raise CliError(f"{path} holds no session token")
+        raise CliError(Msg("{file} holds no session token", file=path))
     return token
 
 
@@ -163,24 +165,25 @@ def fmt_time(ts: Any) -> str:
 
 def fmt_operator(op: operators_pb2.Operator) -> str:
     """One roster line."""
+    la = lang()
     rights = ",".join(enum_name(operators_pb2.Right, r, "RIGHT_") for r in op.rights) or "-"
+    who = f"{op.organisation}/{op.operator_id}" + (f" ({op.display_name})"
+                                                   if op.display_name else "")
     if op.removed:
-        name = f" ({op.display_name})" if op.display_name else ""
-        return (f"{op.organisation}/{op.operator_id}{name}: REMOVED "
-                f"{fmt_time(op.removed_at)} by {op.removed_by or '?'} (id never reused)")
-    flags = ["enabled" if op.enabled else "DISABLED"]
+        return tr(la, "{operator}: REMOVED {when} by {by} (id never reused)", operator=who,
+                  when=fmt_time(op.removed_at), by=op.removed_by or "?")
+    flags = [tr(la, "enabled") if op.enabled else tr(la, "DISABLED")]
     if op.administrator:
-        flags.append("administrator")
+        flags.append(tr(la, "administrator"))
     if op.locked:
-        flags.append("LOCKED")
+        flags.append(tr(la, "LOCKED"))
     if op.HasField("password_approval"):
         a = op.password_approval
-        flags.append(f"password until {fmt_time(a.expires_at)} (by {a.approved_by}: "
-                     f"{a.reason})")
-    fingers = ", ".join(op.enrolled_fingers) or "no finger enrolled"
-    name = f" ({op.display_name})" if op.display_name else ""
-    return (f"{op.organisation}/{op.operator_id}{name}: rights {rights}; "
-            f"{'; '.join(flags)}; {fingers}")
+        flags.append(tr(la, "password until {when} (by {by}: {reason})",
+                        when=fmt_time(a.expires_at), by=a.approved_by, reason=a.reason))
+    fingers = ", ".join(op.enrolled_fingers) or tr(la, "no finger enrolled")
+    return tr(la, "{operator}: rights {rights}; {flags}; {fingers}", operator=who,
+              rights=rights, flags="; ".join(flags), fingers=fingers)
 
 
 def fmt_prompt(prompt: terminal_pb2.Prompt) -> str:
@@ -247,7 +250,8 @@ def cmd_login(client: CardapClient, args: argparse.Namespace) -> int:
 def cmd_logout(client: CardapClient, args: argparse.Namespace) -> int:
     token = read_token(args.token_file) if args.token_file else args.session
     if not token:
-        raise CliError("no session to end: give --token-file, --session-file or --session")
+        raise CliError(Msg("no session to end: give --token-file, --session-file or "
+                           "--session"))
     client.end_session(token)
     if args.token_file:
         args.token_file.unlink(missing_ok=True)
@@ -263,7 +267,7 @@ def cmd_operators(client: CardapClient, args: argparse.Namespace) -> int:
     if op_cmd == "list":
         resp = client.list_operators(args.org or "")
         emit(args, resp, lambda r: "\n".join(fmt_operator(o) for o in r.operators)
-             or "no operators")
+             or tr(lang(), "no operators"))
         return EXIT_OK
     if op_cmd == "add":
         result = client.add_operator(args.org, args.operator, args.name or args.operator,
@@ -280,8 +284,9 @@ def cmd_operators(client: CardapClient, args: argparse.Namespace) -> int:
         result = client.set_operator_rights(args.org, args.operator, args.rights)
     else:  # grant-password
         if args.expires <= datetime.now().astimezone():
-            raise CliError(f"--expires {args.expires.isoformat()} is in the past")
-        password = read_password(args, "Initial password: ", confirm=True)
+            raise CliError(Msg("--expires {when} is in the past",
+                               when=args.expires.isoformat()))
+        password = read_password(args, N_("Initial password: "), confirm=True)
         result = client.grant_password_fallback(args.org, args.operator, reason=args.reason,
                                                  expires_at=args.expires, password=password)
     emit(args, result, fmt_operator)
@@ -316,7 +321,7 @@ def cmd_audit(client: CardapClient, args: argparse.Namespace) -> int:
         if args.audit_command == "acknowledge":
             return cli_audit.acknowledge(client, args)
     except cli_audit.AuditCliError as exc:
-        raise CliError(str(exc), exc.code) from None
+        raise CliError(exc.msg or str(exc), exc.code) from None
     operations = [o for part in args.operation or () for o in part.split(",") if o]
     records = client.export_audit(args.since, args.until, operations,
                                   timeout=args.call_timeout)

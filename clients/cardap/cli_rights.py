@@ -9,8 +9,10 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from cardap.clibase import EXIT_OK, emit
+from cardap.cli_cards import fmt_preset
+from cardap.clibase import EXIT_OK, emit, lang
 from cardap.client import CardapClient
+from cardap.i18n import tr
 from cardap.v1 import terminal_pb2
 
 DEFAULT_ROLE = {"rights": "ops", "presets": "ops"}
@@ -23,18 +25,20 @@ def ap_list(text: str) -> list[str]:
 
 def fmt_rights(r: terminal_pb2.OrganisationRights) -> str:
     """An organisation's rights as lines."""
+    la = lang()
     if r.restricted:
-        lines = [f"{r.organisation}: operators may load {', '.join(r.load_ap_ids) or 'nothing'}",
-                 f"{r.organisation}: operators may delete "
-                 f"{', '.join(r.delete_ap_ids) or 'nothing'}"]
+        lines = [tr(la, "{organisation}: operators may load {aps}", organisation=r.organisation,
+                    aps=", ".join(r.load_ap_ids) or tr(la, "nothing")),
+                 tr(la, "{organisation}: operators may delete {aps}",
+                    organisation=r.organisation,
+                    aps=", ".join(r.delete_ap_ids) or tr(la, "nothing"))]
     else:
-        lines = [f"{r.organisation}: operators may load and delete every AP of the "
-                 "organisation's catalogue at the loading service (not restricted)"]
-    for p in r.presets:
-        mark = " (default)" if p.name == r.default_preset else ""
-        lines.append(f"preset {p.name}{mark}: {', '.join(p.ap_ids)}")
+        lines = [tr(la, "{organisation}: operators may load and delete every AP of the "
+                    "organisation's catalogue at the loading service (not restricted)",
+                    organisation=r.organisation)]
+    lines += [fmt_preset(la, p, r.default_preset) for p in r.presets]
     if not r.default_preset:
-        lines.append("no default preset")
+        lines.append(tr(la, "no default preset"))
     return "\n".join(lines)
 
 

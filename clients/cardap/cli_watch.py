@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import grpc
 
 from cardap.cli_cards import fmt_card, fmt_reader_state, resolve_reader
-from cardap.clibase import EXIT_OK, emit, local_time
+from cardap.clibase import EXIT_OK, emit, lang, local_time
 from cardap.client import CardapClient, CardapClientError
+from cardap.i18n import tr
 from cardap.v1 import cards_pb2
 
 K = cards_pb2
@@ -26,26 +27,29 @@ def fmt_event(e: cards_pb2.CardEvent) -> str:
     """One card event as a line: local time, sequence number, what happened, where."""
     name = repr(e.reader.name) if e.reader.name else ""
     kind = e.kind
+    la = lang()
     if kind == K.CARD_EVENT_KIND_SNAPSHOT:
-        what = f"reader {name}: {fmt_reader_state(e.reader, inline=True)}"
+        what = tr(la, "reader {name}: {state}", name=name,
+                  state=fmt_reader_state(e.reader, inline=True))
     elif kind == K.CARD_EVENT_KIND_SNAPSHOT_END:
-        what = "end of the snapshot; live events follow"
+        what = tr(la, "end of the snapshot; live events follow")
     elif kind == K.CARD_EVENT_KIND_READER_ADDED:
-        what = f"reader {name} added"
+        what = tr(la, "reader {name} added", name=name)
     elif kind == K.CARD_EVENT_KIND_READER_REMOVED:
-        what = f"reader {name} removed"
+        what = tr(la, "reader {name} removed", name=name)
     elif kind == K.CARD_EVENT_KIND_CARD_DETECTED:
-        what = f"card detected in {name}, identifying"
+        what = tr(la, "card detected in {name}, identifying", name=name)
     elif kind == K.CARD_EVENT_KIND_CARD_INSERTED:
-        what = f"card inserted in {name}: {fmt_card(e.reader.card, inline=True)}"
+        what = tr(la, "card inserted in {name}: {card}", name=name,
+                  card=fmt_card(e.reader.card, inline=True))
     elif kind == K.CARD_EVENT_KIND_CARD_REMOVED:
-        what = f"card removed from {name}"
+        what = tr(la, "card removed from {name}", name=name)
     elif kind == K.CARD_EVENT_KIND_CARD_MUTE:
-        what = f"the card in {name} does not answer"
+        what = tr(la, "the card in {name} does not answer", name=name)
     elif kind == K.CARD_EVENT_KIND_DEGRADED:
-        what = "PC/SC unavailable (pcscd stopped?); cardapd reconnects"
+        what = tr(la, "PC/SC unavailable (pcscd stopped?); cardapd reconnects")
     elif kind == K.CARD_EVENT_KIND_RECOVERED:
-        what = "PC/SC available again; a fresh snapshot follows"
+        what = tr(la, "PC/SC available again; a fresh snapshot follows")
     else:
         what = K.CardEventKind.Name(kind) + (f" {name}" if name else "")
     if e.detail and kind not in (K.CARD_EVENT_KIND_CARD_INSERTED,):
@@ -94,9 +98,9 @@ def cmd_watch(client: CardapClient, args: argparse.Namespace) -> int:
                 grpc.StatusCode.UNAVAILABLE, "DAEMON_UNREACHABLE",
                 "the daemon ended the event stream (stopped or restarted); --follow "
                 "reconnects", {})
-        note = lost.reason if lost is not None else "stream ended"
-        print(f"cardapctl: event stream lost ({note}); reconnecting ...", file=sys.stderr,
-              flush=True)
+        note = lost.reason if lost is not None else tr(lang(), "stream ended")
+        print("cardapctl: " + tr(lang(), "event stream lost ({note}); reconnecting ...",
+                                 note=note), file=sys.stderr, flush=True)
         if conn is not client:
             conn.close()
         while True:
@@ -109,7 +113,8 @@ def cmd_watch(client: CardapClient, args: argparse.Namespace) -> int:
                 conn.close()
                 if deadline is not None and time.monotonic() >= deadline:
                     return EXIT_OK
-        print("cardapctl: reconnected; the snapshot follows", file=sys.stderr, flush=True)
+        print("cardapctl: " + tr(lang(), "reconnected; the snapshot follows"),
+              file=sys.stderr, flush=True)
 
 
 def cmd_metrics(client: CardapClient, args: argparse.Namespace) -> int:

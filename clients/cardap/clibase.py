@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from cardap import exitcodes
-from cardap.i18n import from_environment, tr
+from cardap.i18n import DEFAULT, from_environment, tr
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = exitcodes.OK, exitcodes.FAIL, exitcodes.USAGE
 EXIT_PRECONDITION, EXIT_DENIED = exitcodes.PRECONDITION, exitcodes.DENIED
@@ -89,6 +90,17 @@ def local_time(ts: Any) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d}"
 
 
+def width(text: str) -> int:
+    """The columns `text` takes on a terminal (a wide or full-width character takes two)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def ljust(text: str, columns: int) -> str:
+    """`text` padded with spaces to `columns` terminal columns (str.ljust counts
+    characters, which misaligns Japanese headings)."""
+    return text + " " * max(columns - width(text), 0)
+
+
 def enum_name(enum: Any, value: int, prefix: str) -> str:
     """`READER_STATE_EMPTY` → `empty`."""
     return str(enum.Name(value)).removeprefix(prefix).lower()
@@ -112,29 +124,56 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+class Msg:
+    """A text for people kept as its English message id and values, said in any language
+    (`text`); a value may itself be a Msg or a function of the language. A CliError keeps
+    one: its first line stays English, the line below is in the user's language."""
+
+    def __init__(self, msgid: str, /, **values: Any) -> None:
+        self.msgid = msgid
+        self.values = values
+
+    def text(self, language: str) -> str:
+        """The text in `language`, its values said in the same language."""
+        values = {k: v.text(language) if isinstance(v, Msg)
+                  else v(language) if callable(v) else v for k, v in self.values.items()}
+        return tr(language, self.msgid, **values)
+
+    def __str__(self) -> str:
+        return self.text(DEFAULT)
+
+
 class CliError(Exception):
-    """A client-side failure with its exit code (bad input detected before or after a call)."""
+    """A client-side failure with its exit code (bad input detected before or after a call).
 
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
+    `str()` is the English message (the line scripts and logs read); a Msg message is also
+    said in the user's language (`localized`)."""
+
+    def __init__(self, message: str | Msg, code: int = EXIT_USAGE) -> None:
+        super().__init__(str(message))
         self.code = code
+        self.msg = message if isinstance(message, Msg) else None
+
+    def localized(self, language: str) -> str:
+        """The message in `language` ("" when it exists only in English)."""
+        return self.msg.text(language) if self.msg is not None else ""
 
 
-def confirm(question: str, assume_yes: bool) -> None:
+def confirm(question: Msg, assume_yes: bool) -> None:
     """Ask before a destructive step; CliError (exit 2) when refused or nobody can answer.
 
     `--yes` answers for scripts; without it the question goes to the terminal."""
     if assume_yes:
         return
     if not sys.stdin.isatty():
-        raise CliError(tr(lang(), "{question}: refusing without confirmation; stdin is not a "
-                          "terminal, give -y/--yes to confirm",
-                          question=question.rstrip("?？")))
-    print(tr(lang(), "{question} [y/N] ", question=question), end="", file=sys.stderr,
-          flush=True)
+        raise CliError(Msg("{question}: refusing without confirmation; stdin is not a "
+                           "terminal, give -y/--yes to confirm",
+                           question=lambda la: question.text(la).rstrip("?？")))
+    print(tr(lang(), "{question} [y/N] ", question=question.text(lang())), end="",
+          file=sys.stderr, flush=True)
     answer = sys.stdin.readline().strip().lower()
     if answer not in ("y", "yes", "はい"):
-        raise CliError(tr(lang(), "cancelled: nothing was changed"), exitcodes.ABORTED)
+        raise CliError(Msg("cancelled: nothing was changed"), exitcodes.ABORTED)
 
 
 def quiet_broken_pipe() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,6 +22,8 @@ import pytest
 
 from cardap import exitcodes
 from cardap_sim.stack import Stack
+
+from .conftest import LOCALE_VARIABLES
 
 ORG = "org-a"
 PASSWORD = "correct-horse-battery-9"
@@ -37,11 +40,12 @@ def bstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         s.stop()
 
 
-def env(stack: Stack) -> dict[str, str]:
-    """What `make run` tells a person to export."""
+def env(stack: Stack, lang: str = "C.UTF-8") -> dict[str, str]:
+    """What `make run` tells a person to export, in the locale `lang` (English unless a
+    test asks, whatever the machine's own locale)."""
     out = {k: v for k, v in os.environ.items()
-           if k not in ("CARDAPD_SESSION", "CARDAPD_SESSION_FILE")}
-    out.update(CARDAPD_SOCKET_DIR=str(stack.socket_dir),
+           if k not in ("CARDAPD_SESSION", "CARDAPD_SESSION_FILE", *LOCALE_VARIABLES)}
+    out.update(LANG=lang, CARDAPD_SOCKET_DIR=str(stack.socket_dir),
                CARDAP_SIM_CONTROL=str(stack.control_path),
                FP_VIRTUAL_IMAGE=str(stack.bio.fprintd.sensor_path))
     return out
@@ -55,10 +59,11 @@ def run(stack: Stack, tool: str, *args: str, stdin: str = "",
 
 def finger_at_each_prompt(stack: Stack, args: list[str], print_name: str,
                           prompts_on: str = "stdout", timeout: float = 90,
-                          lift_first: bool = False) -> tuple[int, str]:
-    """Run cardapctl `args`; at each PLACE_FINGER prompt run `cardap-sim finger PRINT`
-    (after `cardap-sim finger --lift` at the first one, with `lift_first`)."""
-    proc = subprocess.Popen([str(BIN / "cardapctl"), *args], env=env(stack), text=True,
+                          lift_first: bool = False, lang: str = "C.UTF-8") -> tuple[int, str]:
+    """Run cardapctl `args` in the locale `lang`; at each PLACE_FINGER prompt run
+    `cardap-sim finger PRINT` (after `cardap-sim finger --lift` at the first one, with
+    `lift_first`)."""
+    proc = subprocess.Popen([str(BIN / "cardapctl"), *args], env=env(stack, lang), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stream = proc.stdout if prompts_on == "stdout" else proc.stderr
     assert stream is not None
@@ -107,20 +112,40 @@ def test_sim_cli_human_by_default_json_on_request_control_from_the_environment(
 def test_enrol_and_log_in_by_hand_then_approve_a_password(bstack: Stack,
                                                          tmp_path: Path) -> None:
     # the first administrator is appointed by root (`cardapd bootstrap-admin`) and enrols
-    # a finger with that session
+    # a finger with that session; in Japanese (LANG=ja_JP.UTF-8: cardapctl asks with
+    # accept-language ja), fprintd's stages as the daemon's Japanese prompts, codes kept
     boot = bstack.bootstrap_admin("admin-1", rights="load,delete")
     code, out = finger_at_each_prompt(bstack, ["--session", boot, "enroll", "--org", ORG,
-                                               "--operator", "admin-1"], "arch")
+                                               "--operator", "admin-1"], "arch",
+                                      lang="ja_JP.UTF-8")
     assert code == 0, out
-    assert "right-index-finger enrolled for org-a/admin-1" in out
+    assert "[PLACE_FINGER] 指をセンサーに置いてください" in out, out
+    assert re.search(r"^\[ENROLL_STAGE\] 読み取りました。同じ指をもう一度置いてください "
+                     r"\(1/\d+\)$", out, re.M), out
+    assert "org-a/admin-1 の right-index-finger を登録しました" in out
+    assert "Place your finger" not in out
 
-    # the administrator logs in on the ops socket with the finger
+    # the administrator logs in on the ops socket with the finger, in Japanese
+    code, out = finger_at_each_prompt(bstack, ["--role", "ops", "login", "--org", ORG,
+                                               "--operator", "admin-1", "--token-file",
+                                               str(tmp_path / "ja.token")], "arch",
+                                      prompts_on="stderr", lang="ja_JP.UTF-8")
+    assert code == 0, out
+    assert "[PLACE_FINGER] 指をセンサーに置いてください" in out, out
+    assert "[MATCHED] 指紋を認識しました" in out, out
+    assert "としてログインしました" in out, out
+
+    # again in English (accept-language en), after a scan fprintd could not use (no
+    # finger on the sensor); this session replaces the first one
     token = tmp_path / "admin.token"
     code, out = finger_at_each_prompt(bstack, ["--role", "ops", "login", "--org", ORG,
                                                "--operator", "admin-1", "--token-file",
                                                str(token)], "arch", prompts_on="stderr",
                                       lift_first=True)
     assert code == 0, out
+    assert "[PLACE_FINGER] Place your finger on the sensor" in out, out
+    assert "[MATCHED] Finger recognised" in out, out
+    assert not re.search(r"[\u3040-\u30ff]", out), out  # no kana in the English run
     assert token.stat().st_mode & 0o777 == 0o600
 
     # nobody at the sensor: BIOMETRIC_TIMEOUT, exit 14 (the table's TIMEOUT)

@@ -32,7 +32,14 @@ from cardap.cli import build_parser
 from cardap.client import CardapClient
 from cardap_sim.stack import demo_user_id
 
-from .conftest import cardapctl, insert_and_wait, reader_name, restart_daemon, wait_until
+from .conftest import (
+    LOCALE_VARIABLES,
+    cardapctl,
+    insert_and_wait,
+    reader_name,
+    restart_daemon,
+    wait_until,
+)
 from .test_load_faults import AIDS, AP_C, AP_D, LoadStack, load_stack
 
 SESSION = "test:org-a:op-1:load,delete,diagnose"
@@ -47,10 +54,14 @@ def ls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadStack]:
         yield s
 
 
-def ctl(stack: LoadStack, *args: str, timeout: float = 60,
-        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """cardapctl against `stack` with op-1's (test) session in the environment."""
-    env = dict(os.environ, CARDAPD_SOCKET_DIR=str(stack.socket_dir), CARDAPD_SESSION=SESSION)
+def ctl(stack: LoadStack, *args: str, timeout: float = 60, stdin: str | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """cardapctl against `stack` with op-1's (test) session in the environment (and `env`:
+    a locale variable given there replaces the machine's)."""
+    base = os.environ if not env else {k: v for k, v in os.environ.items()
+                                       if k not in LOCALE_VARIABLES}
+    env = dict(base, CARDAPD_SOCKET_DIR=str(stack.socket_dir), CARDAPD_SESSION=SESSION,
+               **(env or {}))
     return subprocess.run([str(CTL), *args], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False, input=stdin or "")
 
@@ -363,9 +374,11 @@ class Terminal:
         return os.waitstatus_to_exitcode(status)
 
 
-def tty(stack: LoadStack, *args: str) -> Terminal:
+def tty(stack: LoadStack, *args: str, lang: str | None = None) -> Terminal:
     env = dict(os.environ, CARDAPD_SOCKET_DIR=str(stack.socket_dir), CARDAPD_SESSION=SESSION,
                COLUMNS="100", TERM="xterm")
+    if lang is not None:
+        env = {k: v for k, v in env.items() if k not in LOCALE_VARIABLES} | {"LANG": lang}
     return Terminal([str(CTL), *args], env)
 
 
@@ -402,6 +415,40 @@ def test_load_draws_a_progress_bar_from_per_block_progress(ls: LoadStack) -> Non
     assert events[-1]["result"]["ok"] is True
     assert ctl(ls, "delete", "--aid", AIDS[AP_D],
         "--reason", "holder_request", "--yes").returncode == 0
+
+
+def test_loadable_load_progress_and_delete_in_japanese(ls: LoadStack) -> None:
+    """Under LANG=ja_JP.UTF-8 the catalogue, the bar's phase and blocks, the result line,
+    the confirmation and the answer are Japanese; the AP ids, AIDs and codes stay."""
+    ja = {"LANG": "ja_JP.UTF-8"}
+    loadable = ctl(ls, "loadable", env=ja)
+    assert loadable.returncode == 0, loadable.stderr
+    line = next(x for x in loadable.stdout.splitlines() if x.startswith(f"{AP_D}: "))
+    assert "（種別 D、領域 " in line, line
+    assert "、インスタンス " in line, line
+    english = ctl(ls, "loadable").stdout
+    assert f"{AP_D}: " in english
+    assert "(type D, " in english
+
+    term = tty(ls, "load", "--ap", AP_D, lang="ja_JP.UTF-8")
+    assert term.wait(120) == 0, term.output.decode(errors="replace")
+    text = term.output.decode(errors="replace")
+    assert re.search(r"(搭載中|インストール中|個別化中|完了)、ブロック \d+/\d+", text), text
+    assert "block " not in text
+    assert f"{AP_D}: {AIDS[AP_D]} として搭載しました。利用者ID " in text, text
+
+    term = tty(ls, "delete", "--aid", AIDS[AP_D], "--reason", "holder_request",
+               lang="ja_JP.UTF-8")
+    assert term.read_until(b"[y/N]", 30), term.output
+    question = term.output.decode(errors="replace")
+    assert "のカード " in question, question
+    assert f"のAP {AIDS[AP_D]}（種別 D" in question, question
+    assert "を削除しますか? [y/N]" in question, question
+    term.type("はい\n")
+    assert term.wait(60) == 0, term.output.decode(errors="replace")
+    said = term.output.decode(errors="replace")
+    assert f"から{AP_D} (AP {AIDS[AP_D]})を削除しました。空き容量 " in said, said
+    assert AIDS[AP_D] not in ctl(ls, "aps").stdout
 
 
 def test_delete_asks_first_and_says_what_it_deleted(ls: LoadStack) -> None:

@@ -7,6 +7,7 @@ not change with the language. cardapctl speaks the language of LANG.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +95,93 @@ def test_cardapctl_speaks_the_language_of_lang(ja_stack: Stack) -> None:
     assert "カードリーダー:" in status.stdout
     as_json = cardapctl(sockets, "--json", "diagnose", "--reader", reader, lang="ja_JP.UTF-8")
     assert '"next_action_code": "NEXT_ACTION_CODE_INSERT_CARD"' in as_json.stdout
+
+
+def test_cardapctl_speaks_japanese_in_every_command_and_json_stays_codes(
+        ja_stack: Stack) -> None:
+    """readers, watch, read-id, aps, operators, rights, presets, status and the client-side
+    errors in Japanese under LANG=ja_JP.UTF-8, in today's English under C.UTF-8; the
+    English first line of an error is the same in both, `--json` is the same in both."""
+    sockets: Path = ja_stack.socket_dir
+    insert_and_wait(ja_stack, 0, ja_stack.demo_card("lang-cli"))
+    try:
+        def both(*args: str, code: int = 0) -> tuple[str, str, str, str]:
+            ja = cardapctl(sockets, *args, lang="ja_JP.UTF-8")
+            en = cardapctl(sockets, *args)
+            assert (ja.returncode, en.returncode) == (code, code), (ja.stderr, en.stderr)
+            return ja.stdout, en.stdout, ja.stderr, en.stderr
+
+        ja, en, _, _ = both("readers")
+        assert "0  Virtual PCD 00 00  マイナンバーカード " in ja
+        assert "1  Virtual PCD 00 01  カードなし" in ja
+        assert "0  Virtual PCD 00 00  My Number Card " in en
+        assert "1  Virtual PCD 00 01  empty" in en
+
+        ja, en, _, _ = both("watch", "--count", "3")
+        assert "SNAPSHOT      カードリーダー 'Virtual PCD 00 01': カードなし" in ja
+        assert "SNAPSHOT_END  現在の状態は以上です。以降は起きた順に表示します" in ja
+        assert "SNAPSHOT      reader 'Virtual PCD 00 01': empty" in en
+        assert "SNAPSHOT_END  end of the snapshot; live events follow" in en
+
+        ja, en, _, _ = both("read-id", "--reader", "0", "--fresh")
+        assert "（カード " in ja
+        assert "、カードリーダー 'Virtual PCD 00 00'、" in ja
+        assert ja.rstrip().endswith("、その場で読み取り）"), ja
+        assert ", reader 'Virtual PCD 00 00', AP " in en
+        assert en.rstrip().endswith(", read now)"), en
+
+        ja, en, _, _ = both("aps", "--reader", "0")
+        heading_ja, heading_en = ja.splitlines()[0], en.splitlines()[0]
+        assert heading_ja.split() == ["AID", "種別", "領域", "状態"]
+        assert heading_en.split() == ["AID", "TYPE", "AREA", "STATE"]
+        # a wide heading takes two columns: the columns line up as in English
+        assert heading_ja.index("種別") == heading_en.index("TYPE")
+        assert ja.splitlines()[-1].startswith("空き容量: ")
+        assert " バイト" in ja
+        assert en.splitlines()[-1].startswith("free: ")
+        assert " bytes" in en
+
+        ja, en, _, _ = both("operators", "list")
+        assert (ja.strip(), en.strip()) == ("操作者がいません", "no operators")
+
+        for command in (("rights", "show"), ("presets", "list")):
+            ja, en, _, _ = both(*command, "--org", "org-a")
+            assert ja.splitlines() == [
+                "org-a: 操作者は搭載サービスにある団体のカタログのすべてのカードAPを搭載・削除"
+                "できます（制限なし）", "既定のプリセットはありません"]
+            assert en.splitlines() == [
+                "org-a: operators may load and delete every AP of the organisation's "
+                "catalogue at the loading service (not restricted)", "no default preset"]
+            ja_json = cardapctl(sockets, "--json", *command, "--org", "org-a",
+                                lang="ja_JP.UTF-8")
+            assert ja_json.stdout == cardapctl(sockets, "--json", *command, "--org",
+                                               "org-a").stdout
+            assert json.loads(ja_json.stdout)["organisation"] == "org-a"
+
+        ja, en, _, _ = both("status")
+        assert "  搭載サービス: 未設定" in ja
+        assert "  指紋センサー: 使用不可" in ja
+        assert "  loading service: not configured" in en
+        assert "  fingerprint device: unavailable" in en
+
+        # client-side errors: the English line for scripts, then the user's language
+        _, _, ja, en = both("aps", "--reader", "9", code=2)
+        english = ("cardapctl: CLIENT_ERROR: there is no reader 9 (0: Virtual PCD 00 00; "
+                   "1: Virtual PCD 00 01)")
+        assert ja.splitlines()[0] == en.splitlines()[0] == english
+        assert ja.splitlines()[1] == ("cardapctl: カードリーダー 9 はありません（0: Virtual PCD "
+                                      "00 00; 1: Virtual PCD 00 01）")
+        _, _, ja, en = both("delete", "--aid", "ZZ", "--reason", "holder_request", code=2)
+        assert ja.splitlines()[0] == en.splitlines()[0] == (
+            "cardapctl: CLIENT_ERROR: --aid 'ZZ' is not hexadecimal")
+        assert ja.splitlines()[1] == "cardapctl: --aid 'ZZ' は16進数ではありません"
+        _, _, ja, en = both("delete", "--aid", "D3921000310001", "--reader", "0", "--reason",
+                            "holder_request", code=2)  # stdin is no terminal: not confirmed
+        assert ja.splitlines()[0] == en.splitlines()[0]
+        assert en.splitlines()[0].startswith("cardapctl: CLIENT_ERROR: Delete AP "
+                                             "D3921000310001 from card ")
+        assert ja.splitlines()[1].startswith("cardapctl: カードリーダー 'Virtual PCD 00 00' の"
+                                             "カード ")
+        assert "のAP D3921000310001を削除しますか: 確認が取れないため実行しません。" in ja
+    finally:
+        ja_stack.control.remove(0)

@@ -83,3 +83,30 @@ def test_a_supported_language_without_its_compiled_catalogue_says_how_to_make_it
             i18n.translations("ja")
     finally:
         i18n.translations.cache_clear()
+
+
+def test_every_literal_message_id_in_the_source_is_extracted() -> None:
+    """Babel skips some nested calls (a `tr(...)` in a generator inside another `tr`'s
+    arguments): such a text would never be translated and no other test would notice."""
+    import ast
+
+    extracted = {str(m.id) for c in catalogues.extract().values() for m in c if m.id}
+    position = {"N_": 0, "Msg": 0, "tr": 1}
+    missed = []
+    for source in catalogues.SOURCES:
+        for path in sorted((ROOT / source).rglob("*.py")):
+            if catalogues.domain_of(path) is None:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(node, ast.Call):
+                    continue
+                name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+                at = position.get(name)
+                if at is None or len(node.args) <= at:
+                    continue
+                arg = node.args[at]
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str) \
+                        and arg.value not in extracted:
+                    missed.append(f"{path.relative_to(ROOT)}:{node.lineno}: {arg.value!r}")
+    assert not missed, "not extracted (take the call out of the generator): " + "; ".join(
+        missed)
