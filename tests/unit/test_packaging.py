@@ -18,12 +18,24 @@ ROOT = Path(__file__).resolve().parents[2]
 def build(source: Path, out: Path, pattern: str) -> Path:
     # setuptools stages files in <source>/build and never prunes it: a module deleted
     # from the tree would still ship from a stale staging copy, so start and end clean.
+    # It also rewrites <source>/*.egg-info with this build's version: keep the one the
+    # editable install wrote (what importlib.metadata finds from the checkout), put it back.
     shutil.rmtree(source / "build", ignore_errors=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(out), str(source)], capture_output=True, text=True, timeout=300,
-        check=False)
-    shutil.rmtree(source / "build", ignore_errors=True)
+    kept = out / "egg-info-kept"
+    for info in source.glob("*.egg-info"):
+        shutil.copytree(info, kept / info.name)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+             "-w", str(out), str(source)], capture_output=True, text=True, timeout=300,
+            check=False)
+    finally:
+        shutil.rmtree(source / "build", ignore_errors=True)
+        for info in source.glob("*.egg-info"):
+            shutil.rmtree(info)
+        for info in kept.glob("*.egg-info"):
+            shutil.copytree(info, source / info.name)
+        shutil.rmtree(kept, ignore_errors=True)
     assert result.returncode == 0, result.stderr
     (built,) = out.glob(pattern)
     return built
