@@ -186,7 +186,7 @@ def test_daemon_reasons_end_with_their_table_exit_code(ls: LoadStack) -> None:
         (["--session", "", "loadable"], "NO_OPERATOR_SESSION"),
         (["audit", "export", "--operation", "bogus"], "UNKNOWN_OPERATION"),
         (["read-id", "--aid", "D3"], "INVALID_ARGUMENT"),
-        (["status", "--timeout", "0.0001"], "DEADLINE_EXCEEDED"),
+        (["watch", "--timeout", "1"], "DEADLINE_EXCEEDED"),  # nothing happens within 1 s
     ]
     for args, reason in cases:
         proc = ctl(ls, "--json", *args)
