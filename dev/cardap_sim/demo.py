@@ -32,7 +32,7 @@ WATCH_INTERVAL_S = 0.2
 
 
 class Stop(BaseException):
-    """A stop was asked for by a signal other than SIGINT."""
+    """A stop was asked for by a signal (Ctrl-C's SIGINT, SIGTERM, SIGHUP)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -108,9 +108,34 @@ def describe(code: int) -> str:
     return f"exit status {code}"
 
 
+class Signals:
+    """Stop signals: raised as `Stop` while the stack comes up; while it only runs, noted
+    and acted on by `watch` (an exception raised from a signal handler while the garbage
+    collector finalises a gRPC object would be swallowed there, with a traceback, and the
+    stop lost)."""
+
+    def __init__(self) -> None:
+        self.raising = True
+        self.pending: int | None = None
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        """The handler of SIGINT, SIGTERM and SIGHUP."""
+        if self.pending is None:
+            self.pending = signum
+        if self.raising:
+            raise Stop(signum)
+
+
+SIGNALS = Signals()
+
+
 def watch(stack: Stack, term: Terminal) -> int:
-    """Wait until a process of the stack dies or stdout goes away; the exit code."""
+    """Wait until a stop is asked for, a process of the stack dies or stdout goes away; the
+    exit code."""
+    SIGNALS.raising = False
     while True:
+        if SIGNALS.pending is not None:
+            raise Stop(SIGNALS.pending)
         dead = exited(stack)
         if dead is not None:
             term.say(f"{dead[0]} stopped unexpectedly ({describe(dead[1])}); stopping the "
@@ -252,10 +277,6 @@ def demo_operators(stack: Stack, term: Terminal) -> tuple[str, str]:
     return str(admin.token), str(session.token)
 
 
-def _stop_signal(signum: int, frame: FrameType | None) -> None:
-    raise Stop(signum)
-
-
 def run(workdir: Path, demo: bool, term: Terminal) -> int:
     """Start the stack, show it, supervise it; always stops what it started."""
     if workdir.exists():
@@ -299,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="bring the stack up with the demo card but skip the demonstration")
     args = p.parse_args(argv)
     term = Terminal()
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, SIGNALS.handler)
     workdir = args.dir.resolve()
     workdir.parent.mkdir(parents=True, exist_ok=True)
     with single_instance(workdir) as holder:
