@@ -33,6 +33,7 @@ from cardap.clibase import (
     CliError,
     Msg,
     as_dict,
+    command,
     dumps,
     emit,
     enum_name,
@@ -376,12 +377,6 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     password = argparse.ArgumentParser(add_help=False)
     password.add_argument("--password-stdin", action="store_true",
                           help="read the password as one line of stdin (not the terminal)")
-
-    def command(parent: Any, name: str, help_text: str,
-                parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-        return parent.add_parser(name, help=help_text,  # type: ignore[no-any-return]
-                                 description=help_text[0].upper() + help_text[1:] + ".",
-                                 parents=parents)
 
     li = command(sub, "login", "operator login, by fingerprint or (when an administrator "
                  "approved it) --password; prints the session token (kiosk; --role ops for "

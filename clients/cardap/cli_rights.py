@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cardap.cli_cards import fmt_preset
-from cardap.clibase import EXIT_OK, emit, lang
+from cardap.clibase import EXIT_OK, command, emit, lang
 from cardap.client import CardapClient
 from cardap.i18n import tr
 from cardap.v1 import terminal_pb2
@@ -77,12 +77,6 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     org = argparse.ArgumentParser(add_help=False, parents=[common])
     org.add_argument("--org", required=True, metavar="ORG",
                      help="the organisation (as in [operators.organisations])")
-
-    def command(parent: Any, name: str, help_text: str,
-                parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-        return parent.add_parser(name, help=help_text,  # type: ignore[no-any-return]
-                                 description=help_text[0].upper() + help_text[1:] + ".",
-                                 parents=parents)
 
     ri = command(sub, "rights", "the APs an organisation's operators may load and delete "
                  "(ops; changes need an administrator's session)", [common])

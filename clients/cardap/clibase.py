@@ -185,3 +185,12 @@ def quiet_broken_pipe() -> int:
     except OSError:
         pass
     return exitcodes.OUTPUT_CLOSED
+
+
+def command(parent: Any, name: str, help_text: str,
+            parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """A subcommand whose description is its help as a sentence (what `--help` and the
+    man page show)."""
+    return parent.add_parser(name, help=help_text,  # type: ignore[no-any-return]
+                             description=help_text[0].upper() + help_text[1:] + ".",
+                             parents=parents)

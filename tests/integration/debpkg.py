@@ -38,7 +38,6 @@ Restart=on-failure. tests/unit/test_systemd_unit.py checks those settings offlin
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -51,9 +50,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from release.debbuild import locked
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
@@ -66,18 +66,6 @@ BASE_PACKAGES = ("systemd", "pcscd", "libpcsclite1", "libccid", "python3.11", "f
 `apt-get install ./cardapd_….deb` needs no download) and sqlite3 for the backups."""
 APT_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 UNIT = "lib/systemd/system/cardapd.service"
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive file lock (parallel test workers wait for each other)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def run(cmd: list[str], *, cwd: Path | None = None, timeout: float = 900,

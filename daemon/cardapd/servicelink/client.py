@@ -125,7 +125,8 @@ class LoadingClient:
         try:
             return read_tls(self.cfg)
         except ConfigError as exc:
-            log.error("the loading service's TLS files cannot be used: %s", exc.message)
+            # preflight() logs each problem once, with the fix; the first call reads again
+            log.debug("the loading service's TLS files cannot be used: %s", exc.message)
             return None
 
     def _show_cert(self) -> None:
