@@ -11,7 +11,7 @@ DEB_PACKAGES := debhelper dh-virtualenv lintian build-essential python3.11 pytho
   python3.11-dev mmdebstrap
 
 .PHONY: setup system-deps proto run test test-unit test-stack lint bench certs wheel clean help docs \
-  deb man lock catalogues i18n-extract proto-lint
+  deb man lock catalogues i18n-extract proto-lint release-tags
 
 help:
 	@echo "make run    - bring up pcscd + vpcd + virtual card + cardapd and show it working"
@@ -35,7 +35,12 @@ help:
 	@touch $@
 system-deps: .stamp-system
 
-$(VENV)/.stamp: pyproject.toml dev/pyproject.toml | .stamp-system
+# The release tags recorded in release/tags.toml, restored into a clone that came without
+# them (before the venv: the installed version is setuptools-scm's reading of them; D57).
+release-tags: | .stamp-system
+	@$(PYTHON) -m release.tags
+
+$(VENV)/.stamp: pyproject.toml dev/pyproject.toml | .stamp-system release-tags
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -67,7 +72,7 @@ i18n-extract: setup
 	npm ci --no-audit --no-fund --ignore-scripts
 	@touch $@
 
-setup: .stamp-system $(VENV)/.stamp .stamp-proto catalogues .stamp-npm
+setup: .stamp-system release-tags $(VENV)/.stamp .stamp-proto catalogues .stamp-npm
 
 # RUN_DIR: the stack's working directory (emptied at start); RUN_ARGS: e.g. --no-demo
 RUN_DIR ?= run
@@ -86,16 +91,19 @@ lint: setup proto-lint
 	$(VENV)/bin/lint-imports --config pyproject.toml
 
 # The protos as a contract (buf.yaml; docs/decisions.md): buf's lint rules, and no
-# change that breaks a v1.0.0 client, checked against the release tag's protos.
+# change that breaks a v1.0.0 client, checked against the protos of the release's commit
+# (recorded in release/tags.toml, so that a clone without tags checks it too).
 BUF := node_modules/.bin/buf
 RELEASE_TAG := v1.0.0
 proto-lint: .stamp-npm
 	$(BUF) lint
-	@git rev-parse -q --verify 'refs/tags/$(RELEASE_TAG)^{commit}' >/dev/null || { \
-	  echo "proto-lint: the release tag $(RELEASE_TAG) is missing, so buf breaking has nothing" \
-	    "to compare the protos with: fetch the tags (git fetch --tags) and run make lint again"; \
-	  exit 1; }
-	set -o pipefail; git archive --format=tar $(RELEASE_TAG) proto \
+	@commit=$$($(PYTHON) -m release.tags --commit $(RELEASE_TAG)) || exit 1; \
+	git cat-file -e "$$commit^{commit}" 2>/dev/null || { \
+	  echo "proto-lint: $(RELEASE_TAG)'s commit $$commit is not in this clone (a shallow" \
+	    "clone?), so buf breaking has nothing to compare the protos with: run" \
+	    "git fetch --unshallow and make lint again"; exit 1; }; \
+	echo "buf breaking against $(RELEASE_TAG) ($$commit)"; \
+	set -o pipefail; git archive --format=tar "$$commit" proto \
 	  | $(BUF) breaking --against '-#format=tar,subdir=proto'
 
 # Dev CA, loading-service and terminal certificates, dev master keys (test-only).

@@ -53,6 +53,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from release import tags
 from release.debbuild import locked
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,13 +114,14 @@ def build_head() -> Deb:
 
 
 def tag_commit(tag: str = FIRST_PACKAGED) -> str:
-    """The commit `tag` names; fails (never skips) when the tag is missing."""
-    result = run(["git", "rev-parse", "--verify", "--quiet", f"{tag}^{{commit}}"], cwd=ROOT,
-                 check=False)
+    """The commit `tag` names, as release/tags.toml records it (a clone without tags has
+    it too); fails (never skips) when the clone lacks that commit."""
+    commit = tags.commit_of(tag)
+    result = run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT, check=False)
     assert result.returncode == 0, (
-        f"the tag {tag} (the first packaged version) is missing: the upgrade test builds "
-        f"it. Fetch the tags (git fetch --tags), or create it where the lead placed it.")
-    return result.stdout.strip()
+        f"the commit {commit} of {tag} (the first packaged version) is not in this clone: "
+        f"the upgrade test builds it. A shallow clone? git fetch --unshallow")
+    return commit
 
 
 def build_tag(tag: str = FIRST_PACKAGED) -> Deb:
@@ -136,6 +138,9 @@ def build_tag(tag: str = FIRST_PACKAGED) -> Deb:
             run(["git", "clone", "--quiet", "--no-checkout", str(ROOT), str(src)])
             run(["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", commit],
                 cwd=src)
+            # the version setuptools-scm gives that build is the tag's, so the clone has it
+            # whether or not this one had it yet
+            run(["git", "tag", "-f", tag, commit], cwd=src)
             built = run([PYTHON, "-m", "release.debbuild", "--out", str(out / "tmp"),
                          "--cache", str(BUILD / "cache"), "--no-lintian"], cwd=src)
             deb = Path(built.stdout.strip().splitlines()[-1])

@@ -46,6 +46,7 @@ from .debpkg import (
     gone,
     run,
     store_query,
+    tag_commit,
     version_of,
 )
 
@@ -388,7 +389,7 @@ def test_upgrade_from_the_first_packaged_version_keeps_the_config_and_migrates_t
         chroot.apt_install(old_deb)
         join_role_groups(chroot)
         # The gate example as that release shipped it: the configuration an upgrade keeps.
-        shipped = subprocess.run(["git", "show", f"{FIRST_PACKAGED}:docs/examples/gate.toml"],
+        shipped = subprocess.run(["git", "show", f"{tag_commit()}:docs/examples/gate.toml"],
                                  cwd=ROOT, capture_output=True, text=True, check=True).stdout
         config = shipped + '\n[operators.organisations]\norg-a = "Organisation A"\n'
         use_config(chroot, config)

@@ -14,6 +14,7 @@ from testenv import need
 
 from cardap.v1 import audit_pb2, cards_pb2, loading_pb2, operators_pb2, terminal_pb2
 from cardapd.api.roles import RENAMED
+from release import tags
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = (audit_pb2, cards_pb2, loading_pb2, operators_pb2, terminal_pb2)
@@ -124,8 +125,8 @@ def test_every_lint_exception_is_named_and_justified() -> None:
 def archive_of_release(tmp: Path) -> Path:
     """The v1.0.0 protos, as `make proto-lint` compares with them."""
     tar = tmp / "v1.0.0.tar"
-    subprocess.run(["git", "archive", "--format=tar", "-o", str(tar), "v1.0.0", "proto"],
-                   cwd=ROOT, check=True)
+    subprocess.run(["git", "archive", "--format=tar", "-o", str(tar),
+                    tags.commit_of("v1.0.0"), "proto"], cwd=ROOT, check=True)
     return tar
 
 
