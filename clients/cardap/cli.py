@@ -40,12 +40,13 @@ from cardap.clibase import (
     CliError,
     as_dict,  # noqa: F401  (re-exported: cardap.cli.as_dict)
     dumps,
+    lang,
     positive_int,
     quiet_broken_pipe,
     seconds,
 )
 from cardap.client import CardapClient, CardapClientError, default_socket
-from cardap.i18n import DEFAULT, from_environment, tr
+from cardap.i18n import DEFAULT, tr
 
 CODE_EXIT = exitcodes.CODE_EXIT  # kept for scripts importing it; the table is exitcodes
 DEFAULT_TIMEOUT_S = 15.0
@@ -238,13 +239,13 @@ def print_error(args: argparse.Namespace, code: str, reason: str, message: str,
     """A failure on stderr: `cardapctl: REASON: message` (English, the same in every
     locale, for scripts and logs), then what it means and what to do next in the user's
     language (`localized`, else the reason registry's text); JSON with --json."""
-    lang = from_environment()
+    language = lang()
     if not localized:
-        localized = reasons.localized(reason, lang, metadata)
+        localized = reasons.localized(reason, language, metadata)
     if getattr(args, "json", False):
         print(dumps({"error": {"code": code, "reason": reason, "message": message,
                                "metadata": metadata, "localized": localized,
-                               "locale": lang}}), file=sys.stderr)
+                               "locale": language}}), file=sys.stderr)
     else:
         print(f"cardapctl: {reason}: {message}{hint}", file=sys.stderr)
         if localized:
@@ -279,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
 
     def connect() -> CardapClient:
         kw: dict[str, Any] = {"timeout": timeout or DEFAULT_TIMEOUT_S,
-                              "session": args.session, "language": from_environment()}
+                              "session": args.session, "language": lang()}
         if args.request_id:
             kw["request_id"] = args.request_id
         return CardapClient(socket, **kw)
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return quiet_broken_pipe()
     except CliError as err:
-        language = from_environment()
+        language = lang()
         print_error(args, "CLIENT", "CLIENT_ERROR", str(err), {},
                     localized=err.localized(language) if language != DEFAULT else "")
         return err.code
@@ -314,14 +315,14 @@ def main(argv: list[str] | None = None) -> int:
             hint = f" (no answer within {call_timeout(args):g} s; see --timeout)"
         try:
             print_error(args, err.code.name, err.reason, err.message, err.metadata, hint,
-                        err.localized if err.locale == from_environment() else "")
+                        err.localized if err.locale == lang() else "")
         except BrokenPipeError:
             return quiet_broken_pipe()
         return exitcodes.for_reason(err.reason, err.code)
     except KeyboardInterrupt:
         if args.command in ENDED_BY_CTRL_C:
             return exitcodes.OK
-        print("cardapctl: " + tr(from_environment(), "interrupted"), file=sys.stderr)
+        print("cardapctl: " + tr(lang(), "interrupted"), file=sys.stderr)
         return exitcodes.INTERRUPTED
 
 
