@@ -64,8 +64,8 @@ from cardapd.readers.settings import ReaderSettings
 from cardapd.reads.revocation import Revocation
 from cardapd.reads.revocation_store import RevocationStore
 from cardapd.reads.service import UserIdReads
-from cardapd.servicelink.client import LoadingClient, certificate_cn
-from cardapd.servicelink.tls import TerminalTls, read_tls
+from cardapd.servicelink.client import LoadingClient
+from cardapd.servicelink.tls import TerminalTls, certificate_cn, read_tls
 from cardapd.telemetry.logsetup import set_format
 from cardapd.telemetry.metrics import Check, Metrics
 from cardapd.telemetry.oplog import OperationLog

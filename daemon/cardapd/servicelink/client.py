@@ -23,12 +23,9 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import grpc
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from cardap.v1 import loading_pb2, loading_pb2_grpc
 from cardapd import __version__
@@ -370,16 +367,3 @@ class LoadingClient:
             call.cancel()
             raise
 
-
-def certificate_cn(path: Path | None) -> str:
-    """The CN of the PEM certificate at `path` (the terminal id the loading service sees);
-    "" when there is none or it cannot be read."""
-    if path is None:
-        return ""
-    try:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
-        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    except (OSError, ValueError):
-        return ""
-    value = names[0].value if names else ""
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")

@@ -65,12 +65,29 @@ def _read(path: Path | None, key: str) -> bytes:
                           metadata={"key": f"loading.{key}", "file": str(path)}) from exc
 
 
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
 def _subject(cert: x509.Certificate) -> str:
     parts = []
     for oid, label in ((NameOID.COMMON_NAME, "CN"), (NameOID.ORGANIZATION_NAME, "O")):
         for attr in cert.subject.get_attributes_for_oid(oid):
-            parts.append(f"{label}={attr.value!s}")
+            parts.append(f"{label}={_text(attr.value)}")
     return ", ".join(parts) or cert.subject.rfc4514_string()
+
+
+def certificate_cn(path: Path | None) -> str:
+    """The CN of the PEM certificate at `path` (the terminal id the loading service sees);
+    "" when there is none or it cannot be read (read_tls says why, at start)."""
+    if path is None:
+        return ""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return ""
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return _text(names[0].value) if names else ""
 
 
 def read_tls(cfg: LoadingConfig) -> TerminalTls:
