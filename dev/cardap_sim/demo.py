@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from cardap_sim.loadsvc.hours import JST, ServiceHours
 from cardap_sim.stack import Stack
 
 EXIT_OK, EXIT_FAILED, EXIT_ALREADY_RUNNING = 0, 1, 2
@@ -277,13 +278,35 @@ def demo_operators(stack: Stack, term: Terminal) -> tuple[str, str]:
     return str(admin.token), str(session.token)
 
 
+DEMO_MARGIN = timedelta(hours=1)
+"""How long the loading service must stay open for the demo and the flows after it."""
+
+
+def service_clock(now: datetime) -> datetime | None:
+    """Where the demo's loading service starts its clock: None (the real time) while it is
+    open for the next DEMO_MARGIN, else its next opening after that, so that loads work
+    at any hour and the terminal's measured clock offset is only the wait until then."""
+    hours = ServiceHours()  # the reference service's defaults, as the stack runs it
+    start = hours.next_opening(now)
+    while not hours.is_open(start + DEMO_MARGIN):
+        start = hours.next_opening(start + DEMO_MARGIN)
+    return None if start == now else start
+
+
 def run(workdir: Path, demo: bool, term: Terminal) -> int:
     """Start the stack, show it, supervise it; always stops what it started."""
     if workdir.exists():
         shutil.rmtree(workdir)
     # The production daemon (`cardapd.main`): operators log in by fingerprint through real
     # fprintd on a private bus, fed by the virtual sensor with the NIST test prints.
-    stack = Stack(workdir, loading=True, biometric=True)
+    opening = service_clock(datetime.now(JST))
+    stack = Stack(workdir, loading=True, biometric=True,
+                  fake_now=opening.isoformat() if opening is not None else None)
+    if opening is not None:
+        term.say(f"the loading service is closed now or closes within the hour (open "
+                 f"08:00-22:00 JST, not 29 Dec - 3 Jan): its clock starts at its next "
+                 f"opening, {opening:%Y-%m-%d %H:%M} JST, so `cardapctl status` shows that "
+                 f"wait as the terminal's clock offset")
     term.say(f"starting pcscd + vpcd (port {stack.vpcd_port}) + virtual cards + loading "
              f"service (mTLS) + fprintd (private bus, virtual sensor) + cardapd in "
              f"{workdir} ...")
