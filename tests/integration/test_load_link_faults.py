@@ -4,7 +4,8 @@ The reference loading service (cardap_sim.loadsvc) never answers out of protocol
 with a refusal of the terminal itself or without audit checkpoints, so here it runs in the
 test process — the real `LoadingServicer`, its real core, the dev CA's certificates, real
 mutual TLS on the port the daemon's `[loading]` names — with one misbehaviour switched on
-for one call: an empty ServiceMessage mid-session, a stalled session or catalogue, a
+for one call: an empty ServiceMessage mid-session, a SessionDone holding a time no
+Timestamp can hold, a stalled session or catalogue, a
 PERMISSION_DENIED without a reason of the service's, UNIMPLEMENTED for the checkpoints. Each
 failure must reach the client as the registry says (gRPC code, ErrorInfo reason, a
 LocalizedMessage), be audited, and leave no journal row unsettled nor the card half-written
@@ -105,7 +106,7 @@ class Misbehaving(LoadingServicer):
 
     async def CardSession(self, request_iterator: AsyncIterator[loading_pb2.TerminalMessage],
                           context: Any) -> AsyncIterator[loading_pb2.ServiceMessage]:
-        fault = self._take("empty_message", "stall", "refuse_session")
+        fault = self._take("empty_message", "stall", "refuse_session", "bad_time")
         if fault == "refuse_session":
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 "terminal kiosk-01 is suspended by the service's administrators")
@@ -113,7 +114,9 @@ class Misbehaving(LoadingServicer):
         sent = 0
         try:
             async for msg in real:
-                if fault and sent == self.after_batches:
+                if fault == "bad_time" and msg.WhichOneof("msg") == "done":
+                    msg.done.next_opening.seconds = 253402300800  # 10000-01-01: no Timestamp
+                elif fault and fault != "bad_time" and sent == self.after_batches:
                     if fault == "empty_message":
                         yield loading_pb2.ServiceMessage()  # neither a batch nor a done
                     await self._stall()  # the daemon gives up the call
@@ -252,6 +255,22 @@ def test_an_empty_message_mid_session_is_a_protocol_error_and_reconciled(
     assert detail["ap_id"] == AP_C
     assert not settled_after_session_cut(stack, path, card_id, before)
     assert not inspect_card(path).has_load_file(LOAD_FILES[AP_C])
+
+
+def test_a_session_done_with_an_impossible_time_is_a_protocol_error_naming_the_field(
+        link: tuple[LoadStack, Misbehaving]) -> None:
+    stack, servicer = link
+    path, card_id = fresh_card(stack, "badtime")
+    before = inspect_card(path).ext_used()
+    servicer.fault = "bad_time"
+    err = expect_error(lambda: load_c(stack), grpc.StatusCode.UNAVAILABLE,
+                       "LOADING_SERVICE_PROTOCOL")
+    assert err.metadata["field"] == "next_opening", err.metadata
+    assert "invalid time in next_opening" in err.message
+    assert servicer.sessions[-1] == ("bad_time", 2)
+    failed_load_audited(stack, card_id, "LOADING_SERVICE_PROTOCOL")
+    # the service had finished: the reconciliation records the completed install
+    assert settled_after_session_cut(stack, path, card_id, before)
 
 
 def test_a_silent_service_mid_session_times_out_and_is_reconciled(
