@@ -5,13 +5,12 @@ with a refusal of the terminal itself or without audit checkpoints, so here it r
 test process — the real `LoadingServicer`, its real core, the dev CA's certificates, real
 mutual TLS on the port the daemon's `[loading]` names — with one misbehaviour switched on
 for one call: an empty ServiceMessage mid-session, a SessionDone holding a time no
-Timestamp can hold, a stalled session or catalogue, a
-PERMISSION_DENIED without a reason of the service's, UNIMPLEMENTED for the checkpoints. Each
-failure must reach the client as the registry says (gRPC code, ErrorInfo reason, a
-LocalizedMessage), be audited, and leave no journal row unsettled nor the card half-written
-(a session cut short is reconciled at once, against the same service behaving again).
-A daemon without `[loading]` refuses everything that needs the service with
-LOADING_SERVICE_NOT_CONFIGURED.
+Timestamp can hold, a stalled session or catalogue, a PERMISSION_DENIED without a reason
+of the service's, UNIMPLEMENTED for the checkpoints. Each failure must reach the client as
+the registry says (gRPC code, ErrorInfo reason, a LocalizedMessage), be audited, and leave
+no journal row unsettled nor the card half-written (a session cut short is reconciled at
+once, against the same service behaving again). A daemon without `[loading]` refuses
+everything that needs the service with LOADING_SERVICE_NOT_CONFIGURED.
 """
 
 from __future__ import annotations
