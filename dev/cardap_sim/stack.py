@@ -92,7 +92,7 @@ class Stack:
                  audit_config: str = "",
                  organisations: Mapping[str, str] | None = None,
                  loadsvc_args: tuple[str, ...] = (), loading_config: str = "",
-                 language: str = "en") -> None:
+                 loading_timeout_s: float = 20.0, language: str = "en") -> None:
         # loading: also run the loading service (mTLS, dev CA) and write [loading];
         # test_sessions: run the daemon through the TEST-ONLY cardapd_testing.main
         # (operator tokens test:<org>:<operator>); fake_now: the service clock's start
@@ -142,6 +142,7 @@ class Stack:
         # extra `cardap-loadsvc serve` options, e.g. ("--maintenance", "START/END")
         self.loadsvc_args = tuple(loadsvc_args)
         self.loading_config = loading_config  # more [loading] keys, one "key = value" a line
+        self.loading_timeout_s = loading_timeout_s  # [loading] timeout_s
 
     # ------------------------------------------------------------------ environment
 
@@ -338,7 +339,8 @@ class Stack:
         c = self.certs_dir
         return (f'[loading]\naddress = "127.0.0.1:{self.loadsvc_port}"\n'
                 f'ca = "{c / "ca.pem"}"\ncert = "{c / "kiosk-01.pem"}"\n'
-                f'key = "{c / "kiosk-01.key"}"\ntimeout_s = 20\n{self.loading_config}\n')
+                f'key = "{c / "kiosk-01.key"}"\ntimeout_s = {self.loading_timeout_s:g}\n'
+                f'{self.loading_config}\n')
 
     # ------------------------------------------------------------------ daemon
 

@@ -35,10 +35,9 @@ NOT_YET_ASSERTED = frozenset({
     # ServiceUnavailable; cardlib CardLibError) that no raise sends, each naming its own;
     # to leave the code path and the registry (SERVICE_UNAVAILABLE is in v1.0.0's table).
     "CARD_ERROR", "PIN_ERROR", "SERVICE_UNAVAILABLE",
-    # Not yet driven (time, not impossibility): the API or the loading service link.
+    # Not yet driven (time, not impossibility): the API.
     "START_REQUIRED", "NO_ORGANISATION", "CARD_REJECTED", "CARD_IDENTIFYING", "READER_BUSY",
-    "LOADING_SERVICE_PROTOCOL", "LOADING_SERVICE_TIMEOUT", "LOADING_SERVICE_NOT_CONFIGURED",
-    "SERVICE_REFUSED", "CHECKPOINTS_NOT_KEPT", "PASSWORD_TIMEOUT", "LOGIN_CANCELLED",
+    "PASSWORD_TIMEOUT", "LOGIN_CANCELLED",
     "CLIENT_GONE", "EVENT_QUEUE_OVERFLOW", "RELOAD_FAILED",
 })
 

@@ -80,9 +80,14 @@ def link_failure(code: grpc.StatusCode, details: str) -> str | None:
 
 
 def service_error(exc: grpc.aio.AioRpcError, what: str) -> CardapError:
-    """A gRPC failure of the service as a domain error."""
+    """A gRPC failure of the service as a domain error: a call past its deadline is
+    LOADING_SERVICE_TIMEOUT (the service was reached, or is being, but did not answer in
+    time: the same reason as a card session's silence), not LOADING_SERVICE_UNAVAILABLE."""
     code = exc.code()
     detail = exc.details() or code.name
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ServiceUnavailable(f"the loading service did not answer in time ({what}): "
+                                  f"{detail}", reason="LOADING_SERVICE_TIMEOUT")
     if code == grpc.StatusCode.PERMISSION_DENIED:
         trailing: Any = exc.trailing_metadata() or ()
         said = next((str(v) for k, v in trailing if k == "cardap-reason"), "")
