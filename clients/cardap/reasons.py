@@ -437,8 +437,8 @@ REASONS: tuple[Reason, ...] = (
        N_("The operation was cancelled."), ASK_AGAIN),
     _R("LOGIN_CANCELLED", ("CANCELLED",), "ABORTED",
        N_("The login was cancelled."), ASK_AGAIN),
-    _R("CLIENT_GONE", ("CANCELLED",), "ABORTED",
-       N_("The client went away during the operation."), ASK_AGAIN),
+    _R("CLIENT_GONE", (), "ABORTED",  # nobody is left to receive it: audit rows only
+       N_("The client went away during the operation."), ASK_AGAIN, source="audit"),
     # -- the daemon and its stores -----------------------------------------------------
     _R("FAILED_PRECONDITION", ("FAILED_PRECONDITION",), "PRECONDITION",
        N_("The terminal is not in the state this needs."), RETRY_LATER),
