@@ -36,7 +36,7 @@ NOT_YET_ASSERTED = frozenset({
     # to leave the code path and the registry (SERVICE_UNAVAILABLE is in v1.0.0's table).
     "CARD_ERROR", "PIN_ERROR", "SERVICE_UNAVAILABLE",
     # Not yet driven (time, not impossibility): the API or the loading service link.
-    "CARD_REJECTED", "CARD_IDENTIFYING", "READER_BUSY",
+    "CARD_REJECTED", "READER_BUSY",
     "LOADING_SERVICE_PROTOCOL", "LOADING_SERVICE_TIMEOUT", "LOADING_SERVICE_NOT_CONFIGURED",
     "SERVICE_REFUSED", "CHECKPOINTS_NOT_KEPT", "EVENT_QUEUE_OVERFLOW", "RELOAD_FAILED",
 })
