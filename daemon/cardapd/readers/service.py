@@ -495,8 +495,9 @@ class Readers:
 
     def reader_with_card(self, reader: str) -> tuple[ReaderOwner, ReaderView]:
         """The owner and view of the reader holding a card (NoReader, NoCard, CardUnresponsive,
-        Busy CARD_IDENTIFYING while it is identified, named or the only card there is, FAILED_PRECONDITION READER_AMBIGUOUS naming them when
-        `reader` is empty and several hold one: the same request is right with one card)."""
+        Busy CARD_IDENTIFYING while it is identified, named or the only card there is,
+        FAILED_PRECONDITION READER_AMBIGUOUS naming them when `reader` is empty and several
+        hold one: the same request is right with one card)."""
         if not self.pcsc_available:
             raise PcscUnavailable("PC/SC (pcscd) is not available; the daemon is reconnecting")
         if reader:
