@@ -165,7 +165,10 @@ REASONS: tuple[Reason, ...] = (
        N_("The audit log refused a row holding what looks like a My Number."),
        N_("Remove the number from the text and try again.")),
     _R("NO_ORGANISATION", ("INVALID_ARGUMENT",), "PRECONDITION",
-       N_("The request must name an organisation."), N_("Name the organisation.")),
+       N_("No organisation's APs are read on this terminal ([[read.aps]]): there is no "
+          "revocation feed to pull."),
+       N_("Configure the APs read here ([[read.aps]], each with its organisation) and "
+          "reload the daemon.")),
     _R("NO_CONNECTION", ("INVALID_ARGUMENT",), "UNAVAILABLE",
        N_("The call came over no connection a session can be bound to."),
        N_("Call over the daemon's Unix socket.")),
@@ -437,8 +440,8 @@ REASONS: tuple[Reason, ...] = (
        N_("The operation was cancelled."), ASK_AGAIN),
     _R("LOGIN_CANCELLED", ("CANCELLED",), "ABORTED",
        N_("The login was cancelled."), ASK_AGAIN),
-    _R("CLIENT_GONE", ("CANCELLED",), "ABORTED",
-       N_("The client went away during the operation."), ASK_AGAIN),
+    _R("CLIENT_GONE", (), "ABORTED",  # nobody is left to receive it: audit rows only
+       N_("The client went away during the operation."), ASK_AGAIN, source="audit"),
     # -- the daemon and its stores -----------------------------------------------------
     _R("FAILED_PRECONDITION", ("FAILED_PRECONDITION",), "PRECONDITION",
        N_("The terminal is not in the state this needs."), RETRY_LATER),

@@ -305,3 +305,37 @@ def _reads(stack: LoadStack) -> bool:
         return gate(stack).read_user_id(R0, fresh=True).user_id == demo_user_id()
     except CardapClientError:
         return False
+
+
+def test_a_read_behind_a_long_load_is_busy_at_its_deadline(lstack: LoadStack) -> None:
+    """The load holds the card; a read waits for it up to its own deadline (3 s here), then
+    says the reader is busy (in the caller's language too), and the load goes on."""
+    insert_and_wait(lstack, 0, lstack.demo_card())
+    lstack.control.fault(0, slow_ms=250)  # every command 0.25 s: a load of many seconds
+    outcome: list[object] = []
+    start = apdu_count(lstack, 0)
+    worker = threading.Thread(target=lambda: outcome.append(_load_or_error(lstack)),
+                              daemon=True)
+    worker.start()
+    try:
+        wait_until(lambda: apdu_count(lstack, 0) - start >= 3, 30, "the load's card session")
+        with CardapClient(lstack.socket("gate"), timeout=CLIENT_TIMEOUT,
+                          language="ja") as gate_ja:
+            err = expect_error(lambda: gate_ja.read_user_id(R0, fresh=True),
+                               grpc.StatusCode.UNAVAILABLE, "READER_BUSY")
+        assert err.metadata["reader"] == R0
+        assert err.locale == "ja"
+        assert err.localized.startswith("読取装置は別の処理に使用中です。"), err.localized
+        assert worker.is_alive(), "the load ended before the read gave up: slow the card more"
+    finally:
+        worker.join(120)
+        lstack.control.fault(0, clear=True)
+    assert not isinstance(outcome[0], Exception), outcome
+    result_of(outcome[0])  # type: ignore[arg-type]
+
+
+def _load_or_error(stack: LoadStack) -> object:
+    try:
+        return load(stack, AP_C, reader=R0, timeout=120)
+    except CardapClientError as exc:
+        return exc

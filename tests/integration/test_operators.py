@@ -19,7 +19,7 @@ from cardap_sim.stack import Stack
 from cardapd.audit import query
 from cardapd.operators.login import fprint_user
 
-from .conftest import expect_error, insert_and_wait
+from .conftest import expect_error, insert_and_wait, wait_until
 
 ORG = "org-a"
 STAFF_C = "org-a-staff-c"
@@ -315,3 +315,143 @@ def test_audit_export_and_tamper(bstack: Stack, admin: str) -> None:
     assert not bad.ok
     assert bad.first_bad_seq == rows[0].seq
     assert bad.problem == "changed"
+
+
+# ------------------------------------------------------------------ the login stream's own ends
+
+
+def password_start(operator_id: str = "nobody", timeout_s: int = 10
+                   ) -> terminal_pb2.AuthenticateRequest:
+    """Start{} of a password login (whoever is named: the stream ends the same way)."""
+    return terminal_pb2.AuthenticateRequest(start=terminal_pb2.AuthenticateStart(
+        organisation=ORG, operator_id=operator_id, method=operators_pb2.AUTH_METHOD_PASSWORD,
+        timeout_s=timeout_s, replace_session=True))
+
+
+def stream_login(stack: Stack, requests: Iterator[terminal_pb2.AuthenticateRequest],
+                 language: str = "") -> list[str]:
+    """AuthenticateOperator on the kiosk socket with the client's own `requests`: the
+    prompt codes until the error it must end with (raised as CardapClientError)."""
+    meta = [("accept-language", language)] if language else []
+    codes: list[str] = []
+    with grpc.insecure_channel(f"unix://{stack.socket('kiosk')}") as ch:
+        try:
+            for ev in terminal_pb2_grpc.TerminalStub(ch).AuthenticateOperator(
+                    requests, metadata=meta, timeout=30):
+                assert not ev.HasField("session"), "no session may come of this stream"
+                codes.append(ev.prompt.code)
+        except grpc.RpcError as exc:
+            err = CardapClientError.from_rpc_error(exc)
+            err.codes = codes  # type: ignore[attr-defined]
+            raise err from None
+    raise AssertionError(f"the login ended without an error; prompts {codes}")
+
+
+def cancelled_login(stack: Stack, start: terminal_pb2.AuthenticateRequest, *,
+                    send_cancel: bool = True) -> tuple[CardapClientError, list[str]]:
+    """Send `start`, then at the first prompt Cancel{true} (or, without `send_cancel`,
+    just end the client's messages); the error the login ends with and its prompt codes."""
+    prompted = threading.Event()
+    codes: list[str] = []
+
+    def requests() -> Iterator[terminal_pb2.AuthenticateRequest]:
+        yield start
+        assert prompted.wait(20)
+        if send_cancel:
+            yield terminal_pb2.AuthenticateRequest(cancel=True)
+
+    def drain(call: Any) -> None:
+        for ev in call:
+            codes.append(ev.prompt.code)
+            prompted.set()
+
+    with grpc.insecure_channel(f"unix://{stack.socket('kiosk')}") as ch:
+        call = terminal_pb2_grpc.TerminalStub(ch).AuthenticateOperator(requests(), timeout=30)
+        try:
+            with pytest.raises(grpc.RpcError) as raised:
+                drain(call)
+        finally:
+            prompted.set()
+    return CardapClientError.from_rpc_error(raised.value), codes
+
+
+def test_a_login_stream_must_begin_with_its_start(bstack: Stack) -> None:
+    before = len(audit_rows(bstack, "operator_login"))
+    # The client half-closes at once: no message at all.
+    err = expect_error(lambda: stream_login(bstack, iter(())),
+                       grpc.StatusCode.INVALID_ARGUMENT, "START_REQUIRED")
+    assert err.metadata["field"] == "start"
+    # A password before any Start (in Japanese: what it means and what to do next).
+    ja = expect_error(lambda: stream_login(bstack, iter([terminal_pb2.AuthenticateRequest(
+        password=PASSWORD)]), "ja"), grpc.StatusCode.INVALID_ARGUMENT, "START_REQUIRED")
+    assert ja.locale == "ja"
+    assert ja.localized.startswith("このストリームの最初のメッセージは開始メッセージでなければ"
+                                   "なりません。"), ja.localized
+    assert "Start" in ja.message  # status.message stays English
+    assert ja.codes == []  # type: ignore[attr-defined]
+    assert len(audit_rows(bstack, "operator_login")) == before, "no login was attempted"
+
+
+def test_a_password_that_never_comes_times_out(bstack: Stack) -> None:
+    done = threading.Event()
+
+    def requests() -> Iterator[terminal_pb2.AuthenticateRequest]:
+        yield password_start(timeout_s=1)
+        done.wait(30)  # the stream stays open: the daemon's wait ends it
+
+    try:
+        err = expect_error(lambda: stream_login(bstack, requests()),
+                           grpc.StatusCode.CANCELLED, "PASSWORD_TIMEOUT")
+    finally:
+        done.set()
+    assert err.codes == ["ENTER_PASSWORD"]  # type: ignore[attr-defined]
+    assert "no password within 1 s" in err.message
+    assert audit_rows(bstack, "operator_login")[-1] == ("kiosk", "error", "PASSWORD_TIMEOUT")
+
+
+@pytest.mark.parametrize("how", ["cancel", "half-close"])
+def test_a_login_cancelled_by_the_client(bstack: Stack, how: str) -> None:
+    """Cancel{true}, or the end of the client's messages, where the password is due."""
+    err, codes = cancelled_login(bstack, password_start(), send_cancel=how == "cancel")
+    assert (err.code, err.reason) == (grpc.StatusCode.CANCELLED, "LOGIN_CANCELLED"), err
+    assert err.message == "the login was cancelled"
+    assert codes == ["ENTER_PASSWORD"]
+    assert audit_rows(bstack, "operator_login")[-1] == ("kiosk", "error", "LOGIN_CANCELLED")
+
+
+def test_a_client_gone_mid_login_is_audited(bstack: Stack) -> None:
+    """The client cancels the call itself (or dies) while a finger is awaited: nobody is
+    there to answer, so the audit row says what happened."""
+    before = len(audit_rows(bstack, "operator_login"))
+    done = threading.Event()
+    start = terminal_pb2.AuthenticateRequest(start=terminal_pb2.AuthenticateStart(
+        organisation=ORG, operator_id="op-gone", timeout_s=30, replace_session=True))
+
+    def requests() -> Iterator[terminal_pb2.AuthenticateRequest]:
+        yield start
+        done.wait(30)
+
+    try:
+        with grpc.insecure_channel(f"unix://{bstack.socket('kiosk')}") as ch:
+            call = terminal_pb2_grpc.TerminalStub(ch).AuthenticateOperator(requests(),
+                                                                           timeout=30)
+            assert next(call).prompt.code == "PLACE_FINGER"
+            call.cancel()
+    finally:
+        done.set()
+    wait_until(lambda: len(audit_rows(bstack, "operator_login")) > before, 10,
+               "the login's audit row")
+    assert audit_rows(bstack, "operator_login")[before:] == [
+        ("kiosk", "error", "CLIENT_GONE")]
+
+
+def test_cancel_abandons_a_fingerprint_login_at_once(bstack: Stack) -> None:
+    """Cancel{true} while a finger is awaited ends the login now, not at its timeout."""
+    start = terminal_pb2.AuthenticateRequest(start=terminal_pb2.AuthenticateStart(
+        organisation=ORG, operator_id="op-cancel", timeout_s=60, replace_session=True))
+    began = time.monotonic()
+    err, codes = cancelled_login(bstack, start)
+    assert (err.code, err.reason) == (grpc.StatusCode.CANCELLED, "CANCELLED"), err
+    assert time.monotonic() - began < 20, "the login waited on after Cancel"
+    assert codes == ["PLACE_FINGER"]
+    assert audit_rows(bstack, "operator_login")[-1] == ("kiosk", "error", "OPERATOR_NOT_FOUND")

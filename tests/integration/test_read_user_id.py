@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 
 from cardap.client import CardapClient
 from cardap.v1 import cards_pb2
 from cardap_sim.stack import Stack, demo_user_id
 
-from .conftest import client, expect_error, insert_and_wait, reader_name
+from .conftest import client, expect_error, insert_and_wait, reader_name, wait_event
 
 
 def test_cached_then_fresh_read(stack: Stack) -> None:
@@ -99,3 +101,29 @@ def test_slow_card_still_reads(stack: Stack) -> None:
     stack.control.fault(0, slow_ms=150)
     with client(stack) as gate:
         assert gate.read_user_id(fresh=True).user_id == demo_user_id()
+
+
+SLOW_CARD = "[card]\napdu_timeout_s = 5\nread_timeout_s = 30\n"
+"""Deadlines far above a card slowed to 1.5 s a command: its identification outlasts the
+5 s a read waits for it, and ends well."""
+
+
+def test_a_read_while_the_card_is_still_being_identified(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "s", extra_config=SLOW_CARD)
+    try:
+        stack.start()
+        with client(stack, timeout=60) as gate:
+            events = gate.watch(timeout=90)
+            wait_event(events, cards_pb2.CARD_EVENT_KIND_SNAPSHOT_END)
+            stack.control.insert(0, stack.demo_card(), faults={"slow_ms": 1500})
+            detected = wait_event(events, cards_pb2.CARD_EVENT_KIND_CARD_DETECTED)
+            assert detected.reader.state == cards_pb2.READER_STATE_CARD_IDENTIFYING
+            for reader in (reader_name(stack, 0), ""):  # named, or the only card there is
+                err = expect_error(lambda r=reader: gate.read_user_id(r),  # type: ignore[misc]
+                                   grpc.StatusCode.UNAVAILABLE, "CARD_IDENTIFYING")
+                assert "still being identified" in err.message
+            wait_event(events, cards_pb2.CARD_EVENT_KIND_CARD_INSERTED, 60)
+            stack.control.fault(0, clear=True)
+            assert gate.read_user_id().user_id == demo_user_id()
+    finally:
+        stack.stop()

@@ -128,6 +128,27 @@ def test_service_down_sync_is_unavailable(gstack: Stack) -> None:
     assert ("revocation_sync", "error") in audit_ops(gstack)
 
 
+def test_sync_without_an_organisation_to_read_for(tmp_path: Path) -> None:
+    """A loading service but no [[read.aps]]: no organisation's feed to pull. The refusal
+    says so (in the caller's language too) and is audited."""
+    stack = Stack(tmp_path / "s", loading=True)
+    try:
+        stack.start()
+        err = expect_error(lambda: sync(stack), grpc.StatusCode.INVALID_ARGUMENT,
+                           "NO_ORGANISATION")
+        assert "[[read.aps]]" in err.message
+        ja = expect_error(lambda: call(stack, "ops", "SyncRevocation",
+                                       terminal_pb2.SyncRevocationRequest(),
+                                       metadata=[("accept-language", "ja")]),
+                          grpc.StatusCode.INVALID_ARGUMENT, "NO_ORGANISATION")
+        assert ja.locale == "ja"
+        assert ja.localized.startswith("この端末ではどの団体のカードAPも読み取りません"), \
+            ja.localized
+        assert audit_ops(stack)[-2:] == [("revocation_sync", "error")] * 2
+    finally:
+        stack.stop()
+
+
 def test_stale_feed_deny(gstack: Stack) -> None:
     card, ids = loaded_card(gstack)
     start_gate(gstack, revocation='[revocation]\nmax_age_s = 2\nstale_policy = "deny"\n')

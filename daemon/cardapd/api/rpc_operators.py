@@ -96,7 +96,10 @@ def _start(msg: Any) -> LoginStart:
 
 
 class _Requests:
-    """Reads the client's messages in the background: cancel sets an event, passwords queue."""
+    """Reads the client's messages in the background: passwords queue; Cancel{true} or a
+    broken stream sets the cancel event (a fingerprint login ends at once) and ends the
+    queue (a password login ends LOGIN_CANCELLED). A half-close alone ends only the queue:
+    a fingerprint client may send its Start and close its side."""
 
     def __init__(self, requests: AsyncIterator[Any]) -> None:
         self.cancel = asyncio.Event()
@@ -110,16 +113,14 @@ class _Requests:
                 step = msg.WhichOneof("step") if isinstance(
                     msg, terminal_pb2.AuthenticateRequest) else None
                 if step == "cancel" and msg.cancel:
-                    break
+                    self.cancel.set()
+                    return
                 if step == "password":
                     self.passwords.put_nowait(msg.password)
-        except Exception:  # noqa: S110 - a broken stream is a cancel
-            pass
-        else:
-            return
+        except Exception:  # a broken stream is a cancel
+            self.cancel.set()
         finally:
             self.passwords.put_nowait(None)
-        self.cancel.set()
 
     async def password(self, timeout_s: float) -> str:
         """The next password message, or Cancelled on cancel / end / timeout."""

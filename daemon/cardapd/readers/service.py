@@ -495,8 +495,9 @@ class Readers:
 
     def reader_with_card(self, reader: str) -> tuple[ReaderOwner, ReaderView]:
         """The owner and view of the reader holding a card (NoReader, NoCard, CardUnresponsive,
-        Busy while it is identified, FAILED_PRECONDITION READER_AMBIGUOUS naming them when
-        `reader` is empty and several hold one: the same request is right with one card)."""
+        Busy CARD_IDENTIFYING while it is identified, named or the only card there is,
+        FAILED_PRECONDITION READER_AMBIGUOUS naming them when `reader` is empty and several
+        hold one: the same request is right with one card)."""
         if not self.pcsc_available:
             raise PcscUnavailable("PC/SC (pcscd) is not available; the daemon is reconnecting")
         if reader:
@@ -510,6 +511,10 @@ class Readers:
             with_card = [v for v in self.hub.readers if v.state in
                          (ReaderState.CARD_PRESENT, ReaderState.CARD_MUTE)]
             if not with_card:
+                if self._identifying:  # a card is there, not yet known: not "insert one"
+                    names = ", ".join(sorted(self._identifying))
+                    raise Busy(f"the card in {names} is still being identified",
+                               reason="CARD_IDENTIFYING")
                 raise NoCard("no card in any reader")
             if len(with_card) > 1:
                 names = ", ".join(v.name for v in with_card)

@@ -61,11 +61,14 @@ class SimControl:
         return reply
 
     def insert(self, slot: int, card_path: str | Path, *,
-               contactless: bool = False) -> dict[str, Any]:
+               contactless: bool = False, faults: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
         """Insert the card stored in `card_path` into `slot` (the sim connects it to vpcd);
-        `contactless`: as a contactless reader presents it (synthesised ATR, no CPLC)."""
+        `contactless`: as a contactless reader presents it (synthesised ATR, no CPLC);
+        `faults`: set (as `fault` does) before its first command."""
+        extra = {"faults": faults} if faults else {}
         return self.request("insert", slot=slot, card=str(Path(card_path).resolve()),
-                            contactless=contactless)
+                            contactless=contactless, **extra)
 
     def remove(self, slot: int) -> dict[str, Any]:
         """Remove the card from `slot` (the link to vpcd closes)."""

@@ -60,7 +60,7 @@ class SimServer:
             return {"slots": [self._slot_status(s) for s in self.slots]}
         if cmd == "insert":
             return self._insert(self._slot(req), req.get("card"),
-                                bool(req.get("contactless", False)))
+                                bool(req.get("contactless", False)), req.get("faults"))
         if cmd == "clear_apdus" and req.get("slot") is None:
             cleared = [s.index for s in self.slots if s.card is not None]
             for s in self.slots:
@@ -109,11 +109,15 @@ class SimServer:
         return self.slots[index]
 
     def _insert(self, slot: VpcdSlot, card_path: object,
-                contactless: bool = False) -> dict[str, Any]:
+                contactless: bool = False, faults: object = None) -> dict[str, Any]:
         """Load the card file and put it in the slot (one slot per card file), presented
-        contact or contactless."""
+        contact or contactless, with `faults` (as `fault` sets them) from its first
+        command on: a card slow from the reset, before the daemon has identified it."""
         if not isinstance(card_path, str) or not card_path:
             raise RequestError("insert needs `card`: the path of a card file")
+        if faults is not None and not isinstance(faults, dict):
+            raise RequestError("faults must be an object of fault settings")
+        Faults().update(**(faults or {}))  # validate before inserting
         path = Path(card_path).resolve()
         for index, other in self._paths.items():
             if other == path and index != slot.index and self.slots[index].state == "inserted":
@@ -121,6 +125,7 @@ class SimServer:
         if slot.state == "inserted":
             raise RequestError(f"slot {slot.index} is occupied; remove the card first")
         card = VirtualCard.load(path)
+        card.faults.update(**(faults or {}))
         card.present(contactless=contactless)
         slot.insert(card)
         self._paths[slot.index] = path
