@@ -498,8 +498,10 @@ REASONS: tuple[Reason, ...] = (
           "recorded."), N_("Acknowledge the reset after checking why (cardapctl audit)."),
        source="audit"),
     _R("RELOAD_FAILED", (), "FAIL",
-       N_("A configuration reload failed; the daemon kept the running configuration."),
-       CHECK_CONFIG, source="audit"),
+       N_("A validated configuration reload failed while it was being applied; some of its "
+          "changes may already be in force."),
+       N_("Restart the daemon (systemctl restart cardapd) so that one configuration is in "
+          "force, and send the daemon's log to the maintainers."), source="audit"),
 )
 
 BY_CODE: dict[str, Reason] = {r.code: r for r in REASONS}

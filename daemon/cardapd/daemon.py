@@ -575,8 +575,10 @@ class Daemon:
     async def _apply(self, run: Running, old: Config, new: Config,
                      tls: TerminalTls | None) -> bool:
         """Apply a validated configuration to the running parts: new objects are built
-        first, then swapped in. Nothing here touches a socket, a stream or a store. True
-        when the loading link's TLS files changed under the same keys (a rotation)."""
+        first, then swapped in. Nothing here touches a socket or a stream; the one store
+        write, last, adds new organisations to the roster (a failure there is RELOAD_FAILED
+        with the rest already in force). True when the loading link's TLS files changed
+        under the same keys (a rotation)."""
         s = run.services
         link = self._link
         assert link is not None  # set at start
