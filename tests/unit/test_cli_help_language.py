@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cardap import cli, clihelp
+from cardapd import bootstrap_admin
 from cardapd import main as daemon_main
 
 BIN = Path(sys.executable).parent
@@ -65,6 +66,12 @@ CASES = [
       "configuration file", "appoint the first administrator"),
      ("--check-config", "--log-level {traffic,debug,info,warning,error}",
       "/etc/cardapd/cardapd.toml", "cardapd bootstrap-admin --help")),
+    (["cardapd", "bootstrap-admin"],
+     ("使い方: cardapd bootstrap-admin", "団体の最初の管理者を任命します", "今は指紋を登録しない"),
+     ("usage: cardapd bootstrap-admin", "Appoint the first administrator",
+      "do not enrol a finger now"),
+     ("--organisation ORGANISATION", "--enroll FINGER", "--replace-session",
+      "load,delete,diagnose", "[operators.organisations]")),
 ]
 
 
@@ -113,8 +120,9 @@ def texts(p: argparse.ArgumentParser) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("build", [cli.build_parser, daemon_main.build_parser],
-                         ids=["cardapctl", "cardapd"])
+@pytest.mark.parametrize("build", [cli.build_parser, daemon_main.build_parser,
+                                   bootstrap_admin.build_parser],
+                         ids=["cardapctl", "cardapd", "cardapd bootstrap-admin"])
 def test_every_text_of_every_parser_is_said_in_japanese(build: object) -> None:
     """A help text not marked for translation would stay English under a Japanese locale."""
     assert callable(build)
