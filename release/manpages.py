@@ -11,6 +11,7 @@ the pages describe exactly the parsers that are shipped. Usage:
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+COLUMNS = 80
+"""The width argparse wraps usage lines to (it reads $COLUMNS, else the terminal): fixed,
+so that a page is the same whoever builds it (the language is: `manual_parser`)."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class Page:
     prog: str
     section: str
     module: str
-    function: str  # returns the argparse.ArgumentParser
+    function: str  # returns the argparse.ArgumentParser, its help in English
     summary: str  # the NAME line after "prog - "
 
     @property
@@ -37,9 +41,9 @@ class Page:
 
 
 PAGES = (
-    Page("cardapd", "8", "cardapd.main", "build_parser",
+    Page("cardapd", "8", "cardapd.main", "manual_parser",
          "card reader daemon for My Number Card AP terminals and gates"),
-    Page("cardapctl", "1", "cardap.cli", "parser", "command line client of cardapd"),
+    Page("cardapctl", "1", "cardap.cli", "manual_parser", "command line client of cardapd"),
 )
 
 
@@ -52,7 +56,7 @@ def render(page: Page, out: Path, ver: str) -> Path:
          "--project-name", "cardapd", "--version", ver, "--manual-section", page.section,
          "--manual-title", "cardapd manual", "--description", page.summary,
          "--include", str(HERE / "man" / f"{page.prog}.include"), "--output", str(target)],
-        check=True)
+        check=True, env={**os.environ, "COLUMNS": str(COLUMNS)})
     return target
 
 

@@ -30,7 +30,7 @@ from cardap.auditfiles import (
 )
 from cardap.clibase import EXIT_AUDIT_BROKEN, EXIT_OK, EXIT_USAGE, Msg, as_dict, lang
 from cardap.client import CardapClient
-from cardap.i18n import tr
+from cardap.i18n import N_, tr
 from cardap.v1 import audit_pb2, terminal_pb2
 
 FROM_SERVICE = "from-service"
@@ -164,25 +164,27 @@ def acknowledge(client: CardapClient, args: argparse.Namespace) -> int:
 
 def add_parsers(asub: Any, common: argparse.ArgumentParser,
                 command: Callable[[Any, str, str, list[argparse.ArgumentParser]],
-                                  argparse.ArgumentParser]) -> None:
-    """`audit verify` and `audit acknowledge` (`command` makes a parser with its help)."""
-    ve = command(asub, "verify", "verify the hash chain and its head anchor, and against "
-                 "checkpoints kept elsewhere; exit 10 when anything disagrees", [common])
+                                  argparse.ArgumentParser], la: str) -> None:
+    """`audit verify` and `audit acknowledge` (`command` makes a parser with its help, a
+    message id; the options' help is said in language `la`)."""
+    ve = command(asub, "verify", N_("verify the hash chain and its head anchor, and against "
+                                    "checkpoints kept elsewhere; exit 10 when anything "
+                                    "disagrees"), [common])
     ve.add_argument("--full", action="store_true",
-                    help="walk every row kept (default: what is new since the last check)")
+                    help=tr(la, "walk every row kept (default: what is new since the last check)"))
     ve.add_argument("--checkpoints", action="append", metavar=f"FILE|{FROM_SERVICE}",
-                    help="compare with checkpoints: a file of JSON lines (terminal_id, seq, "
-                    f"hash), or '{FROM_SERVICE}' for those the loading service kept "
-                    "(repeatable)")
+                    help=tr(la, "compare with checkpoints: a file of JSON lines (terminal_id, "
+                            "seq, hash), or '{service}' for those the loading service kept "
+                            "(repeatable)", service=FROM_SERVICE))
     ve.add_argument("--journal-dir", action="append", metavar="DIR",
-                    help="compare with the checkpoints in a journal forwarded off the "
-                    "terminal (journalctl --directory DIR; repeatable)")
+                    help=tr(la, "compare with the checkpoints in a journal forwarded off the "
+                            "terminal (journalctl --directory DIR; repeatable)"))
     ve.add_argument("--segments", metavar="DIR",
-                    help="verify exported segment files offline (no daemon needed)")
-    ack = command(asub, "acknowledge", "acknowledge an anchor reset with its reason "
-                  "(administrator session)", [common])
+                    help=tr(la, "verify exported segment files offline (no daemon needed)"))
+    ack = command(asub, "acknowledge", N_("acknowledge an anchor reset with its reason "
+                                          "(administrator session)"), [common])
     ack.add_argument("--reset", type=int, required=True, metavar="SEQ",
-                     help="the row of the anchor reset (audit verify lists them)")
+                     help=tr(la, "the row of the anchor reset (audit verify lists them)"))
     ack.add_argument("--reason", required=True,
-                     help="why the reset is expected, e.g. 'restored from the backup of "
-                     "2026-11-20 after a disk failure'")
+                     help=tr(la, "why the reset is expected, e.g. 'restored from the backup of "
+                             "2026-11-20 after a disk failure'"))

@@ -24,7 +24,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from cardap import cli_audit
+from cardap import cli_audit, clibase
 from cardap.clibase import (
     EXIT_ABORTED,
     EXIT_AUDIT_BROKEN,
@@ -33,7 +33,6 @@ from cardap.clibase import (
     CliError,
     Msg,
     as_dict,
-    command,
     dumps,
     emit,
     enum_name,
@@ -372,99 +371,113 @@ COMMANDS: dict[str, Callable[[CardapClient, argparse.Namespace], int]] = {
 
 # ---------------------------------------------------------------- parsers
 
-def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add the operator, roster, audit and report commands to cardapctl's subparsers."""
+def add_parsers(sub: Any, common: argparse.ArgumentParser, la: str) -> None:
+    """Add the operator, roster, audit and report commands to cardapctl's subparsers, their
+    help in language `la`."""
+    def command(parent: Any, name: str, help_id: str,
+                parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+        return clibase.command(parent, name, help_id, parents, la)
+
     password = argparse.ArgumentParser(add_help=False)
     password.add_argument("--password-stdin", action="store_true",
-                          help="read the password as one line of stdin (not the terminal)")
+                          help=tr(la, "read the password as one line of stdin (not the "
+                                  "terminal)"))
 
-    li = command(sub, "login", "operator login, by fingerprint or (when an administrator "
-                 "approved it) --password; prints the session token (kiosk; --role ops for "
-                 "the roster)", [common, password])
-    li.add_argument("--org", required=True, metavar="ORG", help="the operator's organisation")
-    li.add_argument("--operator", required=True, metavar="ID", help="the operator's ID")
+    li = command(sub, "login", N_("operator login, by fingerprint or (when an administrator "
+                                  "approved it) --password; prints the session token (kiosk; "
+                                  "--role ops for the roster)"), [common, password])
+    li.add_argument("--org", required=True, metavar="ORG",
+                    help=tr(la, "the operator's organisation"))
+    li.add_argument("--operator", required=True, metavar="ID", help=tr(la, "the operator's ID"))
     li.add_argument("--password", action="store_true",
-                    help="log in with the approved password (asked for, never echoed)")
+                    help=tr(la, "log in with the approved password (asked for, never echoed)"))
     li.add_argument("--wait", type=int, default=0, metavar="SECONDS",
-                    help="seconds to wait for the finger or the password (default: the "
-                    "daemon's [operators] verify_timeout_s); exit 14 when nothing came")
+                    help=tr(la, "seconds to wait for the finger or the password (default: the "
+                            "daemon's [operators] verify_timeout_s); exit 14 when nothing "
+                            "came"))
     li.add_argument("--token-file", type=Path, metavar="FILE",
-                    help="write the token to FILE (mode 0600) instead of stdout; pass it "
-                    "later with --session-file")
+                    help=tr(la, "write the token to FILE (mode 0600) instead of stdout; pass it "
+                            "later with --session-file"))
     li.add_argument("--replace-session", action="store_true",
-                    help="end another operator's session on this socket (refused otherwise)")
-    lo = command(sub, "logout", "end an operator session at once (kiosk)", [common])
+                    help=tr(la, "end another operator's session on this socket (refused "
+                            "otherwise)"))
+    lo = command(sub, "logout", N_("end an operator session at once (kiosk)"), [common])
     lo.add_argument("--token-file", type=Path, metavar="FILE",
-                    help="the token file written by login (removed after logout)")
+                    help=tr(la, "the token file written by login (removed after logout)"))
 
-    ops = sub.add_parser("operators", help="the roster: list, add, disable, enable, "
-                         "appoint-admin, grant-password, unlock (ops, administrator "
-                         "session)", description="The roster of operators (ops socket; "
-                         "changes need an administrator's session).", parents=[common])
+    ops = sub.add_parser(
+        "operators", parents=[common],
+        help=tr(la, "the roster: list, add, disable, enable, appoint-admin, grant-password, "
+                "unlock (ops, administrator session)"),
+        description=tr(la, "The roster of operators (ops socket; changes need an "
+                       "administrator's session)."))
     osub = ops.add_subparsers(dest="op_command", required=True, metavar="ACTION")
-    ls = command(osub, "list", "list operators with their rights, state and fingers",
+    ls = command(osub, "list", N_("list operators with their rights, state and fingers"),
                  [common])
     ls.add_argument("--org", default="", metavar="ORG",
-                    help="only this organisation (default: all)")
+                    help=tr(la, "only this organisation (default: all)"))
     who = argparse.ArgumentParser(add_help=False, parents=[common])
-    who.add_argument("--org", required=True, metavar="ORG", help="the organisation")
-    who.add_argument("--operator", required=True, metavar="ID", help="the operator's ID")
-    add = command(osub, "add", "add an operator", [who])
+    who.add_argument("--org", required=True, metavar="ORG", help=tr(la, "the organisation"))
+    who.add_argument("--operator", required=True, metavar="ID", help=tr(la, "the operator's ID"))
+    add = command(osub, "add", N_("add an operator"), [who])
     add.add_argument("--name", default="", metavar="TEXT",
-                     help="display name (default: the operator ID)")
+                     help=tr(la, "display name (default: the operator ID)"))
     add.add_argument("--rights", type=parse_rights, default=[operators_pb2.RIGHT_LOAD],
                      metavar="RIGHTS",
-                     help="comma-separated: load,delete,diagnose (default: load)")
-    command(osub, "disable", "disable an operator (their session ends at once)", [who])
-    command(osub, "enable", "enable an operator again", [who])
-    command(osub, "appoint-admin", "appoint an operator administrator of their "
-            "organisation", [who])
-    command(osub, "unlock", "unlock an operator locked after too many wrong passwords", [who])
-    sr = command(osub, "set-rights", "replace an operator's rights", [who])
+                     help=tr(la, "comma-separated: load,delete,diagnose (default: load)"))
+    command(osub, "disable", N_("disable an operator (their session ends at once)"), [who])
+    command(osub, "enable", N_("enable an operator again"), [who])
+    command(osub, "appoint-admin", N_("appoint an operator administrator of their "
+                                      "organisation"), [who])
+    command(osub, "unlock", N_("unlock an operator locked after too many wrong passwords"),
+            [who])
+    sr = command(osub, "set-rights", N_("replace an operator's rights"), [who])
     sr.add_argument("--rights", type=parse_rights, required=True, metavar="LIST",
-                    help="comma-separated: load,delete,diagnose (empty: none)")
-    command(osub, "remove", "remove an operator (kept as removed, the id never used again; "
-            "their prints are deleted)", [who])
-    gp = command(osub, "grant-password", "approve ID + password login for an operator who "
-                 "cannot use the fingerprint (the initial password is asked for)",
-                 [who, password])
+                    help=tr(la, "comma-separated: load,delete,diagnose (empty: none)"))
+    command(osub, "remove", N_("remove an operator (kept as removed, the id never used again; "
+                               "their prints are deleted)"), [who])
+    gp = command(osub, "grant-password", N_("approve ID + password login for an operator who "
+                                            "cannot use the fingerprint (the initial password is "
+                                            "asked for)"), [who, password])
     gp.add_argument("--reason", required=True, metavar="TEXT",
-                    help="why the fingerprint cannot be used (kept in the audit log)")
+                    help=tr(la, "why the fingerprint cannot be used (kept in the audit log)"))
     gp.add_argument("--expires", required=True, type=end_time, metavar="WHEN",
-                    help="end of the approval: an ISO date (valid through that day) or "
-                    "date-time")
+                    help=tr(la, "end of the approval: an ISO date (valid through that day) or "
+                            "date-time"))
 
-    en = command(sub, "enroll", "enrol an operator's finger on the fingerprint sensor; "
-                 "prompts follow (ops, administrator session)", [common])
-    en.add_argument("--org", required=True, metavar="ORG", help="the operator's organisation")
-    en.add_argument("--operator", required=True, metavar="ID", help="the operator's ID")
+    en = command(sub, "enroll", N_("enrol an operator's finger on the fingerprint sensor; "
+                                   "prompts follow (ops, administrator session)"), [common])
+    en.add_argument("--org", required=True, metavar="ORG",
+                    help=tr(la, "the operator's organisation"))
+    en.add_argument("--operator", required=True, metavar="ID", help=tr(la, "the operator's ID"))
     en.add_argument("--finger", default="right-index-finger", choices=FINGERS,
-                    metavar="FINGER", help="which finger (default right-index-finger; "
-                    f"one of {', '.join(FINGERS)})")
+                    metavar="FINGER",
+                    help=tr(la, "which finger (default right-index-finger; one of {fingers})",
+                            fingers=", ".join(FINGERS)))
 
-    au = sub.add_parser("audit", help="the audit trail: verify, export (ops)",
-                        description="The hash-chained audit trail (ops socket).",
+    au = sub.add_parser("audit", help=tr(la, "the audit trail: verify, export (ops)"),
+                        description=tr(la, "The hash-chained audit trail (ops socket)."),
                         parents=[common])
     asub = au.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    cli_audit.add_parsers(asub, common, command)
-    ex = command(asub, "export", "export audit rows as JSON Lines or CSV", [common])
+    cli_audit.add_parsers(asub, common, command, la)
+    ex = command(asub, "export", N_("export audit rows as JSON Lines or CSV"), [common])
     ex.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
-                    help="JSON Lines (default) or CSV (cells that a spreadsheet would run "
-                    "as a formula are prefixed with ')")
+                    help=tr(la, "JSON Lines (default) or CSV (cells that a spreadsheet would run "
+                            "as a formula are prefixed with ')"))
     ex.add_argument("--since", type=start_time, metavar="WHEN",
-                    help="rows from this ISO date or date-time (local time if no offset)")
+                    help=tr(la, "rows from this ISO date or date-time (local time if no offset)"))
     ex.add_argument("--until", type=end_time, metavar="WHEN",
-                    help="rows before this date-time, or through this ISO date")
+                    help=tr(la, "rows before this date-time, or through this ISO date"))
     ex.add_argument("--operation", action="append", metavar="NAME",
-                    help="only these operations (comma-separated, repeatable; e.g. "
-                    "load,delete); an unknown name is refused")
+                    help=tr(la, "only these operations (comma-separated, repeatable; e.g. "
+                            "load,delete); an unknown name is refused"))
     ex.add_argument("--out", type=Path, metavar="FILE",
-                    help="write to FILE (mode 0600, only if the export succeeds) instead "
-                    "of stdout")
+                    help=tr(la, "write to FILE (mode 0600, only if the export succeeds) instead "
+                            "of stdout"))
 
-    rp = command(sub, "report", "the yearly report: loads and charge per organisation; exit "
-                 "10 if the audit chain does not verify (ops)", [common])
+    rp = command(sub, "report", N_("the yearly report: loads and charge per organisation; exit "
+                                   "10 if the audit chain does not verify (ops)"), [common])
     rp.add_argument("--year", required=True, type=year, metavar="YEAR",
-                    help="the calendar year (2000-9999)")
+                    help=tr(la, "the calendar year (2000-9999)"))
     rp.add_argument("--out", type=Path, metavar="FILE",
-                    help="write the document to FILE instead of stdout")
+                    help=tr(la, "write the document to FILE instead of stdout"))

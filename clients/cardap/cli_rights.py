@@ -9,10 +9,11 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from cardap import clibase
 from cardap.cli_cards import fmt_preset
-from cardap.clibase import EXIT_OK, command, emit, lang
+from cardap.clibase import EXIT_OK, emit, lang
 from cardap.client import CardapClient
-from cardap.i18n import tr
+from cardap.i18n import N_, tr
 from cardap.v1 import terminal_pb2
 
 DEFAULT_ROLE = {"rights": "ops", "presets": "ops"}
@@ -72,36 +73,40 @@ COMMANDS: dict[str, Callable[[CardapClient, argparse.Namespace], int]] = {
 }
 
 
-def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add `rights` and `presets` to cardapctl's subparsers."""
+def add_parsers(sub: Any, common: argparse.ArgumentParser, la: str) -> None:
+    """Add `rights` and `presets` to cardapctl's subparsers, their help in language `la`."""
+    def command(parent: Any, name: str, help_id: str,
+                parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+        return clibase.command(parent, name, help_id, parents, la)
+
     org = argparse.ArgumentParser(add_help=False, parents=[common])
     org.add_argument("--org", required=True, metavar="ORG",
-                     help="the organisation (as in [operators.organisations])")
+                     help=tr(la, "the organisation (as in [operators.organisations])"))
 
-    ri = command(sub, "rights", "the APs an organisation's operators may load and delete "
-                 "(ops; changes need an administrator's session)", [common])
+    ri = command(sub, "rights", N_("the APs an organisation's operators may load and delete "
+                                   "(ops; changes need an administrator's session)"), [common])
     rsub = ri.add_subparsers(dest="rights_command", required=True, metavar="COMMAND")
-    command(rsub, "show", "show the organisation's rights and presets", [org])
-    rs = command(rsub, "set", "restrict the operators to these APs (catalogue ids)", [org])
+    command(rsub, "show", N_("show the organisation's rights and presets"), [org])
+    rs = command(rsub, "set", N_("restrict the operators to these APs (catalogue ids)"), [org])
     rs.add_argument("--load", type=ap_list, default=[], metavar="AP,AP",
-                    help="the APs they may load")
+                    help=tr(la, "the APs they may load"))
     rs.add_argument("--delete", type=ap_list, default=[], metavar="AP,AP",
-                    help="the APs they may delete")
+                    help=tr(la, "the APs they may delete"))
     rs.add_argument("--unrestricted", action="store_true",
-                    help="instead: every AP of the organisation's catalogue")
+                    help=tr(la, "instead: every AP of the organisation's catalogue"))
 
-    pr = command(sub, "presets", "an organisation's preset sets and default preset (ops; "
-                 "changes need an administrator's session)", [common])
+    pr = command(sub, "presets", N_("an organisation's preset sets and default preset (ops; "
+                                    "changes need an administrator's session)"), [common])
     psub = pr.add_subparsers(dest="presets_command", required=True, metavar="COMMAND")
-    command(psub, "list", "the organisation's preset sets", [org])
-    ps = command(psub, "set", "create or replace a preset set", [org])
-    ps.add_argument("--name", required=True, metavar="NAME", help="the preset set's name")
+    command(psub, "list", N_("the organisation's preset sets"), [org])
+    ps = command(psub, "set", N_("create or replace a preset set"), [org])
+    ps.add_argument("--name", required=True, metavar="NAME", help=tr(la, "the preset set's name"))
     ps.add_argument("--aps", type=ap_list, required=True, metavar="AP,AP",
-                    help="the APs in load order")
-    ps.add_argument("--default", action="store_true", help="make it the default preset")
-    pd = command(psub, "delete", "delete a preset set", [org])
-    pd.add_argument("--name", required=True, metavar="NAME", help="the preset set's name")
-    df = command(psub, "default", "choose the default preset", [org])
+                    help=tr(la, "the APs in load order"))
+    ps.add_argument("--default", action="store_true", help=tr(la, "make it the default preset"))
+    pd = command(psub, "delete", N_("delete a preset set"), [org])
+    pd.add_argument("--name", required=True, metavar="NAME", help=tr(la, "the preset set's name"))
+    df = command(psub, "default", N_("choose the default preset"), [org])
     which = df.add_mutually_exclusive_group(required=True)
-    which.add_argument("--name", metavar="NAME", help="a preset set of the organisation")
-    which.add_argument("--none", action="store_true", help="no default preset")
+    which.add_argument("--name", metavar="NAME", help=tr(la, "a preset set of the organisation"))
+    which.add_argument("--none", action="store_true", help=tr(la, "no default preset"))

@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import sys
-import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -17,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from cardap import exitcodes
+from cardap.clihelp import width as width  # the columns of a text (re-exported)
 from cardap.i18n import DEFAULT, from_environment, tr
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = exitcodes.OK, exitcodes.FAIL, exitcodes.USAGE
@@ -88,11 +88,6 @@ def local_time(ts: Any) -> str:
         return "-"
     when = datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9).astimezone()
     return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d}"
-
-
-def width(text: str) -> int:
-    """The columns `text` takes on a terminal (a wide or full-width character takes two)."""
-    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
 
 
 def ljust(text: str, columns: int) -> str:
@@ -187,10 +182,18 @@ def quiet_broken_pipe() -> int:
     return exitcodes.OUTPUT_CLOSED
 
 
-def command(parent: Any, name: str, help_text: str,
-            parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    """A subcommand whose description is its help as a sentence (what `--help` and the
-    man page show)."""
-    return parent.add_parser(name, help=help_text,  # type: ignore[no-any-return]
-                             description=help_text[0].upper() + help_text[1:] + ".",
-                             parents=parents)
+def sentence(language: str, text: str) -> str:
+    """A help line as a description sentence: capitalised with a full stop in English,
+    with 。 in Japanese."""
+    if language == "ja":
+        return text + "。"
+    return text[0].upper() + text[1:] + "."
+
+
+def command(parent: Any, name: str, help_id: str, parents: list[argparse.ArgumentParser],
+            language: str) -> argparse.ArgumentParser:
+    """A subcommand whose help is the message id `help_id` said in `language`, and whose
+    description is that help as a sentence (what `--help` and the man page show)."""
+    said = tr(language, help_id)
+    return parent.add_parser(name, help=said,  # type: ignore[no-any-return]
+                             description=sentence(language, said), parents=parents)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import grpc
 
 from cardap import reasons
+from cardap.i18n import N_
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Exit:
 
     code: int
     name: str
-    meaning: str
+    meaning: str  # a message id: English here and in the guide, `tr` for people
     reasons: tuple[str, ...] = ()
 
 
@@ -33,36 +34,36 @@ AUDIT_BROKEN = WARNING  # `audit verify` / `report`: the chain does not verify
 INTERRUPTED, OUTPUT_CLOSED = 130, 141
 
 _CODES: tuple[tuple[int, str, str], ...] = (
-    (OK, "OK", "success (for `diagnose`: verdict OK)"),
-    (FAIL, "FAIL", "any other failure (an internal error, a load that failed for a reason "
-     "not below)"),
-    (USAGE, "USAGE", "usage error or invalid argument (also a negative --timeout, an "
-     "unknown reader index, a destructive command without --yes when nobody can be asked)"),
-    (PRECONDITION, "PRECONDITION", "no reader, no card, not a My Number Card, the card "
+    (OK, "OK", N_("success (for `diagnose`: verdict OK)")),
+    (FAIL, "FAIL", N_("any other failure (an internal error, a load that failed for a reason "
+     "not below)")),
+    (USAGE, "USAGE", N_("usage error or invalid argument (also a negative --timeout, an "
+     "unknown reader index, a destructive command without --yes when nobody can be asked)")),
+    (PRECONDITION, "PRECONDITION", N_("no reader, no card, not a My Number Card, the card "
      "refuses or breaks its layout, AP/operator/preset not found, PIN blocked or too few "
-     "tries left"),
-    (DENIED, "DENIED", "wrong socket for the role, not permitted, no or expired operator "
-     "session, login refused, wrong PIN"),
-    (UNAVAILABLE, "UNAVAILABLE", "the daemon (not running, or not in the socket's group), "
+     "tries left")),
+    (DENIED, "DENIED", N_("wrong socket for the role, not permitted, no or expired operator "
+     "session, login refused, wrong PIN")),
+    (UNAVAILABLE, "UNAVAILABLE", N_("the daemon (not running, or not in the socket's group), "
      "pcscd, the card, the reader, the loading service or fprintd is unavailable, or the "
-     "daemon is stopping"),
-    (UNIMPLEMENTED, "UNIMPLEMENTED", "not implemented in this version of the daemon"),
-    (ABORTED, "ABORTED", "card or reader removed during the operation, the operation or "
-     "login cancelled, the card reset by another program"),
-    (EXISTS, "EXISTS", "already exists (an AP on the card, an operator, a finger)"),
-    (FULL, "FULL", "card full, or another limit reached"),
-    (WARNING, "WARNING", "`diagnose`: WARNING (the card works; something needs attention); "
-     "`audit verify` / `report`: the audit chain does not verify"),
-    (CARD_FAULT, "CARD_FAULT", "`diagnose`: CARD_FAULT"),
-    (READER_FAULT, "READER_FAULT", "`diagnose`: READER_FAULT (also: pcscd down, no reader "
-     "at all)"),
-    (NO_CARD, "NO_CARD", "`diagnose`: NO_CARD"),
-    (TIMEOUT, "TIMEOUT", "timed out: no finger or password within the wait, or no answer "
-     "within --timeout"),
-    (INTERRUPTED, "INTERRUPTED", "interrupted by Ctrl-C (`watch` and `metrics` end with 0: "
-     "that is how they are stopped)"),
-    (OUTPUT_CLOSED, "OUTPUT_CLOSED", "the output was closed early (`cardapctl audit "
-     "export` piped into `head`), as a command killed by SIGPIPE; nothing is printed"),
+     "daemon is stopping")),
+    (UNIMPLEMENTED, "UNIMPLEMENTED", N_("not implemented in this version of the daemon")),
+    (ABORTED, "ABORTED", N_("card or reader removed during the operation, the operation or "
+     "login cancelled, the card reset by another program")),
+    (EXISTS, "EXISTS", N_("already exists (an AP on the card, an operator, a finger)")),
+    (FULL, "FULL", N_("card full, or another limit reached")),
+    (WARNING, "WARNING", N_("`diagnose`: WARNING (the card works; something needs attention); "
+     "`audit verify` / `report`: the audit chain does not verify")),
+    (CARD_FAULT, "CARD_FAULT", N_("`diagnose`: CARD_FAULT")),
+    (READER_FAULT, "READER_FAULT", N_("`diagnose`: READER_FAULT (also: pcscd down, no reader "
+     "at all)")),
+    (NO_CARD, "NO_CARD", N_("`diagnose`: NO_CARD")),
+    (TIMEOUT, "TIMEOUT", N_("timed out: no finger or password within the wait, or no answer "
+     "within --timeout")),
+    (INTERRUPTED, "INTERRUPTED", N_("interrupted by Ctrl-C (`watch` and `metrics` end with 0: "
+     "that is how they are stopped)")),
+    (OUTPUT_CLOSED, "OUTPUT_CLOSED", N_("the output was closed early (`cardapctl audit "
+     "export` piped into `head`), as a command killed by SIGPIPE; nothing is printed")),
 )
 
 EXITS: tuple[Exit, ...] = tuple(

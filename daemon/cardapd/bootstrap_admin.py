@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 
 from cardap.client import CardapClient, CardapClientError
+from cardap.clihelp import localize
+from cardap.i18n import from_environment, tr
 from cardapd.config import load_config
 from cardapd.errors import CardapError, ConfigError
 from cardapd.operators.bootstrap import write_secret
@@ -30,36 +32,49 @@ from cardapd.operators.bootstrap import write_secret
 DEFAULT_CONFIG = Path("/etc/cardapd/cardapd.toml")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNAVAILABLE = 0, 1, 2, 4, 5
 RIGHTS = ("load", "delete", "diagnose")
+FINGER = "right-index-finger"
+
+
+def build_parser(language: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser, its help in `language` (default: the user's, from LANGUAGE,
+    LC_ALL, LC_MESSAGES, LANG)."""
+    la = from_environment() if language is None else language
+    p = argparse.ArgumentParser(
+        prog="cardapd bootstrap-admin",
+        description=tr(la, "Appoint the first administrator of an organisation (a local act: "
+                       "run as root on the terminal, with cardapd running)."))
+    p.add_argument("--config", type=Path, default=None,
+                   help=tr(la, "configuration file (default {path} if it exists)",
+                           path=DEFAULT_CONFIG))
+    p.add_argument("--organisation", required=True,
+                   help=tr(la, "organisation id (configured in [operators.organisations])"))
+    p.add_argument("--operator", required=True,
+                   help=tr(la, "the administrator's operator id (an operator of the "
+                           "organisation, or a new one)"))
+    p.add_argument("--name", default="",
+                   help=tr(la, "display name of a new operator (default: the operator id)"))
+    p.add_argument("--rights", default=",".join(RIGHTS),
+                   help=tr(la, "rights besides administering, comma-separated (default "
+                           "{rights})", rights=",".join(RIGHTS)))
+    p.add_argument("--enroll", default=FINGER, metavar="FINGER",
+                   help=tr(la, "enrol this finger at the terminal's sensor now (default "
+                           "{finger})", finger=FINGER))
+    p.add_argument("--no-enroll", action="store_true",
+                   help=tr(la, "do not enrol a finger now (enrol before the session ends, or "
+                           "the administrator cannot log in)"))
+    p.add_argument("--replace-session", action="store_true",
+                   help=tr(la, "end another operator's live session on the ops socket"))
+    p.add_argument("--session-file", type=Path, default=None,
+                   help=tr(la, "keep the administrator's session and write its token here "
+                           "(0600)"))
+    p.add_argument("--socket", type=Path, default=None,
+                   help=tr(la, "the ops socket (default: from the configuration)"))
+    return localize(p, la)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line arguments."""
-    p = argparse.ArgumentParser(
-        prog="cardapd bootstrap-admin",
-        description="Appoint the first administrator of an organisation (a local act: run "
-                    "as root on the terminal, with cardapd running).")
-    p.add_argument("--config", type=Path, default=None,
-                   help=f"configuration file (default {DEFAULT_CONFIG} if it exists)")
-    p.add_argument("--organisation", required=True, help="organisation id (configured in "
-                   "[operators.organisations])")
-    p.add_argument("--operator", required=True, help="the administrator's operator id (an "
-                   "operator of the organisation, or a new one)")
-    p.add_argument("--name", default="", help="display name of a new operator "
-                   "(default: the operator id)")
-    p.add_argument("--rights", default=",".join(RIGHTS),
-                   help="rights besides administering, comma-separated (default %(default)s)")
-    p.add_argument("--enroll", default="right-index-finger", metavar="FINGER",
-                   help="enrol this finger at the terminal's sensor now (default %(default)s)")
-    p.add_argument("--no-enroll", action="store_true",
-                   help="do not enrol a finger now (enrol before the session ends, or the "
-                        "administrator cannot log in)")
-    p.add_argument("--replace-session", action="store_true",
-                   help="end another operator's live session on the ops socket")
-    p.add_argument("--session-file", type=Path, default=None,
-                   help="keep the administrator's session and write its token here (0600)")
-    p.add_argument("--socket", type=Path, default=None,
-                   help="the ops socket (default: from the configuration)")
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def _rights(text: str) -> list[str]:

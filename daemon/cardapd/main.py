@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from cardap.clihelp import localize
+from cardap.i18n import from_environment, tr
 from cardapd import __version__
 from cardapd.config import load_config
 from cardapd.config.files import SERVICE_USER, loading_tls_problems
@@ -25,29 +27,41 @@ DEFAULT_CONFIG = Path("/etc/cardapd/cardapd.toml")
 EXIT_CHECK_FILES = 3
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (also the source of the cardapd(8) manual page: `make man`)."""
+def build_parser(language: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser, its help in `language` (default: the user's, from LANGUAGE,
+    LC_ALL, LC_MESSAGES, LANG); `manual_parser` forces English for cardapd(8)."""
+    la = from_environment() if language is None else language
     p = argparse.ArgumentParser(
         prog="cardapd",
-        description="The daemon of My Number Card AP loading terminals (kiosks) and gates: "
-                    "it owns the IC card reader through pcscd and serves kiosk, gate and "
-                    "operations clients over local gRPC sockets. Run by systemd "
-                    "(cardapd.service); SIGHUP reloads the configuration, SIGTERM stops "
-                    "after the card writes in progress.",
-        epilog="cardapd bootstrap-admin --organisation ORG --operator ID …: appoint the "
-               "first administrator of an organisation (run as root on the terminal; "
-               "cardapd bootstrap-admin --help)")
+        description=tr(la, "The daemon of My Number Card AP loading terminals (kiosks) and "
+                       "gates: it owns the IC card reader through pcscd and serves kiosk, "
+                       "gate and operations clients over local gRPC sockets. Run by systemd "
+                       "(cardapd.service); SIGHUP reloads the configuration, SIGTERM stops "
+                       "after the card writes in progress."),
+        epilog=tr(la, "cardapd bootstrap-admin --organisation ORG --operator ID …: appoint "
+                  "the first administrator of an organisation (run as root on the terminal; "
+                  "cardapd bootstrap-admin --help)"))
     p.add_argument("--config", type=Path, default=None,
-                   help=f"configuration file (default {DEFAULT_CONFIG} if it exists)")
+                   help=tr(la, "configuration file (default {path} if it exists)",
+                           path=DEFAULT_CONFIG))
     p.add_argument("--check-config", action="store_true",
-                   help="validate the configuration and the loading link's TLS files, then "
-                        "exit: 0 valid, 2 invalid, 3 valid but a TLS file is missing or "
-                        f"unreadable (as root: also by the user {SERVICE_USER})")
+                   help=tr(la, "validate the configuration and the loading link's TLS files, "
+                           "then exit: 0 valid, 2 invalid, 3 valid but a TLS file is missing "
+                           "or unreadable (as root: also by the user {user})",
+                           user=SERVICE_USER))
     p.add_argument("--log-level", choices=["traffic", "debug", "info", "warning", "error"],
-                   help="override [daemon] log_level")
-    p.add_argument("--log-format", choices=["json", "text"], help="override [daemon] log_format")
-    p.add_argument("--version", action="version", version=f"cardapd {__version__}")
-    return p
+                   help=tr(la, "override [daemon] log_level"))
+    p.add_argument("--log-format", choices=["json", "text"],
+                   help=tr(la, "override [daemon] log_format"))
+    p.add_argument("--version", action="version", version=f"cardapd {__version__}",
+                   help=tr(la, "print cardapd's version and exit"))
+    return localize(p, la)
+
+
+def manual_parser() -> argparse.ArgumentParser:
+    """The parser of the English manual page cardapd(8): English whatever the locale of the
+    machine that builds it (`make man`, the Debian build)."""
+    return build_parser("en")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import re
 import subprocess
 import tomllib
@@ -145,6 +146,16 @@ def test_manual_pages_from_the_parsers(tmp_path: Path) -> None:
                                   env={"MANWIDTH": "100", "PATH": "/usr/bin:/bin"})
         assert rendered.returncode == 0, rendered.stderr
     assert ".SH EXIT STATUS" in (tmp_path / "cardapd.8").read_text()
+    # English and the same bytes whatever the builder's locale and terminal (issue 18)
+    japanese = tmp_path / "ja"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))}
+    subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "release.manpages",
+                    "--version", "1.2.3", str(japanese)], cwd=ROOT, capture_output=True,
+                   check=True, timeout=120,
+                   env={**env, "LANG": "ja_JP.UTF-8", "LANGUAGE": "ja", "COLUMNS": "200"})
+    for page in PAGES:
+        assert (japanese / page.filename).read_bytes() == \
+            (tmp_path / page.filename).read_bytes(), page.filename
 
 
 BUILT_IN = {JPKI_AID, CARD_FACE_AID, JUKI_AID}
