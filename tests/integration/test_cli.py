@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
+import completion
 import pytest
-from testenv import need
 
 from cardap import exitcodes
 from cardap.cli import build_parser
@@ -498,22 +498,9 @@ def test_aps_is_a_clean_table(ls: LoadStack) -> None:
 
 def complete(stack: LoadStack, line: str) -> list[str]:
     """What bash offers for `line` (TAB at its end), through cardapctl's completion script."""
-    need("bash")
-    script = f"""
-source <({shlex.quote(str(CTL))} completion bash)
-COMP_LINE={shlex.quote(line)}; COMP_POINT=${{#COMP_LINE}}
-read -ra COMP_WORDS <<< "$COMP_LINE"
-[[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")
-COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
-_python_argcomplete cardapctl
-printf '%s\\n' "${{COMPREPLY[@]}}"
-"""
     env = dict(os.environ, CARDAPD_SOCKET_DIR=str(stack.socket_dir),
                PATH=f"{CTL.parent}:{os.environ['PATH']}")
-    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
-                         timeout=60, check=False)
-    assert out.returncode == 0, out.stderr
-    return [x.strip() for x in out.stdout.splitlines() if x.strip()]
+    return completion.complete(CTL, line, env)
 
 
 def test_bash_completion(ls: LoadStack) -> None:

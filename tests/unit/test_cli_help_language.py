@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import completion
 import pytest
 
 from cardap import cli, clihelp
@@ -174,22 +174,9 @@ def test_a_wrapped_japanese_usage_keeps_its_columns() -> None:
 
 def complete(line: str, locale: dict[str, str]) -> list[str]:
     """What bash completion offers for `line` (argcomplete, as users get it)."""
-    ctl = BIN / "cardapctl"
-    script = f"""
-source <({shlex.quote(str(ctl))} completion bash)
-COMP_LINE={shlex.quote(line)}; COMP_POINT=${{#COMP_LINE}}
-read -ra COMP_WORDS <<< "$COMP_LINE"
-[[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")
-COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
-_python_argcomplete cardapctl
-printf '%s\\n' "${{COMPREPLY[@]}}"
-"""
     env = {k: v for k, v in os.environ.items() if k not in ("LANGUAGE", "LC_ALL")}
     env.update(locale, PATH=f"{BIN}:{os.environ['PATH']}")
-    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
-                         timeout=60, check=False)
-    assert out.returncode == 0, out.stderr
-    return [x.strip() for x in out.stdout.splitlines() if x.strip()]
+    return completion.complete(BIN / "cardapctl", line, env)
 
 
 @pytest.mark.parametrize("locale", [JA, C], ids=["ja", "C"])
