@@ -42,10 +42,6 @@ NOT_YET_ASSERTED = frozenset({
     # gRPC's flow-control window buffers hundreds more, so a stalled client needs ~1000
     # card events; the stack makes ~3 per insertion.
     "EVENT_QUEUE_OVERFLOW",
-    # Not yet driven: only an unexpected exception while applying a validated reload
-    # reaches it (e.g. the roster database locked by another process when a reload adds
-    # an organisation: add_organisations writes the roster).
-    "RELOAD_FAILED",
 })
 
 
