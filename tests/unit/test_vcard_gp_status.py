@@ -196,7 +196,8 @@ def test_refused_install_for_install_does_nothing_and_keeps_the_channel(
     answers = [secure(card, session, c) for c in load_script(card, session, ap)]
     sws = [r.sw for r in answers]
     first_e6 = next(i for i, r in enumerate(answers) if r.sw != 0x9000)
-    assert sws[first_e6] == 0x6985 and answers[first_e6].data == b""
+    assert sws[first_e6] == 0x6985
+    assert answers[first_e6].data == b""
     assert sws[:first_e6] == [0x9000] * first_e6, "INSTALL [for load] (P1 02) is not refused"
     assert ap.aid not in card.applets
     assert "refuse_ins" not in card.faults.to_json(), "spent after one refusal"
