@@ -3,7 +3,11 @@ identification through a contactless presentation (one synthesised ATR for every
 
 from __future__ import annotations
 
-from cardap.v1 import cards_pb2
+import grpc
+import pytest
+
+from cardap.client import CardapClientError
+from cardap.v1 import cards_pb2, terminal_pb2, terminal_pb2_grpc
 from cardap_sim.stack import Stack, demo_user_id
 from cardap_sim.vcard.card import CONTACTLESS_ATR
 
@@ -15,6 +19,8 @@ from .conftest import (
     remove_and_wait,
     wait_event,
 )
+
+K = cards_pb2
 
 
 def test_snapshot_lists_both_vpcd_slots_empty(stack: Stack) -> None:
@@ -119,3 +125,74 @@ def test_card_without_a_unique_datum_is_unconfirmed(stack: Stack) -> None:
     contact = insert_and_wait(stack, 0, path).card
     assert contact.identity == cards_pb2.CARD_IDENTITY_CPLC
     assert contact.card_id == expected_card_id(stack, path, "cplc")
+
+
+# A client that reads its stream slowly (or not at all): gRPC's flow control first holds
+# what the client's receive window takes (with default channel options, BDP probing grows
+# it to megabytes: ~20,000 small messages), then the daemon's per-client queue of 256
+# events fills and the client is dropped. This client keeps its window small (1 KiB, no
+# BDP probing), as a constrained client may, so a few hundred real card events reach it.
+SMALL_WINDOW = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
+QUEUE = 256  # the daemon's per-client event queue (cardapd.readers.settings)
+
+
+def overflow_logged(stack: Stack) -> bool:
+    log = (stack.dir / "cardapd.log").read_text(errors="replace")
+    return "EVENT_QUEUE_OVERFLOW" in log and "fell more than 256 events behind" in log
+
+
+@pytest.mark.timeout(300)
+def test_a_client_that_stops_reading_is_dropped_with_event_queue_overflow(stack: Stack) -> None:
+    """A gate client stops reading while cards come and go in both readers: the daemon drops
+    it (and says so in its log) once it is more than 256 events behind, while a client that
+    reads gets every event; the stalled client, reading again, gets what was queued and then
+    UNAVAILABLE EVENT_QUEUE_OVERFLOW, and a new stream starts with a fresh snapshot."""
+    slow_channel = grpc.insecure_channel(f"unix:{stack.socket('gate')}", options=SMALL_WINDOW)
+    slow = terminal_pb2_grpc.TerminalStub(slow_channel).WatchCardEvents(
+        terminal_pb2.WatchCardEventsRequest(), timeout=280)
+    first = [next(slow) for _ in range(3)]
+    assert [e.kind for e in first] == [K.CARD_EVENT_KIND_SNAPSHOT] * 2 + [
+        K.CARD_EVENT_KIND_SNAPSHOT_END]
+    cards = [stack.new_card(f"foreign-flood-{slot}", profile="foreign")  # no reads
+             for slot in (0, 1)]
+    with client(stack, timeout=280) as gate:
+        events = gate.watch(timeout=280)
+        wait_event(events, K.CARD_EVENT_KIND_SNAPSHOT_END)
+        seen: list[cards_pb2.CardEvent] = []
+
+        def until(kind: int, n: int) -> None:
+            got = 0
+            while got < n:
+                ev = next(events)
+                seen.append(ev)
+                got += ev.kind == kind
+
+        rounds = 0
+        while not overflow_logged(stack):
+            assert rounds < 120, f"no overflow after {len(seen)} events"
+            for slot in (0, 1):
+                stack.control.insert(slot, cards[slot])
+            until(K.CARD_EVENT_KIND_CARD_INSERTED, 2)
+            for slot in (0, 1):
+                stack.control.remove(slot)
+            until(K.CARD_EVENT_KIND_CARD_REMOVED, 2)
+            rounds += 1
+        # The reading client missed nothing: its sequence numbers run without a gap.
+        seqs = [e.seq for e in seen]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "the reading client lost events"
+        assert len(seen) > QUEUE
+
+    late: list[cards_pb2.CardEvent] = []
+    with pytest.raises(grpc.RpcError) as raised:
+        late.extend(slow)
+    slow_channel.close()
+    err = CardapClientError.from_rpc_error(raised.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.UNAVAILABLE, "EVENT_QUEUE_OVERFLOW"), err
+    assert "reconnect" in err.message
+    # What was queued (all 256) and what the transport held, in order and without a gap,
+    # then nothing more.
+    assert QUEUE <= len(late) < len(seen), (len(late), len(seen))
+    assert [e.seq for e in late] == [e.seq for e in seen[:len(late)]]
+    with client(stack) as gate:  # a new stream: a fresh snapshot
+        again = gate.watch(timeout=10)
+        assert [next(again).kind for _ in range(3)][-1] == K.CARD_EVENT_KIND_SNAPSHOT_END

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -221,6 +222,60 @@ def test_sighup_with_an_invalid_configuration_keeps_the_running_one(tmp_path: Pa
         assert (row.result, row.reason) == ("ok", None), row
         assert detail["applied"] == ["tap.read_on_insert"], detail
         assert tap_ids(insert(stack, events, card)) == []
+    assert_audit_chain(stack)
+
+
+def added_organisations(stack: LoadStack) -> list[str]:
+    """The organisations the audit says were added to the roster, in order."""
+    return [json.loads(r.detail_json)["organisation"] for r in audit_rows(stack)
+            if r.operation == "roster_add_organisation" and r.result == "ok"]
+
+
+@pytest.mark.timeout(180)
+def test_sighup_failing_while_applied_is_reload_failed_and_the_daemon_keeps_serving(
+        tmp_path: Path) -> None:
+    """A validated reload whose one store write fails (another process holds the roster
+    database's write lock, so adding the new organisation times out): audited as
+    RELOAD_FAILED, logged, the daemon serves on (what was applied before the write stays in
+    force, as the registry says); once the lock is gone the same file reloads."""
+    with lifecycle_stack(tmp_path) as stack, client(stack, "gate") as gate, \
+            client(stack, "ops") as ops:
+        events = gate.watch(timeout=150)
+        wait_event(events, K.CARD_EVENT_KIND_SNAPSHOT_END)
+        card = stack.demo_card()
+        edit_config(stack, "[operators.organisations]\n",
+                    '[operators.organisations]\norg-z = "Organisation Z"\n')
+        edit_config(stack, "[tap]\n", "[tap]\nread_on_insert = false\n")
+        roster = stack.dir / "state" / "roster.db"
+        assert roster.exists(), "the daemon keeps its roster in <state_dir>/roster.db"
+        holder = sqlite3.connect(roster, timeout=0, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            row, detail = sighup(stack)
+            assert (row.result, row.reason) == ("error", "RELOAD_FAILED"), row
+            assert detail["file"] == str(stack.config_path)
+            assert "locked" in detail["error"], detail
+            failed = logged(stack, "failed while applying it")
+            assert failed
+            assert failed[-1]["level"] == "error"
+            # Serving on while the lock is still held: the stream, the status, a read.
+            assert daemon_proc(stack).poll() is None
+            assert ops.status().pcsc_available
+            inserted = insert(stack, events, card)
+            assert tap_ids(inserted) == [], "applied before the roster write: in force"
+            read = gate.read_user_id(fresh=False)
+            assert (read.user_id, read.cached) == (demo_user_id(), False)
+            remove(stack, events)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert added_organisations(stack) == ["org-a"], "org-z must not be in the roster yet"
+
+        row, detail = sighup(stack)
+        assert (row.result, row.reason) == ("ok", None), row
+        assert added_organisations(stack) == ["org-a", "org-z"]
+        assert [e.kind for e in [insert(stack, events, card)]] == [
+            K.CARD_EVENT_KIND_CARD_INSERTED]
     assert_audit_chain(stack)
 
 

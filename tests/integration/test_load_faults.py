@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 import pytest
 
+from cardap import reasons
 from cardap.client import CardapClient, CardapClientError
 from cardap.v1 import terminal_pb2, terminal_pb2_grpc
 from cardap_sim.loadsvc.devca import DevCa, write_private
@@ -40,7 +41,13 @@ from cardlib.gp.keys import DiversifyingKeyStore
 from cardlib.gp.registry import RegistryEntry, Scope, read_registry
 from cardlib.gp.scp03 import Scp03Session
 
-from .conftest import insert_and_wait, reader_name, remove_and_wait, wait_until
+from .conftest import (
+    expect_error,
+    insert_and_wait,
+    reader_name,
+    remove_and_wait,
+    wait_until,
+)
 
 OPEN_NOW = "2026-11-24T10:00:00+09:00"  # a Tuesday inside service hours
 ORG = "org-a"
@@ -441,6 +448,47 @@ def test_card_full_is_resource_exhausted_with_free_space(slot0: LoadStack) -> No
     view = inspect_card(path)
     assert not view.has_app(AIDS[AP_C])
     assert not view.has_load_file(LOAD_FILES[AP_C])
+
+
+@pytest.mark.parametrize(("refuse", "sw"), [
+    ({"refuse_ins": 0xE6, "refuse_p1": 0x0C, "refuse_sw": 0x6985}, "6985"),  # INSTALL [inst.]
+    ({"refuse_ins": 0xE8, "refuse_nth": 3, "refuse_sw": 0x6581}, "6581"),  # the 3rd LOAD
+], ids=["install-6985", "load-6581"])
+def test_card_refusing_a_command_is_card_rejected_audited_and_reconciled(
+        slot0: LoadStack, refuse: dict[str, int], sw: str) -> None:
+    """The card answers one of the service's commands with an error status word (a real
+    card's refusal, not a lost link): the code and reason the registry gives, the Japanese
+    LocalizedMessage, the failure audited, the half-done load cleaned and its journal row
+    reconciled, the card as it was."""
+    path, card_id = fresh_card(slot0, "refused")
+    before = inspect_card(path).ext_used()
+    slot0.control.fault(0, **refuse)
+    with CardapClient(slot0.socket("kiosk"), session=SESSION_MD[0][1], language="ja",
+                      timeout=90) as kiosk:
+        err = expect_error(lambda: list(kiosk.load_ap(AP_C, timeout=90)),
+                           grpc.StatusCode[reasons.BY_CODE["CARD_REJECTED"].grpc[0]],
+                           "CARD_REJECTED")
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "refuse_ins" not in slot_status(slot0, 0)["faults"], "the card refused a command"
+    assert sw in err.message, err.message
+    assert err.metadata["service_reason"] == "CARD_REJECTED", err.metadata
+    assert err.metadata["aid"].upper() == AIDS[AP_C], err.metadata
+    assert err.locale == "ja"
+    assert err.localized.startswith("カードが搭載サービスのコマンドを拒否しました。"), \
+        err.localized
+    failed, _ = audit_failure_and_reconcile_when_settled(slot0, card_id)
+    assert (failed.operation, failed.result, failed.reason) == (
+        "load", "error", "CARD_REJECTED"), failed
+    assert not assert_all_or_nothing(inspect_card(path), AP_C, before)
+    assert_audit_chain(slot0)
+
+
+def audit_failure_and_reconcile_when_settled(stack: LoadStack, card_id: str
+                                             ) -> tuple[AuditRecord, AuditRecord]:
+    """Once the journal of `card_id` is settled: its failed load and reconciliation rows."""
+    rows = wait_reconciled(stack, card_id)
+    assert any(r["action"] == "load" for r in rows), rows
+    return audit_failure_and_reconcile(stack, card_id)
 
 
 def test_ap_of_another_organisation_is_not_found_in_its_catalogue(slot0: LoadStack) -> None:

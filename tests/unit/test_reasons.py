@@ -35,17 +35,6 @@ NOT_YET_ASSERTED = frozenset({
     # ServiceUnavailable; cardlib CardLibError) that no raise sends, each naming its own;
     # to leave the code path and the registry (SERVICE_UNAVAILABLE is in v1.0.0's table).
     "CARD_ERROR", "PIN_ERROR", "SERVICE_UNAVAILABLE",
-    # Not yet driven (time): a card answering the service's commands with an error SW
-    # (needs a simulator fault that fails one INSTALL/LOAD/DELETE with a chosen SW).
-    "CARD_REJECTED",
-    # Not yet driven: the subscriber queue is fixed at 256 events (not configurable) and
-    # gRPC's flow-control window buffers hundreds more, so a stalled client needs ~1000
-    # card events; the stack makes ~3 per insertion.
-    "EVENT_QUEUE_OVERFLOW",
-    # Not yet driven: only an unexpected exception while applying a validated reload
-    # reaches it (e.g. the roster database locked by another process when a reload adds
-    # an organisation: add_organisations writes the roster).
-    "RELOAD_FAILED",
 })
 
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _typed_host import EXT, ISD, MODULE, REG, load_ap, open_scp, secure, send, spec
+from _typed_host import (
+    EXT,
+    ISD,
+    MODULE,
+    REG,
+    load_ap,
+    load_script,
+    open_scp,
+    secure,
+    send,
+    spec,
+)
 
 from cardap_sim.vcard.card import VirtualCard
 from cardlib.apdu import CommandApdu, ResponseApdu
@@ -168,3 +179,61 @@ def test_full_extended_area_fault(card: VirtualCard) -> None:
     assert areas(card)[EXT][1] == 0
     with pytest.raises(ValueError, match="boolean"):
         card.faults.update(full_extended_area=1)
+
+
+# --- the refuse fault: one command answered with a chosen error status -------------------
+
+
+def test_refused_install_for_install_does_nothing_and_keeps_the_channel(
+        card: VirtualCard) -> None:
+    """INSTALL [for install] (E6, P1 0C) refused with 6985 under SCP03: the bare status word
+    (unwrap accepts it: no R-MAC on an error), no instance, the load file stays LOADED, the
+    fault is spent, and the channel goes on (the C-MAC was checked and chained)."""
+    ap = spec("C")
+    card.faults.update(refuse_ins=0xE6, refuse_p1=0x0C, refuse_sw=0x6985)
+    assert card.faults.to_json()["refuse_sw"] == 0x6985
+    session = open_scp(card)
+    answers = [secure(card, session, c) for c in load_script(card, session, ap)]
+    sws = [r.sw for r in answers]
+    first_e6 = next(i for i, r in enumerate(answers) if r.sw != 0x9000)
+    assert sws[first_e6] == 0x6985
+    assert answers[first_e6].data == b""
+    assert sws[:first_e6] == [0x9000] * first_e6, "INSTALL [for load] (P1 02) is not refused"
+    assert ap.aid not in card.applets
+    assert "refuse_ins" not in card.faults.to_json(), "spent after one refusal"
+    files = registry(card, session, Scope.LOAD_FILES)  # same session: still in step
+    assert {e.aid: e.lifecycle for e in files} == {ap.load_file: 0x01}
+    assert secure(card, session, install_for_install(
+        ap.load_file, MODULE["C"], ap.aid,
+        parameters=install_parameters(b"\x43"))).sw == 0x9000  # no longer refused
+
+
+def test_refused_nth_load_block_abandons_the_load(card: VirtualCard) -> None:
+    """The third LOAD answered 6581 (memory failure): blocks 0-1 stay as a half-loaded file,
+    and the load is abandoned (block 2 sent again is 6985, as on a card that gave up)."""
+    card.faults.update(refuse_ins=0xE8, refuse_nth=3, refuse_sw=0x6581)
+    session = open_scp(card)
+    lf = bytes.fromhex("D392F0004C5A02")
+    assert secure(card, session, install_for_load(lf, EXT)).sw == 0x9000
+    blocks = load_commands(load_file_data_block(bytes(1000)), 200)
+    assert [secure(card, session, c).sw for c in blocks[:3]] == [0x9000, 0x9000, 0x6581]
+    assert secure(card, session, blocks[2]).sw == 0x6985
+    assert areas(card)[EXT][1] == 400  # what the two accepted blocks hold
+    assert {e.aid: e.lifecycle for e in registry(card, session, Scope.LOAD_FILES)} == {
+        lf: 0x00}
+
+
+def test_refused_plain_command_and_fault_settings(card: VirtualCard) -> None:
+    """A plain command is refused before any applet sees it; the settings are checked."""
+    card.faults.update(refuse_ins=0xCA, refuse_sw=0x6A88)
+    assert send(card, get_data(0xFF21)).sw == 0x6A88
+    assert send(card, get_data(0xFF21)).sw == 0x9000
+    for bad in ({"refuse_sw": 0x9000}, {"refuse_sw": 0x6310}, {"refuse_sw": 0x6C10},
+                {"refuse_sw": True}, {"refuse_ins": 256}, {"refuse_p1": -1},
+                {"refuse_nth": 0}, {"refuse_nth": "2"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            card.faults.update(**bad)
+    card.faults.update(refuse_ins=0xE4, refuse_nth=2)
+    assert card.faults.to_json()["refuse_nth"] == 2
+    card.faults.clear()
+    assert not any(k.startswith("refuse") for k in card.faults.to_json())

@@ -9,10 +9,13 @@ client can never make the daemon hold unbounded memory or slow the others.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 
 from cardapd.readers.model import CardEvent, EventKind, ReaderView
+
+log = logging.getLogger(__name__)
 
 
 def now() -> datetime:
@@ -25,7 +28,10 @@ class Subscription:
 
     def __init__(self, readers: frozenset[str], queue_size: int) -> None:
         self.readers = readers
-        self.queue: asyncio.Queue[CardEvent | None] = asyncio.Queue(queue_size)
+        self.limit = queue_size
+        # One place more than the limit, kept for the end marker: a dropped client gets the
+        # events queued before it fell behind without a gap, then the end.
+        self.queue: asyncio.Queue[CardEvent | None] = asyncio.Queue(queue_size + 1)
         self.overflowed = False
 
     def wants_reader(self, name: str) -> bool:
@@ -134,16 +140,20 @@ class EventHub:
 
     def _deliver_all(self, sub: Subscription, events: list[CardEvent]) -> None:
         for event in events:
-            try:
+            if sub.queue.qsize() < sub.limit:
                 sub.queue.put_nowait(event)
-            except asyncio.QueueFull:
+            else:
                 sub.overflowed = True
                 self._close(sub)
+                log.warning("a card event client fell more than %d events behind and is "
+                            "dropped: its stream ends with EVENT_QUEUE_OVERFLOW when it "
+                            "reads again (a client that keeps doing this is stuck or does "
+                            "not read its stream)", self._queue_size)
                 return
 
     def _close(self, sub: Subscription) -> None:
         self._subs.discard(sub)
-        while True:  # make room for the end marker
+        while True:  # the end marker has its place (make room should it not)
             try:
                 sub.queue.put_nowait(None)
                 return

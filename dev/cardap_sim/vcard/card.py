@@ -46,6 +46,7 @@ log = logging.getLogger("cardap_sim.vcard.apdu")
 
 APDU_LOG_MAX = 100_000  # headers kept (the oldest go first); ~4 MB at most
 CONTACTLESS_ATR = bytes.fromhex("3B888001000005E0B381A1007F")
+CLA_SM_BITS = 0x0C  # CLA b4 b3: secure messaging (SCP03's 84, Type D's 0C/08)
 """The ATR a PC/SC contactless reader synthesises for a My Number Card (ISO 14443-4 Type B,
 PC/SC part 3: `3B 88 80 01` + ATQB application data and protocol info + TCK), as listed for
 the "Japanese JPKI card" in pcsc-tools' smartcard_list.txt: the same bytes for every card."""
@@ -345,6 +346,10 @@ class VirtualCard:
             self._pending = b""
             if len(cmd.data) > self._profile.max_command_data:
                 raise SwError(apdu.SW_WRONG_LENGTH)
+            if not cmd.cla & CLA_SM_BITS:  # a secured command is refused behind its SM
+                refused = self.faults.refusal(cmd.ins, cmd.p1)
+                if refused is not None:
+                    raise SwError(refused)
             if cmd.ins == apdu.INS_SELECT and cmd.p1 == 0x04:
                 reply = self._select_aid(cmd)
             else:

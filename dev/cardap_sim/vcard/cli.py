@@ -126,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--tamper", type=int,
                    help="flip the last data byte of the next N data answers (-1: forever)")
     f.add_argument("--tamper-ins", type=_hex_int, help="only answers to this INS (hex)")
+    f.add_argument("--refuse-ins", type=_hex_int, metavar="INS",
+                   help="refuse one command with this INS (hex): answer --refuse-sw, do "
+                        "nothing (under SCP03: after its C-MAC is checked)")
+    f.add_argument("--refuse-p1", type=_hex_int, metavar="P1",
+                   help="with --refuse-ins: only commands with this P1 (hex) count")
+    f.add_argument("--refuse-sw", type=_hex_int, metavar="SW",
+                   help="the error status word of the refusal (hex, default 6985)")
+    f.add_argument("--refuse-nth", type=int, metavar="N",
+                   help="refuse the Nth matching command (default 1: the next)")
     f.add_argument("--clear", action="store_true", help="clear all faults first")
     client("block-pin", "block a JPKI PIN").add_argument(
         "which", choices=["auth", "sign"], help="the JPKI authentication PIN or signing password")
@@ -237,7 +246,8 @@ def _client(args: argparse.Namespace) -> int:
     elif args.command == "fault":
         kw = {k: getattr(args, k) for k in ("tear_after", "garbage", "truncate", "slow_ms",
                                             "mute", "tamper", "tamper_ins",
-                                            "reader_timeout_ms")
+                                            "reader_timeout_ms", "refuse_ins", "refuse_p1",
+                                            "refuse_sw", "refuse_nth")
               if getattr(args, k) is not None}
         if args.clear:
             kw["clear"] = True

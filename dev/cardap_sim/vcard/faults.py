@@ -39,6 +39,21 @@ class Faults:
         wrong key, which has its own tests.
     tamper_ins: only answers to this INS count for `tamper` (None: any but the handshakes).
         Data fetched by GET RESPONSE belongs to the command that produced it.
+    refuse_ins: the card refuses one command with this INS (None: none): the `refuse_nth`
+        such command from now on (1: the next; counting only those with `refuse_p1` when
+        that is set) is answered `refuse_sw` alone and does nothing, as a card answers a
+        command it will not carry out (6A84 not enough memory, 6985 conditions of use not
+        satisfied, 6581 memory failure). Then the fault is spent (refuse_ins back to None).
+        A command under SCP03 is refused by the ISD after its C-MAC was checked, and the
+        bare status word goes back without an R-MAC, as GlobalPlatform wants for every
+        error status; a plain command before any applet sees it. Commands under the Type D
+        secure messaging and GET RESPONSE are never refused (their counters and chaining
+        would no longer be those of a real card).
+    refuse_p1: with `refuse_ins`, only commands with this P1 count (None: any), e.g. INSTALL
+        [for install] (E6, P1 0C) but not INSTALL [for load] (P1 02).
+    refuse_sw: the error status word of the refusal: 64xx-6Fxx but not 6Cxx (a card says 6C
+        to have the command sent again, not to refuse it).
+    refuse_nth: which matching command is refused (1: the next one).
     """
 
     tear_after: int | None = None
@@ -50,6 +65,10 @@ class Faults:
     full_extended_area: bool = False
     tamper: int = 0
     tamper_ins: int | None = None
+    refuse_ins: int | None = None
+    refuse_p1: int | None = None
+    refuse_sw: int = 0x6985
+    refuse_nth: int = 1
 
     def clear(self) -> None:
         """Back to a healthy card."""
@@ -57,6 +76,10 @@ class Faults:
         self.reader_timeout_ms = 0
         self.full_extended_area = False
         self.tamper, self.tamper_ins = 0, None
+        self._no_refusal()
+
+    def _no_refusal(self) -> None:
+        self.refuse_ins, self.refuse_p1, self.refuse_sw, self.refuse_nth = None, None, 0x6985, 1
 
     def update(self, **kw: Any) -> None:
         """Set the named faults (validated); unknown names are a ValueError."""
@@ -64,10 +87,16 @@ class Faults:
             if name == "tear_after":
                 if value is not None and (not isinstance(value, int) or value < 0):
                     raise ValueError("tear_after must be a non-negative integer or null")
-            elif name == "tamper_ins":
-                if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                          or not 0 <= value <= 0xFF):
-                    raise ValueError("tamper_ins must be an INS byte 0-255 or null")
+            elif name in ("tamper_ins", "refuse_ins", "refuse_p1"):
+                if value is not None and not _byte(value):
+                    raise ValueError(f"{name} must be a byte 0-255 or null")
+            elif name == "refuse_sw":
+                if not _int(value) or not 0x6400 <= value <= 0x6FFF or value >> 8 == 0x6C:
+                    raise ValueError("refuse_sw must be an error status word 64xx-6Fxx "
+                                     "(not 6Cxx)")
+            elif name == "refuse_nth":
+                if not _int(value) or value < 1:
+                    raise ValueError("refuse_nth must be a positive integer")
             elif name in ("garbage", "truncate", "slow_ms", "tamper", "reader_timeout_ms"):
                 if not isinstance(value, int) or isinstance(value, bool) or value < -1:
                     raise ValueError(f"{name} must be an integer")
@@ -84,10 +113,14 @@ class Faults:
     def to_json(self) -> dict[str, Any]:
         """The current settings, for the control protocol's status.
 
-        `full_extended_area`, `tamper`, `tamper_ins` and `reader_timeout_ms` appear only when
-        set, so the status of a card without those faults keeps its earlier shape.
+        `full_extended_area`, `tamper`, `tamper_ins`, `reader_timeout_ms` and the `refuse_*`
+        settings appear only when set, so the status of a card without those faults keeps
+        its earlier shape.
         """
         out = asdict(self)
+        if self.refuse_ins is None:
+            for name in ("refuse_ins", "refuse_p1", "refuse_sw", "refuse_nth"):
+                del out[name]
         if not self.reader_timeout_ms:
             del out["reader_timeout_ms"]
         if not self.full_extended_area:
@@ -112,6 +145,18 @@ class Faults:
         at = len(response) - 3
         return response[:at] + bytes((response[at] ^ 0xFF,)) + response[at + 1:]
 
+    def refusal(self, ins: int, p1: int) -> int | None:
+        """The status word refusing this command (INS, P1), spending the refuse fault when
+        it fires; None: carry it out."""
+        if self.refuse_ins != ins or (self.refuse_p1 is not None and self.refuse_p1 != p1):
+            return None
+        if self.refuse_nth > 1:
+            self.refuse_nth -= 1
+            return None
+        sw = self.refuse_sw
+        self._no_refusal()
+        return sw
+
     def distort(self, response: bytes) -> bytes:
         """Apply the garbage and truncate faults to one answer, spending their counters."""
         if self.garbage:
@@ -123,6 +168,14 @@ class Faults:
                 self.truncate -= 1
             response = response[:1]
         return response
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _byte(value: object) -> bool:
+    return _int(value) and 0 <= value <= 0xFF  # type: ignore[operator]
 
 
 def random_garbage() -> bytes:

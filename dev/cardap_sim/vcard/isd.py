@@ -116,7 +116,8 @@ class IsdApplet(Applet):
         return Reply(resp.data, resp.sw)
 
     def secure_command(self, cmd: Command, ctx: CardContext) -> Reply:
-        """Unwrap (6982 and session closed on a bad C-MAC), run, wrap the answer."""
+        """Unwrap (6982 and session closed on a bad C-MAC), run (or refuse, the refuse
+        fault), wrap the answer (an error status goes back bare)."""
         scp = self.scp
         if scp is None or not scp.authenticated:
             raise SwError(apdu.SW_SECURITY_NOT_SATISFIED)
@@ -126,7 +127,11 @@ class IsdApplet(Applet):
             self.content.reset()
             raise SwError(exc.sw) from None
         inner = Command(plain.cla, plain.ins, plain.p1, plain.p2, plain.data, plain.le)
+        refused = self.card.faults.refusal(inner.ins, inner.p1)
         try:
+            if refused is not None:  # the refuse fault: nothing done, a load or
+                self.content.reset()  # STORE DATA sequence in progress is abandoned
+                raise SwError(refused)
             if inner.ins == apdu.INS_GET_DATA:
                 reply = self.get_data(inner, ctx)
             elif inner.ins in CONTENT_INS:
