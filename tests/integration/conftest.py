@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -143,6 +144,14 @@ def cardapctl(socket_dir: Path, *args: str, timeout: float = 30.0, lang: str = "
     env.update(CARDAPD_SOCKET_DIR=str(socket_dir), LANG=lang)
     return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+def metric(stack: Stack, name: str) -> float:
+    """One unlabelled sample (`name value`) of the daemon's /metrics, as Prometheus reads it."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics",
+                                  timeout=10).read().decode()
+    (value,) = [line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(value)
 
 
 def daemon_alive(stack: Stack) -> bool:

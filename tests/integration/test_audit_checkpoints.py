@@ -22,7 +22,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +37,7 @@ from cardapd.audit.log import AuditRecord, chain_hash
 from cardapd.audit.report import JST
 from cardapd.telemetry.journald import SOCKET_ENV
 
-from .conftest import cardapctl, insert_and_wait
+from .conftest import cardapctl, insert_and_wait, metric
 from .test_journald import Journald, journald  # noqa: F401 - the fixture
 from .test_load_basic import STAFF_C, load
 
@@ -122,13 +121,6 @@ def verify(stack: Stack, *args: str) -> tuple[int, dict[str, object]]:
     proc = cardapctl(stack.socket_dir, "--json", "audit", "verify", *args)
     assert proc.returncode in (EXIT_OK, EXIT_BROKEN), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
-
-
-def metric(stack: Stack, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics",
-                                  timeout=10).read().decode()
-    (value,) = [line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")]
-    return float(value)
 
 
 def attack(stack: Stack, sql: str) -> None:

@@ -15,6 +15,7 @@ from .conftest import (
     client,
     expected_card_id,
     insert_and_wait,
+    metric,
     reader_name,
     remove_and_wait,
     wait_event,
@@ -181,6 +182,8 @@ def test_a_client_that_stops_reading_is_dropped_with_event_queue_overflow(stack:
         seqs = [e.seq for e in seen]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "the reading client lost events"
         assert len(seen) > QUEUE
+        # Dropped at once, not when it reads again: only the reading client is counted.
+        assert metric(stack, "cardapd_event_subscribers") == 1
 
     late: list[cards_pb2.CardEvent] = []
     with pytest.raises(grpc.RpcError) as raised:

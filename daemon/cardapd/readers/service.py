@@ -80,6 +80,8 @@ class Readers:
         self.metrics = recorder.metrics
         self.started_at = now()
         self.hub = EventHub(settings.event_queue_size, on_publish=self._count_event)
+        # read at each scrape: a client the hub drops is gone at once, not when it next reads
+        self.metrics.event_subscribers.set_function(lambda: self.hub.subscribers)
         self.pcsc_available = False
         self._owners: dict[str, ReaderOwner] = {}
         self._published_card: dict[str, bool] = {}
@@ -381,14 +383,11 @@ class Readers:
 
     def subscribe(self, readers: list[str]) -> Subscription:
         """A card event subscription primed with the snapshot."""
-        sub = self.hub.subscribe(readers)
-        self.metrics.event_subscribers.set(self.hub.subscribers)
-        return sub
+        return self.hub.subscribe(readers)
 
     def unsubscribe(self, sub: Subscription) -> None:
         """End a card event subscription."""
         self.hub.unsubscribe(sub)
-        self.metrics.event_subscribers.set(self.hub.subscribers)
 
     # ------------------------------------------------------------------ operations
 
