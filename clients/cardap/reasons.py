@@ -498,10 +498,12 @@ REASONS: tuple[Reason, ...] = (
           "recorded."), N_("Acknowledge the reset after checking why (cardapctl audit)."),
        source="audit"),
     _R("RELOAD_FAILED", (), "FAIL",
-       N_("A validated configuration reload failed while it was being applied; some of its "
-          "changes may already be in force."),
-       N_("Restart the daemon (systemctl restart cardapd) so that one configuration is in "
-          "force, and send the daemon's log to the maintainers."), source="audit"),
+       N_("A validated configuration reload failed: at the stage roster (the roster could "
+          "not take its new organisations) nothing of it is in force; at the stage apply "
+          "some of its changes may be."),
+       N_("Fix what the daemon's log names (e.g. another program holding roster.db) and "
+          "reload again; after a failure at the stage apply, restart the daemon (systemctl "
+          "restart cardapd) and send its log to the maintainers."), source="audit"),
 )
 
 BY_CODE: dict[str, Reason] = {r.code: r for r in REASONS}

@@ -548,6 +548,17 @@ class Daemon:
             return False, f"configuration reload refused: {exc.message}"
         plan = plan_reload(self.cfg, new)
         live = list(plan.live)
+        # The one store write first (it only adds, so a retry repeats it safely): a roster
+        # that cannot take it (locked, full disk) leaves the running configuration whole.
+        try:
+            await add_organisations(plan.config, running.roster, running.services.sink)
+        except Exception as exc:
+            log.error("configuration reload from %s failed: the roster could not take its "
+                      "new organisations (%s: %s); the running configuration stays in force",
+                      where, type(exc).__name__, exc, extra={"operation": "config_reload"})
+            await self._audit_reload(running, "error", "RELOAD_FAILED", {
+                "file": where, "stage": "roster", "error": f"{type(exc).__name__}: {exc}"})
+            return False, "configuration reload failed: nothing changed (see the log)"
         try:
             if await self._apply(running, self.cfg, plan.config, tls):
                 live.append("loading certificate (rotated)")
@@ -555,7 +566,7 @@ class Daemon:
             log.exception("configuration reload from %s failed while applying it; some "
                           "changes may be in force, restart to be sure", where)
             await self._audit_reload(running, "error", "RELOAD_FAILED", {
-                "file": where, "error": f"{type(exc).__name__}: {exc}"})
+                "file": where, "stage": "apply", "error": f"{type(exc).__name__}: {exc}"})
             return False, "configuration reload failed: restart cardapd"
         self.cfg = plan.config
         log.info("configuration reloaded from %s: %s", where,
@@ -575,10 +586,9 @@ class Daemon:
     async def _apply(self, run: Running, old: Config, new: Config,
                      tls: TerminalTls | None) -> bool:
         """Apply a validated configuration to the running parts: new objects are built
-        first, then swapped in. Nothing here touches a socket or a stream; the one store
-        write, last, adds new organisations to the roster (a failure there is RELOAD_FAILED
-        with the rest already in force). True when the loading link's TLS files changed
-        under the same keys (a rotation)."""
+        first, then swapped in. Nothing here touches a socket, a stream or a store (the
+        roster's new organisations are added before, by `_reload`). True when the loading
+        link's TLS files changed under the same keys (a rotation)."""
         s = run.services
         link = self._link
         assert link is not None  # set at start
@@ -609,7 +619,6 @@ class Daemon:
         run.sessions.reconfigure(
             idle_timeout=timedelta(seconds=new.operators.idle_timeout_s),
             absolute_timeout=timedelta(seconds=new.operators.absolute_timeout_s))
-        await add_organisations(new, run.roster, s.sink)
         return rotated
 
     async def _audit_reload(self, running: Running, result: str, reason: str,

@@ -236,8 +236,9 @@ def test_sighup_failing_while_applied_is_reload_failed_and_the_daemon_keeps_serv
         tmp_path: Path) -> None:
     """A validated reload whose one store write fails (another process holds the roster
     database's write lock, so adding the new organisation times out): audited as
-    RELOAD_FAILED, logged, the daemon serves on (what was applied before the write stays in
-    force, as the registry says); once the lock is gone the same file reloads."""
+    RELOAD_FAILED at the stage roster, logged, the daemon serves on with nothing of the new
+    file in force (the write comes before any change); once the lock is gone the same file
+    reloads, all of it."""
     with lifecycle_stack(tmp_path) as stack, client(stack, "gate") as gate, \
             client(stack, "ops") as ops:
         events = gate.watch(timeout=150)
@@ -254,17 +255,19 @@ def test_sighup_failing_while_applied_is_reload_failed_and_the_daemon_keeps_serv
             row, detail = sighup(stack)
             assert (row.result, row.reason) == ("error", "RELOAD_FAILED"), row
             assert detail["file"] == str(stack.config_path)
+            assert detail["stage"] == "roster"
             assert "locked" in detail["error"], detail
-            failed = logged(stack, "failed while applying it")
+            failed = logged(stack, "the roster could not take its new organisations")
             assert failed
             assert failed[-1]["level"] == "error"
-            # Serving on while the lock is still held: the stream, the status, a read.
+            # Serving on while the lock is still held: the stream, the status, a read; the
+            # running configuration whole (read_on_insert still true: the tap read is done).
             assert daemon_proc(stack).poll() is None
             assert ops.status().pcsc_available
             inserted = insert(stack, events, card)
-            assert tap_ids(inserted) == [], "applied before the roster write: in force"
+            assert tap_ids(inserted) == [demo_user_id()], "nothing of the failed reload"
             read = gate.read_user_id(fresh=False)
-            assert (read.user_id, read.cached) == (demo_user_id(), False)
+            assert (read.user_id, read.cached) == (demo_user_id(), True)
             remove(stack, events)
         finally:
             holder.execute("ROLLBACK")
@@ -274,8 +277,9 @@ def test_sighup_failing_while_applied_is_reload_failed_and_the_daemon_keeps_serv
         row, detail = sighup(stack)
         assert (row.result, row.reason) == ("ok", None), row
         assert added_organisations(stack) == ["org-a", "org-z"]
-        assert [e.kind for e in [insert(stack, events, card)]] == [
-            K.CARD_EVENT_KIND_CARD_INSERTED]
+        inserted = insert(stack, events, card)
+        assert inserted.kind == K.CARD_EVENT_KIND_CARD_INSERTED
+        assert tap_ids(inserted) == [], "read_on_insert = false is in force now"
     assert_audit_chain(stack)
 
 
