@@ -127,7 +127,7 @@ bench: setup
 # The Debian package (release/debbuild.py; needs only Debian's python3.11 and the build
 # dependencies): the version from the git tag, a clean build of the working tree's files,
 # lintian without errors. An unchanged tree is not built twice (build/deb/cache).
-deb: .stamp-system
+deb: .stamp-system release-tags
 	/usr/bin/python3.11 -m release.debbuild --out build/deb
 
 # Manual pages from the argparse parsers of cardapd and cardapctl (argparse-manpage).

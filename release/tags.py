@@ -53,6 +53,28 @@ def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
+def _own_repository(repo: Path) -> bool:
+    """Whether `repo` is the top of its own git work tree: never act on a repository that
+    merely encloses it (a release tarball unpacked inside another checkout). No git, or
+    no work tree: False (a tarball knows its version from .git_archival.txt). A git that
+    refuses the tree (e.g. `safe.directory`) is an error, not silence."""
+    try:
+        top = _git(repo, "rev-parse", "--show-toplevel")
+    except FileNotFoundError:
+        return False
+    if top.returncode != 0:
+        if "not a git repository" in top.stderr:
+            return False
+        raise TagError(f"git cannot read {repo}: {top.stderr.strip()}")
+    return Path(top.stdout.strip()).resolve() == repo.resolve()
+
+
+def _tag_names(repo: Path, tag: str) -> str | None:
+    """The commit the tag `tag` names, or None."""
+    have = _git(repo, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}")
+    return have.stdout.strip() if have.returncode == 0 else None
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What restore did with one recorded tag."""
@@ -65,25 +87,29 @@ class Outcome:
 def restore(repo: Path = ROOT, path: Path = RECORD) -> list[Outcome]:
     """Create each recorded tag the repository lacks, on its recorded commit. A tag that
     exists on another commit raises TagError (a release is never moved); a commit the
-    clone lacks (a shallow clone) is reported, not fatal. No-op outside a git work tree
-    (a release tarball knows its version from .git_archival.txt)."""
-    if _git(repo, "rev-parse", "--is-inside-work-tree").returncode != 0:
+    clone lacks (a shallow clone) is reported, not fatal. No-op unless `repo` is the top of
+    its own work tree (a release tarball knows its version from .git_archival.txt).
+    Release tags stay lightweight, as `git tag vX.Y.Z` makes them (a restored one must
+    not clash with the origin's)."""
+    if not _own_repository(repo):
         return []
     outcomes = []
     for tag, commit in recorded(path).items():
-        have = _git(repo, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}")
-        if have.returncode == 0:
-            if have.stdout.strip() != commit:
-                raise TagError(f"the tag {tag} names {have.stdout.strip()}, but {path.name} "
-                               f"records {commit}: a release tag is never moved")
-            outcomes.append(Outcome(tag, commit, "present"))
-        elif _git(repo, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+        have = _tag_names(repo, tag)
+        if have is None and _git(repo, "cat-file", "-e", f"{commit}^{{commit}}").returncode:
             outcomes.append(Outcome(tag, commit, "commit missing"))
-        else:
+            continue
+        state = "present"
+        if have is None:
             made = _git(repo, "tag", tag, commit)
-            if made.returncode != 0:
+            have = _tag_names(repo, tag)  # another make may have made it meanwhile
+            if have is None:
                 raise TagError(f"git tag {tag} {commit}: {made.stderr.strip()}")
-            outcomes.append(Outcome(tag, commit, "restored"))
+            state = "restored" if made.returncode == 0 else "present"
+        if have != commit:
+            raise TagError(f"the tag {tag} names {have}, but {path.name} records {commit}: "
+                           f"a release tag is never moved")
+        outcomes.append(Outcome(tag, commit, state))
     return outcomes
 
 

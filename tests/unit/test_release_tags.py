@@ -111,7 +111,22 @@ def test_a_malformed_record_is_refused(tmp_path: Path, entry: tuple[str, str]) -
 
 
 def test_outside_a_work_tree_nothing_is_done(tmp_path: Path) -> None:
-    assert tags.restore(tmp_path, write_record(tmp_path, {})) == []
+    tree = tmp_path / "tarball"
+    tree.mkdir()
+    record = write_record(tmp_path, {"v1.0.0": "0123456789abcdef0123456789abcdef01234567"})
+    assert tags.restore(tree, record) == []
+
+
+def test_a_repository_that_merely_encloses_the_tree_is_left_alone(tmp_path: Path) -> None:
+    """A release tarball unpacked inside another checkout: that checkout's tags are not
+    the release's, whatever they hold."""
+    outer, first, second = small_repo(tmp_path)
+    git(outer, "tag", "v1.0.0", second)
+    tree = outer / "cardapd-1.0.1"
+    tree.mkdir()
+    assert tags.restore(tree, write_record(tmp_path, {"v1.0.0": first})) == []
+    assert tags.restore(tree, write_record(tmp_path, {"v1.1.0": first})) == []
+    assert git(outer, "tag", "-l") == "v1.0.0"
 
 
 def test_the_command_line(tmp_path: Path) -> None:
