@@ -311,7 +311,7 @@ def test_a_read_behind_a_long_load_is_busy_at_its_deadline(lstack: LoadStack) ->
     """The load holds the card; a read waits for it up to its own deadline (3 s here), then
     says the reader is busy (in the caller's language too), and the load goes on."""
     insert_and_wait(lstack, 0, lstack.demo_card())
-    lstack.control.fault(0, slow_ms=250)  # every command 0.25 s: a load of many seconds
+    lstack.control.fault(0, slow_ms=500)  # every command 0.5 s: a load of ~10 s
     outcome: list[object] = []
     start = apdu_count(lstack, 0)
     worker = threading.Thread(target=lambda: outcome.append(_load_or_error(lstack)),
