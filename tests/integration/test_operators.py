@@ -446,12 +446,31 @@ def test_a_client_gone_mid_login_is_audited(bstack: Stack) -> None:
 
 
 def test_cancel_abandons_a_fingerprint_login_at_once(bstack: Stack) -> None:
-    """Cancel{true} while a finger is awaited ends the login now, not at its timeout."""
+    """Cancel{true} while a finger is awaited ends the login now, not at its timeout, with
+    the reason a password login's Cancel has; an unknown operator looks the same to the
+    client (the audit keeps why)."""
     start = terminal_pb2.AuthenticateRequest(start=terminal_pb2.AuthenticateStart(
         organisation=ORG, operator_id="op-cancel", timeout_s=60, replace_session=True))
     began = time.monotonic()
     err, codes = cancelled_login(bstack, start)
-    assert (err.code, err.reason) == (grpc.StatusCode.CANCELLED, "CANCELLED"), err
+    assert (err.code, err.reason) == (grpc.StatusCode.CANCELLED, "LOGIN_CANCELLED"), err
     assert time.monotonic() - began < 20, "the login waited on after Cancel"
     assert codes == ["PLACE_FINGER"]
     assert audit_rows(bstack, "operator_login")[-1] == ("kiosk", "error", "OPERATOR_NOT_FOUND")
+
+
+def test_cancel_of_an_enrolled_operators_login_releases_the_sensor(
+        bstack: Stack, admin: str, prints: dict[str, list[GreyImage]]) -> None:
+    """Cancel{true} while fprintd verifies a real operator: LOGIN_CANCELLED at once, and
+    the device is released (the next login claims it and matches)."""
+    start = terminal_pb2.AuthenticateRequest(start=terminal_pb2.AuthenticateStart(
+        organisation=ORG, operator_id="op-1", timeout_s=60, replace_session=True))
+    began = time.monotonic()
+    err, codes = cancelled_login(bstack, start)
+    assert (err.code, err.reason) == (grpc.StatusCode.CANCELLED, "LOGIN_CANCELLED"), err
+    assert time.monotonic() - began < 20, "the login waited on after Cancel"
+    assert codes[0] == "PLACE_FINGER"
+    assert audit_rows(bstack, "operator_login")[-1] == ("kiosk", "error", "LOGIN_CANCELLED")
+    codes, token = login(bstack, "op-1", images=prints["loop-right"][6:])
+    assert "MATCHED" in codes
+    rpc(bstack, "kiosk", "EndOperatorSession", terminal_pb2.EndOperatorSessionRequest(token=token))

@@ -20,7 +20,13 @@ from cardapd.api.rpc import Ctx, session_token, stream, unary
 from cardapd.domain import OpContext, Operator, OrganisationRules, Right
 from cardapd.errors import Cancelled, InvalidArgument, Unauthenticated
 from cardapd.operators.admin import RosterAdmin
-from cardapd.operators.login import LoginStart, OperatorService, PasswordPrompt, relay
+from cardapd.operators.login import (
+    LoginStart,
+    OperatorService,
+    PasswordPrompt,
+    login_cancelled,
+    relay,
+)
 from cardapd.operators.prompts import Prompt, PromptCode
 from cardapd.operators.roster import OpenedSession, OperatorRecord
 
@@ -130,7 +136,7 @@ class _Requests:
             raise Cancelled(f"no password within {timeout_s:g} s",
                             reason="PASSWORD_TIMEOUT") from None
         if value is None:
-            raise Cancelled("the login was cancelled", reason="LOGIN_CANCELLED")
+            raise login_cancelled()
         return value
 
 

@@ -263,7 +263,7 @@ class OperatorService:
             await asyncio.wait_for(cancel.wait(), timeout)
         except TimeoutError:
             raise Masked(timed_out(timeout), why) from None
-        raise Masked(Cancelled("the operation was cancelled"), why)
+        raise Masked(login_cancelled(), why)
 
     def _timeout(self, start: LoginStart) -> float:
         """Seconds to wait for the finger or the password."""
@@ -284,6 +284,8 @@ class OperatorService:
         except CardapError as exc:
             if exc.reason in IDENTITY_REFUSALS:
                 raise LoginRefused(exc.reason) from None
+            if isinstance(exc, Cancelled) and cancel.is_set():
+                raise login_cancelled() from None  # as a password login's Cancel ends
             raise
         finally:
             if not task.done():
@@ -313,6 +315,11 @@ class OperatorService:
         await self.record(replace(ctx, operator=operator.actor), "operator_logout", None,
                           {"organisation": operator.organisation,
                            "operator_id": operator.operator_id})
+
+
+def login_cancelled() -> Cancelled:
+    """How a login the client cancelled ends, by finger or by password: one reason."""
+    return Cancelled("the login was cancelled", reason="LOGIN_CANCELLED")
 
 
 async def relay(task: asyncio.Future[None], queue: asyncio.Queue[Prompt]
