@@ -510,10 +510,13 @@ class Readers:
             with_card = [v for v in self.hub.readers if v.state in
                          (ReaderState.CARD_PRESENT, ReaderState.CARD_MUTE)]
             if not with_card:
-                if self._identifying:  # a card is there, not yet known: not "insert one"
-                    names = ", ".join(sorted(self._identifying))
-                    raise Busy(f"the card in {names} is still being identified",
-                               reason="CARD_IDENTIFYING")
+                # a card is there, not yet known: not "insert one" (the table's state, not
+                # the identify task, which outlives a removal until its next command fails)
+                identifying = [v.name for v in self.hub.readers
+                               if v.state is ReaderState.CARD_IDENTIFYING]
+                if identifying:
+                    raise Busy(f"the card in {', '.join(identifying)} is still being "
+                               "identified", reason="CARD_IDENTIFYING")
                 raise NoCard("no card in any reader")
             if len(with_card) > 1:
                 names = ", ".join(v.name for v in with_card)
@@ -529,7 +532,7 @@ class Readers:
         if view.state is ReaderState.CARD_MUTE:
             return owner, view  # stopped answering mid-insertion: trying is how we learn
         if view.state is not ReaderState.CARD_PRESENT or view.card is None:
-            if view.name in self._identifying:
+            if view.state is ReaderState.CARD_IDENTIFYING:
                 raise Busy(f"the card in {view.name!r} is still being identified",
                            reason="CARD_IDENTIFYING")
             raise NoCard(f"no card in {view.name!r}", metadata={"reader": view.name})
