@@ -230,7 +230,8 @@ def test_refused_plain_command_and_fault_settings(card: VirtualCard) -> None:
     assert send(card, get_data(0xFF21)).sw == 0x9000
     for bad in ({"refuse_sw": 0x9000}, {"refuse_sw": 0x6310}, {"refuse_sw": 0x6C10},
                 {"refuse_sw": True}, {"refuse_ins": 256}, {"refuse_p1": -1},
-                {"refuse_nth": 0}, {"refuse_nth": "2"}):
+                {"refuse_nth": 0}, {"refuse_nth": "2"}, {"refuse_ins": 0x82},
+                {"refuse_ins": 0xC0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             card.faults.update(**bad)
     card.faults.update(refuse_ins=0xE4, refuse_nth=2)

@@ -46,10 +46,12 @@ log = logging.getLogger("cardap_sim.vcard.apdu")
 
 APDU_LOG_MAX = 100_000  # headers kept (the oldest go first); ~4 MB at most
 CONTACTLESS_ATR = bytes.fromhex("3B888001000005E0B381A1007F")
-CLA_SM_BITS = 0x0C  # CLA b4 b3: secure messaging (SCP03's 84, Type D's 0C/08)
 """The ATR a PC/SC contactless reader synthesises for a My Number Card (ISO 14443-4 Type B,
 PC/SC part 3: `3B 88 80 01` + ATQB application data and protocol info + TCK), as listed for
 the "Japanese JPKI card" in pcsc-tools' smartcard_list.txt: the same bytes for every card."""
+CLA_SM_BITS = 0x0C
+"""CLA b4 b3 of the first interindustry and GP classes (00-3F, 80-BF): secure messaging
+(SCP03's 84, Type D's 0C/08). Classes 40-7F carry it in b6; no command here uses them."""
 
 
 def presents_pin(raw: bytes) -> bool:

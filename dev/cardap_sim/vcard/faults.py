@@ -10,6 +10,9 @@ _rng = random.Random()
 
 # INITIALIZE UPDATE, EXTERNAL/MUTUAL AUTHENTICATE, GET CHALLENGE: left alone by default.
 HANDSHAKE_INS = frozenset({0x50, 0x82, 0x84})
+# EXTERNAL AUTHENTICATE (under SCP03 before any session exists to refuse behind) and GET
+# RESPONSE (its data belongs to the command before): the refuse fault never reaches them.
+NEVER_REFUSED = frozenset({0x82, 0xC0})
 
 
 @dataclass
@@ -90,6 +93,9 @@ class Faults:
             elif name in ("tamper_ins", "refuse_ins", "refuse_p1"):
                 if value is not None and not _byte(value):
                     raise ValueError(f"{name} must be a byte 0-255 or null")
+                if name == "refuse_ins" and value in NEVER_REFUSED:
+                    raise ValueError(f"refuse_ins {value:02X}: EXTERNAL AUTHENTICATE and GET "
+                                     "RESPONSE are never refused (a fault that cannot fire)")
             elif name == "refuse_sw":
                 if not _int(value) or not 0x6400 <= value <= 0x6FFF or value >> 8 == 0x6C:
                     raise ValueError("refuse_sw must be an error status word 64xx-6Fxx "
