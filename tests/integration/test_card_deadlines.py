@@ -325,7 +325,7 @@ def test_a_read_behind_a_long_load_is_busy_at_its_deadline(lstack: LoadStack) ->
                                grpc.StatusCode.UNAVAILABLE, "READER_BUSY")
         assert err.metadata["reader"] == R0
         assert err.locale == "ja"
-        assert err.localized.startswith("読取装置は別の処理に使用中です。"), err.localized
+        assert err.localized.startswith("カードリーダーは別の処理に使用中です。"), err.localized
         assert worker.is_alive(), "the load ended before the read gave up: slow the card more"
     finally:
         worker.join(120)

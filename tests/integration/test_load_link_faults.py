@@ -346,7 +346,7 @@ def test_a_service_that_keeps_no_checkpoints_says_so(
     with CardapClient(stack.socket("ops"), language="ja") as ops:
         err = expect_error(lambda: ops.verify_audit(from_service=True),
                            grpc.StatusCode.UNAVAILABLE, "CHECKPOINTS_NOT_KEPT")
-        assert "搭載サービスは監査のチェックポイントを保管していません" in err.localized, \
+        assert "搭載サービスは操作記録のチェックポイントを保管していません" in err.localized, \
             err.localized
         refused_audited(stack, "VerifyAudit", "CHECKPOINTS_NOT_KEPT")
         again = ops.verify_audit(from_service=True)  # the service keeps them again

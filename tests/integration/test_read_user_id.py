@@ -64,7 +64,7 @@ def test_two_cards_need_a_reader_name(stack: Stack) -> None:
         ja = expect_error(gate_ja.read_user_id, grpc.StatusCode.FAILED_PRECONDITION,
                           "READER_AMBIGUOUS")
         assert ja.locale == "ja"
-        assert ja.localized.startswith("複数の読取装置にカードがあります"), ja.localized
+        assert ja.localized.startswith("複数のカードリーダーにカードがあります"), ja.localized
         assert all(name in ja.localized for name in both), ja.localized
         assert gate_ja.read_user_id(reader_name(stack, 1)).user_id == demo_user_id()
 
