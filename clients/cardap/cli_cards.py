@@ -23,10 +23,9 @@ from cardap.clibase import (
     enum_name,
     lang,
     ljust,
-    width,
 )
 from cardap.client import CardapClient, CardapClientError, default_socket
-from cardap.i18n import N_, tr
+from cardap.i18n import N_, tr, width
 from cardap.v1 import cards_pb2, terminal_pb2
 
 VERDICT_EXIT = {

@@ -16,8 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from cardap import exitcodes
-from cardap.clihelp import width as width  # the columns of a text (re-exported)
-from cardap.i18n import DEFAULT, from_environment, tr
+from cardap.i18n import DEFAULT, from_environment, tr, width
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = exitcodes.OK, exitcodes.FAIL, exitcodes.USAGE
 EXIT_PRECONDITION, EXIT_DENIED = exitcodes.PRECONDITION, exitcodes.DENIED

@@ -13,10 +13,9 @@ required", "invalid choice") and "show program's version number and exit" where 
 from __future__ import annotations
 
 import argparse
-import unicodedata
 from collections.abc import Iterator
 
-from cardap.i18n import DEFAULT, N_, tr
+from cardap.i18n import DEFAULT, N_, tr, wide, width
 
 TITLES = (N_("positional arguments"), N_("options"))
 """argparse's own group titles (Python 3.10 and later)."""
@@ -30,17 +29,12 @@ NO_LINE_END = frozenset("（「『【〔“‘")
 """Opening brackets, which must not end a line: they go to the next one."""
 
 
-def width(text: str) -> int:
-    """Terminal columns of `text` (a wide or full-width character takes two)."""
-    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
-
-
 def _tokens(text: str) -> Iterator[str]:
     """Units a line may break between: a run of narrow non-space characters (a word, an
     option name), one space, or one wide character."""
     word = ""
     for ch in text:
-        if ch == " " or unicodedata.east_asian_width(ch) in ("W", "F"):
+        if ch == " " or wide(ch):
             if word:
                 yield word
                 word = ""

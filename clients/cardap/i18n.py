@@ -21,6 +21,7 @@ import gettext
 import logging
 import os
 import string
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -122,3 +123,15 @@ def from_environment(env: Mapping[str, str] | None = None) -> str:
         if name != "LANGUAGE":
             return DEFAULT
     return DEFAULT
+
+
+def wide(ch: str) -> bool:
+    """Whether `ch` takes two terminal columns (a wide or full-width character: kanji,
+    kana, full-width punctuation)."""
+    return unicodedata.east_asian_width(ch) in ("W", "F")
+
+
+def width(text: str) -> int:
+    """Terminal columns of `text`, for aligning and wrapping Japanese (str.ljust and
+    textwrap count characters)."""
+    return sum(2 if wide(ch) else 1 for ch in text)

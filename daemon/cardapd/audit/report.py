@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from cardap.i18n import LANGUAGES, N_, tr
+from cardap.i18n import width as text_width  # the name `width` is a column here
 from cardapd.audit.export import AuditFilter, query
 from cardapd.audit.log import AuditRecord
 from cardapd.audit.verify import Reset, VerifyResult, verify
@@ -142,17 +142,12 @@ SHA_LINE = N_("SHA-256 of the text above: {sha256}")
 """The document's last line (check_document finds it in every language)."""
 
 
-def _width(text: str) -> int:
-    """Terminal columns of `text` (a Japanese character takes two)."""
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
 def _left(text: str, width: int) -> str:
-    return text + " " * max(0, width - _width(text))
+    return text + " " * max(0, width - text_width(text))
 
 
 def _right(text: str, width: int) -> str:
-    return " " * max(0, width - _width(text)) + text
+    return " " * max(0, width - text_width(text)) + text
 
 
 def _text(lang: str, year: int, start: datetime, end: datetime,
@@ -167,15 +162,17 @@ def _text(lang: str, year: int, start: datetime, end: datetime,
         "generated": N_("generated at:"), "charge": N_("charge:"), "result": N_("result:"),
         "rows": N_("rows checked:"), "head": N_("head:"),
         "reset": N_("anchor reset:")}.items()}
-    lw = max([13] + [_width(v) for v in labels.values()]) + 2
+    lw = max([13] + [text_width(v) for v in labels.values()]) + 2
 
     def row(key: str, value: str) -> str:
         return _left(labels[key], lw) + value
 
     heads = (t(N_("organisation")), t(N_("loads")), t(N_("charge (yen)")),
              t(N_("reconciled")), t(N_("total")))
-    width = max([_width(o.organisation) for o in orgs] + [_width(heads[0]), _width(heads[4])])
-    cols = (max(10, _width(heads[1])), max(14, _width(heads[2])), max(10, _width(heads[3])))
+    width = max([text_width(o.organisation) for o in orgs]
+                + [text_width(heads[0]), text_width(heads[4])])
+    cols = (max(10, text_width(heads[1])), max(14, text_width(heads[2])),
+            max(10, text_width(heads[3])))
     lines = [
         t(N_("cardapd yearly report — card AP loads {year}"), year=year),
         "",
