@@ -347,6 +347,12 @@ def stream_login(stack: Stack, requests: Iterator[terminal_pb2.AuthenticateReque
     raise AssertionError(f"the login ended without an error; prompts {codes}")
 
 
+def finger_start(operator_id: str, timeout_s: int = 60) -> terminal_pb2.AuthenticateRequest:
+    """Start{} of a fingerprint login (the default method)."""
+    return terminal_pb2.AuthenticateRequest(start=terminal_pb2.AuthenticateStart(
+        organisation=ORG, operator_id=operator_id, timeout_s=timeout_s, replace_session=True))
+
+
 def cancelled_login(stack: Stack, start: terminal_pb2.AuthenticateRequest, *,
                     send_cancel: bool = True) -> tuple[CardapClientError, list[str]]:
     """Send `start`, then at the first prompt Cancel{true} (or, without `send_cancel`,
@@ -424,8 +430,7 @@ def test_a_client_gone_mid_login_is_audited(bstack: Stack) -> None:
     there to answer, so the audit row says what happened."""
     before = len(audit_rows(bstack, "operator_login"))
     done = threading.Event()
-    start = terminal_pb2.AuthenticateRequest(start=terminal_pb2.AuthenticateStart(
-        organisation=ORG, operator_id="op-gone", timeout_s=30, replace_session=True))
+    start = finger_start("op-gone", timeout_s=30)
 
     def requests() -> Iterator[terminal_pb2.AuthenticateRequest]:
         yield start
@@ -449,10 +454,8 @@ def test_cancel_abandons_a_fingerprint_login_at_once(bstack: Stack) -> None:
     """Cancel{true} while a finger is awaited ends the login now, not at its timeout, with
     the reason a password login's Cancel has; an unknown operator looks the same to the
     client (the audit keeps why)."""
-    start = terminal_pb2.AuthenticateRequest(start=terminal_pb2.AuthenticateStart(
-        organisation=ORG, operator_id="op-cancel", timeout_s=60, replace_session=True))
     began = time.monotonic()
-    err, codes = cancelled_login(bstack, start)
+    err, codes = cancelled_login(bstack, finger_start("op-cancel"))
     assert (err.code, err.reason) == (grpc.StatusCode.CANCELLED, "LOGIN_CANCELLED"), err
     assert time.monotonic() - began < 20, "the login waited on after Cancel"
     assert codes == ["PLACE_FINGER"]
@@ -463,10 +466,8 @@ def test_cancel_of_an_enrolled_operators_login_releases_the_sensor(
         bstack: Stack, admin: str, prints: dict[str, list[GreyImage]]) -> None:
     """Cancel{true} while fprintd verifies a real operator: LOGIN_CANCELLED at once, and
     the device is released (the next login claims it and matches)."""
-    start = terminal_pb2.AuthenticateRequest(start=terminal_pb2.AuthenticateStart(
-        organisation=ORG, operator_id="op-1", timeout_s=60, replace_session=True))
     began = time.monotonic()
-    err, codes = cancelled_login(bstack, start)
+    err, codes = cancelled_login(bstack, finger_start("op-1"))
     assert (err.code, err.reason) == (grpc.StatusCode.CANCELLED, "LOGIN_CANCELLED"), err
     assert time.monotonic() - began < 20, "the login waited on after Cancel"
     assert codes[0] == "PLACE_FINGER"
