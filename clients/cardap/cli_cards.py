@@ -22,10 +22,9 @@ from cardap.clibase import (
     emit,
     enum_name,
     lang,
-    ljust,
 )
 from cardap.client import CardapClient, CardapClientError, default_socket
-from cardap.i18n import N_, tr, width
+from cardap.i18n import N_, ljust, tr, width
 from cardap.v1 import cards_pb2, terminal_pb2
 
 VERDICT_EXIT = {

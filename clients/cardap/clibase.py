@@ -16,7 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from cardap import exitcodes
-from cardap.i18n import DEFAULT, from_environment, tr, width
+from cardap.i18n import DEFAULT, from_environment, tr
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = exitcodes.OK, exitcodes.FAIL, exitcodes.USAGE
 EXIT_PRECONDITION, EXIT_DENIED = exitcodes.PRECONDITION, exitcodes.DENIED
@@ -87,12 +87,6 @@ def local_time(ts: Any) -> str:
         return "-"
     when = datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9).astimezone()
     return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d}"
-
-
-def ljust(text: str, columns: int) -> str:
-    """`text` padded with spaces to `columns` terminal columns (str.ljust counts
-    characters, which misaligns Japanese headings)."""
-    return text + " " * max(columns - width(text), 0)
 
 
 def enum_name(enum: Any, value: int, prefix: str) -> str:

@@ -135,3 +135,13 @@ def width(text: str) -> int:
     """Terminal columns of `text`, for aligning and wrapping Japanese (str.ljust and
     textwrap count characters)."""
     return sum(2 if wide(ch) else 1 for ch in text)
+
+
+def ljust(text: str, columns: int) -> str:
+    """`text` padded with spaces on the right to `columns` terminal columns."""
+    return text + " " * max(columns - width(text), 0)
+
+
+def rjust(text: str, columns: int) -> str:
+    """`text` padded with spaces on the left to `columns` terminal columns."""
+    return " " * max(columns - width(text), 0) + text

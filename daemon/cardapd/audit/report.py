@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-from cardap.i18n import LANGUAGES, N_, tr
+from cardap.i18n import LANGUAGES, N_, ljust, rjust, tr
 from cardap.i18n import width as text_width  # the name `width` is a column here
 from cardapd.audit.export import AuditFilter, query
 from cardapd.audit.log import AuditRecord
@@ -142,14 +142,6 @@ SHA_LINE = N_("SHA-256 of the text above: {sha256}")
 """The document's last line (check_document finds it in every language)."""
 
 
-def _left(text: str, width: int) -> str:
-    return text + " " * max(0, width - text_width(text))
-
-
-def _right(text: str, width: int) -> str:
-    return " " * max(0, width - text_width(text)) + text
-
-
 def _text(lang: str, year: int, start: datetime, end: datetime,
           orgs: tuple[OrganisationLoads, ...], audit: AuditVerification,
           generated_at: datetime, terminal: str) -> str:
@@ -165,7 +157,7 @@ def _text(lang: str, year: int, start: datetime, end: datetime,
     lw = max([13] + [text_width(v) for v in labels.values()]) + 2
 
     def row(key: str, value: str) -> str:
-        return _left(labels[key], lw) + value
+        return ljust(labels[key], lw) + value
 
     heads = (t(N_("organisation")), t(N_("loads")), t(N_("charge (yen)")),
              t(N_("reconciled")), t(N_("total")))
@@ -182,15 +174,15 @@ def _text(lang: str, year: int, start: datetime, end: datetime,
         row("generated", generated_at.isoformat()),
         row("charge", t(N_("{yen} yen per load"), yen=CHARGE_YEN_PER_LOAD)),
         "",
-        f"{_left(heads[0], width)}  {_right(heads[1], cols[0])}  "
-        f"{_right(heads[2], cols[1])}  {_right(heads[3], cols[2])}",
+        f"{ljust(heads[0], width)}  {rjust(heads[1], cols[0])}  "
+        f"{rjust(heads[2], cols[1])}  {rjust(heads[3], cols[2])}",
     ]
     for o in orgs:
-        lines.append(f"{_left(o.organisation, width)}  {o.loads:>{cols[0]}}  "
+        lines.append(f"{ljust(o.organisation, width)}  {o.loads:>{cols[0]}}  "
                      f"{o.charge_yen:>{cols[1]}}  {o.reconciled:>{cols[2]}}")
     total_loads = sum(o.loads for o in orgs)
     total_yen = sum(o.charge_yen for o in orgs)
-    lines += [f"{_left(heads[4], width)}  {total_loads:>{cols[0]}}  {total_yen:>{cols[1]}}",
+    lines += [f"{ljust(heads[4], width)}  {total_loads:>{cols[0]}}  {total_yen:>{cols[1]}}",
               ""]
     if not orgs:
         lines.insert(-2, t(N_("(no loads in this period)")))
