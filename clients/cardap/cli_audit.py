@@ -28,21 +28,12 @@ from cardap.auditfiles import (
     read_checkpoint_file,
     verify_segments,
 )
-from cardap.clibase import EXIT_AUDIT_BROKEN, EXIT_OK, EXIT_USAGE, Msg, as_dict, lang
+from cardap.clibase import EXIT_AUDIT_BROKEN, EXIT_OK, CliError, Msg, as_dict, lang
 from cardap.client import CardapClient
 from cardap.i18n import N_, tr
 from cardap.v1 import audit_pb2, terminal_pb2
 
 FROM_SERVICE = "from-service"
-
-
-class AuditCliError(Exception):
-    """Bad evidence given on the command line (exit 2); `msg`: its text in any language."""
-
-    def __init__(self, message: str | Msg, code: int = EXIT_USAGE) -> None:
-        super().__init__(str(message))
-        self.code = code
-        self.msg = message if isinstance(message, Msg) else None
 
 
 def fmt_verify(v: terminal_pb2.VerifyAuditResponse) -> str:
@@ -92,7 +83,7 @@ def _collected(args: argparse.Namespace) -> list[dict[str, Any]]:
         for directory in args.journal_dir or ():
             found += journal_checkpoints(Path(directory))
     except EvidenceError as exc:
-        raise AuditCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     return found
 
 
@@ -114,12 +105,12 @@ def verify(client: CardapClient, args: argparse.Namespace) -> int:
 
 def _offline(args: argparse.Namespace, checkpoints: list[dict[str, Any]]) -> int:
     if FROM_SERVICE in (args.checkpoints or ()):
-        raise AuditCliError(Msg("--segments verifies files offline: give --checkpoints FILE "
+        raise CliError(Msg("--segments verifies files offline: give --checkpoints FILE "
                                 "or --journal-dir DIR, not from-service"))
     try:
         report = verify_segments(Path(args.segments), [c["seq"] for c in checkpoints])
     except EvidenceError as exc:
-        raise AuditCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     problems = list(report.problems)
     agree = outside = 0
     if report.files:

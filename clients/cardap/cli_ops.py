@@ -315,13 +315,10 @@ def cmd_enroll(client: CardapClient, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(client: CardapClient, args: argparse.Namespace) -> int:
-    try:
-        if args.audit_command == "verify":
-            return cli_audit.verify(client, args)
-        if args.audit_command == "acknowledge":
-            return cli_audit.acknowledge(client, args)
-    except cli_audit.AuditCliError as exc:
-        raise CliError(exc.msg or str(exc), exc.code) from None
+    if args.audit_command == "verify":
+        return cli_audit.verify(client, args)
+    if args.audit_command == "acknowledge":
+        return cli_audit.acknowledge(client, args)
     operations = [o for part in args.operation or () for o in part.split(",") if o]
     records = client.export_audit(args.since, args.until, operations,
                                   timeout=args.call_timeout)
