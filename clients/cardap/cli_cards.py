@@ -52,6 +52,10 @@ FINGERPRINT_DEVICE_TEXT = {"unknown": N_("unknown"), "ok": N_("ok"),
                            "no_device": N_("no device"), "unavailable": N_("unavailable"),
                            "not_configured": N_("not configured")}
 """The daemon's fingerprint device states (telemetry.metrics.BIOMETRIC_STATES) in words."""
+READER_STATE_TEXT = {cards_pb2.READER_STATE_EMPTY: N_("empty"),
+                     cards_pb2.READER_STATE_CARD_MUTE: N_("a card that does not answer"),
+                     cards_pb2.READER_STATE_UNAVAILABLE: N_("unavailable"),
+                     cards_pb2.READER_STATE_CARD_IDENTIFYING: N_("a card, being identified")}
 PHASE_TEXT = {terminal_pb2.LOAD_PHASE_CONNECTING: N_("connecting"),
               terminal_pb2.LOAD_PHASE_SECURE_CHANNEL: N_("secure channel"),
               terminal_pb2.LOAD_PHASE_LOADING: N_("loading"),
@@ -134,13 +138,8 @@ def fmt_reader_state(r: cards_pb2.Reader, inline: bool = False) -> str:
     """What a reader holds, in words."""
     if r.state == cards_pb2.READER_STATE_CARD_PRESENT and r.HasField("card"):
         return fmt_card(r.card, inline)
-    state = {cards_pb2.READER_STATE_EMPTY: N_("empty"),
-             cards_pb2.READER_STATE_CARD_MUTE: N_("a card that does not answer"),
-             cards_pb2.READER_STATE_UNAVAILABLE: N_("unavailable"),
-             cards_pb2.READER_STATE_CARD_IDENTIFYING: N_("a card, being identified")}.get(
-                 r.state)
-    return tr(lang(), state) if state else enum_name(cards_pb2.ReaderState, r.state,
-                                                     "READER_STATE_")
+    return in_words(lang(), READER_STATE_TEXT, r.state,
+                    enum_name(cards_pb2.ReaderState, r.state, "READER_STATE_"))
 
 
 def fmt_reader(r: cards_pb2.Reader) -> str:
