@@ -507,17 +507,16 @@ class Readers:
         else:
             if not self._owners:
                 raise NoReader("no card reader is connected")
-            with_card = [v for v in self.hub.readers if v.state in
+            views = self.hub.readers
+            with_card = [v for v in views if v.state in
                          (ReaderState.CARD_PRESENT, ReaderState.CARD_MUTE)]
             if not with_card:
-                # a card is there, not yet known: not "insert one" (the table's state, not
-                # the identify task, which outlives a removal until its next command fails)
-                identifying = [v.name for v in self.hub.readers
-                               if v.state is ReaderState.CARD_IDENTIFYING]
-                if identifying:
-                    raise Busy(f"the card in {', '.join(identifying)} is still being "
-                               "identified", reason="CARD_IDENTIFYING")
-                raise NoCard("no card in any reader")
+                # a card there but not yet known is not "insert one": it goes on to the
+                # CARD_IDENTIFYING answer below (by the table's state: the identify task
+                # outlives a removal until its next command fails)
+                with_card = [v for v in views if v.state is ReaderState.CARD_IDENTIFYING][:1]
+                if not with_card:
+                    raise NoCard("no card in any reader")
             if len(with_card) > 1:
                 names = ", ".join(v.name for v in with_card)
                 raise FailedPrecondition(f"several readers hold a card ({names}): name the "
