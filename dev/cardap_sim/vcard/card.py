@@ -60,7 +60,7 @@ def presents_pin(raw: bytes) -> bool:
     both SM bits) only a DO87 (encrypted data) carries one."""
     if len(raw) <= 5 or raw[1] != apdu.INS_VERIFY:
         return False
-    if raw[0] & 0x0C != 0x0C:
+    if raw[0] & CLA_SM_BITS != CLA_SM_BITS:
         return True
     first = 7 if raw[4] == 0 else 5  # extended Lc: 00 hi lo
     return len(raw) > first and raw[first] == 0x87

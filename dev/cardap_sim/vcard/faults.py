@@ -104,7 +104,7 @@ class Faults:
                 if not _int(value) or value < 1:
                     raise ValueError("refuse_nth must be a positive integer")
             elif name in ("garbage", "truncate", "slow_ms", "tamper", "reader_timeout_ms"):
-                if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+                if not _int(value) or value < -1:
                     raise ValueError(f"{name} must be an integer")
                 if value == -1 and name in ("slow_ms", "reader_timeout_ms"):
                     raise ValueError(f"{name} must be non-negative")
