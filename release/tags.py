@@ -8,7 +8,7 @@ with, so `make setup` runs `python3.11 -m release.tags` first (D57). Usage:
 
     python -m release.tags            # restore the missing tags; warn on a shallow clone
     python -m release.tags --check    # also fail when a recorded commit is missing
-    python -m release.tags --commit v1.0.0   # print the commit a tag names
+    python -m release.tags --commit v1.0.0   # print the commit a tag names (in this clone)
 """
 
 from __future__ import annotations
@@ -119,11 +119,17 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true",
                         help="fail when a recorded commit is not in this clone")
-    parser.add_argument("--commit", metavar="TAG", help="print the commit TAG names")
+    parser.add_argument("--commit", metavar="TAG",
+                        help="print the commit TAG names (exit 1 if this clone lacks it)")
     args = parser.parse_args(argv)
     try:
         if args.commit:
-            print(commit_of(args.commit))
+            commit = commit_of(args.commit)
+            if _git(ROOT, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+                print(f"release.tags: {args.commit}'s commit {commit} is not in this clone "
+                      f"(a shallow clone?): run git fetch --unshallow", file=sys.stderr)
+                return 1
+            print(commit)
             return 0
         outcomes = restore()
     except TagError as exc:
