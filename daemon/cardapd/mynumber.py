@@ -5,7 +5,10 @@ identifier or free text that looks like one (12 digits whose last is a valid My 
 check digit) is stored. A user ID read from an AP's user-ID field is not free text: it is
 13 bytes the card holds, whatever they look like, and refusing it would refuse the card
 (D49). Code that puts one into an audit row marks it `UserIdText`; the guard skips exactly
-those values and still checks everything else (reasons, names, free text).
+those values and still checks everything else (reasons, names, free text). An AID is not
+free text either: the hex of bytes chosen by whoever registered the application (a Japanese
+one starts `D392` and may well go on in digits); refusing one would refuse that AP on every
+card. Code marks it `HexText` (`aid_text`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import re
 
 _MY_NUMBER_RE = re.compile(r"(?<!\d)\d{12}(?!\d)")
+_HEX_RE = re.compile(r"(?:[0-9A-F]{2})+")
 
 
 def looks_like_my_number(text: str) -> bool:
@@ -32,3 +36,17 @@ class UserIdText(str):
     one and checked as such): exempt from `looks_like_my_number` in stored rows."""
 
     __slots__ = ()
+
+
+class HexText(str):
+    """The upper-case hex of bytes that name an application (an AID): exempt from
+    `looks_like_my_number` in stored rows, like `UserIdText`."""
+
+    __slots__ = ()
+
+
+def aid_text(aid: bytes | str) -> str:
+    """An AID for an audit row: its upper-case hex, marked `HexText`. Text that is not
+    upper-case hex of whole bytes stays a plain string (and is checked like any other)."""
+    text = aid.hex().upper() if isinstance(aid, bytes) else aid
+    return HexText(text) if _HEX_RE.fullmatch(text) else text

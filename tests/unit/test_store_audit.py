@@ -16,6 +16,7 @@ from cardapd.audit.head import SLOT, HeadWriter, read_head
 from cardapd.audit.log import ANCHOR_RESET_OPERATION, looks_like_my_number
 from cardapd.audit.schema import AUDIT_SCHEMA, RESET_ACKNOWLEDGED
 from cardapd.errors import StoreError
+from cardapd.mynumber import aid_text
 
 
 def entry(i: int = 0, **kw: Any) -> AuditEntry:
@@ -117,6 +118,25 @@ def test_a_my_number_is_never_logged() -> None:
         assert info.value.reason == "AUDIT_MY_NUMBER_REFUSED"
         assert number not in str(info.value)
 
+
+
+def test_an_aid_is_bytes_not_a_my_number() -> None:
+    """A Japanese AID starts D392 and may go on in digits: marked by `aid_text`, it is
+    logged even where its hex holds 12 digits that pass the check; the same text anywhere
+    else is refused, and text that is not hex of whole bytes is never exempt."""
+    number = _my_number("39210003100")
+    aid = bytes.fromhex("D" + number + "A")
+    assert looks_like_my_number(aid.hex().upper())
+    row = entry(detail={"aid": aid_text(aid), "aps": [aid_text(aid)]})
+    assert aid.hex().upper() in row.detail_json
+    assert aid_text(aid.hex().upper()) == aid.hex().upper()
+    for refused in ({"detail": {"aid": aid.hex().upper()}},
+                    {"detail": {"aid": aid_text(f"D{number}")}},  # odd length: not bytes
+                    {"detail": {"aid": aid_text(f"d{number}a")}},  # lower case: not ours
+                    {"detail": {"note": aid_text(aid) + " " + number}}):
+        with pytest.raises(StoreError) as info:
+            entry(**refused)
+        assert info.value.reason == "AUDIT_MY_NUMBER_REFUSED"
 
 def test_append_failure_raises_store_error_and_leaves_chain_intact(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"

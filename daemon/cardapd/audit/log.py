@@ -46,7 +46,7 @@ from typing import Any
 from cardapd.audit.head import HeadWriter, head_path_for, read_head
 from cardapd.audit.schema import ANCHOR_RESET, AUDIT_SCHEMA, SEGMENT_SEALED
 from cardapd.errors import StoreError
-from cardapd.mynumber import UserIdText, looks_like_my_number
+from cardapd.mynumber import HexText, UserIdText, looks_like_my_number
 from cardapd.storage import Durability, open_database
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,9 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 def _strings(value: object) -> list[str]:
-    """Every string (keys included) inside a JSON-like value, except user IDs (D49)."""
-    if isinstance(value, UserIdText):
+    """Every string (keys included) inside a JSON-like value, except user IDs (D49) and
+    AIDs (`HexText`)."""
+    if isinstance(value, UserIdText | HexText):
         return []
     if isinstance(value, str):
         return [value]

@@ -78,6 +78,7 @@ from cardapd.loading.reconcile import Reconciler
 from cardapd.loading.relay import run_batch
 from cardapd.loading.story import CardStory
 from cardapd.myna.cardid import is_unconfirmed
+from cardapd.mynumber import aid_text
 from cardapd.readers.model import CardKind, EventKind, ReaderView
 from cardapd.telemetry.recorder import Recorder
 
@@ -330,7 +331,7 @@ class Loader:
         await self.recorder.finish(
             ctx, "load", time.perf_counter(), None, reader=target.owner.name,
             card_id=target.card_id, durable=True,
-            detail={"ap_id": entry.ap_id, "aid": entry.instance_aid, "preset": preset,
+            detail={"ap_id": entry.ap_id, "aid": aid_text(entry.instance_aid), "preset": preset,
                     "organisation": operator.organisation, "skipped": ALREADY_PRESENT,
                     "billed": False})
         return LoadOutcome(entry.ap_id, entry.instance_aid, "", 0, True, ALREADY_PRESENT,
@@ -343,7 +344,7 @@ class Loader:
         """One AP: journal, audit, session, journal, audit."""
         start = time.perf_counter()
         ap_id = entry.ap_id
-        detail: dict[str, object] = {"ap_id": ap_id, "aid": entry.instance_aid,
+        detail: dict[str, object] = {"ap_id": ap_id, "aid": aid_text(entry.instance_aid),
                                      "organisation": operator.organisation}
         if preset:
             detail["preset"] = preset
@@ -392,7 +393,7 @@ class Loader:
         cancel = ctx.cancel
         why = {"delete_reason": reason, **({"reason_detail": reason_detail}
                                            if reason_detail else {})}
-        async with self._write(ctx, "delete", {"aid": aid.hex().upper(),
+        async with self._write(ctx, "delete", {"aid": aid_text(aid),
                                                "organisation": operator.organisation, **why},
                                cancel):
             return await self._delete(ctx, operator, reader=reader, aid=aid, why=why,
@@ -403,8 +404,8 @@ class Loader:
                       cancel: threading.Event) -> DeleteOutcome:
         start = time.perf_counter()
         aid_hex = aid.hex().upper()
-        detail: dict[str, object] = {"aid": aid_hex, "organisation": operator.organisation,
-                                     **why}
+        detail: dict[str, object] = {"aid": aid_text(aid),
+                                     "organisation": operator.organisation, **why}
         target: CardTarget | None = None
         try:
             operator.require(Right.DELETE)
@@ -543,7 +544,7 @@ class Loader:
             await self.audit_end(ctx, "list_card_aps", start, exc, target, {})
             raise
         await self.audit_end(ctx, "list_card_aps", start, None, target,
-                             {"aps": [a.aid.hex().upper() for a in found]})
+                             {"aps": [aid_text(a.aid) for a in found]})
         return found, free
 
     async def _candidates(self, target: CardTarget, organisations: list[str]

@@ -31,6 +31,7 @@ from cardapd.loading.ports import (
     SessionOpen,
     SessionOutcome,
 )
+from cardapd.mynumber import aid_text
 from cardapd.readers.model import EventKind, ReaderView
 from cardapd.telemetry.recorder import Recorder
 
@@ -128,8 +129,9 @@ class Reconciler:
             ctx = system_context(request_id=row.id,
                                  operator=f"{row.organisation}/{row.operator}")
         what = f"{row.state} {row.action} of {row.ap_id}"
-        detail: dict[str, object] = {"journal_id": row.id, "ap_id": row.ap_id, "aid": row.aid,
-                                     "action": row.action, "was": row.state}
+        detail: dict[str, object] = {"journal_id": row.id, "ap_id": row.ap_id,
+                                     "aid": aid_text(row.aid), "action": row.action,
+                                     "was": row.state}
         if confirmed_by:
             detail.update(confirmed_by=confirmed_by, journal_card_id=row.card_id)
         open_ = SessionOpen(organisation=row.organisation, operator_id=row.operator,

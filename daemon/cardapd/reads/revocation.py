@@ -16,7 +16,7 @@ from cardapd.config import RevocationConfig
 from cardapd.domain import IdStatus, OpContext
 from cardapd.errors import CardapError, InvalidArgument, ServiceUnavailable
 from cardapd.myna.userid import is_user_id_text
-from cardapd.mynumber import UserIdText
+from cardapd.mynumber import UserIdText, aid_text
 from cardapd.reads.revocation_store import FeedEntry, Lookup, RevocationStore
 from cardapd.telemetry.recorder import Recorder
 
@@ -255,7 +255,7 @@ class Revocation:
                         suspend: bool, reason: str) -> bool:
         """Suspend or resume a user ID locally at once (durably audited)."""
         start = time.perf_counter()
-        detail: dict[str, object] = {"organisation": organisation, "aid": aid.hex().upper(),
+        detail: dict[str, object] = {"organisation": organisation, "aid": aid_text(aid),
                                      "user_id": UserIdText(user_id),
                                      "status": "suspended" if suspend else "in_operation",
                                      "reason": reason}

@@ -30,6 +30,7 @@ from cardapd.myna.typea import TypeASession
 from cardapd.myna.typec import TypeCSession
 from cardapd.myna.typed import TypeDSession
 from cardapd.myna.userid import DEFAULT_RULE, UserIdRule
+from cardapd.mynumber import aid_text
 from cardapd.readers.model import CardKind, ReaderView, TapResult
 from cardapd.readers.owner import ReaderOwner
 from cardapd.reads.model import UserIdRead
@@ -193,11 +194,11 @@ class UserIdReads:
         except CardapError as exc:
             await self.recorder.finish(ctx, "read_user_id", start, exc, reader=reader_name,
                                        card_id=card_id,
-                                       detail={"aid": (aid or b"").hex().upper()})
+                                       detail={"aid": aid_text(aid or b"")})
             raise
         await self.recorder.finish(
             ctx, "read_user_id", start, None, reader=reader_name, card_id=card_id,
-            detail={"aid": result.aid.hex().upper(), "cached": result.cached,
+            detail={"aid": aid_text(result.aid), "cached": result.cached,
                     "status": result.status.value, "feed_age_s": result.feed_age_s,
                     "stale": result.feed_stale})
         return result
@@ -218,11 +219,11 @@ class UserIdReads:
                            aid: bytes | None, pin: bytes) -> UserIdRead:
         start = time.perf_counter()
         operation = f"read_user_id_{kind.lower()}"
-        detail: dict[str, object] = {"aid": (aid or b"").hex().upper(), "type": kind}
+        detail: dict[str, object] = {"aid": aid_text(aid or b""), "type": kind}
         card_id, reader_name = "", reader
         try:
             ap = self.resolve(kind, aid)
-            detail["aid"] = ap.aid.hex().upper()
+            detail["aid"] = aid_text(ap.aid)
             the_pin = self.pin_for(ap, pin)
             await self.revocation.precheck(ap.organisation)
             owner, view = await self._card(reader)
