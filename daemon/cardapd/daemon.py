@@ -364,16 +364,9 @@ class Daemon:
                 self.metrics_port = self.metrics.serve(host, port, self.health)
                 log.info("metrics on http://%s:%d/metrics, health on /healthz", host,
                          self.metrics_port)
-            await readers.start()
-            specs = socket_specs(cfg)
-            if (problem := fd_budget_problem(specs)) is not None:
-                log.warning("%s", problem)
-            for spec in specs:
-                server = RoleServer(services, spec, connection_limits(cfg))
-                await server.start()
-                servers.append(server)
-            sockets_watch = SocketWatch(specs, self.metrics)
-            sockets_watch.start()
+            # The start rows and the configured organisations before any card or socket is
+            # served: the first client already sees the roster the configuration names, and
+            # the first reconciliation follows the row that says why it is needed.
             await sink.record(None, "daemon_started", result="ok", durable=True,
                               detail={"version": __version__})
             await add_organisations(cfg, roster, sink)
@@ -385,6 +378,16 @@ class Daemon:
                                   detail={"rows": interrupted})
                 log.warning("%d load/delete operation(s) were interrupted by the last stop; "
                             "they are reconciled when their card is seen", interrupted)
+            await readers.start()
+            specs = socket_specs(cfg)
+            if (problem := fd_budget_problem(specs)) is not None:
+                log.warning("%s", problem)
+            for spec in specs:
+                server = RoleServer(services, spec, connection_limits(cfg))
+                await server.start()
+                servers.append(server)
+            sockets_watch = SocketWatch(specs, self.metrics)
+            sockets_watch.start()
             # After the start row: the first checkpoint names it (and any anchor reset).
             self.metrics.watch(audit.chain_check(cfg.audit.verify_interval_s),
                                store_retention(cfg, journal, store))

@@ -70,6 +70,12 @@ def test_one_row_per_operation(stack: Stack) -> None:
     assert [r.seq for r in all_rows] == list(range(1, len(all_rows) + 1))
     assert all_rows[0].operation == "daemon_started"
     assert all_rows[0].actor == "system"
+    # The configured organisations are on the roster before any card or client is served.
+    first_served = min(r.seq for r in all_rows
+                       if r.request_id or r.operation == "card_inserted")
+    added = [r.seq for r in all_rows if r.operation == "roster_add_organisation"]
+    assert added
+    assert max(added) < first_served, (added, first_served)
 
     (inserted,) = [r for r in all_rows if r.operation == "card_inserted"]
     assert (inserted.reader, inserted.card_id, inserted.result) == (r0, card_id, "ok")
