@@ -8,7 +8,10 @@ check digit) is stored. A user ID read from an AP's user-ID field is not free te
 those values and still checks everything else (reasons, names, free text). An AID is not
 free text either: the hex of bytes chosen by whoever registered the application (a Japanese
 one starts `D392` and may well go on in digits); refusing one would refuse that AP on every
-card. Code marks it `HexText` (`aid_text`).
+card. Code marks it `HexText` (`aid_text`). Nor is the name PC/SC gives a connected reader
+(its driver's name and often the USB serial number): refusing it would refuse every card in
+that reader. The reader service marks it `DeviceName`; a reader name a client typed stays
+plain text and is checked.
 """
 
 from __future__ import annotations
@@ -41,6 +44,13 @@ class UserIdText(str):
 class HexText(str):
     """The upper-case hex of bytes that name an application (an AID): exempt from
     `looks_like_my_number` in stored rows, like `UserIdText`."""
+
+    __slots__ = ()
+
+
+class DeviceName(str):
+    """The name PC/SC gives a connected reader: exempt from `looks_like_my_number` in stored
+    rows, like `UserIdText`."""
 
     __slots__ = ()
 

@@ -16,7 +16,7 @@ from cardapd.audit.head import SLOT, HeadWriter, read_head
 from cardapd.audit.log import ANCHOR_RESET_OPERATION, looks_like_my_number
 from cardapd.audit.schema import AUDIT_SCHEMA, RESET_ACKNOWLEDGED
 from cardapd.errors import StoreError
-from cardapd.mynumber import aid_text
+from cardapd.mynumber import DeviceName, aid_text
 
 
 def entry(i: int = 0, **kw: Any) -> AuditEntry:
@@ -134,6 +134,19 @@ def test_an_aid_is_bytes_not_a_my_number() -> None:
                     {"detail": {"aid": aid_text(f"D{number}")}},  # odd length: not bytes
                     {"detail": {"aid": aid_text(f"d{number}a")}},  # lower case: not ours
                     {"detail": {"note": aid_text(aid) + " " + number}}):
+        with pytest.raises(StoreError) as info:
+            entry(**refused)
+        assert info.value.reason == "AUDIT_MY_NUMBER_REFUSED"
+
+
+def test_a_reader_name_from_pcsc_is_not_free_text() -> None:
+    """PC/SC names a reader by its driver and often its USB serial: a serial of 12 digits
+    that pass the My Number check must not refuse every card in that reader. The reader
+    service marks the names PC/SC gives (`DeviceName`); a name a client typed is checked."""
+    name = f"ACME Reader ({_my_number('20190411307')}) 00 00"
+    row = entry(reader=DeviceName(name), detail={"readers": [DeviceName(name)]})
+    assert row.reader == name
+    for refused in ({"reader": name}, {"detail": {"readers": [name]}}):
         with pytest.raises(StoreError) as info:
             entry(**refused)
         assert info.value.reason == "AUDIT_MY_NUMBER_REFUSED"

@@ -46,7 +46,7 @@ from typing import Any
 from cardapd.audit.head import HeadWriter, head_path_for, read_head
 from cardapd.audit.schema import ANCHOR_RESET, AUDIT_SCHEMA, SEGMENT_SEALED
 from cardapd.errors import StoreError
-from cardapd.mynumber import HexText, UserIdText, looks_like_my_number
+from cardapd.mynumber import DeviceName, HexText, UserIdText, looks_like_my_number
 from cardapd.storage import Durability, open_database
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,9 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 def _strings(value: object) -> list[str]:
-    """Every string (keys included) inside a JSON-like value, except user IDs (D49) and
-    AIDs (`HexText`)."""
-    if isinstance(value, UserIdText | HexText):
+    """Every string (keys included) inside a JSON-like value, except user IDs (D49), AIDs
+    (`HexText`) and reader names from PC/SC (`DeviceName`)."""
+    if isinstance(value, UserIdText | HexText | DeviceName):
         return []
     if isinstance(value, str):
         return [value]
@@ -129,7 +129,8 @@ class AuditEntry:
             raise StoreError(f"audit entry: detail is {len(detail_json)} bytes, "
                              f"at most {MAX_DETAIL_BYTES}")
         texts = [s for s in (self.operation, self.result, self.actor, self.card_id,
-                             self.reader, self.reason, self.request_id) if s]
+                             self.reader, self.reason, self.request_id)
+                 if s and not isinstance(s, DeviceName)]
         # One pass over everything, separated so digits of two fields never join.
         if looks_like_my_number("\n".join(texts + _strings(self.detail))):
             raise StoreError("audit entry: refusing to log what looks like a My Number",

@@ -304,7 +304,7 @@ class Loader:
                     metadata={"ap_id": entry.ap_id, "aid": entry.instance_aid.upper(),
                               "reader": target.owner.name})
                 await self.audit_end(ctx, "load", start, there, target, {
-                    "ap_id": entry.ap_id, "aid": entry.instance_aid.upper(),
+                    "ap_id": entry.ap_id, "aid": aid_text(entry.instance_aid.upper()),
                     "organisation": operator.organisation})
                 raise there
             for one in ap_ids:

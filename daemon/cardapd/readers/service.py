@@ -32,6 +32,7 @@ from cardapd.errors import (
     ReaderRemoved,
 )
 from cardapd.myna.cardid import CardIdKey
+from cardapd.mynumber import DeviceName
 from cardapd.readers.diagnose import (
     ActionCode,
     Check,
@@ -227,6 +228,7 @@ class Readers:
     def _add_reader(self, name: str, *, publish: bool) -> ReaderOwner:
         owner = self._owners.get(name)
         if owner is None:
+            name = DeviceName(name)  # from PC/SC: its audit rows are not free text (D59)
             # One PC/SC context per reader: pcsc-lite serialises the calls of a context,
             # so a card that hangs in one reader must not hold a context the others use.
             owner = ReaderOwner(name, PcscContext(), self.metrics,
@@ -282,7 +284,7 @@ class Readers:
         if self._published_card.get(name):
             self._published_card[name] = False
             self.hub.publish(EventKind.CARD_REMOVED, view)
-            self._spawn(self.recorder.quietly(None, "card_removed", reader=name))
+            self._spawn(self.recorder.quietly(None, "card_removed", reader=owner.name))
         else:
             self.hub.set_reader(view)
 
@@ -407,14 +409,16 @@ class Readers:
                 for name in names:
                     results.append(await self._diagnose_one(ctx, name, organisation))
         except CardapError as exc:
-            await self.recorder.finish(ctx, "diagnose", start, exc, reader=reader)
+            await self.recorder.finish(ctx, "diagnose", start, exc,
+                                       reader=self.device_name(reader))
             raise
         for result in results:
-            await self.recorder.finish(ctx, "diagnose", start, None, reader=result.reader.name,
-                               card_id=result.card_id,
-                               detail={"verdict": result.verdict.value,
-                                       "failed": [c.name for c in result.checks if not c.ok],
-                                       "operations": len(result.operations)})
+            await self.recorder.finish(
+                ctx, "diagnose", start, None, reader=self.device_name(result.reader.name),
+                card_id=result.card_id,
+                detail={"verdict": result.verdict.value,
+                        "failed": [c.name for c in result.checks if not c.ok],
+                        "operations": len(result.operations)})
         return results
 
     async def _diagnose_one(self, ctx: OpContext, name: str, organisation: str) -> Diagnosis:
@@ -491,6 +495,12 @@ class Readers:
         tasks = [t for n, t in self._identifying.items() if not reader or n == reader]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s)
+
+    def device_name(self, reader: str) -> str:
+        """`reader` as PC/SC named it (`DeviceName`) when it is a connected reader; else as
+        given (a name a client typed, checked like any text)."""
+        owner = self._owners.get(reader)
+        return reader if owner is None else owner.name
 
     def reader_with_card(self, reader: str) -> tuple[ReaderOwner, ReaderView]:
         """The owner and view of the reader holding a card (NoReader, NoCard, CardUnresponsive,

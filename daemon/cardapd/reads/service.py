@@ -67,6 +67,10 @@ class Cards(Protocol):
         """Cache a fresh Type C read."""
         ...
 
+    def device_name(self, reader: str) -> str:
+        """`reader` as PC/SC named it when it is connected (not free text in audit rows)."""
+        ...
+
 
 class UserIdReads:
     """The configured APs, the one PinGuard every AP PIN goes through, and the reads."""
@@ -163,7 +167,7 @@ class UserIdReads:
     async def _read_type_c(self, ctx: OpContext, reader: str, aid: bytes | None,
                            fresh: bool) -> UserIdRead:
         start = time.perf_counter()
-        card_id, reader_name = "", reader
+        card_id, reader_name = "", self.cards.device_name(reader)
         try:
             target = aid or self.cards.default_type_c()
             ap = self.aps.get(target)
@@ -220,7 +224,7 @@ class UserIdReads:
         start = time.perf_counter()
         operation = f"read_user_id_{kind.lower()}"
         detail: dict[str, object] = {"aid": aid_text(aid or b""), "type": kind}
-        card_id, reader_name = "", reader
+        card_id, reader_name = "", self.cards.device_name(reader)
         try:
             ap = self.resolve(kind, aid)
             detail["aid"] = aid_text(ap.aid)
