@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 from testenv import MACHINE_LACKS
+
+# Property tests check what holds, never how fast: hypothesis's 200 ms per-example deadline
+# would fail a test whenever the shared CI machine pauses the process (performance is
+# `make bench`'s business). `derandomize` is left off: each run tries new examples.
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 
 @pytest.hookimpl(hookwrapper=True)

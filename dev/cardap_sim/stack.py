@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,14 +34,24 @@ DEMO_USER_ID = "A1B2C3D4E5F6"  # + check character, computed below
 SERVICE_OPEN_AT = "2026-11-24T10:00:00+09:00"  # a Tuesday inside service hours
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux's default if unknown)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port_pair() -> int:
-    """A port P with P and P+1 free on all interfaces (vpcd binds 0.0.0.0)."""
+    """A port P with P and P+1 free on all interfaces (vpcd binds 0.0.0.0), taken below the
+    kernel's ephemeral range: a port from `bind(0)` is odd, its P+1 even, and Linux gives
+    even ports to outgoing connections, so any connection made before pcscd binds could
+    take P+1 (slot 1 would then never appear)."""
+    low, high = _ephemeral_range()
+    candidates = range(10000, low - 1) if low > 12000 else range(high + 1, 65534)
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("0.0.0.0", 0))
-            port = int(s.getsockname()[1])
-        if port >= 65535:
-            continue
+        port = random.choice(candidates)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("0.0.0.0", port))

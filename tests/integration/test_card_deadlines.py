@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +75,18 @@ def answers_again(stack: LoadStack, events: Iterator[cards_pb2.CardEvent]) -> No
     assert "answers again" in ev.detail, ev.detail
 
 
-def mute_mid_load(stack: LoadStack, slot: int = 0, after: int = 8) -> None:
-    """Mute the card once the load has sent `after` more commands (into its load batch)."""
+def mute_mid_load(stack: LoadStack, slot: int = 0, after: int = 8) -> Callable[[], None]:
+    """Arm the card to go mute once `after` more commands were answered (inside the load's
+    batch, counted by the card, not raced from outside); returns a wait for that moment.
+    Call it before the load starts."""
     start = apdu_count(stack, slot)
-    wait_until(lambda: apdu_count(stack, slot) >= start + after, 30, "the load to start",
-               interval=0.01)
-    stack.control.fault(slot, mute=True)
+    stack.control.fault(slot, after=after, mute=True)
+
+    def muted() -> None:
+        wait_until(lambda: apdu_count(stack, slot) >= start + after, 30, "the load to start")
+        wait_until(lambda: stack.control.status()["slots"][slot]["faults"]["mute"], 30,
+                   "the card to go mute")
+    return muted
 
 
 def test_every_operation_on_a_mute_card_ends_unresponsive(lstack: LoadStack) -> None:
@@ -165,7 +171,6 @@ def test_mute_mid_load_is_journalled_and_reconciled_once_the_card_answers(
     reader = insert_and_wait(lstack, 0, card)
     card_id = reader.card.card_id
     before = inspect_card(card).ext_used()
-    lstack.control.fault(0, slow_ms=10)
     failure: dict[str, Any] = {}
 
     def run() -> None:
@@ -177,9 +182,10 @@ def test_mute_mid_load_is_journalled_and_reconciled_once_the_card_answers(
     with gate(lstack) as g:
         events = g.watch(timeout=120)
         wait_event(events, cards_pb2.CARD_EVENT_KIND_SNAPSHOT_END)
+        muted = mute_mid_load(lstack)
         thread = threading.Thread(target=run)
         thread.start()
-        mute_mid_load(lstack)
+        muted()
         thread.join(CLIENT_TIMEOUT)
         err = failure["error"]
         assert (err.code, err.reason) == (grpc.StatusCode.UNAVAILABLE, "CARD_UNRESPONSIVE"), err
@@ -204,10 +210,10 @@ def test_sigterm_during_a_hung_load_stops_in_time_with_the_stop_record(
     with load_stack(tmp_path / "stack", extra_config=slow) as stack:
         card = stack.demo_card()
         card_id = insert_and_wait(stack, 0, card).card.card_id
-        stack.control.fault(0, slow_ms=10)
+        muted = mute_mid_load(stack)
         thread = threading.Thread(target=lambda: _load_quietly(stack))
         thread.start()
-        mute_mid_load(stack)
+        muted()
         wait_until(lambda: any(r["state"] == "started" for r in journal_rows(stack)), 10,
                    "the load's journal row")
         assert stack.daemon is not None

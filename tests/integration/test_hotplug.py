@@ -238,10 +238,13 @@ def _cut_mid_load(stack: LoadStack, name: str, cut: Callable[[], None]
     client's error, the card file, its id and the extended area used before."""
     path, card_id = fresh_card(stack, name)
     before_space = inspect_card(path).ext_used()
-    stack.control.fault(0, slow_ms=60)
+    # A cut comes from outside the card (pcscd, the reader), so it races the load: at
+    # 150 ms a command the ~10 commands after the 12th leave it 1.5 s to land.
+    stack.control.fault(0, slow_ms=150)
     start = apdu_count(stack, 0)
     t, outcome = _load_in_background(stack, AP_C)
     wait_until(lambda: apdu_count(stack, 0) >= start + 12, 30, "the load to be in its LOADs")
+    assert t.is_alive(), "the load ended before the cut"
     cut()
     t.join(60)
     err = outcome.get("error")

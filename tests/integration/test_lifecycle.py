@@ -102,13 +102,15 @@ def daemon_log(stack: LoadStack) -> list[dict[str, Any]]:
     return out
 
 
-def logged(stack: LoadStack, fragment: str, wait: float = 5.0) -> list[dict[str, Any]]:
-    """The log lines holding `fragment`, waiting up to `wait` s for the first (the daemon
-    writes its log from a thread of its own, a moment after the event)."""
+def logged(stack: LoadStack, fragment: str, wait: float = 5.0,
+           more_than: int = 0) -> list[dict[str, Any]]:
+    """The log lines holding `fragment`, waiting up to `wait` s for more than `more_than`
+    of them (the daemon writes its log from a thread of its own, a moment after the
+    event)."""
     deadline = time.monotonic() + wait
     while True:
         found = [e for e in daemon_log(stack) if fragment in str(e.get("message", ""))]
-        if found or time.monotonic() > deadline:
+        if len(found) > more_than or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
 
@@ -207,7 +209,9 @@ def test_sighup_with_an_invalid_configuration_keeps_the_running_one(tmp_path: Pa
         assert (row.result, row.reason) == ("error", "CONFIG_INVALID"), row
         assert detail["key"] == "tap.type_c_aids[0]", detail
         assert "not hex" in detail["error"]
-        message = logged(stack, "configuration reload refused")[-1]["message"]
+        second = logged(stack, "configuration reload refused", more_than=len(errors))
+        assert len(second) > len(errors), "the second refusal is logged"
+        message = second[-1]["message"]
         assert str(stack.config_path) in message
         assert "tap.type_c_aids[0]" in message
 

@@ -30,6 +30,7 @@ from .test_load_faults import (
     load,
     load_stack,
     result_of,
+    slot_status,
     wait_reconciled,
 )
 
@@ -54,7 +55,8 @@ def test_a_bad_answer_mid_load_is_a_protocol_error_reconciled_in_place(
     card = lstack.demo_card()
     card_id = insert_and_wait(lstack, 0, card).card.card_id
     before = inspect_card(card).ext_used()
-    lstack.control.fault(0, slow_ms=15)
+    # The 11th command from now (inside the load batch) gets the bad answer.
+    lstack.control.fault(0, after=10, **{fault: 1})
     failure: dict[str, Any] = {}
 
     def run() -> None:
@@ -68,9 +70,6 @@ def test_a_bad_answer_mid_load_is_a_protocol_error_reconciled_in_place(
         wait_event(events, cards_pb2.CARD_EVENT_KIND_SNAPSHOT_END)
         thread = threading.Thread(target=run)
         thread.start()
-        start = apdu_count(lstack, 0)
-        wait_until(lambda: apdu_count(lstack, 0) >= start + 10, 30, "the load batch")
-        lstack.control.fault(0, **{fault: 1})
         thread.join(60)
         err = failure["error"]
         assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION,
@@ -94,7 +93,9 @@ def test_garbage_to_the_first_command_is_not_an_unsupported_card(lstack: LoadSta
 
 def test_pcscd_killed_mid_load_is_pcsc_unavailable(lstack: LoadStack) -> None:
     insert_and_wait(lstack, 0, lstack.demo_card())
-    lstack.control.fault(0, slow_ms=15)
+    # The load stalls at its 11th command (the card goes mute, as one in the middle of a
+    # long command): pcscd dies with that command in flight.
+    lstack.control.fault(0, after=10, mute=True)
     failure: dict[str, Any] = {}
 
     def run() -> None:
@@ -103,12 +104,14 @@ def test_pcscd_killed_mid_load_is_pcsc_unavailable(lstack: LoadStack) -> None:
         except CardapClientError as exc:
             failure["error"] = exc
 
+    start = apdu_count(lstack, 0)
     thread = threading.Thread(target=run)
     thread.start()
-    start = apdu_count(lstack, 0)
     wait_until(lambda: apdu_count(lstack, 0) >= start + 10, 30, "the load batch")
+    wait_until(lambda: slot_status(lstack, 0)["faults"]["mute"], 30, "the card to stall")
     lstack.kill_pcscd()
     thread.join(60)
+    lstack.control.fault(0, clear=True)
     lstack.start_pcscd()
     err = failure["error"]
     assert (err.code, err.reason) == (grpc.StatusCode.UNAVAILABLE, "PCSC_UNAVAILABLE"), \

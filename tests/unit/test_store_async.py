@@ -37,12 +37,13 @@ async def test_concurrent_appends_are_group_committed(tmp_path: Path) -> None:
 
 async def test_a_batch_is_committed_at_its_strongest_durability(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
     seen: list[tuple[int, int]] = []  # (batch size, PRAGMA synchronous after the commit)
     original = AuditLog.append_batch
 
     def spy(self: AuditLog, items: Sequence[tuple[AuditEntry, Durability]]
             ) -> list[AuditRecord]:
+        entered.set()
         gate.wait(5)
         records = original(self, items)
         seen.append((len(items), self._conn.execute("PRAGMA synchronous").fetchone()[0]))
@@ -51,7 +52,7 @@ async def test_a_batch_is_committed_at_its_strongest_durability(
     monkeypatch.setattr(AuditLog, "append_batch", spy)
     async with AsyncAuditLog(tmp_path / "audit.db") as log:
         first = asyncio.ensure_future(log.append(entry(0), Durability.POWER))
-        await asyncio.sleep(0.05)  # the writer now holds the first batch at the gate
+        assert await asyncio.to_thread(entered.wait, 5)  # the writer holds batch 1 at the gate
         # the writer is busy: PROCESS appends queue behind it instead of going inline
         rest = [asyncio.ensure_future(log.append(entry(i), d)) for i, d in
                 ((1, Durability.PROCESS), (2, Durability.POWER), (3, Durability.PROCESS))]

@@ -83,8 +83,29 @@ def test_mute_answers_nothing(card: VirtualCard) -> None:
     assert card.transmit(CPLC)[-2:] == b"\x90\x00"
 
 
+def test_faults_held_until_n_commands_were_answered(card: VirtualCard) -> None:
+    """`after=N`: the fault is counted by the card, so a test hits command N+1 exactly,
+    however fast or slow the operation runs."""
+    card.faults.update(after=3, garbage=1, mute=False)
+    assert card.faults.to_json()["pending"] == {"garbage": 1, "mute": False}
+    for _ in range(3):
+        assert card.transmit(CPLC)[-2:] == b"\x90\x00"
+    assert "pending" not in card.faults.to_json()
+    assert card.faults.garbage == 1
+    assert card.transmit(CPLC)[-2:] != b"\x90\x00"  # the 4th
+    assert card.transmit(CPLC)[-2:] == b"\x90\x00"
+    card.faults.update(after=1, mute=True)
+    assert card.transmit(CPLC)[-2:] == b"\x90\x00"
+    with pytest.raises(CardMute):
+        card.transmit(CPLC)
+    card.faults.update(after=5, mute=True)
+    card.faults.clear()  # a clear drops what was held
+    for _ in range(6):
+        assert card.transmit(CPLC)[-2:] == b"\x90\x00"
+
+
 @pytest.mark.parametrize("kw", [{"tear_after": -1}, {"garbage": -2}, {"truncate": -2},
-                                {"slow_ms": -1},
+                                {"slow_ms": -1}, {"after": -1}, {"after": 2},
                                 {"slow_ms": "x"}, {"mute": 1}, {"bogus": 1}])
 def test_fault_validation(card: VirtualCard, kw: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=next(iter(kw))):

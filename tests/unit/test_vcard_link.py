@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -200,15 +201,19 @@ def test_garbage_truncate_slow_over_link(sim: SimControl, vpcd: FakeVpcd,
 
 
 def test_round_trip_is_fast(sim: SimControl, vpcd: FakeVpcd, card_file: Path) -> None:
-    """NODELAY + QUICKACK: no 40 ms delayed-ACK stall per APDU with vpcd's split writes."""
+    """NODELAY + QUICKACK: no 40 ms delayed-ACK stall per APDU with vpcd's split writes.
+    Without them every round trip waits for the delayed ACK (40 ms or more), so the median
+    of 100 is far above 20 ms; a pause of the shared machine moves a few, never the
+    median (the speed itself is `make bench`'s)."""
     sim.insert(0, card_file)
     vpcd.accept()
     vpcd.send(b"\x01")
-    n = 100
-    t = time.perf_counter()
-    for _ in range(n):
+    times = []
+    for _ in range(100):
+        t = time.perf_counter()
         vpcd.apdu("80CA9F6504")
-    assert (time.perf_counter() - t) / n < 0.005
+        times.append(time.perf_counter() - t)
+    assert statistics.median(times) < 0.020, sorted(times)[50]
 
 
 def test_block_pin_via_control(sim: SimControl, vpcd: FakeVpcd, card_file: Path) -> None:

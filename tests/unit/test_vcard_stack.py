@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cardap_sim.stack import free_port_pair
 from cardap_sim.vcard.card import TypeCSpec, VirtualCard
 from cardap_sim.vcard.control import SimControl
 from cardap_sim.vcard.identity import make_user_id
@@ -83,25 +83,6 @@ SOCKET_ACTIVATE = (
 )
 
 
-def _free_port_pair() -> int:
-    """A port p with p and p+1 both free on 127.0.0.1 (vpcd slot 0 and 1)."""
-    for _ in range(200):
-        port = random.randrange(20000, 60000)
-        socks = []
-        try:
-            for p in (port, port + 1):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port pair")
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """Terminate one child we started, then kill it if it lingers."""
     if proc.poll() is None:
@@ -131,7 +112,7 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    port = _free_port_pair()
+    port = free_port_pair()
     conf = tmp_path / "conf"
     conf.mkdir()
     (conf / "vpcd").write_text(

@@ -332,6 +332,7 @@ class VirtualCard:
             if self.faults.tear_after is not None:
                 self.faults.tear_after -= 1
             response = self.faults.distort(self.faults.tampered(response, ins))
+            self.faults.answered()
             delay = self.faults.slow_ms
         if delay > 0:
             time.sleep(delay / 1000)

@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     client("apdus", "list the command headers (CLA INS P1 P2) the card received")
     client("clear-apdus", "forget the recorded command headers of the card in a slot")
     f = client("fault", "inject faults into the card in a slot")
+    f.add_argument("--after", type=int, metavar="N",
+                   help="hold the other faults given until N more commands were answered")
     f.add_argument("--tear-after", type=int, metavar="N",
                    help="the card goes away after N more commands")
     f.add_argument("--garbage", type=int, metavar="N",
@@ -244,8 +246,8 @@ def _client(args: argparse.Namespace) -> int:
     elif args.command == "clear-apdus":
         result = ctl.clear_apdus(args.slot)
     elif args.command == "fault":
-        kw = {k: getattr(args, k) for k in ("tear_after", "garbage", "truncate", "slow_ms",
-                                            "mute", "tamper", "tamper_ins",
+        kw = {k: getattr(args, k) for k in ("after", "tear_after", "garbage", "truncate",
+                                            "slow_ms", "mute", "tamper", "tamper_ins",
                                             "reader_timeout_ms", "refuse_ins", "refuse_p1",
                                             "refuse_sw", "refuse_nth")
               if getattr(args, k) is not None}

@@ -103,7 +103,8 @@ class SimControl:
     def fault(self, slot: int, **kw: Any) -> dict[str, Any]:
         """Set faults: tear_after, garbage, truncate, slow_ms, mute, reader_timeout_ms,
         full_extended_area, tamper, tamper_ins, refuse_ins, refuse_p1, refuse_sw,
-        refuse_nth, clear (`cardap_sim.vcard.faults.Faults` says what each does)."""
+        refuse_nth, clear; `after=N` holds the others until N more commands were answered
+        (`cardap_sim.vcard.faults.Faults` says what each does)."""
         return self.request("fault", slot=slot, **kw)
 
     def block_pin(self, slot: int, which: str) -> dict[str, Any]:

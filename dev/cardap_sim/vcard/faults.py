@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 _rng = random.Random()
@@ -57,6 +57,10 @@ class Faults:
     refuse_sw: the error status word of the refusal: 64xx-6Fxx but not 6Cxx (a card says 6C
         to have the command sent again, not to refuse it).
     refuse_nth: which matching command is refused (1: the next one).
+
+    `update(after=N, …)` holds the other faults of that call until N more commands were
+    answered: they then take effect for command N+1 on. A test that needs a fault in the
+    middle of an operation names the command instead of racing the card from outside.
     """
 
     tear_after: int | None = None
@@ -72,9 +76,12 @@ class Faults:
     refuse_p1: int | None = None
     refuse_sw: int = 0x6985
     refuse_nth: int = 1
+    pending_after: int | None = None
+    pending: dict[str, Any] = field(default_factory=dict)
 
     def clear(self) -> None:
         """Back to a healthy card."""
+        self.pending_after, self.pending = None, {}
         self.tear_after, self.garbage, self.truncate, self.slow_ms, self.mute = None, 0, 0, 0, False
         self.reader_timeout_ms = 0
         self.full_extended_area = False
@@ -84,8 +91,11 @@ class Faults:
     def _no_refusal(self) -> None:
         self.refuse_ins, self.refuse_p1, self.refuse_sw, self.refuse_nth = None, None, 0x6985, 1
 
-    def update(self, **kw: Any) -> None:
-        """Set the named faults (validated); unknown names are a ValueError."""
+    def update(self, *, after: int = 0, **kw: Any) -> None:
+        """Set the named faults (validated; unknown names are a ValueError), at once or
+        once `after` more commands were answered."""
+        if not _int(after) or after < 0:
+            raise ValueError("after must be a non-negative integer")
         for name, value in kw.items():
             if name == "tear_after":
                 if value is not None and (not isinstance(value, int) or value < 0):
@@ -113,8 +123,24 @@ class Faults:
                     raise ValueError(f"{name} must be a boolean")
             else:
                 raise ValueError(f"unknown fault {name!r}")
+        if after:
+            if not kw:
+                raise ValueError("after needs a fault to hold")
+            self.pending_after, self.pending = after, dict(kw)
+            return
         for name, value in kw.items():
             setattr(self, name, value)
+
+    def answered(self) -> None:
+        """One more command was answered: the held faults take effect after the last of
+        their `after` commands."""
+        if self.pending_after is None:
+            return
+        self.pending_after -= 1
+        if self.pending_after == 0:
+            held, self.pending_after, self.pending = self.pending, None, {}
+            for name, value in held.items():
+                setattr(self, name, value)
 
     def to_json(self) -> dict[str, Any]:
         """The current settings, for the control protocol's status.
@@ -124,6 +150,8 @@ class Faults:
         its earlier shape.
         """
         out = asdict(self)
+        if self.pending_after is None:
+            del out["pending_after"], out["pending"]
         if self.refuse_ins is None:
             for name in ("refuse_ins", "refuse_p1", "refuse_sw", "refuse_nth"):
                 del out[name]
