@@ -41,7 +41,6 @@ from bench.run import (
     CARD_INSERTED,
     EVENT_TIMEOUT_S,
     READER,
-    TOLERATED_REASONS,
     DaemonWatcher,
     machine,
     wait_for_event,
@@ -398,7 +397,7 @@ def measure(stack: Any, aps: dict[str, ReadAp], secure_config: bool, opts: Optio
             kinds.append((f"direct_{kind}", direct[kind]))
         rounds = measure_interleaved(kinds, results.samples, results.errors, n=opts.n,
                                      batch=opts.batch, warmup=opts.warmup,
-                                     tolerated=TOLERATED_REASONS)
+                                     tolerated=frozenset())
         results.rounds = rounds
 
 

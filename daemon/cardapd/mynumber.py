@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 _MY_NUMBER_RE = re.compile(r"(?<!\d)\d{12}(?!\d)")
-_HEX_RE = re.compile(r"(?:[0-9A-F]{2})+")
+_HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 
 
 def looks_like_my_number(text: str) -> bool:
@@ -56,7 +56,9 @@ class DeviceName(str):
 
 
 def aid_text(aid: bytes | str) -> str:
-    """An AID for an audit row: its upper-case hex, marked `HexText`. Text that is not
-    upper-case hex of whole bytes stays a plain string (and is checked like any other)."""
-    text = aid.hex().upper() if isinstance(aid, bytes) else aid
-    return HexText(text) if _HEX_RE.fullmatch(text) else text
+    """An AID the terminal knows (from its configuration, the loading service's catalogue,
+    the journal or the card; never one only a client typed) for an audit row: its
+    upper-case hex, marked `HexText`. Text that is not hex of whole bytes stays a plain
+    string (and is checked like any other)."""
+    text = aid.hex() if isinstance(aid, bytes) else aid
+    return HexText(text.upper()) if _HEX_RE.fullmatch(text) else text

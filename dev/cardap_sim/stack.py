@@ -49,9 +49,16 @@ def free_port_pair() -> int:
     even ports to outgoing connections, so any connection made before pcscd binds could
     take P+1 (slot 1 would then never appear)."""
     low, high = _ephemeral_range()
-    candidates = range(10000, low - 1) if low > 12000 else range(high + 1, 65534)
+    outside = [r for r in (range(10000, low - 1), range(high + 1, 65534)) if len(r) > 1000]
     for _ in range(200):
-        port = random.choice(candidates)
+        if outside:
+            port = random.choice(random.choice(outside))
+        else:  # the whole range is ephemeral: take what bind(0) gives, as before
+            with socket.socket() as s:
+                s.bind(("0.0.0.0", 0))
+                port = int(s.getsockname()[1])
+            if port >= 65535:
+                continue
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("0.0.0.0", port))

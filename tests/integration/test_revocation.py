@@ -4,6 +4,7 @@ suspension (SetUserIDStatus) and the stale-feed policies, seen in ReadUserID."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from cardap.v1 import cards_pb2, terminal_pb2
 from cardap_sim.stack import Stack
+from cardap_sim.vcard.identity import fake_my_number
 
 from .conftest import expect_error
 from .secure_helpers import (
@@ -116,6 +118,20 @@ def test_set_status_refusals(gstack: Stack) -> None:
                  grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
     expect_error(lambda: set_status(gstack, "", "000000000001C", S.USER_ID_STATUS_SUSPENDED),
                  grpc.StatusCode.INVALID_ARGUMENT, "AID_REQUIRED")
+    # An AID no [[read.aps]] names is the client's text: one holding a My Number is refused
+    # before anything is stored (D59); a configured AID is the configuration's, never refused.
+    typed = f"D{fake_my_number()}A"
+    err = expect_error(lambda: set_status(gstack, typed, "000000000001C",
+                                          S.USER_ID_STATUS_SUSPENDED),
+                       grpc.StatusCode.INVALID_ARGUMENT, "MY_NUMBER_REFUSED")
+    assert err.metadata["field"] == "aid"
+    assert typed[1:13] not in err.message
+    db = sqlite3.connect(f"file:{gstack.dir / 'state' / 'revocation.db'}?mode=ro", uri=True)
+    try:
+        assert db.execute("SELECT count(*) FROM local WHERE aid = ?", (typed,)).fetchone() \
+            == (0,)
+    finally:
+        db.close()
     expect_error(lambda: call(gstack, "gate", "SetUserIDStatus",
                               terminal_pb2.SetUserIDStatusRequest()),
                  grpc.StatusCode.PERMISSION_DENIED, "WRONG_ROLE")

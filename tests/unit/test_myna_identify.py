@@ -18,7 +18,6 @@ from cardapd.myna.aids import JPKI_AID
 from cardapd.myna.cardid import CardIdKey, is_unconfirmed, issuer_and_serial, unconfirmed_id
 from cardapd.myna.identify import CardKind
 from cardapd.myna.identify import identify as identify_with_key
-from cardapd.mynumber import looks_like_my_number
 from cardlib.errors import Cancelled, CardProtocolError
 from cardlib.protocol import ApduProtocol
 
@@ -214,67 +213,23 @@ def test_issuer_and_serial_read_exactly_even_past_the_first_256_bytes(ou: str) -
     assert len(reads) == (2 if len(ou) > 200 else 1)  # one READ BINARY unless the issuer is long
 
 
+
 TWELVE = re.compile(r"\d{12}")
 
 
-def first_form(key: CardIdKey, source: str, datum: bytes) -> str:
-    """The id as 1.0.0 made it: the first 20 hex digits of the HMAC, whatever they held."""
-    mac = hmac.new(key.value, b"cardapd card id v1\x00" + source.encode() + b"\x00" + datum,
-                   hashlib.sha256).hexdigest()
-    return f"{source}-{mac[:20].upper()}"
-
-
-def test_card_ids_never_hold_twelve_digits_and_keep_the_old_form_otherwise() -> None:
-    """One card in about seventy had 12 digits in a row in its id: the audit log refused
-    every operation on it when they passed the My Number check (D9), the log masked it
-    otherwise. Every other card keeps the id it had."""
-    moved = 0
+def test_card_ids_never_hold_twelve_digits() -> None:
+    """One id in about seventy of 20 contiguous hex digits held 12 digits in a row; where
+    they passed the My Number check the audit log refused every row naming the card (D9,
+    D59). Two groups of 10 cannot."""
     for n in range(20_000):
         datum = n.to_bytes(4, "big")
-        name, first = KEY.cert_id(datum), first_form(KEY, "cert", datum)
-        assert re.fullmatch(r"cert-[0-9A-F]{20}", name)
-        assert not TWELVE.search(name), name
-        assert not looks_like_my_number(name)
-        if TWELVE.search(first):
-            moved += 1
-            assert name != first
-        else:
-            assert name == first
-    assert 100 < moved < 600, moved  # ~1.4 % of ids: the test does cover the moved ones
-
-
-def test_a_moved_id_keeps_the_old_one_as_an_alias_unless_it_looked_like_a_my_number() -> None:
-    seen = {"alias": False, "refused": False}
-    for n in range(20_000):
-        datum = n.to_bytes(4, "big")
-        first = first_form(KEY, "cplc", datum)
-        if not TWELVE.search(first):
-            assert KEY.former("cplc", datum) is None
-            assert KEY.ids("cplc", datum) == (first,)
-            continue
-        if looks_like_my_number(first):  # refused by the audit log: nothing was written
-            assert KEY.ids("cplc", datum) == (KEY.cplc_id(datum[:2], datum[2:]),)
-            seen["refused"] = True
-        else:
-            assert KEY.ids("cplc", datum) == (KEY.cplc_id(datum[:2], datum[2:]), first)
-            seen["alias"] = True
-    assert seen == {"alias": True, "refused": True}
-
-
-def test_identify_lists_the_former_id_among_the_aliases() -> None:
-    """A card whose 1.0.0 id held 12 digits (found by trying terminal keys) is found under it
-    too, so that its journal rows from before are reconciled on it."""
-    card, proto, _ = vcard("vendor-a")
-    assert card.state.auth_cert is not None
-    datum = issuer_and_serial(card.state.auth_cert[:256])
-    assert datum is not None
-    key = next(k for k in (CardIdKey(i.to_bytes(32, "big")) for i in range(1, 10_000))
-               if TWELVE.search(first := first_form(k, "cert", datum))
-               and not looks_like_my_number(first))
-    ident = identify_with_key(proto, card.atr, key)
-    assert ident.card_id == key.cert_id(datum) != first_form(key, "cert", datum)
-    assert ident.aliases[0] == first_form(key, "cert", datum)
-    assert len(ident.aliases) == 2  # and the CPLC id
+        for card_id in (KEY.cert_id(datum), KEY.cplc_id(datum[:2], datum[2:])):
+            assert re.fullmatch(r"(cert|cplc)-[0-9A-F]{10}-[0-9A-F]{10}", card_id), card_id
+            assert not TWELVE.search(card_id), card_id
+    # the 20 hex digits are the HMAC's first 20, as D50 says
+    mac = hmac.new(KEY.value, b"cardapd card id v1\x00cert\x00" + b"datum",
+                   hashlib.sha256).hexdigest().upper()
+    assert KEY.cert_id(b"datum") == f"cert-{mac[:10]}-{mac[10:20]}"
 
 
 def test_unconfirmed_ids_never_hold_twelve_digits() -> None:

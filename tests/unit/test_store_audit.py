@@ -121,18 +121,21 @@ def test_a_my_number_is_never_logged() -> None:
 
 
 def test_an_aid_is_bytes_not_a_my_number() -> None:
-    """A Japanese AID starts D392 and may go on in digits: marked by `aid_text`, it is
-    logged even where its hex holds 12 digits that pass the check; the same text anywhere
-    else is refused, and text that is not hex of whole bytes is never exempt."""
+    """A Japanese AID starts D392 and may go on in digits: marked by `aid_text` (an AID the
+    terminal knows), it is logged even where its hex holds 12 digits that pass the check;
+    the same text anywhere else is refused, and text that is not hex of whole bytes is
+    never exempt."""
     number = _my_number("39210003100")
     aid = bytes.fromhex("D" + number + "A")
     assert looks_like_my_number(aid.hex().upper())
     row = entry(detail={"aid": aid_text(aid), "aps": [aid_text(aid)]})
     assert aid.hex().upper() in row.detail_json
-    assert aid_text(aid.hex().upper()) == aid.hex().upper()
+    assert aid_text(aid.hex().upper()) == aid_text(aid.hex()) == aid.hex().upper()
+    assert json.loads(entry(detail={"aid": aid_text(aid.hex())}).detail_json) == {
+        "aid": aid.hex().upper()}  # a lower-case AID is logged upper-case
     for refused in ({"detail": {"aid": aid.hex().upper()}},
                     {"detail": {"aid": aid_text(f"D{number}")}},  # odd length: not bytes
-                    {"detail": {"aid": aid_text(f"d{number}a")}},  # lower case: not ours
+                    {"detail": {"aid": aid_text(f"G{number}A")}},  # not hex
                     {"detail": {"note": aid_text(aid) + " " + number}}):
         with pytest.raises(StoreError) as info:
             entry(**refused)

@@ -67,6 +67,8 @@ class ReadsRpc(RpcBase):
             raise InvalidArgument("status: SUSPENDED or IN_OPERATION (abolition comes from "
                                   "the feed only)", metadata={"field": "status"})
         validate.free_text(request.reason, "reason")  # still guarded (D9), before storing
+        if not self.services.reads.configured(aid):  # an AID only the client names (D59)
+            validate.free_text(aid.hex().upper(), "aid")
         await self.services.revocation.set_local(
             ctx, organisation=request.organisation, aid=aid, user_id=request.user_id,
             suspend=request.status == cards_pb2.USER_ID_STATUS_SUSPENDED,

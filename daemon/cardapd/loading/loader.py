@@ -393,7 +393,7 @@ class Loader:
         cancel = ctx.cancel
         why = {"delete_reason": reason, **({"reason_detail": reason_detail}
                                            if reason_detail else {})}
-        async with self._write(ctx, "delete", {"aid": aid_text(aid),
+        async with self._write(ctx, "delete", {"aid": aid.hex().upper(),
                                                "organisation": operator.organisation, **why},
                                cancel):
             return await self._delete(ctx, operator, reader=reader, aid=aid, why=why,
@@ -404,8 +404,9 @@ class Loader:
                       cancel: threading.Event) -> DeleteOutcome:
         start = time.perf_counter()
         aid_hex = aid.hex().upper()
-        detail: dict[str, object] = {"aid": aid_text(aid),
-                                     "organisation": operator.organisation, **why}
+        # the client's AID is text the My Number guard checks until the catalogue names it
+        detail: dict[str, object] = {"aid": aid_hex, "organisation": operator.organisation,
+                                     **why}
         target: CardTarget | None = None
         try:
             operator.require(Right.DELETE)
@@ -427,7 +428,7 @@ class Loader:
             await self.audit_end(ctx, "delete", start, exc, target, detail)
             raise
         assert target is not None
-        detail["ap_id"] = entry.ap_id
+        detail.update(ap_id=entry.ap_id, aid=aid_text(entry.instance_aid))
         async with self.lock(target.owner.name):
             await self._check_present(target)
             jid = await asyncio.to_thread(
@@ -559,7 +560,7 @@ class Loader:
             except CardapError as exc:
                 log.info("catalogue of %s unavailable for ListCardAPs: %s",
                          organisation or "this terminal", exc.reason)
-        for row in await asyncio.to_thread(self.journal.for_card, target.card_id):
+        for row in await asyncio.to_thread(self.journal.for_card, target.card_ids):
             out.append(Candidate(bytes.fromhex(row.aid)))
         out += [Candidate(aid, "C") for aid in self.cards.tap_aids]
         return out

@@ -38,6 +38,11 @@ class CardTarget:
         return self.view.card.card_id if self.view.card else ""
 
     @property
+    def card_ids(self) -> tuple[str, ...]:
+        """Every id of the card (its id, then its aliases: journal rows may use any, D50)."""
+        return self.view.card.ids if self.view.card else ()
+
+    @property
     def profile(self) -> str:
         """The card's vendor profile."""
         return self.view.card.profile if self.view.card else ""

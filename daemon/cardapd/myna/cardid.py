@@ -15,25 +15,20 @@ follows one holder for ten years), so neither leaves the card session in clear: 
 neither gets `unconfirmed-` + a random per-insertion value: the daemon cannot tell two such
 cards apart, and never pretends to.
 
-No id ever holds 12 digits in a row, like every id the daemon makes (D9): the audit log
-refuses a value shaped like a My Number and the log formatter masks any 12 digits alone, so
-one card in about seventy would otherwise be unusable or unsearchable. Where the first 20
-hex digits of the HMAC hold such a run, the id is the first HMAC over the datum and a
-counter that does not; the id 1.0.0 gave such a card stays one of its aliases (`former`),
-so that journal rows written under it are still reconciled on it.
+No id ever holds 12 digits in a row, like every id the daemon makes (D9, D59): the audit
+log refuses a value shaped like a My Number and the log formatter masks any 12 digits
+alone, so the 20 hex digits are two groups of 10 and the random value two groups of 8.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import threading
 from dataclasses import dataclass, field
 
 from cardapd.myna.files import read_binary, select_ef
-from cardapd.mynumber import looks_like_my_number
 from cardlib.errors import CardProtocolError, StatusWordError
 from cardlib.protocol import ApduProtocol
 from cardlib.tlv import read_header
@@ -46,7 +41,6 @@ SOURCE_CERT = "cert"
 SOURCE_CPLC = "cplc"
 UNCONFIRMED = "unconfirmed"
 _DOMAIN = b"cardapd card id v1\x00"
-_TWELVE_DIGITS = re.compile(r"\d{12}")
 
 
 @dataclass(frozen=True)
@@ -59,31 +53,12 @@ class CardIdKey:
         if len(self.value) < 16:
             raise ValueError("a card id key is at least 16 bytes")
 
-    def _mac(self, source: str, datum: bytes, counter: int) -> str:
-        """`<source>-` + the first 20 hex digits of HMAC-SHA256(key, domain, source, datum
-        [, counter]): counter 0 is the form 1.0.0 used for every card."""
-        message = _DOMAIN + source.encode() + b"\x00" + datum
-        if counter:
-            message += b"\x00" + counter.to_bytes(4, "big")
-        mac = hmac.new(self.value, message, hashlib.sha256).hexdigest()
-        return f"{source}-{mac[:ID_HEX].upper()}"
-
     def name(self, source: str, datum: bytes) -> str:
-        """The card's id from `datum`: the first of counter 0, 1, 2… without 12 digits in a
-        row (counter 0 for about 69 cards in 70)."""
-        counter = 0
-        while _TWELVE_DIGITS.search(candidate := self._mac(source, datum, counter)):
-            counter += 1
-        return candidate
-
-    def former(self, source: str, datum: bytes) -> str | None:
-        """The id 1.0.0 gave this card when it differs from `name` (None otherwise, or when
-        that id looked like a My Number: the audit log refused it, so nothing was written
-        under it)."""
-        first = self._mac(source, datum, 0)
-        if first == self.name(source, datum) or looks_like_my_number(first):
-            return None
-        return first
+        """`<source>-` + the first 20 hex digits of HMAC-SHA256(key, domain, source, datum),
+        upper case, in two groups of 10 (never 12 digits in a row)."""
+        mac = hmac.new(self.value, _DOMAIN + source.encode() + b"\x00" + datum,
+                       hashlib.sha256).hexdigest()[:ID_HEX].upper()
+        return f"{source}-{mac[:ID_HEX // 2]}-{mac[ID_HEX // 2:]}"
 
     def cplc_id(self, ic_fabricator: bytes, ic_serial: bytes) -> str:
         """The id of a card from its CPLC IC fabricator (2 bytes) and IC serial (4 bytes)."""
@@ -92,11 +67,6 @@ class CardIdKey:
     def cert_id(self, issuer_and_serial: bytes) -> str:
         """The id of a card from its authentication certificate's issuer and serial."""
         return self.name(SOURCE_CERT, issuer_and_serial)
-
-    def ids(self, source: str, datum: bytes) -> tuple[str, ...]:
-        """The card's id from `datum`, then its former id if it had another one."""
-        former = self.former(source, datum)
-        return (self.name(source, datum),) + (() if former is None else (former,))
 
 
 def unconfirmed_id() -> str:

@@ -34,8 +34,7 @@ class CardKind(StrEnum):
 class CardIdentity:
     """Who the card is (never the My Number): kind, stable id and where it came from
     ("cert", "cplc", or "unconfirmed" when the card offers no unique datum), the card's other
-    ids (a card with both a certificate and a CPLC; the id 1.0.0 gave it, where that differs),
-    vendor profile, CPLC, token."""
+    ids (a card with both a certificate and a CPLC), vendor profile, CPLC, token."""
 
     kind: CardKind
     card_id: str
@@ -69,14 +68,13 @@ def identify(proto: ApduProtocol, atr: bytes, key: CardIdKey,
     if is_mnc:
         with proto.sensitive():
             cert = read_auth_cert_identity(proto, cancel=cancel)
-    ids: list[tuple[str, tuple[str, ...]]] = []
+    ids: list[tuple[str, str]] = []
     if cert is not None:
-        ids.append((SOURCE_CERT, key.ids(SOURCE_CERT, cert)))
+        ids.append((SOURCE_CERT, key.cert_id(cert)))
     if cplc is not None:
-        ids.append((SOURCE_CPLC, key.ids(SOURCE_CPLC,
-                                         cplc.ic_fabricator + cplc.ic_serial_number)))
+        ids.append((SOURCE_CPLC, key.cplc_id(cplc.ic_fabricator, cplc.ic_serial_number)))
     kind = CardKind.MY_NUMBER_CARD if is_mnc else CardKind.OTHER_CARD
     if not ids:
         return CardIdentity(kind, unconfirmed_id(), profile, cplc, token)
-    every = [card_id for _, names in ids for card_id in names]
-    return CardIdentity(kind, every[0], profile, cplc, token, ids[0][0], tuple(every[1:]))
+    return CardIdentity(kind, ids[0][1], profile, cplc, token, ids[0][0],
+                        tuple(i for _, i in ids[1:]))

@@ -253,7 +253,8 @@ class Revocation:
 
     async def set_local(self, ctx: OpContext, *, organisation: str, aid: bytes, user_id: str,
                         suspend: bool, reason: str) -> bool:
-        """Suspend or resume a user ID locally at once (durably audited)."""
+        """Suspend or resume a user ID locally at once (durably audited). `aid` is one the
+        configuration names, or one the caller checked as free text (D59)."""
         start = time.perf_counter()
         detail: dict[str, object] = {"organisation": organisation, "aid": aid_text(aid),
                                      "user_id": UserIdText(user_id),

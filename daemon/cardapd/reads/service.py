@@ -94,6 +94,15 @@ class UserIdReads:
         self.rules = dict(rules or {})
         self.guard = PinGuard(floor)
 
+    def configured(self, aid: bytes) -> bool:
+        """Whether `[[read.aps]]` names AP `aid`."""
+        return aid in self.aps
+
+    def known_aid(self, aid: bytes) -> str:
+        """`aid` for an audit row: marked as an AID (`aid_text`, D59) when the configuration
+        names it; an AID only a client typed stays text the My Number guard checks."""
+        return aid_text(aid) if self.configured(aid) else aid.hex().upper()
+
     def rule(self, aid: bytes) -> UserIdRule:
         """How the user IDs of AP `aid` are accepted (`myna.userid`, D49)."""
         return self.rules.get(aid, DEFAULT_RULE)
@@ -198,7 +207,8 @@ class UserIdReads:
         except CardapError as exc:
             await self.recorder.finish(ctx, "read_user_id", start, exc, reader=reader_name,
                                        card_id=card_id,
-                                       detail={"aid": aid_text(aid or b"")})
+                                       detail={"aid": "" if aid is None
+                                               else self.known_aid(aid)})
             raise
         await self.recorder.finish(
             ctx, "read_user_id", start, None, reader=reader_name, card_id=card_id,
@@ -223,7 +233,8 @@ class UserIdReads:
                            aid: bytes | None, pin: bytes) -> UserIdRead:
         start = time.perf_counter()
         operation = f"read_user_id_{kind.lower()}"
-        detail: dict[str, object] = {"aid": aid_text(aid or b""), "type": kind}
+        detail: dict[str, object] = {"aid": "" if aid is None else self.known_aid(aid),
+                                     "type": kind}
         card_id, reader_name = "", self.cards.device_name(reader)
         try:
             ap = self.resolve(kind, aid)

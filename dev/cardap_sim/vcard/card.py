@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cardlib.gp.keys import StaticKeys
 
@@ -271,6 +271,14 @@ class VirtualCard:
             ap.reset()
         self._selected = self.isd
         self._pending = b""
+
+    def set_faults(self, *, clear: bool = False, **settings: Any) -> None:
+        """Change the faults between two commands (under the card's lock: a held fault's
+        count moves with each answered command)."""
+        with self._lock:
+            if clear:
+                self.faults.clear()
+            self.faults.update(**settings)
 
     def block_pin(self, which: Literal["auth", "sign"]) -> None:
         """Set a JPKI PIN's counter to 0 and persist it (the blocked-PIN fault)."""

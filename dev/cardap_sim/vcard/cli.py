@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     client("clear-apdus", "forget the recorded command headers of the card in a slot")
     f = client("fault", "inject faults into the card in a slot")
     f.add_argument("--after", type=int, metavar="N",
-                   help="hold the other faults given until N more commands were answered")
+                   help="hold the other faults given until N more commands were answered "
+                        "(--clear acts at once)")
     f.add_argument("--tear-after", type=int, metavar="N",
                    help="the card goes away after N more commands")
     f.add_argument("--garbage", type=int, metavar="N",

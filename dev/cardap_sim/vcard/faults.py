@@ -61,6 +61,8 @@ class Faults:
     `update(after=N, …)` holds the other faults of that call until N more commands were
     answered: they then take effect for command N+1 on. A test that needs a fault in the
     middle of an operation names the command instead of racing the card from outside.
+    Only answered commands count (not those of a mute or torn card); a later `update`
+    without `after` leaves the held faults held; `clear` drops them at once.
     """
 
     tear_after: int | None = None

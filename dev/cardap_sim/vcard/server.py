@@ -87,9 +87,7 @@ class SimServer:
         if cmd == "fault":
             settings = {k: v for k, v in req.items() if k not in ("cmd", "slot", "clear")}
             Faults().update(**settings)  # validate everything before changing anything
-            if req.get("clear"):
-                card.faults.clear()
-            card.faults.update(**settings)
+            card.set_faults(clear=bool(req.get("clear")), **settings)
             slot.check_torn()
             return {"faults": card.faults.to_json()}
         if cmd == "block_pin":
