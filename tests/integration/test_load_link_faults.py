@@ -107,6 +107,9 @@ class Misbehaving(LoadingServicer):
                           context: Any) -> AsyncIterator[loading_pb2.ServiceMessage]:
         fault = self._take("empty_message", "stall", "refuse_session", "bad_time")
         if fault == "refuse_session":
+            # as the reference service refuses: once it has read the SessionOpen (aborting
+            # before reading it races the terminal's first message on the stream)
+            await request_iterator.__aiter__().__anext__()
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 "terminal kiosk-01 is suspended by the service's administrators")
         real = super().CardSession(request_iterator, context)
@@ -168,6 +171,16 @@ class InProcessService:
         self.loop.close()
 
 
+def reaches_service(stack: Stack) -> bool:
+    """Whether a kiosk call that asks the service for the catalogue is answered."""
+    try:
+        with kiosk(stack) as k:
+            k.loadable_aps()
+        return True
+    except CardapClientError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[LoadStack, Misbehaving]]:
@@ -179,6 +192,9 @@ def served(tmp_path_factory: pytest.TempPathFactory
         svc = InProcessService(s)
         svc.start()
         try:
+            # The daemon's channel may have tried the port while no service listened (it
+            # then waits out a reconnect backoff): start once a catalogue comes through.
+            wait_until(lambda: reaches_service(s), 30, "the daemon to reach the service")
             yield s, svc.servicer
         finally:
             svc.stop()
