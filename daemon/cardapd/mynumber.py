@@ -20,6 +20,8 @@ import re
 
 _MY_NUMBER_RE = re.compile(r"(?<!\d)\d{12}(?!\d)")
 _HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2})+")
+WITHHELD = "(withheld)"
+"""What an audit row says in place of a client's value that looks like a My Number."""
 
 
 def looks_like_my_number(text: str) -> bool:

@@ -143,6 +143,26 @@ def test_delete_keeps_its_reason(lstack: Stack) -> None:
         "a refused request is refused before anything is recorded as a deletion"
 
 
+def test_an_aid_only_the_client_names_is_checked_like_its_text(lstack: Stack) -> None:
+    """An AID no configuration, catalogue or card names is the client's text (D59): shaped
+    like a My Number it is refused, and the audit row withholds it."""
+    insert_and_wait(lstack, 0, lstack.demo_card())
+    number = fake_my_number()
+    typed = f"D{number}A"
+    err = expect_error(lambda: delete(lstack, typed, terminal_pb2.DELETE_REASON_HOLDER_REQUEST),
+                       grpc.StatusCode.INVALID_ARGUMENT, "MY_NUMBER_REFUSED")
+    assert err.metadata["field"] == "aid"
+    with client(lstack) as gate:
+        err = expect_error(lambda: gate.read_user_id(aid=typed, fresh=True),
+                           grpc.StatusCode.INVALID_ARGUMENT, "MY_NUMBER_REFUSED")
+    assert err.metadata["field"] == "aid"
+    [(detail,)] = _audit(lstack, "SELECT detail FROM audit WHERE operation = 'delete' "
+                                 "AND result = 'error'")
+    assert json.loads(detail)["aid"] == "(withheld)"
+    rows = _audit(lstack, "SELECT * FROM audit")
+    assert not any(number in str(value) for row in rows for value in row)
+
+
 def test_second_load_already_exists(lstack: Stack) -> None:
     insert_and_wait(lstack, 0, lstack.demo_card())
     load(lstack, STAFF_C)

@@ -27,6 +27,8 @@ class ReadsRpc(RpcBase):
         if kind == "C" and request.pin:
             raise InvalidArgument("pin: a Type C AP is read without a PIN; send none",
                                   metadata={"field": "pin"})
+        if aid is not None and not self.services.reads.configured(aid):
+            validate.free_text(aid.hex().upper(), "aid")  # the client's text (D59)
         ctx, _ = self.counter(context, ctx)  # the kiosk: an operator behind every read
         result = await self.services.reads.read(ctx, reader=reader, kind=kind, aid=aid,
                                                 pin=pin, fresh=request.fresh)

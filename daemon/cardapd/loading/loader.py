@@ -78,7 +78,7 @@ from cardapd.loading.reconcile import Reconciler
 from cardapd.loading.relay import run_batch
 from cardapd.loading.story import CardStory
 from cardapd.myna.cardid import is_unconfirmed
-from cardapd.mynumber import aid_text
+from cardapd.mynumber import WITHHELD, aid_text, looks_like_my_number
 from cardapd.readers.model import CardKind, EventKind, ReaderView
 from cardapd.telemetry.recorder import Recorder
 
@@ -393,7 +393,9 @@ class Loader:
         cancel = ctx.cancel
         why = {"delete_reason": reason, **({"reason_detail": reason_detail}
                                            if reason_detail else {})}
-        async with self._write(ctx, "delete", {"aid": aid.hex().upper(),
+        typed = aid.hex().upper()
+        async with self._write(ctx, "delete", {"aid": WITHHELD if looks_like_my_number(typed)
+                                               else typed,
                                                "organisation": operator.organisation, **why},
                                cancel):
             return await self._delete(ctx, operator, reader=reader, aid=aid, why=why,
@@ -404,8 +406,10 @@ class Loader:
                       cancel: threading.Event) -> DeleteOutcome:
         start = time.perf_counter()
         aid_hex = aid.hex().upper()
-        # the client's AID is text the My Number guard checks until the catalogue names it
-        detail: dict[str, object] = {"aid": aid_hex, "organisation": operator.organisation,
+        # the client's AID is text the My Number guard checks until the catalogue names it;
+        # one shaped like a My Number is withheld from the row (and refused below, D59)
+        typed = WITHHELD if looks_like_my_number(aid_hex) else aid_hex
+        detail: dict[str, object] = {"aid": typed, "organisation": operator.organisation,
                                      **why}
         target: CardTarget | None = None
         try:
@@ -415,6 +419,10 @@ class Loader:
             target = await self._target(reader)
             catalogue = await self.service.catalogue(operator.organisation)
             entry = next((e for e in catalogue if e.instance_aid.upper() == aid_hex), None)
+            if entry is None and typed == WITHHELD:
+                raise InvalidArgument("aid: holds what looks like a My Number and names no "
+                                      "AP of the catalogue; the terminal never stores one",
+                                      reason="MY_NUMBER_REFUSED", metadata={"field": "aid"})
             if entry is None:
                 raise NotAuthorized(f"organisation {operator.organisation} may not delete "
                                     f"the AP {aid_hex}: it is not an AP of its catalogue",

@@ -71,6 +71,11 @@ class Cards(Protocol):
         """`reader` as PC/SC named it when it is connected (not free text in audit rows)."""
         ...
 
+    @property
+    def tap_aids(self) -> tuple[bytes, ...]:
+        """The Type C AIDs read at insertion ([tap] type_c_aids)."""
+        ...
+
 
 class UserIdReads:
     """The configured APs, the one PinGuard every AP PIN goes through, and the reads."""
@@ -95,8 +100,8 @@ class UserIdReads:
         self.guard = PinGuard(floor)
 
     def configured(self, aid: bytes) -> bool:
-        """Whether `[[read.aps]]` names AP `aid`."""
-        return aid in self.aps
+        """Whether the configuration names AP `aid` (`[[read.aps]]` or `[tap]`)."""
+        return aid in self.aps or aid in self.cards.tap_aids
 
     def known_aid(self, aid: bytes) -> str:
         """`aid` for an audit row: marked as an AID (`aid_text`, D59) when the configuration
