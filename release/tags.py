@@ -84,6 +84,11 @@ class Outcome:
     state: str  # "present", "restored", "commit missing"
 
 
+def _has_commit(repo: Path, commit: str) -> bool:
+    """Whether the clone holds `commit` (a shallow one may not)."""
+    return _git(repo, "cat-file", "-e", f"{commit}^{{commit}}").returncode == 0
+
+
 def restore(repo: Path = ROOT, path: Path = RECORD) -> list[Outcome]:
     """Create each recorded tag the repository lacks, on its recorded commit. A tag that
     exists on another commit raises TagError (a release is never moved); a commit the
@@ -96,16 +101,18 @@ def restore(repo: Path = ROOT, path: Path = RECORD) -> list[Outcome]:
     outcomes = []
     for tag, commit in recorded(path).items():
         have = _tag_names(repo, tag)
-        if have is None and _git(repo, "cat-file", "-e", f"{commit}^{{commit}}").returncode:
+        if have is None and not _has_commit(repo, commit):
             outcomes.append(Outcome(tag, commit, "commit missing"))
             continue
         state = "present"
         if have is None:
             made = _git(repo, "tag", tag, commit)
-            have = _tag_names(repo, tag)  # another make may have made it meanwhile
-            if have is None:
-                raise TagError(f"git tag {tag} {commit}: {made.stderr.strip()}")
-            state = "restored" if made.returncode == 0 else "present"
+            if made.returncode == 0:
+                have, state = commit, "restored"
+            else:  # another make may have made it meanwhile
+                have = _tag_names(repo, tag)
+                if have is None:
+                    raise TagError(f"git tag {tag} {commit}: {made.stderr.strip()}")
         if have != commit:
             raise TagError(f"the tag {tag} names {have}, but {path.name} records {commit}: "
                            f"a release tag is never moved")
@@ -125,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.commit:
             commit = commit_of(args.commit)
-            if _git(ROOT, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+            if not _has_commit(ROOT, commit):
                 print(f"release.tags: {args.commit}'s commit {commit} is not in this clone "
                       f"(a shallow clone?): run git fetch --unshallow", file=sys.stderr)
                 return 1

@@ -21,7 +21,7 @@ import re
 _MY_NUMBER_RE = re.compile(r"(?<!\d)\d{12}(?!\d)")
 _HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 WITHHELD = "(withheld)"
-"""What an audit row says in place of a client's value that looks like a My Number."""
+"""What a row or message says in place of a client's value that looks like a My Number."""
 
 
 def looks_like_my_number(text: str) -> bool:
@@ -34,6 +34,12 @@ def looks_like_my_number(text: str) -> bool:
         if int(digits[11]) == (0 if rest <= 1 else 11 - rest):
             return True
     return False
+
+
+def withheld(text: str) -> str:
+    """`text`, or `WITHHELD` when it looks like a My Number (a client's value echoed in a
+    row or a message)."""
+    return WITHHELD if looks_like_my_number(text) else text
 
 
 class UserIdText(str):
@@ -62,5 +68,6 @@ def aid_text(aid: bytes | str) -> str:
     the journal or the card; never one only a client typed) for an audit row: its
     upper-case hex, marked `HexText`. Text that is not hex of whole bytes stays a plain
     string (and is checked like any other)."""
-    text = aid.hex() if isinstance(aid, bytes) else aid
-    return HexText(text.upper()) if _HEX_RE.fullmatch(text) else text
+    if isinstance(aid, bytes):
+        return HexText(aid.hex().upper())
+    return HexText(aid.upper()) if _HEX_RE.fullmatch(aid) else aid

@@ -41,6 +41,7 @@ from .test_load_faults import (
     load,
     load_stack,
     result_of,
+    slot_status,
     wait_reconciled,
 )
 
@@ -84,7 +85,7 @@ def mute_mid_load(stack: LoadStack, slot: int = 0, after: int = 8) -> Callable[[
 
     def muted() -> None:
         wait_until(lambda: apdu_count(stack, slot) >= start + after, 30, "the load to start")
-        wait_until(lambda: stack.control.status()["slots"][slot]["faults"]["mute"], 30,
+        wait_until(lambda: slot_status(stack, slot)["faults"]["mute"], 30,
                    "the card to go mute")
     return muted
 

@@ -12,7 +12,7 @@ from cardapd.api.base import RpcBase
 from cardapd.api.rpc import Ctx, session_token, stream, unary
 from cardapd.domain import AUDIT_OPERATIONS, OpContext, Right
 from cardapd.errors import InvalidArgument, Unauthenticated
-from cardapd.mynumber import WITHHELD, looks_like_my_number
+from cardapd.mynumber import withheld
 
 
 class AuditRpc(RpcBase):
@@ -23,7 +23,7 @@ class AuditRpc(RpcBase):
                           ctx: OpContext) -> AsyncIterator[audit_pb2.AuditRecord]:
         unknown = sorted(set(request.operations) - AUDIT_OPERATIONS)
         if unknown:
-            name = WITHHELD if looks_like_my_number(unknown[0]) else unknown[0][:64]
+            name = withheld(unknown[0])[:64]
             raise InvalidArgument(
                 f"unknown operation {name!r}; the audit log knows "
                 f"{', '.join(sorted(AUDIT_OPERATIONS))}", reason="UNKNOWN_OPERATION",

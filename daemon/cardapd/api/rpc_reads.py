@@ -14,6 +14,12 @@ from cardapd.myna.userid import is_user_id_text
 class ReadsRpc(RpcBase):
     """The gate's read path and the ops socket's revocation calls."""
 
+    def _check_typed_aid(self, aid: bytes) -> None:
+        """An AID the configuration does not name is the client's text: refused when it
+        looks like a My Number, before anything is stored (D59)."""
+        if not self.services.reads.configured(aid):
+            validate.free_text(aid.hex().upper(), "aid")
+
     @unary
     async def ReadUserId(self, request: terminal_pb2.ReadUserIdRequest, context: Ctx,
                          ctx: OpContext) -> terminal_pb2.ReadUserIdResponse:
@@ -27,8 +33,8 @@ class ReadsRpc(RpcBase):
         if kind == "C" and request.pin:
             raise InvalidArgument("pin: a Type C AP is read without a PIN; send none",
                                   metadata={"field": "pin"})
-        if aid is not None and not self.services.reads.configured(aid):
-            validate.free_text(aid.hex().upper(), "aid")  # the client's text (D59)
+        if aid is not None:
+            self._check_typed_aid(aid)
         ctx, _ = self.counter(context, ctx)  # the kiosk: an operator behind every read
         result = await self.services.reads.read(ctx, reader=reader, kind=kind, aid=aid,
                                                 pin=pin, fresh=request.fresh)
@@ -69,8 +75,7 @@ class ReadsRpc(RpcBase):
             raise InvalidArgument("status: SUSPENDED or IN_OPERATION (abolition comes from "
                                   "the feed only)", metadata={"field": "status"})
         validate.free_text(request.reason, "reason")  # still guarded (D9), before storing
-        if not self.services.reads.configured(aid):  # an AID only the client names (D59)
-            validate.free_text(aid.hex().upper(), "aid")
+        self._check_typed_aid(aid)
         await self.services.revocation.set_local(
             ctx, organisation=request.organisation, aid=aid, user_id=request.user_id,
             suspend=request.status == cards_pb2.USER_ID_STATUS_SUSPENDED,

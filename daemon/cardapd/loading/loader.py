@@ -78,7 +78,7 @@ from cardapd.loading.reconcile import Reconciler
 from cardapd.loading.relay import run_batch
 from cardapd.loading.story import CardStory
 from cardapd.myna.cardid import is_unconfirmed
-from cardapd.mynumber import WITHHELD, aid_text, looks_like_my_number
+from cardapd.mynumber import WITHHELD, aid_text, withheld
 from cardapd.readers.model import CardKind, EventKind, ReaderView
 from cardapd.telemetry.recorder import Recorder
 
@@ -304,7 +304,7 @@ class Loader:
                     metadata={"ap_id": entry.ap_id, "aid": entry.instance_aid.upper(),
                               "reader": target.owner.name})
                 await self.audit_end(ctx, "load", start, there, target, {
-                    "ap_id": entry.ap_id, "aid": aid_text(entry.instance_aid.upper()),
+                    "ap_id": entry.ap_id, "aid": aid_text(entry.instance_aid),
                     "organisation": operator.organisation})
                 raise there
             for one in ap_ids:
@@ -393,22 +393,21 @@ class Loader:
         cancel = ctx.cancel
         why = {"delete_reason": reason, **({"reason_detail": reason_detail}
                                            if reason_detail else {})}
-        typed = aid.hex().upper()
-        async with self._write(ctx, "delete", {"aid": WITHHELD if looks_like_my_number(typed)
-                                               else typed,
+        # the client's AID is text the My Number guard checks until the catalogue names it;
+        # one shaped like a My Number is withheld from the rows (and refused, D59)
+        typed = withheld(aid.hex().upper())
+        async with self._write(ctx, "delete", {"aid": typed,
                                                "organisation": operator.organisation, **why},
                                cancel):
-            return await self._delete(ctx, operator, reader=reader, aid=aid, why=why,
-                                      cancel=cancel)
+            return await self._delete(ctx, operator, reader=reader, aid=aid, typed=typed,
+                                      why=why, cancel=cancel)
 
     async def _delete(self, ctx: OpContext, operator: Operator, *, reader: str,
-                      aid: bytes, why: Mapping[str, str],
+                      aid: bytes, typed: str, why: Mapping[str, str],
                       cancel: threading.Event) -> DeleteOutcome:
+        """`typed`: the AID as the rows may hold it before the catalogue names it."""
         start = time.perf_counter()
         aid_hex = aid.hex().upper()
-        # the client's AID is text the My Number guard checks until the catalogue names it;
-        # one shaped like a My Number is withheld from the row (and refused below, D59)
-        typed = WITHHELD if looks_like_my_number(aid_hex) else aid_hex
         detail: dict[str, object] = {"aid": typed, "organisation": operator.organisation,
                                      **why}
         target: CardTarget | None = None

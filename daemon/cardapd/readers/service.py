@@ -518,15 +518,14 @@ class Readers:
             if not self._owners:
                 raise NoReader("no card reader is connected")
             views = self.hub.readers
+            # a card there but not yet known is not "insert one": it goes on to the
+            # CARD_IDENTIFYING answer below (by the table's state: the identify task
+            # outlives a removal until its next command fails)
             with_card = [v for v in views if v.state in
-                         (ReaderState.CARD_PRESENT, ReaderState.CARD_MUTE)]
+                         (ReaderState.CARD_PRESENT, ReaderState.CARD_MUTE)] or [
+                v for v in views if v.state is ReaderState.CARD_IDENTIFYING][:1]
             if not with_card:
-                # a card there but not yet known is not "insert one": it goes on to the
-                # CARD_IDENTIFYING answer below (by the table's state: the identify task
-                # outlives a removal until its next command fails)
-                with_card = [v for v in views if v.state is ReaderState.CARD_IDENTIFYING][:1]
-                if not with_card:
-                    raise NoCard("no card in any reader")
+                raise NoCard("no card in any reader")
             if len(with_card) > 1:
                 names = ", ".join(v.name for v in with_card)
                 raise FailedPrecondition(f"several readers hold a card ({names}): name the "

@@ -6,13 +6,16 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cardap_sim.vcard.apdu import INS_GET_RESPONSE
+from cardlib.gp.scp03 import INS_EXTERNAL_AUTHENTICATE
+
 _rng = random.Random()
 
 # INITIALIZE UPDATE, EXTERNAL/MUTUAL AUTHENTICATE, GET CHALLENGE: left alone by default.
 HANDSHAKE_INS = frozenset({0x50, 0x82, 0x84})
 # EXTERNAL AUTHENTICATE (under SCP03 before any session exists to refuse behind) and GET
 # RESPONSE (its data belongs to the command before): the refuse fault never reaches them.
-NEVER_REFUSED = frozenset({0x82, 0xC0})
+NEVER_REFUSED = frozenset({INS_EXTERNAL_AUTHENTICATE, INS_GET_RESPONSE})
 
 
 @dataclass
